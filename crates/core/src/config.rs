@@ -1,0 +1,287 @@
+//! The configuration file: nova.conf's option names and nova's defaults, so that what an
+//! operator knows about nova-network carries over. Unknown keys are refused by name.
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::net::{Ipv4Cidr, Ipv6Cidr};
+
+/// Which of nova's three network managers plans the networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Manager {
+    Flat,
+    FlatDhcp,
+    Vlan,
+}
+
+impl Manager {
+    /// Accepts novanet's short names and nova's class paths
+    /// (`nova.network.manager.FlatDHCPManager`), so a nova.conf value works unchanged.
+    pub fn parse(s: &str) -> Result<Manager> {
+        let short = s.rsplit('.').next().unwrap_or(s).to_ascii_lowercase();
+        match short.trim_end_matches("manager") {
+            "flat" => Ok(Manager::Flat),
+            "flatdhcp" => Ok(Manager::FlatDhcp),
+            "vlan" => Ok(Manager::Vlan),
+            _ => Err(Error::invalid(
+                "network_manager",
+                format!("{s:?} is not one of flat, flatdhcp, vlan"),
+            )),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Manager::Flat => "flat",
+            Manager::FlatDhcp => "flatdhcp",
+            Manager::Vlan => "vlan",
+        }
+    }
+    /// FlatManager injects the address into the guest; the others serve it by DHCP.
+    pub fn uses_dhcp(self) -> bool {
+        self != Manager::Flat
+    }
+}
+
+impl TryFrom<String> for Manager {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        Manager::parse(&s).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirewallDriver {
+    Iptables,
+    Nftables,
+    Noop,
+}
+
+/// nova.conf options novanet understands. Field names are nova's option names.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This host's address; the default of `routing_source_ip`, `metadata_host` and `vpn_ip`.
+    pub my_ip: String,
+    /// Name of this host (nova's `host`).
+    pub host: Option<String>,
+    pub network_manager: Manager,
+    pub flat_interface: Option<String>,
+    pub flat_network_bridge: Option<String>,
+    pub flat_network_dns: String,
+    pub flat_injected: bool,
+    pub vlan_interface: Option<String>,
+    pub vlan_start: u32,
+    pub vpn_start: u32,
+    pub vpn_ip: Option<String>,
+    pub cnt_vpn_clients: u32,
+    pub num_networks: u32,
+    pub network_size: u64,
+    pub network_device_mtu: Option<u32>,
+    pub share_dhcp_address: bool,
+    pub public_interface: String,
+    pub routing_source_ip: Option<String>,
+    pub fixed_range: Option<String>,
+    pub fixed_range_v6: String,
+    pub use_ipv6: bool,
+    pub dhcp_domain: String,
+    pub dhcp_lease_time: u32,
+    pub force_dhcp_release: bool,
+    pub fixed_ip_disassociate_timeout: u64,
+    pub dns_server: Vec<String>,
+    pub use_network_dns_servers: bool,
+    pub dnsmasq_config_file: String,
+    pub metadata_host: Option<String>,
+    pub metadata_port: u16,
+    pub metadata_listen: String,
+    pub metadata_listen_port: u16,
+    pub metadata_cache_expiration: u64,
+    pub vendordata_jsonfile_path: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (with a valid signature).
+    pub metadata_trusted_proxies: Vec<String>,
+    pub metadata_proxy_shared_secret: String,
+    pub auto_assign_floating_ip: bool,
+    pub default_floating_pool: String,
+    pub dmz_cidr: Vec<String>,
+    pub multi_host: bool,
+    pub allow_same_net_traffic: bool,
+    pub firewall_driver: FirewallDriver,
+    pub send_arp_for_ha: bool,
+    pub send_arp_for_ha_count: u32,
+    pub quota_floating_ips: i64,
+    pub quota_fixed_ips: i64,
+    pub quota_security_groups: i64,
+    pub quota_security_group_rules: i64,
+    pub create_unique_mac_address_attempts: u32,
+    /// Lifetime of API tokens, seconds (keystone's `[token] expiration`).
+    pub token_expiration: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            my_ip: "127.0.0.1".into(),
+            host: None,
+            network_manager: Manager::FlatDhcp,
+            flat_interface: None,
+            flat_network_bridge: None,
+            flat_network_dns: "8.8.4.4".into(),
+            flat_injected: false,
+            vlan_interface: None,
+            vlan_start: 100,
+            vpn_start: 1000,
+            vpn_ip: None,
+            cnt_vpn_clients: 0,
+            num_networks: 1,
+            network_size: 256,
+            network_device_mtu: None,
+            share_dhcp_address: false,
+            public_interface: "eth0".into(),
+            routing_source_ip: None,
+            fixed_range: None,
+            fixed_range_v6: "fd00::/48".into(),
+            use_ipv6: false,
+            dhcp_domain: "novalocal".into(),
+            dhcp_lease_time: 86400,
+            force_dhcp_release: true,
+            fixed_ip_disassociate_timeout: 600,
+            dns_server: Vec::new(),
+            use_network_dns_servers: false,
+            dnsmasq_config_file: String::new(),
+            metadata_host: None,
+            metadata_port: 8775,
+            metadata_listen: "0.0.0.0".into(),
+            metadata_listen_port: 8775,
+            metadata_cache_expiration: 15,
+            vendordata_jsonfile_path: None,
+            metadata_trusted_proxies: Vec::new(),
+            metadata_proxy_shared_secret: String::new(),
+            auto_assign_floating_ip: false,
+            default_floating_pool: "nova".into(),
+            dmz_cidr: Vec::new(),
+            multi_host: false,
+            allow_same_net_traffic: true,
+            firewall_driver: FirewallDriver::Iptables,
+            send_arp_for_ha: false,
+            send_arp_for_ha_count: 3,
+            quota_floating_ips: 10,
+            quota_fixed_ips: -1,
+            quota_security_groups: 10,
+            quota_security_group_rules: 20,
+            create_unique_mac_address_attempts: 5,
+            token_expiration: 3600,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML file's text. Unknown keys and bad values are errors naming the key.
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            // toml reports a bad value by position only; name the key on that line.
+            let key = e
+                .span()
+                .and_then(|s| text[..s.start].rsplit('\n').next().map(|l| (l, s.start)))
+                .and_then(|(before, start)| {
+                    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+                    let line = format!("{before}{}", &text[start..line_end]);
+                    line.split_once('=').map(|(k, _)| k.trim().to_string())
+                })
+                .filter(|k| !k.is_empty() && !k.contains(' '))
+                .unwrap_or_else(|| "configuration".into());
+            Error::invalid(key, e.message().to_string())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        for d in &self.dmz_cidr {
+            d.parse::<Ipv4Cidr>()
+                .map_err(|e| Error::invalid("dmz_cidr", e))?;
+        }
+        self.fixed_range_v6
+            .parse::<Ipv6Cidr>()
+            .map_err(|e| Error::invalid("fixed_range_v6", e))?;
+        if !(1..=4094).contains(&self.vlan_start) {
+            return Err(Error::invalid("vlan_start", "must be between 1 and 4094"));
+        }
+        if self.num_networks == 0 {
+            return Err(Error::invalid("num_networks", "must be at least 1"));
+        }
+        for (name, ip) in [
+            ("my_ip", Some(&self.my_ip)),
+            ("routing_source_ip", self.routing_source_ip.as_ref()),
+            ("metadata_host", self.metadata_host.as_ref()),
+        ] {
+            if let Some(ip) = ip {
+                ip.parse::<std::net::Ipv4Addr>()
+                    .map_err(|_| Error::invalid(name, format!("{ip:?} is not an IPv4 address")))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn routing_source_ip(&self) -> &str {
+        self.routing_source_ip.as_deref().unwrap_or(&self.my_ip)
+    }
+    pub fn metadata_host(&self) -> &str {
+        self.metadata_host.as_deref().unwrap_or(&self.my_ip)
+    }
+    pub fn vpn_ip(&self) -> &str {
+        self.vpn_ip.as_deref().unwrap_or(&self.my_ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_novas() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.network_manager, Manager::FlatDhcp);
+        assert_eq!(c.dhcp_domain, "novalocal");
+        assert_eq!(c.dhcp_lease_time, 86400);
+        assert!(c.force_dhcp_release);
+        assert_eq!(c.metadata_port, 8775);
+        assert_eq!(c.public_interface, "eth0");
+        assert_eq!(c.default_floating_pool, "nova");
+        assert!(c.allow_same_net_traffic);
+    }
+
+    #[test]
+    fn nova_class_paths_are_accepted() {
+        let c = Config::from_toml(
+            "network_manager = \"nova.network.manager.VlanManager\"\nflat_interface = \"eth2\"",
+        )
+        .unwrap();
+        assert_eq!(c.network_manager, Manager::Vlan);
+        assert_eq!(
+            Manager::parse("FlatDHCPManager").unwrap(),
+            Manager::FlatDhcp
+        );
+        assert!(Manager::parse("bogus").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml("flat_interfce = \"eth2\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flat_interfce"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::from_toml("dmz_cidr = [\"10.0.0.0/40\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dmz_cidr"), "{e}");
+        let e = Config::from_toml("dhcp_lease_time = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dhcp_lease_time"), "{e}");
+    }
+}

@@ -1,0 +1,10 @@
+//! novanet's domain core: configuration, addresses, network planning and the records the
+//! store keeps. No I/O, no clock, no randomness: callers pass those in.
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod net;
+pub mod planning;
+
+pub use error::{Error, Result};

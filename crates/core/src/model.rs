@@ -1,0 +1,167 @@
+//! The records novanet keeps, as plain data. Addresses are kept as text in the records (as
+//! nova's database did) and parsed where arithmetic is needed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::net::Ipv4Cidr;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    /// Store row id; 0 until stored.
+    pub id: i64,
+    pub uuid: String,
+    pub label: String,
+    pub cidr: Option<String>,
+    pub cidr_v6: Option<String>,
+    pub netmask: Option<String>,
+    pub netmask_v6: Option<String>,
+    pub gateway: Option<String>,
+    pub gateway_v6: Option<String>,
+    pub broadcast: Option<String>,
+    pub dns1: Option<String>,
+    pub dns2: Option<String>,
+    pub bridge: Option<String>,
+    pub bridge_interface: Option<String>,
+    pub vlan: Option<u32>,
+    pub vpn_public_address: Option<String>,
+    pub vpn_public_port: Option<u32>,
+    pub vpn_private_address: Option<String>,
+    pub dhcp_start: Option<String>,
+    pub dhcp_server: Option<String>,
+    pub project_id: Option<String>,
+    pub host: Option<String>,
+    pub multi_host: bool,
+    pub injected: bool,
+    pub mtu: Option<u32>,
+    pub enable_dhcp: bool,
+    pub share_address: bool,
+    pub priority: Option<i64>,
+}
+
+impl Network {
+    pub fn cidr_v4(&self) -> Option<Ipv4Cidr> {
+        self.cidr.as_deref().and_then(|c| c.parse().ok())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FixedIp {
+    pub id: i64,
+    pub network_id: i64,
+    pub address: String,
+    pub allocated: bool,
+    pub leased: bool,
+    pub reserved: bool,
+    pub instance_uuid: Option<String>,
+    pub vif_id: Option<i64>,
+    pub host: Option<String>,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Vif {
+    pub id: i64,
+    pub uuid: String,
+    pub mac: String,
+    pub network_id: i64,
+    pub instance_uuid: String,
+}
+
+/// What a caller asks for when booting an instance.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    pub name: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub host: Option<String>,
+    pub availability_zone: Option<String>,
+    pub key_name: Option<String>,
+    pub key_data: Option<String>,
+    pub user_data: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub security_groups: Vec<String>,
+    pub flavor_id: Option<String>,
+    pub image_id: Option<String>,
+    /// Requested networks: (network uuid, optional fixed address). Empty: nova's default set.
+    pub networks: Vec<RequestedNetwork>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestedNetwork {
+    pub uuid: String,
+    pub fixed_ip: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Store row id, the `%08x` of the EC2 `i-` id and the firewall chain number.
+    pub id: i64,
+    pub uuid: String,
+    pub hostname: String,
+    pub launch_index: u32,
+    pub reservation_id: String,
+    pub created_at: i64,
+    #[serde(flatten)]
+    pub spec: InstanceSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIp {
+    pub id: i64,
+    pub address: String,
+    pub pool: String,
+    pub interface: String,
+    pub project_id: Option<String>,
+    pub fixed_ip: Option<String>,
+    pub instance_uuid: Option<String>,
+    pub host: Option<String>,
+    pub auto_assigned: bool,
+}
+
+/// An instance's address on one network, as the API and the host plan show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceAddress {
+    pub network_uuid: String,
+    pub network_label: String,
+    pub mac: String,
+    pub vif_uuid: String,
+    pub address: String,
+    pub floating: Vec<String>,
+}
+
+/// nova's hostname rule: lowercase, `[a-z0-9-]` only, at most 63 characters
+/// (LP #1238910 shortens longer ones to `name[:2] + '-' + name[-60:]`).
+pub fn hostname_for(display_name: &str) -> String {
+    let mut h: String = display_name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    h = h.trim_matches('-').to_string();
+    if h.is_empty() {
+        h = "server".into();
+    }
+    if h.len() > 63 {
+        h = format!("{}-{}", &h[..2], &h[h.len() - 60..]);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames() {
+        assert_eq!(hostname_for("cirros"), "cirros");
+        assert_eq!(hostname_for("My VM_1"), "my-vm-1");
+        let long = "a".repeat(70);
+        assert_eq!(hostname_for(&long).len(), 63);
+    }
+}
