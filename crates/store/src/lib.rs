@@ -1,1 +1,253 @@
+//! The state store: one trait, engines behind it. SQLite (a WAL file under the data
+//! directory) is the embedded default. Every operation that changes state is one transaction:
+//! two callers can never get the same address, and a crash leaves either all of an operation
+//! or none of it.
 
+use novanet_core::config::Config;
+use novanet_core::model::{FixedIp, FloatingIp, Instance, InstanceAddress, InstanceSpec, Network};
+use novanet_core::planning::NetworkRequest;
+use novanet_core::Result;
+use serde::{Deserialize, Serialize};
+
+mod sqlite;
+pub use sqlite::SqliteStore;
+
+/// A fixed IP with what its owner looks like, for `fixed-ip-get` and `manage fixed list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FixedIpInfo {
+    pub fixed: FixedIp,
+    pub network_cidr: String,
+    pub network_label: String,
+    pub hostname: Option<String>,
+    pub instance_host: Option<String>,
+}
+
+/// An address bound to a VIF, as the DHCP server and the firewall need it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundAddress {
+    pub network_id: i64,
+    pub address: String,
+    pub mac: String,
+    pub vif_uuid: String,
+    pub instance_uuid: String,
+    pub instance_id: i64,
+    pub hostname: String,
+    pub instance_host: Option<String>,
+    /// False once the instance is gone but the lease is not yet released.
+    pub allocated: bool,
+    pub leased: bool,
+}
+
+/// Partial update of a network: `Some(None)` clears a field.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkUpdate {
+    pub project_id: Option<Option<String>>,
+    pub host: Option<Option<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    pub id: i64,
+    pub project_id: String,
+    pub name: String,
+    pub description: String,
+    pub rules: Vec<SecurityGroupRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroupRule {
+    pub id: i64,
+    pub parent_group_id: i64,
+    pub protocol: Option<String>,
+    pub from_port: Option<i32>,
+    pub to_port: Option<i32>,
+    pub cidr: Option<String>,
+    pub group_id: Option<i64>,
+    /// Name and project of the source group, when `group_id` is set.
+    pub group_name: Option<String>,
+    pub group_project: Option<String>,
+}
+
+/// A new rule, validated by the caller (see `novanet_core::secgroup`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewRule {
+    pub protocol: Option<String>,
+    pub from_port: Option<i32>,
+    pub to_port: Option<i32>,
+    pub cidr: Option<String>,
+    pub group_id: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: String,
+    pub user: User,
+    pub project: Project,
+    pub roles: Vec<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Keypair {
+    pub name: String,
+    pub user_id: String,
+    pub public_key: String,
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub host: String,
+    pub network_host: bool,
+    pub last_seen: i64,
+}
+
+/// What a scrub removed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScrubReport {
+    pub networks: usize,
+    pub security_groups: usize,
+}
+
+/// Everything novanet stores. Methods are domain operations, not SQL, so that another engine
+/// (PostgreSQL for several servers) implements the same contract.
+pub trait Store: Send + Sync {
+    /// A number that grows with every committed change; agents watch it.
+    fn generation(&self) -> Result<u64>;
+
+    // Networks
+    fn create_networks(
+        &self,
+        req: &NetworkRequest,
+        cfg: &Config,
+    ) -> Result<(Vec<Network>, Vec<String>)>;
+    fn networks(&self) -> Result<Vec<Network>>;
+    /// By uuid, cidr or label.
+    fn network(&self, key: &str) -> Result<Network>;
+    fn delete_network(&self, key: &str, require_disassociated: bool) -> Result<Network>;
+    fn update_network(&self, key: &str, update: &NetworkUpdate) -> Result<Network>;
+    /// VLAN manager: give a project a network (a named one, or the first free one).
+    fn associate_project_network(&self, project_id: &str, uuid: Option<&str>) -> Result<Network>;
+    /// Single-host networks without a host are claimed by the first network host.
+    fn claim_networks(&self, host: &str) -> Result<usize>;
+
+    // Fixed IPs
+    fn fixed_ip(&self, address: &str) -> Result<FixedIpInfo>;
+    fn fixed_ips(&self, host: Option<&str>) -> Result<Vec<FixedIpInfo>>;
+    fn set_fixed_reserved(&self, address: &str, reserved: bool) -> Result<()>;
+    /// dnsmasq `add`/`old`: the lease is held.
+    fn lease_fixed_ip(&self, address: &str, mac: Option<&str>) -> Result<bool>;
+    /// dnsmasq `del`: the lease ended; frees the address if its instance is gone.
+    fn release_fixed_ip(&self, address: &str, mac: Option<&str>, now: i64) -> Result<bool>;
+    /// Frees addresses deallocated more than `timeout` seconds ago whose release never came.
+    fn disassociate_stale_fixed_ips(&self, now: i64, timeout: i64) -> Result<usize>;
+    /// Addresses bound to VIFs on these networks (allocated, or awaiting their release).
+    fn bound_addresses(&self, network_ids: &[i64]) -> Result<Vec<BoundAddress>>;
+
+    // Instances
+    fn create_instance(&self, spec: &InstanceSpec, cfg: &Config) -> Result<Instance>;
+    fn delete_instance(&self, uuid: &str, cfg: &Config, now: i64) -> Result<Instance>;
+    fn instance(&self, uuid: &str) -> Result<Instance>;
+    fn instances(&self, project_id: Option<&str>) -> Result<Vec<Instance>>;
+    fn instance_addresses(&self, uuid: &str) -> Result<Vec<InstanceAddress>>;
+    fn instance_by_fixed_ip(&self, address: &str) -> Result<Option<Instance>>;
+    fn add_fixed_ip(&self, uuid: &str, network_key: &str, cfg: &Config) -> Result<InstanceAddress>;
+    fn remove_fixed_ip(&self, uuid: &str, address: &str, now: i64) -> Result<()>;
+
+    // Floating IPs
+    fn create_floating_ips(
+        &self,
+        pool: &str,
+        interface: &str,
+        addresses: &[std::net::Ipv4Addr],
+    ) -> Result<usize>;
+    fn delete_floating_ips(&self, addresses: &[std::net::Ipv4Addr]) -> Result<usize>;
+    fn floating_ips(&self, project_id: Option<&str>) -> Result<Vec<FloatingIp>>;
+    fn floating_ip(&self, key: &str) -> Result<FloatingIp>;
+    fn floating_pools(&self) -> Result<Vec<String>>;
+    fn allocate_floating_ip(&self, project_id: &str, pool: &str, quota: i64) -> Result<FloatingIp>;
+    /// Releases (disassociating first); `project_id` None acts as admin.
+    fn release_floating_ip(&self, address: &str, project_id: Option<&str>) -> Result<()>;
+    fn associate_floating_ip(
+        &self,
+        address: &str,
+        instance_uuid: &str,
+        fixed_address: Option<&str>,
+        project_id: Option<&str>,
+    ) -> Result<FloatingIp>;
+    fn disassociate_floating_ip(
+        &self,
+        address: &str,
+        instance_uuid: Option<&str>,
+        project_id: Option<&str>,
+    ) -> Result<()>;
+
+    // Security groups
+    fn security_groups(&self, project_id: Option<&str>) -> Result<Vec<SecurityGroup>>;
+    fn security_group(&self, id: i64) -> Result<SecurityGroup>;
+    /// The project's `default` group, made on first use with copies of the default rules.
+    fn ensure_default_group(&self, project_id: &str) -> Result<SecurityGroup>;
+    fn create_security_group(
+        &self,
+        project_id: &str,
+        name: &str,
+        description: &str,
+        quota: i64,
+    ) -> Result<SecurityGroup>;
+    fn delete_security_group(&self, id: i64) -> Result<()>;
+    fn add_security_group_rule(
+        &self,
+        group_id: i64,
+        rule: &NewRule,
+        quota: i64,
+    ) -> Result<SecurityGroupRule>;
+    fn delete_security_group_rule(&self, id: i64) -> Result<SecurityGroupRule>;
+    fn default_rules(&self) -> Result<Vec<SecurityGroupRule>>;
+    fn add_default_rule(&self, rule: &NewRule) -> Result<SecurityGroupRule>;
+    fn delete_default_rule(&self, id: i64) -> Result<()>;
+    fn instance_security_groups(&self, uuid: &str) -> Result<Vec<SecurityGroup>>;
+    fn add_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()>;
+    fn remove_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()>;
+    /// `nova-manage project scrub`: disassociate the project's networks, drop its groups.
+    fn scrub_project(&self, project_id: &str) -> Result<ScrubReport>;
+
+    // Identity
+    fn create_project(&self, name: &str) -> Result<Project>;
+    fn project(&self, key: &str) -> Result<Project>;
+    fn projects(&self) -> Result<Vec<Project>>;
+    fn create_user(&self, name: &str, password: &str) -> Result<User>;
+    fn user(&self, name: &str) -> Result<User>;
+    fn assign_role(&self, user_id: &str, project_id: &str, role: &str) -> Result<()>;
+    /// Checks a password and issues a token for the project, or says which part failed.
+    fn issue_token(
+        &self,
+        user: &str,
+        password: &str,
+        project: &str,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Token>;
+    fn token(&self, id: &str, now: i64) -> Result<Token>;
+    fn revoke_token(&self, id: &str) -> Result<()>;
+
+    // Keypairs, hosts
+    fn create_keypair(&self, kp: &Keypair) -> Result<()>;
+    fn keypairs(&self, user_id: &str) -> Result<Vec<Keypair>>;
+    fn keypair(&self, user_id: &str, name: &str) -> Result<Keypair>;
+    fn delete_keypair(&self, user_id: &str, name: &str) -> Result<()>;
+    fn report_service(&self, host: &str, network_host: bool, now: i64) -> Result<()>;
+    fn services(&self) -> Result<Vec<Service>>;
+}

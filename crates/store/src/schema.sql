@@ -1,0 +1,133 @@
+-- novanet state, schema version 1. Hot columns (addresses, flags, owners) are real columns
+-- with indexes; the rest of a network or instance record is its JSON, written together with
+-- the columns by one function so that the two never disagree.
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS networks (
+    id INTEGER PRIMARY KEY,
+    uuid TEXT NOT NULL UNIQUE,
+    label TEXT NOT NULL,
+    cidr TEXT,
+    cidr_v6 TEXT,
+    vlan INTEGER UNIQUE,
+    project_id TEXT,
+    host TEXT,
+    data TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS fixed_ips (
+    id INTEGER PRIMARY KEY,
+    network_id INTEGER NOT NULL REFERENCES networks(id),
+    address TEXT NOT NULL UNIQUE,
+    address_int INTEGER NOT NULL,
+    allocated INTEGER NOT NULL DEFAULT 0,
+    leased INTEGER NOT NULL DEFAULT 0,
+    reserved INTEGER NOT NULL DEFAULT 0,
+    instance_uuid TEXT,
+    vif_id INTEGER,
+    host TEXT,
+    -- 0 = never used; otherwise the unix time of the last change. Free addresses are handed
+    -- out oldest-released first, as nova did, so a just-freed address is not reused at once
+    -- while a never-used one is left.
+    updated_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS fixed_ips_free ON fixed_ips (network_id, updated_at, address_int)
+    WHERE instance_uuid IS NULL AND reserved = 0 AND host IS NULL AND leased = 0;
+CREATE INDEX IF NOT EXISTS fixed_ips_instance ON fixed_ips (instance_uuid);
+CREATE INDEX IF NOT EXISTS fixed_ips_network ON fixed_ips (network_id, address_int);
+
+CREATE TABLE IF NOT EXISTS vifs (
+    id INTEGER PRIMARY KEY,
+    uuid TEXT NOT NULL UNIQUE,
+    mac TEXT NOT NULL UNIQUE,
+    network_id INTEGER NOT NULL,
+    instance_uuid TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vifs_instance ON vifs (instance_uuid);
+
+CREATE TABLE IF NOT EXISTS instances (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    host TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_project ON instances (project_id);
+CREATE INDEX IF NOT EXISTS instances_host ON instances (host);
+
+CREATE TABLE IF NOT EXISTS floating_ips (
+    id INTEGER PRIMARY KEY,
+    address TEXT NOT NULL UNIQUE,
+    address_int INTEGER NOT NULL,
+    pool TEXT NOT NULL,
+    interface TEXT NOT NULL,
+    project_id TEXT,
+    fixed_ip_id INTEGER,
+    host TEXT,
+    auto_assigned INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS floating_free ON floating_ips (pool, address_int) WHERE project_id IS NULL;
+CREATE INDEX IF NOT EXISTS floating_fixed ON floating_ips (fixed_ip_id);
+
+CREATE TABLE IF NOT EXISTS security_groups (
+    id INTEGER PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    UNIQUE (project_id, name)
+);
+CREATE TABLE IF NOT EXISTS security_group_rules (
+    id INTEGER PRIMARY KEY,
+    parent_group_id INTEGER NOT NULL REFERENCES security_groups(id),
+    protocol TEXT,
+    from_port INTEGER,
+    to_port INTEGER,
+    cidr TEXT,
+    group_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS security_group_default_rules (
+    id INTEGER PRIMARY KEY,
+    protocol TEXT NOT NULL,
+    from_port INTEGER NOT NULL,
+    to_port INTEGER NOT NULL,
+    cidr TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instance_security_groups (
+    instance_uuid TEXT NOT NULL,
+    group_id INTEGER NOT NULL,
+    PRIMARY KEY (instance_uuid, group_id)
+);
+
+CREATE TABLE IF NOT EXISTS projects (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    salt TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS role_assignments (
+    user_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    PRIMARY KEY (user_id, project_id, role)
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keypairs (
+    user_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
+CREATE TABLE IF NOT EXISTS services (
+    host TEXT PRIMARY KEY,
+    network_host INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);

@@ -1,0 +1,1970 @@
+//! The SQLite engine. One connection per `SqliteStore`, WAL journal, `BEGIN IMMEDIATE` for
+//! every write so that writers queue on the database lock instead of failing half-way;
+//! several processes may open the same file.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use novanet_core::config::{Config, Manager};
+use novanet_core::model::{
+    hostname_for, FixedIp, FloatingIp, Instance, InstanceAddress, InstanceSpec, Network,
+};
+use novanet_core::net::Mac;
+use novanet_core::planning::{plan_networks, NetworkRequest};
+use novanet_core::{Error, Result};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use sha2::{Digest, Sha256};
+
+use crate::*;
+
+const SCHEMA: &str = include_str!("schema.sql");
+/// How long a writer waits for another process's transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn db(e: rusqlite::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn random_bytes() -> [u8; 16] {
+    uuid::Uuid::new_v4().into_bytes()
+}
+
+fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("records serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Store(format!("corrupt record: {e}")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `state.sqlite` under `data_dir`.
+    pub fn open_dir(data_dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            Error::Store(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        Self::open(&data_dir.join("state.sqlite"))
+    }
+
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let conn = Connection::open(path).map_err(db)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(db)?;
+        if mode != "wal" && mode != "memory" {
+            return Err(Error::Store(format!(
+                "cannot use WAL journal on {}: got {mode}",
+                path.display()
+            )));
+        }
+        // NORMAL in WAL mode survives a crash of any process; only a power loss may lose
+        // the last commits, never consistency.
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+            .map_err(db)?;
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+        };
+        store.write_raw(|tx| {
+            tx.execute_batch(SCHEMA).map_err(db)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0'), ('schema', '1')",
+                [],
+            )
+            .map_err(db)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn write_raw<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+
+    /// One write transaction; bumps the generation so that watchers see the change.
+    fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        self.write_raw(|tx| {
+            let out = f(tx)?;
+            tx.execute(
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'",
+                [],
+            )
+            .map_err(db)?;
+            Ok(out)
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+}
+
+// ---- row helpers ---------------------------------------------------------------------------
+
+fn network_from_row(r: &Row) -> rusqlite::Result<(i64, String)> {
+    Ok((r.get(0)?, r.get(1)?))
+}
+
+fn load_networks(
+    c: &Connection,
+    where_sql: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Network>> {
+    let sql = format!("SELECT id, data FROM networks {where_sql} ORDER BY id");
+    let mut st = c.prepare_cached(&sql).map_err(db)?;
+    let rows = st
+        .query_map(p, network_from_row)
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    rows.into_iter()
+        .map(|(id, data)| {
+            let mut n: Network = from_json(&data)?;
+            n.id = id;
+            Ok(n)
+        })
+        .collect()
+}
+
+fn find_network(c: &Connection, key: &str) -> Result<Network> {
+    let found = load_networks(c, "WHERE uuid = ?1 OR cidr = ?1 OR label = ?1", &[&key])?;
+    match found.len() {
+        1 => Ok(found.into_iter().next().expect("one")),
+        0 => Err(Error::not_found(format!("network {key} not found"))),
+        _ => Err(Error::conflict(format!(
+            "{key} names several networks; use the network's uuid"
+        ))),
+    }
+}
+
+fn save_network(c: &Connection, n: &Network) -> Result<i64> {
+    let data = to_json(n);
+    if n.id == 0 {
+        c.execute(
+            "INSERT INTO networks(uuid, label, cidr, cidr_v6, vlan, project_id, host, data) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+            params![n.uuid, n.label, n.cidr, n.cidr_v6, n.vlan, n.project_id, n.host, data],
+        )
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::conflict(format!("network {} conflicts with an existing one (uuid or vlan)", n.label))
+            } else {
+                db(e)
+            }
+        })?;
+        Ok(c.last_insert_rowid())
+    } else {
+        c.execute(
+            "UPDATE networks SET label=?2, cidr=?3, cidr_v6=?4, vlan=?5, project_id=?6, host=?7, data=?8 WHERE id=?1",
+            params![n.id, n.label, n.cidr, n.cidr_v6, n.vlan, n.project_id, n.host, data],
+        )
+        .map_err(db)?;
+        Ok(n.id)
+    }
+}
+
+const FIXED_COLS: &str =
+    "f.id, f.network_id, f.address, f.allocated, f.leased, f.reserved, f.instance_uuid, f.vif_id, f.host, f.updated_at";
+
+fn fixed_from_row(r: &Row) -> rusqlite::Result<FixedIp> {
+    Ok(FixedIp {
+        id: r.get(0)?,
+        network_id: r.get(1)?,
+        address: r.get(2)?,
+        allocated: r.get(3)?,
+        leased: r.get(4)?,
+        reserved: r.get(5)?,
+        instance_uuid: r.get(6)?,
+        vif_id: r.get(7)?,
+        host: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+fn get_fixed(c: &Connection, address: &str) -> Result<FixedIp> {
+    if address.parse::<Ipv4Addr>().is_err() {
+        return Err(Error::invalid(
+            "address",
+            format!("{address:?} is not an IPv4 address"),
+        ));
+    }
+    c.query_row(
+        &format!("SELECT {FIXED_COLS} FROM fixed_ips f WHERE f.address = ?1"),
+        [address],
+        fixed_from_row,
+    )
+    .optional()
+    .map_err(db)?
+    .ok_or_else(|| Error::not_found(format!("fixed IP {address} not found")))
+}
+
+fn load_instance(c: &Connection, uuid: &str) -> Result<Instance> {
+    let row: Option<(i64, String)> = c
+        .query_row(
+            "SELECT id, data FROM instances WHERE uuid = ?1",
+            [uuid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db)?;
+    let (id, data) = row.ok_or_else(|| Error::not_found(format!("instance {uuid} not found")))?;
+    let mut i: Instance = from_json(&data)?;
+    i.id = id;
+    Ok(i)
+}
+
+fn floating_from_row(r: &Row) -> rusqlite::Result<FloatingIp> {
+    Ok(FloatingIp {
+        id: r.get(0)?,
+        address: r.get(1)?,
+        pool: r.get(2)?,
+        interface: r.get(3)?,
+        project_id: r.get(4)?,
+        fixed_ip: r.get(5)?,
+        instance_uuid: r.get(6)?,
+        host: r.get(7)?,
+        auto_assigned: r.get(8)?,
+    })
+}
+
+const FLOATING_SELECT: &str = "SELECT fl.id, fl.address, fl.pool, fl.interface, fl.project_id, f.address, f.instance_uuid, fl.host, fl.auto_assigned \
+     FROM floating_ips fl LEFT JOIN fixed_ips f ON f.id = fl.fixed_ip_id";
+
+fn get_floating(c: &Connection, key: &str) -> Result<FloatingIp> {
+    let by_id = key.parse::<i64>().ok();
+    c.query_row(
+        &format!("{FLOATING_SELECT} WHERE fl.address = ?1 OR fl.id = ?2"),
+        params![key, by_id],
+        floating_from_row,
+    )
+    .optional()
+    .map_err(db)?
+    .ok_or_else(|| Error::not_found(format!("floating IP {key} not found")))
+}
+
+fn check_owner(owner: Option<&str>, caller: Option<&str>, what: &str) -> Result<()> {
+    match caller {
+        None => Ok(()),
+        Some(p) if owner == Some(p) => Ok(()),
+        Some(_) => Err(Error::not_found(format!("{what} not found"))),
+    }
+}
+
+/// Allocates one address on `network` for a VIF: the requested one, or the free one released
+/// longest ago (never-used first, lowest address first).
+fn allocate_address(
+    tx: &Transaction,
+    network: &Network,
+    requested: Option<&str>,
+    instance_uuid: &str,
+    vif_id: i64,
+    now: i64,
+) -> Result<String> {
+    let address = match requested {
+        Some(a) => {
+            let f = get_fixed(tx, a).map_err(|e| match e {
+                Error::NotFound(_) => Error::invalid(
+                    "fixed_ip",
+                    format!("{a} is not an address of network {}", network.label),
+                ),
+                other => other,
+            })?;
+            if f.network_id != network.id {
+                return Err(Error::invalid(
+                    "fixed_ip",
+                    format!("{a} is not an address of network {}", network.label),
+                ));
+            }
+            if f.reserved {
+                return Err(Error::conflict(format!("fixed IP {a} is reserved")));
+            }
+            if f.instance_uuid.is_some() || f.host.is_some() || f.leased {
+                return Err(Error::conflict(format!("fixed IP {a} is already in use")));
+            }
+            f.address
+        }
+        None => tx
+            .query_row(
+                "SELECT address FROM fixed_ips WHERE network_id = ?1 AND instance_uuid IS NULL \
+                 AND reserved = 0 AND host IS NULL AND leased = 0 ORDER BY updated_at, address_int LIMIT 1",
+                [network.id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or_else(|| {
+                Error::Exhausted(format!("no fixed IP left on network {} ({})", network.label,
+                    network.cidr.as_deref().unwrap_or("-")))
+            })?,
+    };
+    let n = tx
+        .execute(
+            "UPDATE fixed_ips SET instance_uuid = ?2, vif_id = ?3, allocated = 1, updated_at = ?4 \
+             WHERE address = ?1 AND instance_uuid IS NULL",
+            params![address, instance_uuid, vif_id, now],
+        )
+        .map_err(db)?;
+    if n != 1 {
+        return Err(Error::conflict(format!(
+            "fixed IP {address} was taken concurrently"
+        )));
+    }
+    Ok(address)
+}
+
+fn create_vif(
+    tx: &Transaction,
+    network_id: i64,
+    instance_uuid: &str,
+    attempts: u32,
+) -> Result<(i64, String, String)> {
+    for _ in 0..attempts.max(1) {
+        let b = random_bytes();
+        let mac = Mac::nova([b[0], b[1], b[2]]).to_string();
+        let uuid = new_uuid();
+        match tx.execute(
+            "INSERT INTO vifs(uuid, mac, network_id, instance_uuid) VALUES (?1, ?2, ?3, ?4)",
+            params![uuid, mac, network_id, instance_uuid],
+        ) {
+            Ok(_) => return Ok((tx.last_insert_rowid(), uuid, mac)),
+            Err(e) if is_unique_violation(&e) => continue,
+            Err(e) => return Err(db(e)),
+        }
+    }
+    Err(Error::Exhausted(format!(
+        "could not find a unique MAC address in {attempts} attempts"
+    )))
+}
+
+/// The networks an instance is put on when it asks for none (nova's `_get_networks_for_instance`).
+fn default_networks(tx: &Transaction, manager: Manager, project_id: &str) -> Result<Vec<Network>> {
+    match manager {
+        Manager::Flat | Manager::FlatDhcp => load_networks(tx, "WHERE vlan IS NULL", &[]),
+        Manager::Vlan => {
+            let own = load_networks(tx, "WHERE project_id = ?1", &[&project_id])?;
+            if !own.is_empty() {
+                return Ok(own);
+            }
+            Ok(vec![associate_free_network(tx, project_id, None)?])
+        }
+    }
+}
+
+fn associate_free_network(
+    tx: &Transaction,
+    project_id: &str,
+    uuid: Option<&str>,
+) -> Result<Network> {
+    let mut n = match uuid {
+        Some(u) => find_network(tx, u)?,
+        None => load_networks(tx, "WHERE project_id IS NULL AND vlan IS NOT NULL", &[])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::Exhausted(format!(
+                    "no free network left to associate with project {project_id}"
+                ))
+            })?,
+    };
+    n.project_id = Some(project_id.to_string());
+    save_network(tx, &n)?;
+    Ok(n)
+}
+
+fn instance_addresses_tx(c: &Connection, uuid: &str) -> Result<Vec<InstanceAddress>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT n.uuid, n.label, v.mac, v.uuid, f.address, \
+               (SELECT group_concat(fl.address, ',') FROM floating_ips fl WHERE fl.fixed_ip_id = f.id) \
+             FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id JOIN networks n ON n.id = f.network_id \
+             WHERE f.instance_uuid = ?1 AND f.allocated = 1 ORDER BY v.id, f.address_int",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map([uuid], |r| {
+            let floating: Option<String> = r.get(5)?;
+            Ok(InstanceAddress {
+                network_uuid: r.get(0)?,
+                network_label: r.get(1)?,
+                mac: r.get(2)?,
+                vif_uuid: r.get(3)?,
+                address: r.get(4)?,
+                floating: floating
+                    .map(|s| s.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
+            })
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    Ok(rows)
+}
+
+/// Frees a fixed IP (no instance, no VIF) and drops its VIF once nothing refers to it.
+fn disassociate_fixed(tx: &Transaction, f: &FixedIp, now: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE fixed_ips SET instance_uuid = NULL, vif_id = NULL, allocated = 0, leased = 0, updated_at = ?2 WHERE id = ?1",
+        params![f.id, now],
+    )
+    .map_err(db)?;
+    if let Some(vif) = f.vif_id {
+        tx.execute(
+            "DELETE FROM vifs WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM fixed_ips WHERE vif_id = ?1) \
+             AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.uuid = vifs.instance_uuid)",
+            [vif],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Marks an instance's fixed IP deallocated; frees it at once unless a lease is still out
+/// (then the DHCP release, or the disassociate timeout, frees it).
+fn deallocate_fixed(tx: &Transaction, f: &FixedIp, now: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE floating_ips SET fixed_ip_id = NULL, host = NULL WHERE fixed_ip_id = ?1",
+        [f.id],
+    )
+    .map_err(db)?;
+    if f.leased {
+        tx.execute(
+            "UPDATE fixed_ips SET allocated = 0, updated_at = ?2 WHERE id = ?1",
+            params![f.id, now],
+        )
+        .map_err(db)?;
+        Ok(())
+    } else {
+        disassociate_fixed(tx, f, now)
+    }
+}
+
+fn rules_of(c: &Connection, group_id: i64) -> Result<Vec<SecurityGroupRule>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT r.id, r.parent_group_id, r.protocol, r.from_port, r.to_port, r.cidr, r.group_id, g.name, g.project_id \
+             FROM security_group_rules r LEFT JOIN security_groups g ON g.id = r.group_id \
+             WHERE r.parent_group_id = ?1 ORDER BY r.id",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map([group_id], rule_from_row)
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    Ok(rows)
+}
+
+fn rule_from_row(r: &Row) -> rusqlite::Result<SecurityGroupRule> {
+    Ok(SecurityGroupRule {
+        id: r.get(0)?,
+        parent_group_id: r.get(1)?,
+        protocol: r.get(2)?,
+        from_port: r.get(3)?,
+        to_port: r.get(4)?,
+        cidr: r.get(5)?,
+        group_id: r.get(6)?,
+        group_name: r.get(7)?,
+        group_project: r.get(8)?,
+    })
+}
+
+fn load_groups(
+    c: &Connection,
+    where_sql: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<SecurityGroup>> {
+    let sql = format!(
+        "SELECT id, project_id, name, description FROM security_groups {where_sql} ORDER BY project_id, name"
+    );
+    let mut st = c.prepare_cached(&sql).map_err(db)?;
+    let groups = st
+        .query_map(p, |r| {
+            Ok(SecurityGroup {
+                id: r.get(0)?,
+                project_id: r.get(1)?,
+                name: r.get(2)?,
+                description: r.get(3)?,
+                rules: Vec::new(),
+            })
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    groups
+        .into_iter()
+        .map(|mut g| {
+            g.rules = rules_of(c, g.id)?;
+            Ok(g)
+        })
+        .collect()
+}
+
+fn ensure_default_group_tx(tx: &Transaction, project_id: &str) -> Result<SecurityGroup> {
+    let existing = load_groups(
+        tx,
+        "WHERE project_id = ?1 AND name = 'default'",
+        &[&project_id],
+    )?;
+    if let Some(g) = existing.into_iter().next() {
+        return Ok(g);
+    }
+    tx.execute(
+        "INSERT INTO security_groups(project_id, name, description) VALUES (?1, 'default', 'default')",
+        [project_id],
+    )
+    .map_err(db)?;
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO security_group_rules(parent_group_id, protocol, from_port, to_port, cidr) \
+         SELECT ?1, protocol, from_port, to_port, cidr FROM security_group_default_rules ORDER BY id",
+        [id],
+    )
+    .map_err(db)?;
+    Ok(load_groups(tx, "WHERE id = ?1", &[&id])?.remove(0))
+}
+
+fn hash_password(salt: &str, password: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0u8]);
+    h.update(password.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn roles_of(c: &Connection, user_id: &str, project_id: &str) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare_cached("SELECT role FROM role_assignments WHERE user_id = ?1 AND project_id = ?2 ORDER BY role")
+        .map_err(db)?;
+    let roles = st
+        .query_map([user_id, project_id], |r| r.get(0))
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(db)?;
+    Ok(roles)
+}
+
+fn find_project(c: &Connection, key: &str) -> Result<Project> {
+    c.query_row(
+        "SELECT id, name FROM projects WHERE id = ?1 OR name = ?1",
+        [key],
+        |r| {
+            Ok(Project {
+                id: r.get(0)?,
+                name: r.get(1)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(db)?
+    .ok_or_else(|| Error::not_found(format!("project {key} not found")))
+}
+
+impl Store for SqliteStore {
+    fn generation(&self) -> Result<u64> {
+        self.read(|c| {
+            let v: String = c
+                .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db)?;
+            Ok(v.parse().unwrap_or(0))
+        })
+    }
+
+    fn create_networks(
+        &self,
+        req: &NetworkRequest,
+        cfg: &Config,
+    ) -> Result<(Vec<Network>, Vec<String>)> {
+        self.write(|tx| {
+            let existing = load_networks(tx, "", &[])?;
+            let plan = plan_networks(req, cfg.network_manager, cfg, &existing, new_uuid)?;
+            // Fixed ranges must not overlap floating pools either.
+            for p in &plan.networks {
+                if let Some(c) = p.network.cidr_v4() {
+                    let lo = i64::from(u32::from(c.network()));
+                    let hi = i64::from(u32::from(c.broadcast()));
+                    let clash: Option<String> = tx
+                        .query_row(
+                            "SELECT address FROM floating_ips WHERE address_int BETWEEN ?1 AND ?2 LIMIT 1",
+                            [lo, hi],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(db)?;
+                    if let Some(a) = clash {
+                        return Err(Error::conflict(format!(
+                            "fixed range {c} contains floating IP {a}"
+                        )));
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO fixed_ips(network_id, address, address_int, reserved) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(db)?;
+            for p in plan.networks {
+                let mut n = p.network;
+                n.id = save_network(tx, &n)?;
+                for (addr, reserved) in &p.fixed_ips {
+                    ins.execute(params![n.id, addr.to_string(), i64::from(u32::from(*addr)), reserved])
+                        .map_err(|e| {
+                            if is_unique_violation(&e) {
+                                Error::conflict(format!("fixed IP {addr} already belongs to another network"))
+                            } else {
+                                db(e)
+                            }
+                        })?;
+                }
+                out.push(n);
+            }
+            Ok((out, plan.warnings))
+        })
+    }
+
+    fn networks(&self) -> Result<Vec<Network>> {
+        self.read(|c| load_networks(c, "", &[]))
+    }
+
+    fn network(&self, key: &str) -> Result<Network> {
+        self.read(|c| find_network(c, key))
+    }
+
+    fn delete_network(&self, key: &str, require_disassociated: bool) -> Result<Network> {
+        self.write(|tx| {
+            let n = find_network(tx, key)?;
+            if require_disassociated {
+                if let Some(p) = &n.project_id {
+                    return Err(Error::conflict(format!(
+                        "network {} is associated with project {p}; disassociate it first",
+                        n.label
+                    )));
+                }
+            }
+            let used: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM fixed_ips WHERE network_id = ?1 AND (instance_uuid IS NOT NULL OR allocated = 1)",
+                    [n.id],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if used > 0 {
+                return Err(Error::conflict(format!(
+                    "network {} still has {used} allocated fixed IPs; delete its instances first",
+                    n.label
+                )));
+            }
+            tx.execute("DELETE FROM fixed_ips WHERE network_id = ?1", [n.id]).map_err(db)?;
+            tx.execute("DELETE FROM vifs WHERE network_id = ?1", [n.id]).map_err(db)?;
+            tx.execute("DELETE FROM networks WHERE id = ?1", [n.id]).map_err(db)?;
+            Ok(n)
+        })
+    }
+
+    fn update_network(&self, key: &str, update: &NetworkUpdate) -> Result<Network> {
+        self.write(|tx| {
+            let mut n = find_network(tx, key)?;
+            if let Some(p) = &update.project_id {
+                n.project_id = p.clone();
+            }
+            if let Some(h) = &update.host {
+                n.host = h.clone();
+            }
+            save_network(tx, &n)?;
+            Ok(n)
+        })
+    }
+
+    fn associate_project_network(&self, project_id: &str, uuid: Option<&str>) -> Result<Network> {
+        self.write(|tx| associate_free_network(tx, project_id, uuid))
+    }
+
+    fn claim_networks(&self, host: &str) -> Result<usize> {
+        self.write(|tx| {
+            let free = load_networks(tx, "WHERE host IS NULL", &[])?;
+            let mut n_claimed = 0;
+            for mut n in free.into_iter().filter(|n| !n.multi_host) {
+                n.host = Some(host.to_string());
+                save_network(tx, &n)?;
+                n_claimed += 1;
+            }
+            Ok(n_claimed)
+        })
+    }
+
+    fn fixed_ip(&self, address: &str) -> Result<FixedIpInfo> {
+        self.read(|c| {
+            let f = get_fixed(c, address)?;
+            fixed_info(c, f)
+        })
+    }
+
+    fn fixed_ips(&self, host: Option<&str>) -> Result<Vec<FixedIpInfo>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {FIXED_COLS} FROM fixed_ips f LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+                     WHERE ?1 IS NULL OR i.host = ?1 ORDER BY f.network_id, f.address_int"
+                ))
+                .map_err(db)?;
+            let rows = st
+                .query_map([host], fixed_from_row)
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            rows.into_iter().map(|f| fixed_info(c, f)).collect()
+        })
+    }
+
+    fn set_fixed_reserved(&self, address: &str, reserved: bool) -> Result<()> {
+        self.write(|tx| {
+            let f = get_fixed(tx, address)?;
+            tx.execute(
+                "UPDATE fixed_ips SET reserved = ?2 WHERE id = ?1",
+                params![f.id, reserved],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn lease_fixed_ip(&self, address: &str, _mac: Option<&str>) -> Result<bool> {
+        self.write(|tx| {
+            let f = get_fixed(tx, address)?;
+            if f.instance_uuid.is_none() {
+                return Ok(false);
+            }
+            tx.execute("UPDATE fixed_ips SET leased = 1 WHERE id = ?1", [f.id])
+                .map_err(db)?;
+            Ok(true)
+        })
+    }
+
+    fn release_fixed_ip(&self, address: &str, mac: Option<&str>, now: i64) -> Result<bool> {
+        self.write(|tx| {
+            let f = get_fixed(tx, address)?;
+            let Some(owner) = f.instance_uuid.clone() else {
+                return Ok(false);
+            };
+            tx.execute("UPDATE fixed_ips SET leased = 0 WHERE id = ?1", [f.id])
+                .map_err(db)?;
+            if f.allocated {
+                return Ok(false);
+            }
+            if let Some(mac) = mac {
+                // A late release for an address a new instance already took (nova bug 1249065).
+                let vif_owner: Option<String> = tx
+                    .query_row(
+                        "SELECT instance_uuid FROM vifs WHERE mac = ?1",
+                        [mac],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db)?;
+                if vif_owner.is_some_and(|o| o != owner) {
+                    return Ok(false);
+                }
+            }
+            disassociate_fixed(tx, &f, now)?;
+            Ok(true)
+        })
+    }
+
+    fn disassociate_stale_fixed_ips(&self, now: i64, timeout: i64) -> Result<usize> {
+        self.write(|tx| {
+            let stale: Vec<FixedIp> = {
+                let mut st = tx
+                    .prepare_cached(&format!(
+                        "SELECT {FIXED_COLS} FROM fixed_ips f WHERE f.allocated = 0 AND f.instance_uuid IS NOT NULL AND f.updated_at < ?1"
+                    ))
+                    .map_err(db)?;
+                let rows = st
+                    .query_map([now - timeout], fixed_from_row)
+                    .map_err(db)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(db)?;
+                rows
+            };
+            for f in &stale {
+                disassociate_fixed(tx, f, now)?;
+            }
+            Ok(stale.len())
+        })
+    }
+
+    fn bound_addresses(&self, network_ids: &[i64]) -> Result<Vec<BoundAddress>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT f.network_id, f.address, v.mac, v.uuid, f.instance_uuid, i.id, i.data, i.host, f.allocated, f.leased \
+                     FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+                     WHERE f.network_id = ?1 ORDER BY f.address_int",
+                )
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for nid in network_ids {
+                let rows = st
+                    .query_map([nid], |r| {
+                        let data: Option<String> = r.get(6)?;
+                        Ok((
+                            BoundAddress {
+                                network_id: r.get(0)?,
+                                address: r.get(1)?,
+                                mac: r.get(2)?,
+                                vif_uuid: r.get(3)?,
+                                instance_uuid: r.get(4)?,
+                                instance_id: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
+                                hostname: String::new(),
+                                instance_host: r.get(7)?,
+                                allocated: r.get(8)?,
+                                leased: r.get(9)?,
+                            },
+                            data,
+                        ))
+                    })
+                    .map_err(db)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(db)?;
+                for (mut b, data) in rows {
+                    if let Some(d) = data {
+                        let i: Instance = from_json(&d)?;
+                        b.hostname = i.hostname;
+                    }
+                    out.push(b);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create_instance(&self, spec: &InstanceSpec, cfg: &Config) -> Result<Instance> {
+        let now = unix_now();
+        self.write(|tx| {
+            let uuid = new_uuid();
+            let mut inst = Instance {
+                id: 0,
+                uuid: uuid.clone(),
+                hostname: hostname_for(&spec.name),
+                launch_index: 0,
+                reservation_id: format!("r-{}", &new_uuid()[..8]),
+                created_at: now,
+                spec: spec.clone(),
+            };
+            if inst.spec.security_groups.is_empty() {
+                inst.spec.security_groups.push("default".into());
+            }
+            tx.execute(
+                "INSERT INTO instances(uuid, name, project_id, host, data) VALUES (?1, ?2, ?3, ?4, '{}')",
+                params![uuid, spec.name, spec.project_id, spec.host],
+            )
+            .map_err(db)?;
+            inst.id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE instances SET data = ?2 WHERE id = ?1",
+                params![inst.id, to_json(&inst)],
+            )
+            .map_err(db)?;
+            // Security groups: the named ones of the project (default made on demand).
+            for name in &inst.spec.security_groups {
+                let g = if name == "default" {
+                    ensure_default_group_tx(tx, &spec.project_id)?
+                } else {
+                    load_groups(tx, "WHERE project_id = ?1 AND name = ?2", &[&spec.project_id, name])?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| Error::not_found(format!("security group {name} not found")))?
+                };
+                tx.execute(
+                    "INSERT OR IGNORE INTO instance_security_groups(instance_uuid, group_id) VALUES (?1, ?2)",
+                    params![uuid, g.id],
+                )
+                .map_err(db)?;
+            }
+            let targets: Vec<(Network, Option<String>)> = if spec.networks.is_empty() {
+                default_networks(tx, cfg.network_manager, &spec.project_id)?
+                    .into_iter()
+                    .map(|n| (n, None))
+                    .collect()
+            } else {
+                let mut v = Vec::new();
+                for r in &spec.networks {
+                    let n = find_network(tx, &r.uuid)?;
+                    if cfg.network_manager == Manager::Vlan && n.project_id.as_deref() != Some(&spec.project_id) {
+                        return Err(Error::not_found(format!("network {} not found", r.uuid)));
+                    }
+                    v.push((n, r.fixed_ip.clone()));
+                }
+                v
+            };
+            if targets.is_empty() {
+                return Err(Error::Exhausted(
+                    "no network to put the instance on: create one with network-create".into(),
+                ));
+            }
+            let mut first_fixed = None;
+            for (n, requested) in &targets {
+                let (vif_id, _, _) = create_vif(tx, n.id, &uuid, cfg.create_unique_mac_address_attempts)?;
+                let a = allocate_address(tx, n, requested.as_deref(), &uuid, vif_id, now)?;
+                first_fixed.get_or_insert(a);
+            }
+            if cfg.auto_assign_floating_ip {
+                let fixed = first_fixed.expect("at least one network");
+                let fl = allocate_floating_tx(tx, &spec.project_id, &cfg.default_floating_pool, -1, true)?;
+                associate_floating_tx(tx, &fl.address, &uuid, Some(&fixed), None)?;
+            }
+            Ok(inst)
+        })
+    }
+
+    fn delete_instance(&self, uuid: &str, _cfg: &Config, now: i64) -> Result<Instance> {
+        self.write(|tx| {
+            let inst = load_instance(tx, uuid)?;
+            let fixed: Vec<FixedIp> = {
+                let mut st = tx
+                    .prepare_cached(&format!("SELECT {FIXED_COLS} FROM fixed_ips f WHERE f.instance_uuid = ?1"))
+                    .map_err(db)?;
+                let rows = st
+                    .query_map([uuid], fixed_from_row)
+                    .map_err(db)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(db)?;
+                rows
+            };
+            // Auto-assigned floating IPs go back to the pool with the instance.
+            tx.execute(
+                "UPDATE floating_ips SET project_id = NULL, auto_assigned = 0, fixed_ip_id = NULL, host = NULL \
+                 WHERE auto_assigned = 1 AND fixed_ip_id IN (SELECT id FROM fixed_ips WHERE instance_uuid = ?1)",
+                [uuid],
+            )
+            .map_err(db)?;
+            tx.execute("DELETE FROM instances WHERE uuid = ?1", [uuid]).map_err(db)?;
+            tx.execute("DELETE FROM instance_security_groups WHERE instance_uuid = ?1", [uuid])
+                .map_err(db)?;
+            for f in &fixed {
+                deallocate_fixed(tx, f, now)?;
+            }
+            tx.execute(
+                "DELETE FROM vifs WHERE instance_uuid = ?1 AND id NOT IN (SELECT vif_id FROM fixed_ips WHERE vif_id IS NOT NULL)",
+                [uuid],
+            )
+            .map_err(db)?;
+            Ok(inst)
+        })
+    }
+
+    fn instance(&self, uuid: &str) -> Result<Instance> {
+        self.read(|c| load_instance(c, uuid))
+    }
+
+    fn instances(&self, project_id: Option<&str>) -> Result<Vec<Instance>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id, data FROM instances WHERE ?1 IS NULL OR project_id = ?1 ORDER BY id")
+                .map_err(db)?;
+            let rows = st
+                .query_map([project_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|(id, d)| {
+                    let mut i: Instance = from_json(&d)?;
+                    i.id = id;
+                    Ok(i)
+                })
+                .collect()
+        })
+    }
+
+    fn instance_addresses(&self, uuid: &str) -> Result<Vec<InstanceAddress>> {
+        self.read(|c| instance_addresses_tx(c, uuid))
+    }
+
+    fn instance_by_fixed_ip(&self, address: &str) -> Result<Option<Instance>> {
+        self.read(|c| {
+            let uuid: Option<String> = c
+                .query_row(
+                    "SELECT instance_uuid FROM fixed_ips WHERE address = ?1 AND allocated = 1",
+                    [address],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?
+                .flatten();
+            uuid.map(|u| load_instance(c, &u)).transpose()
+        })
+    }
+
+    fn add_fixed_ip(&self, uuid: &str, network_key: &str, cfg: &Config) -> Result<InstanceAddress> {
+        let now = unix_now();
+        self.write(|tx| {
+            let inst = load_instance(tx, uuid)?;
+            let n = find_network(tx, network_key)?;
+            if cfg.network_manager == Manager::Vlan
+                && n.project_id.as_deref() != Some(&inst.spec.project_id)
+            {
+                return Err(Error::not_found(format!("network {network_key} not found")));
+            }
+            let (vif_id, _, _) =
+                create_vif(tx, n.id, uuid, cfg.create_unique_mac_address_attempts)?;
+            let a = allocate_address(tx, &n, None, uuid, vif_id, now)?;
+            instance_addresses_tx(tx, uuid)?
+                .into_iter()
+                .find(|x| x.address == a)
+                .ok_or_else(|| Error::Store("new address vanished".into()))
+        })
+    }
+
+    fn remove_fixed_ip(&self, uuid: &str, address: &str, now: i64) -> Result<()> {
+        self.write(|tx| {
+            let f = get_fixed(tx, address)?;
+            if f.instance_uuid.as_deref() != Some(uuid) || !f.allocated {
+                return Err(Error::invalid(
+                    "address",
+                    format!("fixed IP {address} is not assigned to instance {uuid}"),
+                ));
+            }
+            deallocate_fixed(tx, &f, now)
+        })
+    }
+
+    fn create_floating_ips(
+        &self,
+        pool: &str,
+        interface: &str,
+        addresses: &[Ipv4Addr],
+    ) -> Result<usize> {
+        if pool.is_empty() || pool.len() > 255 {
+            return Err(Error::invalid("pool", "must be 1 to 255 characters"));
+        }
+        if interface.len() > 255 {
+            return Err(Error::invalid(
+                "interface",
+                "must be at most 255 characters",
+            ));
+        }
+        self.write(|tx| {
+            let nets = load_networks(tx, "", &[])?;
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO floating_ips(address, address_int, pool, interface) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(db)?;
+            for a in addresses {
+                if let Some(n) = nets.iter().find(|n| n.cidr_v4().is_some_and(|c| c.contains(*a))) {
+                    return Err(Error::conflict(format!(
+                        "floating IP {a} is inside fixed network {} ({})",
+                        n.label,
+                        n.cidr.as_deref().unwrap_or("")
+                    )));
+                }
+                ins.execute(params![a.to_string(), i64::from(u32::from(*a)), pool, interface])
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            Error::conflict(format!("floating IP {a} already exists"))
+                        } else {
+                            db(e)
+                        }
+                    })?;
+            }
+            Ok(addresses.len())
+        })
+    }
+
+    fn delete_floating_ips(&self, addresses: &[Ipv4Addr]) -> Result<usize> {
+        self.write(|tx| {
+            let mut n = 0;
+            for a in addresses {
+                let fl = get_floating(tx, &a.to_string())?;
+                if fl.fixed_ip.is_some() {
+                    return Err(Error::conflict(format!(
+                        "floating IP {a} is associated with {}; disassociate it first",
+                        fl.fixed_ip.unwrap_or_default()
+                    )));
+                }
+                n += tx
+                    .execute("DELETE FROM floating_ips WHERE id = ?1", [fl.id])
+                    .map_err(db)?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn floating_ips(&self, project_id: Option<&str>) -> Result<Vec<FloatingIp>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "{FLOATING_SELECT} WHERE ?1 IS NULL OR fl.project_id = ?1 ORDER BY fl.address_int"
+                ))
+                .map_err(db)?;
+            let rows = st
+                .query_map([project_id], floating_from_row)
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+
+    fn floating_ip(&self, key: &str) -> Result<FloatingIp> {
+        self.read(|c| get_floating(c, key))
+    }
+
+    fn floating_pools(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT DISTINCT pool FROM floating_ips ORDER BY pool")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| r.get(0))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+
+    fn allocate_floating_ip(&self, project_id: &str, pool: &str, quota: i64) -> Result<FloatingIp> {
+        self.write(|tx| allocate_floating_tx(tx, project_id, pool, quota, false))
+    }
+
+    fn release_floating_ip(&self, address: &str, project_id: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            let fl = get_floating(tx, address)?;
+            if fl.project_id.is_none() {
+                return Err(Error::not_found(format!("floating IP {address} is not allocated")));
+            }
+            check_owner(fl.project_id.as_deref(), project_id, &format!("floating IP {address}"))?;
+            tx.execute(
+                "UPDATE floating_ips SET project_id = NULL, fixed_ip_id = NULL, host = NULL, auto_assigned = 0 WHERE id = ?1",
+                [fl.id],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn associate_floating_ip(
+        &self,
+        address: &str,
+        instance_uuid: &str,
+        fixed_address: Option<&str>,
+        project_id: Option<&str>,
+    ) -> Result<FloatingIp> {
+        self.write(|tx| {
+            associate_floating_tx(tx, address, instance_uuid, fixed_address, project_id)
+        })
+    }
+
+    fn disassociate_floating_ip(
+        &self,
+        address: &str,
+        instance_uuid: Option<&str>,
+        project_id: Option<&str>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            let fl = get_floating(tx, address)?;
+            check_owner(
+                fl.project_id.as_deref(),
+                project_id,
+                &format!("floating IP {address}"),
+            )?;
+            if fl.fixed_ip.is_none() {
+                return Err(Error::invalid(
+                    "address",
+                    format!("floating IP {address} is not associated"),
+                ));
+            }
+            if let Some(u) = instance_uuid {
+                if fl.instance_uuid.as_deref() != Some(u) {
+                    return Err(Error::conflict(format!(
+                        "floating IP {address} is not associated with instance {u}"
+                    )));
+                }
+            }
+            tx.execute(
+                "UPDATE floating_ips SET fixed_ip_id = NULL, host = NULL WHERE id = ?1",
+                [fl.id],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn security_groups(&self, project_id: Option<&str>) -> Result<Vec<SecurityGroup>> {
+        self.read(|c| load_groups(c, "WHERE ?1 IS NULL OR project_id = ?1", &[&project_id]))
+    }
+
+    fn security_group(&self, id: i64) -> Result<SecurityGroup> {
+        self.read(|c| {
+            load_groups(c, "WHERE id = ?1", &[&id])?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::not_found(format!("security group {id} not found")))
+        })
+    }
+
+    fn ensure_default_group(&self, project_id: &str) -> Result<SecurityGroup> {
+        if let Some(g) = self
+            .read(|c| {
+                load_groups(
+                    c,
+                    "WHERE project_id = ?1 AND name = 'default'",
+                    &[&project_id],
+                )
+            })?
+            .into_iter()
+            .next()
+        {
+            return Ok(g);
+        }
+        self.write(|tx| ensure_default_group_tx(tx, project_id))
+    }
+
+    fn create_security_group(
+        &self,
+        project_id: &str,
+        name: &str,
+        description: &str,
+        quota: i64,
+    ) -> Result<SecurityGroup> {
+        self.write(|tx| {
+            ensure_default_group_tx(tx, project_id)?;
+            let count: i64 = tx
+                .query_row("SELECT count(*) FROM security_groups WHERE project_id = ?1", [project_id], |r| r.get(0))
+                .map_err(db)?;
+            if quota >= 0 && count >= quota {
+                return Err(Error::OverLimit(format!(
+                    "quota exceeded: project {project_id} already has {count} security groups (quota_security_groups = {quota})"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO security_groups(project_id, name, description) VALUES (?1, ?2, ?3)",
+                params![project_id, name, description],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::invalid("name", format!("security group {name} already exists"))
+                } else {
+                    db(e)
+                }
+            })?;
+            let id = tx.last_insert_rowid();
+            Ok(load_groups(tx, "WHERE id = ?1", &[&id])?.remove(0))
+        })
+    }
+
+    fn delete_security_group(&self, id: i64) -> Result<()> {
+        self.write(|tx| {
+            let g = load_groups(tx, "WHERE id = ?1", &[&id])?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::not_found(format!("security group {id} not found")))?;
+            if g.name == "default" {
+                return Err(Error::invalid(
+                    "security_group",
+                    "unable to delete system group 'default'",
+                ));
+            }
+            let used: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM instance_security_groups WHERE group_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if used > 0 {
+                return Err(Error::invalid(
+                    "security_group",
+                    format!("security group {} is still in use", g.name),
+                ));
+            }
+            tx.execute(
+                "DELETE FROM security_group_rules WHERE parent_group_id = ?1 OR group_id = ?1",
+                [id],
+            )
+            .map_err(db)?;
+            tx.execute("DELETE FROM security_groups WHERE id = ?1", [id])
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn add_security_group_rule(
+        &self,
+        group_id: i64,
+        rule: &NewRule,
+        quota: i64,
+    ) -> Result<SecurityGroupRule> {
+        self.write(|tx| {
+            let g = load_groups(tx, "WHERE id = ?1", &[&group_id])?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::not_found(format!("security group {group_id} not found")))?;
+            if quota >= 0 && g.rules.len() as i64 >= quota {
+                return Err(Error::OverLimit(format!(
+                    "quota exceeded: group {} already has {} rules (quota_security_group_rules = {quota})",
+                    g.name,
+                    g.rules.len()
+                )));
+            }
+            let dup = g.rules.iter().any(|r| {
+                r.protocol == rule.protocol
+                    && r.from_port == rule.from_port
+                    && r.to_port == rule.to_port
+                    && r.cidr == rule.cidr
+                    && r.group_id == rule.group_id
+            });
+            if dup {
+                return Err(Error::invalid("security_group_rule", "this rule already exists in the group"));
+            }
+            tx.execute(
+                "INSERT INTO security_group_rules(parent_group_id, protocol, from_port, to_port, cidr, group_id) VALUES (?1,?2,?3,?4,?5,?6)",
+                params![group_id, rule.protocol, rule.from_port, rule.to_port, rule.cidr, rule.group_id],
+            )
+            .map_err(db)?;
+            let id = tx.last_insert_rowid();
+            Ok(rules_of(tx, group_id)?.into_iter().find(|r| r.id == id).expect("just inserted"))
+        })
+    }
+
+    fn delete_security_group_rule(&self, id: i64) -> Result<SecurityGroupRule> {
+        self.write(|tx| {
+            let parent: i64 = tx
+                .query_row(
+                    "SELECT parent_group_id FROM security_group_rules WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?
+                .ok_or_else(|| Error::not_found(format!("security group rule {id} not found")))?;
+            let rule = rules_of(tx, parent)?
+                .into_iter()
+                .find(|r| r.id == id)
+                .expect("exists");
+            tx.execute("DELETE FROM security_group_rules WHERE id = ?1", [id])
+                .map_err(db)?;
+            Ok(rule)
+        })
+    }
+
+    fn default_rules(&self) -> Result<Vec<SecurityGroupRule>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id, 0, protocol, from_port, to_port, cidr, NULL, NULL, NULL FROM security_group_default_rules ORDER BY id")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], rule_from_row)
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+
+    fn add_default_rule(&self, rule: &NewRule) -> Result<SecurityGroupRule> {
+        let id = self.write(|tx| {
+            tx.execute(
+                "INSERT INTO security_group_default_rules(protocol, from_port, to_port, cidr) VALUES (?1,?2,?3,?4)",
+                params![rule.protocol, rule.from_port, rule.to_port, rule.cidr],
+            )
+            .map_err(db)?;
+            Ok(tx.last_insert_rowid())
+        })?;
+        self.default_rules()?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| Error::Store("default rule vanished".into()))
+    }
+
+    fn delete_default_rule(&self, id: i64) -> Result<()> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM security_group_default_rules WHERE id = ?1",
+                    [id],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(Error::not_found(format!(
+                    "default security group rule {id} not found"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn instance_security_groups(&self, uuid: &str) -> Result<Vec<SecurityGroup>> {
+        self.read(|c| {
+            load_groups(
+                c,
+                "WHERE id IN (SELECT group_id FROM instance_security_groups WHERE instance_uuid = ?1)",
+                &[&uuid],
+            )
+        })
+    }
+
+    fn add_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()> {
+        self.write(|tx| {
+            load_instance(tx, uuid)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO instance_security_groups(instance_uuid, group_id) VALUES (?1, ?2)",
+                params![uuid, group_id],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn remove_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM instance_security_groups WHERE instance_uuid = ?1 AND group_id = ?2",
+                    params![uuid, group_id],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(Error::invalid("security_group", "the instance is not in that security group"));
+            }
+            Ok(())
+        })
+    }
+
+    fn scrub_project(&self, project_id: &str) -> Result<ScrubReport> {
+        self.write(|tx| {
+            let nets = load_networks(tx, "WHERE project_id = ?1", &[&project_id])?;
+            for mut n in nets.clone() {
+                n.project_id = None;
+                n.host = None;
+                save_network(tx, &n)?;
+            }
+            let groups: Vec<i64> = load_groups(tx, "WHERE project_id = ?1", &[&project_id])?
+                .into_iter()
+                .map(|g| g.id)
+                .collect();
+            for g in &groups {
+                tx.execute(
+                    "DELETE FROM security_group_rules WHERE parent_group_id = ?1 OR group_id = ?1",
+                    [g],
+                )
+                .map_err(db)?;
+                tx.execute(
+                    "DELETE FROM instance_security_groups WHERE group_id = ?1",
+                    [g],
+                )
+                .map_err(db)?;
+                tx.execute("DELETE FROM security_groups WHERE id = ?1", [g])
+                    .map_err(db)?;
+            }
+            Ok(ScrubReport {
+                networks: nets.len(),
+                security_groups: groups.len(),
+            })
+        })
+    }
+
+    fn create_project(&self, name: &str) -> Result<Project> {
+        if name.trim().is_empty() {
+            return Err(Error::invalid("name", "a project needs a name"));
+        }
+        self.write(|tx| {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            tx.execute(
+                "INSERT INTO projects(id, name) VALUES (?1, ?2)",
+                [&id, name],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::conflict(format!("project {name} already exists"))
+                } else {
+                    db(e)
+                }
+            })?;
+            Ok(Project {
+                id,
+                name: name.into(),
+            })
+        })
+    }
+
+    fn project(&self, key: &str) -> Result<Project> {
+        self.read(|c| find_project(c, key))
+    }
+
+    fn projects(&self) -> Result<Vec<Project>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id, name FROM projects ORDER BY name")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(Project {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+
+    fn create_user(&self, name: &str, password: &str) -> Result<User> {
+        if name.trim().is_empty() {
+            return Err(Error::invalid("name", "a user needs a name"));
+        }
+        if password.is_empty() {
+            return Err(Error::invalid("password", "must not be empty"));
+        }
+        self.write(|tx| {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let salt = uuid::Uuid::new_v4().simple().to_string();
+            tx.execute(
+                "INSERT INTO users(id, name, password_hash, salt) VALUES (?1, ?2, ?3, ?4)",
+                params![id, name, hash_password(&salt, password), salt],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::conflict(format!("user {name} already exists"))
+                } else {
+                    db(e)
+                }
+            })?;
+            Ok(User {
+                id,
+                name: name.into(),
+            })
+        })
+    }
+
+    fn user(&self, name: &str) -> Result<User> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, name FROM users WHERE name = ?1 OR id = ?1",
+                [name],
+                |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or_else(|| Error::not_found(format!("user {name} not found")))
+        })
+    }
+
+    fn assign_role(&self, user_id: &str, project_id: &str, role: &str) -> Result<()> {
+        if !matches!(role, "admin" | "member" | "reader") {
+            return Err(Error::invalid(
+                "role",
+                format!("{role:?} is not one of admin, member, reader"),
+            ));
+        }
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO role_assignments(user_id, project_id, role) VALUES (?1, ?2, ?3)",
+                [user_id, project_id, role],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn issue_token(
+        &self,
+        user: &str,
+        password: &str,
+        project: &str,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Token> {
+        self.write(|tx| {
+            let row: Option<(String, String, String, String)> = tx
+                .query_row(
+                    "SELECT id, name, password_hash, salt FROM users WHERE name = ?1 OR id = ?1",
+                    [user],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let unauthorized = || Error::Forbidden("the request you have made requires authentication".into());
+            let (uid, uname, hash, salt) = row.ok_or_else(unauthorized)?;
+            if hash_password(&salt, password) != hash {
+                return Err(unauthorized());
+            }
+            let p = find_project(tx, project).map_err(|_| unauthorized())?;
+            let roles = roles_of(tx, &uid, &p.id)?;
+            if roles.is_empty() {
+                return Err(unauthorized());
+            }
+            // Expired tokens are dropped as new ones are made.
+            tx.execute("DELETE FROM tokens WHERE expires_at < ?1", [now]).map_err(db)?;
+            let id = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            tx.execute(
+                "INSERT INTO tokens(id, user_id, project_id, issued_at, expires_at) VALUES (?1,?2,?3,?4,?5)",
+                params![id, uid, p.id, now, now + ttl],
+            )
+            .map_err(db)?;
+            Ok(Token {
+                id,
+                user: User { id: uid, name: uname },
+                project: p,
+                roles,
+                issued_at: now,
+                expires_at: now + ttl,
+            })
+        })
+    }
+
+    fn token(&self, id: &str, now: i64) -> Result<Token> {
+        self.read(|c| {
+            let row: Option<(String, String, i64, i64)> = c
+                .query_row(
+                    "SELECT user_id, project_id, issued_at, expires_at FROM tokens WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let (uid, pid, issued_at, expires_at) = row.ok_or_else(|| {
+                Error::not_found("the token is unknown or was revoked".to_string())
+            })?;
+            if expires_at <= now {
+                return Err(Error::not_found("the token has expired".to_string()));
+            }
+            let user: User = c
+                .query_row("SELECT id, name FROM users WHERE id = ?1", [&uid], |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                })
+                .map_err(db)?;
+            let project = find_project(c, &pid)?;
+            let roles = roles_of(c, &uid, &pid)?;
+            Ok(Token {
+                id: id.into(),
+                user,
+                project,
+                roles,
+                issued_at,
+                expires_at,
+            })
+        })
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            let n = tx
+                .execute("DELETE FROM tokens WHERE id = ?1", [id])
+                .map_err(db)?;
+            if n == 0 {
+                return Err(Error::not_found(
+                    "the token is unknown or was revoked".to_string(),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn create_keypair(&self, kp: &Keypair) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO keypairs(user_id, name, public_key, fingerprint) VALUES (?1,?2,?3,?4)",
+                params![kp.user_id, kp.name, kp.public_key, kp.fingerprint],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::conflict(format!("key pair {} already exists", kp.name))
+                } else {
+                    db(e)
+                }
+            })?;
+            Ok(())
+        })
+    }
+
+    fn keypairs(&self, user_id: &str) -> Result<Vec<Keypair>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT name, user_id, public_key, fingerprint FROM keypairs WHERE user_id = ?1 ORDER BY name")
+                .map_err(db)?;
+            let rows = st
+                .query_map([user_id], |r| {
+                    Ok(Keypair { name: r.get(0)?, user_id: r.get(1)?, public_key: r.get(2)?, fingerprint: r.get(3)? })
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+
+    fn keypair(&self, user_id: &str, name: &str) -> Result<Keypair> {
+        self.keypairs(user_id)?
+            .into_iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| Error::not_found(format!("key pair {name} not found")))
+    }
+
+    fn delete_keypair(&self, user_id: &str, name: &str) -> Result<()> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM keypairs WHERE user_id = ?1 AND name = ?2",
+                    [user_id, name],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(Error::not_found(format!("key pair {name} not found")));
+            }
+            Ok(())
+        })
+    }
+
+    fn report_service(&self, host: &str, network_host: bool, now: i64) -> Result<()> {
+        // Heartbeats do not bump the generation: they change no host's plan.
+        self.write_raw(|tx| {
+            tx.execute(
+                "INSERT INTO services(host, network_host, last_seen) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(host) DO UPDATE SET network_host = excluded.network_host, last_seen = excluded.last_seen",
+                params![host, network_host, now],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn services(&self) -> Result<Vec<Service>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT host, network_host, last_seen FROM services ORDER BY host")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(Service {
+                        host: r.get(0)?,
+                        network_host: r.get(1)?,
+                        last_seen: r.get(2)?,
+                    })
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+}
+
+fn fixed_info(c: &Connection, f: FixedIp) -> Result<FixedIpInfo> {
+    let (cidr, label): (Option<String>, String) = c
+        .query_row(
+            "SELECT cidr, label FROM networks WHERE id = ?1",
+            [f.network_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db)?;
+    let inst = match &f.instance_uuid {
+        Some(u) => load_instance(c, u).ok(),
+        None => None,
+    };
+    Ok(FixedIpInfo {
+        network_cidr: cidr.unwrap_or_default(),
+        network_label: label,
+        hostname: inst.as_ref().map(|i| i.hostname.clone()),
+        instance_host: inst.and_then(|i| i.spec.host),
+        fixed: f,
+    })
+}
+
+fn allocate_floating_tx(
+    tx: &Transaction,
+    project_id: &str,
+    pool: &str,
+    quota: i64,
+    auto: bool,
+) -> Result<FloatingIp> {
+    let pool_exists: bool = tx
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM floating_ips WHERE pool = ?1)",
+            [pool],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if !pool_exists {
+        return Err(Error::not_found(format!(
+            "floating IP pool {pool} not found"
+        )));
+    }
+    if quota >= 0 {
+        let used: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM floating_ips WHERE project_id = ?1 AND auto_assigned = 0",
+                [project_id],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if used >= quota {
+            return Err(Error::OverLimit(format!(
+                "IP allocation over quota in pool {pool}: project has {used} (quota_floating_ips = {quota})"
+            )));
+        }
+    }
+    let id: i64 = tx
+        .query_row(
+            "SELECT id FROM floating_ips WHERE pool = ?1 AND project_id IS NULL ORDER BY address_int LIMIT 1",
+            [pool],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?
+        .ok_or_else(|| Error::Exhausted(format!("no more floating IPs in pool {pool}")))?;
+    tx.execute(
+        "UPDATE floating_ips SET project_id = ?2, auto_assigned = ?3 WHERE id = ?1",
+        params![id, project_id, auto],
+    )
+    .map_err(db)?;
+    get_floating(tx, &id.to_string())
+}
+
+fn associate_floating_tx(
+    tx: &Transaction,
+    address: &str,
+    instance_uuid: &str,
+    fixed_address: Option<&str>,
+    project_id: Option<&str>,
+) -> Result<FloatingIp> {
+    let fl = get_floating(tx, address)?;
+    let what = format!("floating IP {address}");
+    if fl.project_id.is_none() {
+        return Err(Error::not_found(format!(
+            "{what} is not allocated to a project"
+        )));
+    }
+    check_owner(fl.project_id.as_deref(), project_id, &what)?;
+    let inst = load_instance(tx, instance_uuid)?;
+    check_owner(
+        Some(&inst.spec.project_id),
+        project_id,
+        &format!("instance {instance_uuid}"),
+    )?;
+    if fl.project_id.as_deref() != Some(inst.spec.project_id.as_str()) {
+        return Err(Error::invalid(
+            "address",
+            format!("{what} belongs to another project than instance {instance_uuid}"),
+        ));
+    }
+    let addrs = instance_addresses_tx(tx, instance_uuid)?;
+    let fixed = match fixed_address {
+        Some(fa) => addrs.iter().find(|a| a.address == fa).ok_or_else(|| {
+            Error::invalid(
+                "fixed_address",
+                format!("{fa} is not assigned to instance {instance_uuid}"),
+            )
+        })?,
+        None => addrs.first().ok_or_else(|| {
+            Error::invalid(
+                "server",
+                format!("instance {instance_uuid} has no fixed IP"),
+            )
+        })?,
+    };
+    if fl.fixed_ip.as_deref() == Some(fixed.address.as_str()) {
+        return Ok(fl);
+    }
+    if let Some(other) = &fl.fixed_ip {
+        return Err(Error::invalid(
+            "address",
+            format!("{what} is already associated with {other}; disassociate it first"),
+        ));
+    }
+    let f = get_fixed(tx, &fixed.address)?;
+    let net: (String, Option<String>) = tx
+        .query_row(
+            "SELECT data, host FROM networks WHERE id = ?1",
+            [f.network_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db)?;
+    let n: Network = from_json(&net.0)?;
+    // The floating IP lives where the instance's NAT lives: its own host for multi-host
+    // networks, the network host otherwise.
+    let host = if n.multi_host {
+        inst.spec.host.clone()
+    } else {
+        net.1
+    };
+    tx.execute(
+        "UPDATE floating_ips SET fixed_ip_id = ?2, host = ?3 WHERE id = ?1",
+        params![fl.id, f.id, host],
+    )
+    .map_err(db)?;
+    get_floating(tx, address)
+}
+
+/// For diagnostics and tests: a consistency check of the whole store.
+impl SqliteStore {
+    /// Returns every violated invariant (empty when consistent).
+    pub fn check_consistency(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut problems = Vec::new();
+            let checks: BTreeMap<&str, &str> = BTreeMap::from([
+                ("allocated fixed IP without a VIF", "SELECT count(*) FROM fixed_ips WHERE allocated = 1 AND vif_id IS NULL"),
+                ("allocated fixed IP of a missing instance", "SELECT count(*) FROM fixed_ips f WHERE allocated = 1 AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.uuid = f.instance_uuid)"),
+                ("VIF shared by two fixed IPs of one network", "SELECT count(*) FROM (SELECT vif_id FROM fixed_ips WHERE vif_id IS NOT NULL GROUP BY vif_id HAVING count(*) > 1)"),
+                ("VIF of a missing instance with no pending release", "SELECT count(*) FROM vifs v WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.uuid = v.instance_uuid) AND NOT EXISTS (SELECT 1 FROM fixed_ips f WHERE f.vif_id = v.id)"),
+                ("instance with no fixed IP", "SELECT count(*) FROM instances i WHERE NOT EXISTS (SELECT 1 FROM fixed_ips f WHERE f.instance_uuid = i.uuid)"),
+                ("fixed IP pointing at a VIF of another instance", "SELECT count(*) FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id WHERE v.instance_uuid != f.instance_uuid"),
+            ]);
+            for (what, sql) in checks {
+                let n: i64 = c.query_row(sql, [], |r| r.get(0)).map_err(db)?;
+                if n > 0 {
+                    problems.push(format!("{n} x {what}"));
+                }
+            }
+            let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(db)?;
+            if ok != "ok" {
+                problems.push(format!("sqlite integrity: {ok}"));
+            }
+            Ok(problems)
+        })
+    }
+}
