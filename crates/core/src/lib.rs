@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod floating;
 pub mod model;
 pub mod net;
 pub mod planning;

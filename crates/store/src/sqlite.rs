@@ -32,6 +32,20 @@ fn db(e: rusqlite::Error) -> Error {
     Error::Store(e.to_string())
 }
 
+/// Statements are cached per connection: parsing SQL costs more than running these.
+fn exec<P: rusqlite::Params>(c: &Connection, sql: &str, p: P) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+fn qrow<T, P: rusqlite::Params, F: FnOnce(&Row) -> rusqlite::Result<T>>(
+    c: &Connection,
+    sql: &str,
+    p: P,
+    f: F,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
@@ -92,7 +106,7 @@ impl SqliteStore {
         };
         store.write_raw(|tx| {
             tx.execute_batch(SCHEMA).map_err(db)?;
-            tx.execute(
+            exec(tx, 
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0'), ('schema', '1')",
                 [],
             )
@@ -116,7 +130,8 @@ impl SqliteStore {
     fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         self.write_raw(|tx| {
             let out = f(tx)?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'",
                 [],
             )
@@ -172,7 +187,7 @@ fn find_network(c: &Connection, key: &str) -> Result<Network> {
 fn save_network(c: &Connection, n: &Network) -> Result<i64> {
     let data = to_json(n);
     if n.id == 0 {
-        c.execute(
+        exec(c, 
             "INSERT INTO networks(uuid, label, cidr, cidr_v6, vlan, project_id, host, data) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
             params![n.uuid, n.label, n.cidr, n.cidr_v6, n.vlan, n.project_id, n.host, data],
         )
@@ -185,7 +200,7 @@ fn save_network(c: &Connection, n: &Network) -> Result<i64> {
         })?;
         Ok(c.last_insert_rowid())
     } else {
-        c.execute(
+        exec(c, 
             "UPDATE networks SET label=?2, cidr=?3, cidr_v6=?4, vlan=?5, project_id=?6, host=?7, data=?8 WHERE id=?1",
             params![n.id, n.label, n.cidr, n.cidr_v6, n.vlan, n.project_id, n.host, data],
         )
@@ -219,7 +234,8 @@ fn get_fixed(c: &Connection, address: &str) -> Result<FixedIp> {
             format!("{address:?} is not an IPv4 address"),
         ));
     }
-    c.query_row(
+    qrow(
+        c,
         &format!("SELECT {FIXED_COLS} FROM fixed_ips f WHERE f.address = ?1"),
         [address],
         fixed_from_row,
@@ -263,7 +279,8 @@ const FLOATING_SELECT: &str = "SELECT fl.id, fl.address, fl.pool, fl.interface, 
 
 fn get_floating(c: &Connection, key: &str) -> Result<FloatingIp> {
     let by_id = key.parse::<i64>().ok();
-    c.query_row(
+    qrow(
+        c,
         &format!("{FLOATING_SELECT} WHERE fl.address = ?1 OR fl.id = ?2"),
         params![key, by_id],
         floating_from_row,
@@ -353,7 +370,8 @@ fn create_vif(
         let b = random_bytes();
         let mac = Mac::nova([b[0], b[1], b[2]]).to_string();
         let uuid = new_uuid();
-        match tx.execute(
+        match exec(
+            tx,
             "INSERT INTO vifs(uuid, mac, network_id, instance_uuid) VALUES (?1, ?2, ?3, ?4)",
             params![uuid, mac, network_id, instance_uuid],
         ) {
@@ -433,13 +451,13 @@ fn instance_addresses_tx(c: &Connection, uuid: &str) -> Result<Vec<InstanceAddre
 
 /// Frees a fixed IP (no instance, no VIF) and drops its VIF once nothing refers to it.
 fn disassociate_fixed(tx: &Transaction, f: &FixedIp, now: i64) -> Result<()> {
-    tx.execute(
+    exec(tx, 
         "UPDATE fixed_ips SET instance_uuid = NULL, vif_id = NULL, allocated = 0, leased = 0, updated_at = ?2 WHERE id = ?1",
         params![f.id, now],
     )
     .map_err(db)?;
     if let Some(vif) = f.vif_id {
-        tx.execute(
+        exec(tx, 
             "DELETE FROM vifs WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM fixed_ips WHERE vif_id = ?1) \
              AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.uuid = vifs.instance_uuid)",
             [vif],
@@ -452,13 +470,15 @@ fn disassociate_fixed(tx: &Transaction, f: &FixedIp, now: i64) -> Result<()> {
 /// Marks an instance's fixed IP deallocated; frees it at once unless a lease is still out
 /// (then the DHCP release, or the disassociate timeout, frees it).
 fn deallocate_fixed(tx: &Transaction, f: &FixedIp, now: i64) -> Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE floating_ips SET fixed_ip_id = NULL, host = NULL WHERE fixed_ip_id = ?1",
         [f.id],
     )
     .map_err(db)?;
     if f.leased {
-        tx.execute(
+        exec(
+            tx,
             "UPDATE fixed_ips SET allocated = 0, updated_at = ?2 WHERE id = ?1",
             params![f.id, now],
         )
@@ -539,13 +559,13 @@ fn ensure_default_group_tx(tx: &Transaction, project_id: &str) -> Result<Securit
     if let Some(g) = existing.into_iter().next() {
         return Ok(g);
     }
-    tx.execute(
+    exec(tx, 
         "INSERT INTO security_groups(project_id, name, description) VALUES (?1, 'default', 'default')",
         [project_id],
     )
     .map_err(db)?;
     let id = tx.last_insert_rowid();
-    tx.execute(
+    exec(tx, 
         "INSERT INTO security_group_rules(parent_group_id, protocol, from_port, to_port, cidr) \
          SELECT ?1, protocol, from_port, to_port, cidr FROM security_group_default_rules ORDER BY id",
         [id],
@@ -575,7 +595,8 @@ fn roles_of(c: &Connection, user_id: &str, project_id: &str) -> Result<Vec<Strin
 }
 
 fn find_project(c: &Connection, key: &str) -> Result<Project> {
-    c.query_row(
+    qrow(
+        c,
         "SELECT id, name FROM projects WHERE id = ?1 OR name = ?1",
         [key],
         |r| {
@@ -687,9 +708,9 @@ impl Store for SqliteStore {
                     n.label
                 )));
             }
-            tx.execute("DELETE FROM fixed_ips WHERE network_id = ?1", [n.id]).map_err(db)?;
-            tx.execute("DELETE FROM vifs WHERE network_id = ?1", [n.id]).map_err(db)?;
-            tx.execute("DELETE FROM networks WHERE id = ?1", [n.id]).map_err(db)?;
+            exec(tx, "DELETE FROM fixed_ips WHERE network_id = ?1", [n.id]).map_err(db)?;
+            exec(tx, "DELETE FROM vifs WHERE network_id = ?1", [n.id]).map_err(db)?;
+            exec(tx, "DELETE FROM networks WHERE id = ?1", [n.id]).map_err(db)?;
             Ok(n)
         })
     }
@@ -752,7 +773,8 @@ impl Store for SqliteStore {
     fn set_fixed_reserved(&self, address: &str, reserved: bool) -> Result<()> {
         self.write(|tx| {
             let f = get_fixed(tx, address)?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE fixed_ips SET reserved = ?2 WHERE id = ?1",
                 params![f.id, reserved],
             )
@@ -767,8 +789,7 @@ impl Store for SqliteStore {
             if f.instance_uuid.is_none() {
                 return Ok(false);
             }
-            tx.execute("UPDATE fixed_ips SET leased = 1 WHERE id = ?1", [f.id])
-                .map_err(db)?;
+            exec(tx, "UPDATE fixed_ips SET leased = 1 WHERE id = ?1", [f.id]).map_err(db)?;
             Ok(true)
         })
     }
@@ -779,8 +800,7 @@ impl Store for SqliteStore {
             let Some(owner) = f.instance_uuid.clone() else {
                 return Ok(false);
             };
-            tx.execute("UPDATE fixed_ips SET leased = 0 WHERE id = ?1", [f.id])
-                .map_err(db)?;
+            exec(tx, "UPDATE fixed_ips SET leased = 0 WHERE id = ?1", [f.id]).map_err(db)?;
             if f.allocated {
                 return Ok(false);
             }
@@ -886,30 +906,33 @@ impl Store for SqliteStore {
             if inst.spec.security_groups.is_empty() {
                 inst.spec.security_groups.push("default".into());
             }
-            tx.execute(
-                "INSERT INTO instances(uuid, name, project_id, host, data) VALUES (?1, ?2, ?3, ?4, '{}')",
-                params![uuid, spec.name, spec.project_id, spec.host],
+            // The row id is the record's id; the JSON keeps 0 there.
+            exec(
+                tx,
+                "INSERT INTO instances(uuid, name, project_id, host, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![uuid, spec.name, spec.project_id, spec.host, to_json(&inst)],
             )
             .map_err(db)?;
             inst.id = tx.last_insert_rowid();
-            tx.execute(
-                "UPDATE instances SET data = ?2 WHERE id = ?1",
-                params![inst.id, to_json(&inst)],
-            )
-            .map_err(db)?;
             // Security groups: the named ones of the project (default made on demand).
             for name in &inst.spec.security_groups {
-                let g = if name == "default" {
-                    ensure_default_group_tx(tx, &spec.project_id)?
-                } else {
-                    load_groups(tx, "WHERE project_id = ?1 AND name = ?2", &[&spec.project_id, name])?
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| Error::not_found(format!("security group {name} not found")))?
+                let found: Option<i64> = qrow(
+                    tx,
+                    "SELECT id FROM security_groups WHERE project_id = ?1 AND name = ?2",
+                    params![spec.project_id, name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+                let gid = match found {
+                    Some(id) => id,
+                    None if name == "default" => ensure_default_group_tx(tx, &spec.project_id)?.id,
+                    None => return Err(Error::not_found(format!("security group {name} not found"))),
                 };
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT OR IGNORE INTO instance_security_groups(instance_uuid, group_id) VALUES (?1, ?2)",
-                    params![uuid, g.id],
+                    params![uuid, gid],
                 )
                 .map_err(db)?;
             }
@@ -964,19 +987,19 @@ impl Store for SqliteStore {
                 rows
             };
             // Auto-assigned floating IPs go back to the pool with the instance.
-            tx.execute(
+            exec(tx, 
                 "UPDATE floating_ips SET project_id = NULL, auto_assigned = 0, fixed_ip_id = NULL, host = NULL \
                  WHERE auto_assigned = 1 AND fixed_ip_id IN (SELECT id FROM fixed_ips WHERE instance_uuid = ?1)",
                 [uuid],
             )
             .map_err(db)?;
-            tx.execute("DELETE FROM instances WHERE uuid = ?1", [uuid]).map_err(db)?;
-            tx.execute("DELETE FROM instance_security_groups WHERE instance_uuid = ?1", [uuid])
+            exec(tx, "DELETE FROM instances WHERE uuid = ?1", [uuid]).map_err(db)?;
+            exec(tx, "DELETE FROM instance_security_groups WHERE instance_uuid = ?1", [uuid])
                 .map_err(db)?;
             for f in &fixed {
                 deallocate_fixed(tx, f, now)?;
             }
-            tx.execute(
+            exec(tx, 
                 "DELETE FROM vifs WHERE instance_uuid = ?1 AND id NOT IN (SELECT vif_id FROM fixed_ips WHERE vif_id IS NOT NULL)",
                 [uuid],
             )
@@ -1168,7 +1191,7 @@ impl Store for SqliteStore {
                 return Err(Error::not_found(format!("floating IP {address} is not allocated")));
             }
             check_owner(fl.project_id.as_deref(), project_id, &format!("floating IP {address}"))?;
-            tx.execute(
+            exec(tx, 
                 "UPDATE floating_ips SET project_id = NULL, fixed_ip_id = NULL, host = NULL, auto_assigned = 0 WHERE id = ?1",
                 [fl.id],
             )
@@ -1215,7 +1238,8 @@ impl Store for SqliteStore {
                     )));
                 }
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE floating_ips SET fixed_ip_id = NULL, host = NULL WHERE id = ?1",
                 [fl.id],
             )
@@ -1271,7 +1295,7 @@ impl Store for SqliteStore {
                     "quota exceeded: project {project_id} already has {count} security groups (quota_security_groups = {quota})"
                 )));
             }
-            tx.execute(
+            exec(tx, 
                 "INSERT INTO security_groups(project_id, name, description) VALUES (?1, ?2, ?3)",
                 params![project_id, name, description],
             )
@@ -1312,13 +1336,13 @@ impl Store for SqliteStore {
                     format!("security group {} is still in use", g.name),
                 ));
             }
-            tx.execute(
+            exec(
+                tx,
                 "DELETE FROM security_group_rules WHERE parent_group_id = ?1 OR group_id = ?1",
                 [id],
             )
             .map_err(db)?;
-            tx.execute("DELETE FROM security_groups WHERE id = ?1", [id])
-                .map_err(db)?;
+            exec(tx, "DELETE FROM security_groups WHERE id = ?1", [id]).map_err(db)?;
             Ok(())
         })
     }
@@ -1351,7 +1375,7 @@ impl Store for SqliteStore {
             if dup {
                 return Err(Error::invalid("security_group_rule", "this rule already exists in the group"));
             }
-            tx.execute(
+            exec(tx, 
                 "INSERT INTO security_group_rules(parent_group_id, protocol, from_port, to_port, cidr, group_id) VALUES (?1,?2,?3,?4,?5,?6)",
                 params![group_id, rule.protocol, rule.from_port, rule.to_port, rule.cidr, rule.group_id],
             )
@@ -1376,8 +1400,7 @@ impl Store for SqliteStore {
                 .into_iter()
                 .find(|r| r.id == id)
                 .expect("exists");
-            tx.execute("DELETE FROM security_group_rules WHERE id = ?1", [id])
-                .map_err(db)?;
+            exec(tx, "DELETE FROM security_group_rules WHERE id = ?1", [id]).map_err(db)?;
             Ok(rule)
         })
     }
@@ -1398,7 +1421,7 @@ impl Store for SqliteStore {
 
     fn add_default_rule(&self, rule: &NewRule) -> Result<SecurityGroupRule> {
         let id = self.write(|tx| {
-            tx.execute(
+            exec(tx, 
                 "INSERT INTO security_group_default_rules(protocol, from_port, to_port, cidr) VALUES (?1,?2,?3,?4)",
                 params![rule.protocol, rule.from_port, rule.to_port, rule.cidr],
             )
@@ -1441,7 +1464,7 @@ impl Store for SqliteStore {
     fn add_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()> {
         self.write(|tx| {
             load_instance(tx, uuid)?;
-            tx.execute(
+            exec(tx, 
                 "INSERT OR IGNORE INTO instance_security_groups(instance_uuid, group_id) VALUES (?1, ?2)",
                 params![uuid, group_id],
             )
@@ -1478,18 +1501,19 @@ impl Store for SqliteStore {
                 .map(|g| g.id)
                 .collect();
             for g in &groups {
-                tx.execute(
+                exec(
+                    tx,
                     "DELETE FROM security_group_rules WHERE parent_group_id = ?1 OR group_id = ?1",
                     [g],
                 )
                 .map_err(db)?;
-                tx.execute(
+                exec(
+                    tx,
                     "DELETE FROM instance_security_groups WHERE group_id = ?1",
                     [g],
                 )
                 .map_err(db)?;
-                tx.execute("DELETE FROM security_groups WHERE id = ?1", [g])
-                    .map_err(db)?;
+                exec(tx, "DELETE FROM security_groups WHERE id = ?1", [g]).map_err(db)?;
             }
             Ok(ScrubReport {
                 networks: nets.len(),
@@ -1504,7 +1528,8 @@ impl Store for SqliteStore {
         }
         self.write(|tx| {
             let id = uuid::Uuid::new_v4().simple().to_string();
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO projects(id, name) VALUES (?1, ?2)",
                 [&id, name],
             )
@@ -1555,7 +1580,8 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let id = uuid::Uuid::new_v4().simple().to_string();
             let salt = uuid::Uuid::new_v4().simple().to_string();
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO users(id, name, password_hash, salt) VALUES (?1, ?2, ?3, ?4)",
                 params![id, name, hash_password(&salt, password), salt],
             )
@@ -1575,7 +1601,8 @@ impl Store for SqliteStore {
 
     fn user(&self, name: &str) -> Result<User> {
         self.read(|c| {
-            c.query_row(
+            qrow(
+                c,
                 "SELECT id, name FROM users WHERE name = ?1 OR id = ?1",
                 [name],
                 |r| {
@@ -1599,7 +1626,7 @@ impl Store for SqliteStore {
             ));
         }
         self.write(|tx| {
-            tx.execute(
+            exec(tx, 
                 "INSERT OR IGNORE INTO role_assignments(user_id, project_id, role) VALUES (?1, ?2, ?3)",
                 [user_id, project_id, role],
             )
@@ -1636,9 +1663,9 @@ impl Store for SqliteStore {
                 return Err(unauthorized());
             }
             // Expired tokens are dropped as new ones are made.
-            tx.execute("DELETE FROM tokens WHERE expires_at < ?1", [now]).map_err(db)?;
+            exec(tx, "DELETE FROM tokens WHERE expires_at < ?1", [now]).map_err(db)?;
             let id = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-            tx.execute(
+            exec(tx, 
                 "INSERT INTO tokens(id, user_id, project_id, issued_at, expires_at) VALUES (?1,?2,?3,?4,?5)",
                 params![id, uid, p.id, now, now + ttl],
             )
@@ -1707,7 +1734,8 @@ impl Store for SqliteStore {
 
     fn create_keypair(&self, kp: &Keypair) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO keypairs(user_id, name, public_key, fingerprint) VALUES (?1,?2,?3,?4)",
                 params![kp.user_id, kp.name, kp.public_key, kp.fingerprint],
             )
@@ -1763,7 +1791,7 @@ impl Store for SqliteStore {
     fn report_service(&self, host: &str, network_host: bool, now: i64) -> Result<()> {
         // Heartbeats do not bump the generation: they change no host's plan.
         self.write_raw(|tx| {
-            tx.execute(
+            exec(tx, 
                 "INSERT INTO services(host, network_host, last_seen) VALUES (?1, ?2, ?3) \
                  ON CONFLICT(host) DO UPDATE SET network_host = excluded.network_host, last_seen = excluded.last_seen",
                 params![host, network_host, now],
@@ -1857,7 +1885,8 @@ fn allocate_floating_tx(
         .optional()
         .map_err(db)?
         .ok_or_else(|| Error::Exhausted(format!("no more floating IPs in pool {pool}")))?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE floating_ips SET project_id = ?2, auto_assigned = ?3 WHERE id = ?1",
         params![id, project_id, auto],
     )
@@ -1932,7 +1961,8 @@ fn associate_floating_tx(
     } else {
         net.1
     };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE floating_ips SET fixed_ip_id = ?2, host = ?3 WHERE id = ?1",
         params![fl.id, f.id, host],
     )
@@ -1955,12 +1985,12 @@ impl SqliteStore {
                 ("fixed IP pointing at a VIF of another instance", "SELECT count(*) FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id WHERE v.instance_uuid != f.instance_uuid"),
             ]);
             for (what, sql) in checks {
-                let n: i64 = c.query_row(sql, [], |r| r.get(0)).map_err(db)?;
+                let n: i64 = qrow(c, sql, [], |r| r.get(0)).map_err(db)?;
                 if n > 0 {
                     problems.push(format!("{n} x {what}"));
                 }
             }
-            let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(db)?;
+            let ok: String = qrow(c, "PRAGMA integrity_check", [], |r| r.get(0)).map_err(db)?;
             if ok != "ok" {
                 problems.push(format!("sqlite integrity: {ok}"));
             }
