@@ -106,7 +106,7 @@ impl SqliteStore {
         };
         store.write_raw(|tx| {
             tx.execute_batch(SCHEMA).map_err(db)?;
-            exec(tx, 
+            exec(tx,
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0'), ('schema', '1')",
                 [],
             )
@@ -187,7 +187,7 @@ fn find_network(c: &Connection, key: &str) -> Result<Network> {
 fn save_network(c: &Connection, n: &Network) -> Result<i64> {
     let data = to_json(n);
     if n.id == 0 {
-        exec(c, 
+        exec(c,
             "INSERT INTO networks(uuid, label, cidr, cidr_v6, vlan, project_id, host, data) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
             params![n.uuid, n.label, n.cidr, n.cidr_v6, n.vlan, n.project_id, n.host, data],
         )
@@ -200,7 +200,7 @@ fn save_network(c: &Connection, n: &Network) -> Result<i64> {
         })?;
         Ok(c.last_insert_rowid())
     } else {
-        exec(c, 
+        exec(c,
             "UPDATE networks SET label=?2, cidr=?3, cidr_v6=?4, vlan=?5, project_id=?6, host=?7, data=?8 WHERE id=?1",
             params![n.id, n.label, n.cidr, n.cidr_v6, n.vlan, n.project_id, n.host, data],
         )
@@ -451,13 +451,13 @@ fn instance_addresses_tx(c: &Connection, uuid: &str) -> Result<Vec<InstanceAddre
 
 /// Frees a fixed IP (no instance, no VIF) and drops its VIF once nothing refers to it.
 fn disassociate_fixed(tx: &Transaction, f: &FixedIp, now: i64) -> Result<()> {
-    exec(tx, 
+    exec(tx,
         "UPDATE fixed_ips SET instance_uuid = NULL, vif_id = NULL, allocated = 0, leased = 0, updated_at = ?2 WHERE id = ?1",
         params![f.id, now],
     )
     .map_err(db)?;
     if let Some(vif) = f.vif_id {
-        exec(tx, 
+        exec(tx,
             "DELETE FROM vifs WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM fixed_ips WHERE vif_id = ?1) \
              AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.uuid = vifs.instance_uuid)",
             [vif],
@@ -559,13 +559,13 @@ fn ensure_default_group_tx(tx: &Transaction, project_id: &str) -> Result<Securit
     if let Some(g) = existing.into_iter().next() {
         return Ok(g);
     }
-    exec(tx, 
+    exec(tx,
         "INSERT INTO security_groups(project_id, name, description) VALUES (?1, 'default', 'default')",
         [project_id],
     )
     .map_err(db)?;
     let id = tx.last_insert_rowid();
-    exec(tx, 
+    exec(tx,
         "INSERT INTO security_group_rules(parent_group_id, protocol, from_port, to_port, cidr) \
          SELECT ?1, protocol, from_port, to_port, cidr FROM security_group_default_rules ORDER BY id",
         [id],
@@ -987,7 +987,7 @@ impl Store for SqliteStore {
                 rows
             };
             // Auto-assigned floating IPs go back to the pool with the instance.
-            exec(tx, 
+            exec(tx,
                 "UPDATE floating_ips SET project_id = NULL, auto_assigned = 0, fixed_ip_id = NULL, host = NULL \
                  WHERE auto_assigned = 1 AND fixed_ip_id IN (SELECT id FROM fixed_ips WHERE instance_uuid = ?1)",
                 [uuid],
@@ -999,7 +999,7 @@ impl Store for SqliteStore {
             for f in &fixed {
                 deallocate_fixed(tx, f, now)?;
             }
-            exec(tx, 
+            exec(tx,
                 "DELETE FROM vifs WHERE instance_uuid = ?1 AND id NOT IN (SELECT vif_id FROM fixed_ips WHERE vif_id IS NOT NULL)",
                 [uuid],
             )
@@ -1191,7 +1191,7 @@ impl Store for SqliteStore {
                 return Err(Error::not_found(format!("floating IP {address} is not allocated")));
             }
             check_owner(fl.project_id.as_deref(), project_id, &format!("floating IP {address}"))?;
-            exec(tx, 
+            exec(tx,
                 "UPDATE floating_ips SET project_id = NULL, fixed_ip_id = NULL, host = NULL, auto_assigned = 0 WHERE id = ?1",
                 [fl.id],
             )
@@ -1295,7 +1295,7 @@ impl Store for SqliteStore {
                     "quota exceeded: project {project_id} already has {count} security groups (quota_security_groups = {quota})"
                 )));
             }
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO security_groups(project_id, name, description) VALUES (?1, ?2, ?3)",
                 params![project_id, name, description],
             )
@@ -1375,7 +1375,7 @@ impl Store for SqliteStore {
             if dup {
                 return Err(Error::invalid("security_group_rule", "this rule already exists in the group"));
             }
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO security_group_rules(parent_group_id, protocol, from_port, to_port, cidr, group_id) VALUES (?1,?2,?3,?4,?5,?6)",
                 params![group_id, rule.protocol, rule.from_port, rule.to_port, rule.cidr, rule.group_id],
             )
@@ -1421,7 +1421,7 @@ impl Store for SqliteStore {
 
     fn add_default_rule(&self, rule: &NewRule) -> Result<SecurityGroupRule> {
         let id = self.write(|tx| {
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO security_group_default_rules(protocol, from_port, to_port, cidr) VALUES (?1,?2,?3,?4)",
                 params![rule.protocol, rule.from_port, rule.to_port, rule.cidr],
             )
@@ -1464,7 +1464,7 @@ impl Store for SqliteStore {
     fn add_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()> {
         self.write(|tx| {
             load_instance(tx, uuid)?;
-            exec(tx, 
+            exec(tx,
                 "INSERT OR IGNORE INTO instance_security_groups(instance_uuid, group_id) VALUES (?1, ?2)",
                 params![uuid, group_id],
             )
@@ -1626,7 +1626,7 @@ impl Store for SqliteStore {
             ));
         }
         self.write(|tx| {
-            exec(tx, 
+            exec(tx,
                 "INSERT OR IGNORE INTO role_assignments(user_id, project_id, role) VALUES (?1, ?2, ?3)",
                 [user_id, project_id, role],
             )
@@ -1665,7 +1665,7 @@ impl Store for SqliteStore {
             // Expired tokens are dropped as new ones are made.
             exec(tx, "DELETE FROM tokens WHERE expires_at < ?1", [now]).map_err(db)?;
             let id = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO tokens(id, user_id, project_id, issued_at, expires_at) VALUES (?1,?2,?3,?4,?5)",
                 params![id, uid, p.id, now, now + ttl],
             )
@@ -1791,7 +1791,7 @@ impl Store for SqliteStore {
     fn report_service(&self, host: &str, network_host: bool, now: i64) -> Result<()> {
         // Heartbeats do not bump the generation: they change no host's plan.
         self.write_raw(|tx| {
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO services(host, network_host, last_seen) VALUES (?1, ?2, ?3) \
                  ON CONFLICT(host) DO UPDATE SET network_host = excluded.network_host, last_seen = excluded.last_seen",
                 params![host, network_host, now],
