@@ -3,9 +3,11 @@
 
 pub mod config;
 pub mod error;
+pub mod firewall;
 pub mod floating;
 pub mod model;
 pub mod net;
+pub mod plan;
 pub mod planning;
 
 pub use error::{Error, Result};

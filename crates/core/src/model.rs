@@ -129,6 +129,22 @@ pub struct InstanceAddress {
     pub floating: Vec<String>,
 }
 
+/// An address bound to a VIF, as the DHCP server and the firewall need it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundAddress {
+    pub network_id: i64,
+    pub address: String,
+    pub mac: String,
+    pub vif_uuid: String,
+    pub instance_uuid: String,
+    pub instance_id: i64,
+    pub hostname: String,
+    pub instance_host: Option<String>,
+    /// False once the instance is gone but the lease is not yet released.
+    pub allocated: bool,
+    pub leased: bool,
+}
+
 /// nova's hostname rule: lowercase, `[a-z0-9-]` only, at most 63 characters
 /// (LP #1238910 shortens longer ones to `name[:2] + '-' + name[-60:]`).
 pub fn hostname_for(display_name: &str) -> String {

@@ -10,6 +10,7 @@ use novanet_core::Result;
 use serde::{Deserialize, Serialize};
 
 mod sqlite;
+pub use novanet_core::model::BoundAddress;
 pub use sqlite::SqliteStore;
 
 /// A fixed IP with what its owner looks like, for `fixed-ip-get` and `manage fixed list`.
@@ -20,22 +21,6 @@ pub struct FixedIpInfo {
     pub network_label: String,
     pub hostname: Option<String>,
     pub instance_host: Option<String>,
-}
-
-/// An address bound to a VIF, as the DHCP server and the firewall need it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BoundAddress {
-    pub network_id: i64,
-    pub address: String,
-    pub mac: String,
-    pub vif_uuid: String,
-    pub instance_uuid: String,
-    pub instance_id: i64,
-    pub hostname: String,
-    pub instance_host: Option<String>,
-    /// False once the instance is gone but the lease is not yet released.
-    pub allocated: bool,
-    pub leased: bool,
 }
 
 /// Partial update of a network: `Some(None)` clears a field.

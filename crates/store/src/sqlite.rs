@@ -19,6 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 use sha2::{Digest, Sha256};
 
 use crate::*;
+use novanet_core::model::BoundAddress;
 
 const SCHEMA: &str = include_str!("schema.sql");
 /// How long a writer waits for another process's transaction before giving up.

@@ -1,0 +1,98 @@
+//! The firewall and NAT rule model: what a host's netfilter must hold, as data. Drivers
+//! (iptables-restore text, nft scripts) render it; nothing here knows their syntax.
+
+use serde::{Deserialize, Serialize};
+
+/// The chains novanet owns, in nova-network's layout (seed 004). Each builtin hook jumps to
+/// the chain of the same name; `Snat` hangs off a bottom POSTROUTING chain and starts with a
+/// jump to `FloatSnat`, as nova's did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Chain {
+    FilterInput,
+    FilterForward,
+    NatPrerouting,
+    NatOutput,
+    NatPostrouting,
+    NatSnat,
+    NatFloatSnat,
+    ManglePostrouting,
+}
+
+impl Chain {
+    pub const ALL: [Chain; 8] = [
+        Chain::FilterInput,
+        Chain::FilterForward,
+        Chain::NatPrerouting,
+        Chain::NatOutput,
+        Chain::NatPostrouting,
+        Chain::NatSnat,
+        Chain::NatFloatSnat,
+        Chain::ManglePostrouting,
+    ];
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Match {
+    pub in_iface: Option<String>,
+    pub out_iface: Option<String>,
+    /// CIDR or address (a bare address means /32).
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub proto: Option<Proto>,
+    pub dport: Option<u16>,
+    /// Only packets whose connection was not DNATed (nova's fixed-to-fixed exception).
+    pub not_dnat: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    Accept,
+    Drop,
+    /// DNAT to `address[:port]`.
+    Dnat(String),
+    /// SNAT to an address.
+    Snat(String),
+    /// Fill in UDP checksums (DHCP replies to guests that check them).
+    ChecksumFill,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub chain: Chain,
+    #[serde(default)]
+    pub m: Match,
+    pub target: Target,
+}
+
+/// All of a host's rules, in order within each chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ruleset {
+    pub rules: Vec<Rule>,
+}
+
+impl Ruleset {
+    pub fn push(&mut self, chain: Chain, m: Match, target: Target) {
+        self.rules.push(Rule { chain, m, target });
+    }
+    pub fn in_chain(&self, chain: Chain) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(move |r| r.chain == chain)
+    }
+}
