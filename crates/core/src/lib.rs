@@ -9,5 +9,6 @@ pub mod model;
 pub mod net;
 pub mod plan;
 pub mod planning;
+pub mod secgroup;
 
 pub use error::{Error, Result};

@@ -101,6 +101,9 @@ pub struct Instance {
     pub launch_index: u32,
     pub reservation_id: String,
     pub created_at: i64,
+    /// Set once by the guest through the metadata service (`password`).
+    #[serde(default)]
+    pub password: Option<String>,
     #[serde(flatten)]
     pub spec: InstanceSpec,
 }

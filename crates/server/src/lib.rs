@@ -1,1 +1,234 @@
+//! `novanet server`: the identity and compute APIs, the agents' host plans and the lease
+//! hook endpoint, over one store. `app(state)` builds the whole HTTP service so that tests
+//! drive it in-process.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body as AxumBody;
+use axum::extract::Request;
+use axum::http::Uri;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use novanet_core::config::Config;
+use novanet_store::Store;
+use serde_json::json;
+use tokio::sync::watch;
+use tower::util::MapRequest;
+use tower::ServiceExt;
+
+pub mod compute;
+pub mod error;
+pub mod hostapi;
+pub mod identity;
+pub mod metadata;
+pub mod openapi;
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub cfg: Arc<Config>,
+    /// The store's generation, as last seen; agents' long polls wait on it.
+    pub generation: watch::Sender<u64>,
+    pub metadata_cache: metadata::Cache,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, cfg: Config) -> Arc<AppState> {
+        let gen = store.generation().unwrap_or(0);
+        Arc::new(AppState {
+            store,
+            cfg: Arc::new(cfg),
+            generation: watch::channel(gen).0,
+            metadata_cache: metadata::Cache::default(),
+        })
+    }
+
+    /// Re-reads the store's generation (it also moves when `novanet manage` or another
+    /// server writes) and wakes the watchers if it changed.
+    pub fn refresh_generation(&self) {
+        if let Ok(g) = self.store.generation() {
+            self.generation.send_if_modified(|cur| {
+                let changed = *cur != g;
+                *cur = g;
+                changed
+            });
+        }
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `2026-11-25T12:00:00.000000Z` (keystone's format).
+pub fn iso8601(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The API router (without the path normalisation `app` adds).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .merge(identity::routes())
+        .merge(compute::image_routes())
+        .nest("/v2.1", compute::routes())
+        .merge(hostapi::routes())
+        .route("/openapi.json", get(openapi::document))
+        .with_state(state)
+}
+
+async fn root(headers: axum::http::HeaderMap) -> Response {
+    let base = identity::base_url(&headers);
+    let mut v21 = compute::version_doc(&base);
+    v21["status"] = json!("CURRENT");
+    let v20 = json!({"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+                     "updated": "2011-01-21T11:33:21Z", "links": [{"rel": "self", "href": format!("{base}/v2/")}]});
+    Json(json!({"versions": [v20, v21]})).into_response()
+}
+
+/// Accepts the path spellings clients use for the same resource: `/compute/v2.1/...`,
+/// `/v2/...`, a project id after the version (`/v2.1/{project_id}/servers`), and a trailing
+/// slash.
+pub fn normalise_path(path: &str) -> String {
+    let mut p = path
+        .strip_prefix("/compute")
+        .filter(|r| r.starts_with("/v2"))
+        .unwrap_or(path)
+        .to_string();
+    if p == "/v2" || p.starts_with("/v2/") {
+        p = format!("/v2.1{}", &p[3..]);
+    }
+    if let Some(rest) = p.strip_prefix("/v2.1/") {
+        let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let is_project = first.len() == 32 && first.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_project {
+            p = if tail.is_empty() {
+                "/v2.1".into()
+            } else {
+                format!("/v2.1/{tail}")
+            };
+        }
+    }
+    while p.len() > 1 && p.ends_with('/') && !p.starts_with("/identity") {
+        p.pop();
+    }
+    if p == "/v2.1" {
+        p = "/v2.1/".into();
+    }
+    p
+}
+
+type NormaliseFn = fn(Request) -> Request;
+
+fn normalise(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let new_path = normalise_path(path);
+    if new_path != path {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = pq.parse().ok();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// The whole HTTP service: path normalisation in front of the router.
+pub fn app(state: Arc<AppState>) -> MapRequest<Router, NormaliseFn> {
+    router(state).map_request(normalise as NormaliseFn)
+}
+
+/// Serves the API on `listener` until the process ends, with the background tasks: the
+/// generation watcher and the stale fixed IP sweep.
+pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            st.refresh_generation();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let _ = st.store.disassociate_stale_fixed_ips(
+                unix_now(),
+                st.cfg.fixed_ip_disassociate_timeout as i64,
+            );
+        }
+    });
+    let service = app(state);
+    axum::serve(listener, tower::make::Shared::new(service)).await
+}
+
+/// Serves the metadata API (on its own port, as nova-api-metadata did).
+pub async fn serve_metadata(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<()> {
+    let app = metadata::router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
+}
+
+/// For in-process tests: send one request through the full service.
+pub async fn call(state: Arc<AppState>, req: Request<AxumBody>) -> Response {
+    app(state).oneshot(req).await.unwrap_or_else(|e| match e {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised() {
+        assert_eq!(normalise_path("/compute/v2.1/servers"), "/v2.1/servers");
+        assert_eq!(
+            normalise_path("/v2.1/0123456789abcdef0123456789abcdef/servers/detail"),
+            "/v2.1/servers/detail"
+        );
+        assert_eq!(
+            normalise_path("/v2/0123456789abcdef0123456789abcdef/os-networks"),
+            "/v2.1/os-networks"
+        );
+        assert_eq!(normalise_path("/v2.1"), "/v2.1/");
+        assert_eq!(normalise_path("/compute/v2.1/"), "/v2.1/");
+        assert_eq!(normalise_path("/identity/v3/"), "/identity/v3/");
+        assert_eq!(normalise_path("/v2.1/servers/"), "/v2.1/servers");
+    }
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(iso8601(1_795_608_000), "2026-11-25T12:00:00.000000Z");
+    }
+}

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 mod sqlite;
 pub use novanet_core::model::BoundAddress;
+pub use novanet_core::secgroup::NewRule;
 pub use sqlite::SqliteStore;
 
 /// A fixed IP with what its owner looks like, for `fixed-ip-get` and `manage fixed list`.
@@ -51,16 +52,6 @@ pub struct SecurityGroupRule {
     /// Name and project of the source group, when `group_id` is set.
     pub group_name: Option<String>,
     pub group_project: Option<String>,
-}
-
-/// A new rule, validated by the caller (see `novanet_core::secgroup`).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct NewRule {
-    pub protocol: Option<String>,
-    pub from_port: Option<i32>,
-    pub to_port: Option<i32>,
-    pub cidr: Option<String>,
-    pub group_id: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,6 +142,8 @@ pub trait Store: Send + Sync {
     fn instance_by_fixed_ip(&self, address: &str) -> Result<Option<Instance>>;
     fn add_fixed_ip(&self, uuid: &str, network_key: &str, cfg: &Config) -> Result<InstanceAddress>;
     fn remove_fixed_ip(&self, uuid: &str, address: &str, now: i64) -> Result<()>;
+    /// Stores the instance's password once; false when one is already set.
+    fn set_instance_password(&self, uuid: &str, password: &str) -> Result<bool>;
 
     // Floating IPs
     fn create_floating_ips(

@@ -902,6 +902,7 @@ impl Store for SqliteStore {
                 launch_index: 0,
                 reservation_id: format!("r-{}", &new_uuid()[..8]),
                 created_at: now,
+                password: None,
                 spec: spec.clone(),
             };
             if inst.spec.security_groups.is_empty() {
@@ -1082,6 +1083,25 @@ impl Store for SqliteStore {
                 ));
             }
             deallocate_fixed(tx, &f, now)
+        })
+    }
+
+    fn set_instance_password(&self, uuid: &str, password: &str) -> Result<bool> {
+        self.write(|tx| {
+            let mut inst = load_instance(tx, uuid)?;
+            if inst.password.as_deref().is_some_and(|p| !p.is_empty()) {
+                return Ok(false);
+            }
+            inst.password = Some(password.to_string());
+            let id = inst.id;
+            inst.id = 0;
+            exec(
+                tx,
+                "UPDATE instances SET data = ?2 WHERE id = ?1",
+                params![id, to_json(&inst)],
+            )
+            .map_err(db)?;
+            Ok(true)
         })
     }
 

@@ -1,0 +1,1561 @@
+//! The compute v2.1 API as Nova served it for nova-network (microversions 2.1 to 2.35):
+//! thin translations between the wire and the store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use novanet_core::floating::parse_range;
+use novanet_core::model::{FloatingIp, Instance, InstanceSpec, Network, RequestedNetwork};
+use novanet_core::planning::{is_uuid, NetworkRequest};
+use novanet_core::secgroup::{validate_group_text, validate_rule};
+use novanet_core::Error;
+use novanet_store::{Keypair, NetworkUpdate, SecurityGroup, SecurityGroupRule};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::{ApiError, ApiResult, Body};
+use crate::identity::{base_url, Ctx};
+use crate::{iso8601, unix_now, AppState};
+
+pub const MAX_MICROVERSION: &str = "2.35";
+pub const MIN_MICROVERSION: &str = "2.1";
+
+/// The image registry behind the catalog's `image` entry. The first id is the seed's.
+pub const IMAGES: &[(&str, &str)] = &[
+    ("ed8b2a37-5535-4a5f-a615-443513036d71", "cirros"),
+    ("5c9a5c0e-7b8f-4a54-9d6f-6a3e0d3f1a01", "cloudpipe"),
+];
+
+/// Nova's default flavors (id, name, ram MiB, disk GB, vcpus).
+pub const FLAVORS: &[(&str, &str, u32, u32, u32)] = &[
+    ("1", "m1.tiny", 512, 1, 1),
+    ("2", "m1.small", 2048, 20, 1),
+    ("3", "m1.medium", 4096, 40, 2),
+    ("4", "m1.large", 8192, 80, 4),
+    ("5", "m1.xlarge", 16384, 160, 8),
+];
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(version))
+        .route("/os-networks", get(list_networks).post(create_network))
+        .route("/os-networks/add", post(add_network))
+        .route(
+            "/os-networks/{id}",
+            get(show_network).delete(delete_network),
+        )
+        .route("/os-networks/{id}/action", post(network_action))
+        .route(
+            "/os-tenant-networks",
+            get(list_tenant_networks).post(create_tenant_network),
+        )
+        .route(
+            "/os-tenant-networks/{id}",
+            get(show_tenant_network).delete(delete_tenant_network),
+        )
+        .route("/os-fixed-ips/{address}", get(show_fixed_ip))
+        .route("/os-fixed-ips/{address}/action", post(fixed_ip_action))
+        .route("/os-floating-ip-pools", get(list_pools))
+        .route(
+            "/os-floating-ips",
+            get(list_floating).post(allocate_floating),
+        )
+        .route(
+            "/os-floating-ips/{id}",
+            get(show_floating).delete(release_floating),
+        )
+        .route("/os-floating-ips-bulk", get(list_bulk).post(create_bulk))
+        .route(
+            "/os-floating-ips-bulk/{host}",
+            get(list_bulk_host).put(delete_bulk),
+        )
+        .route("/os-security-groups", get(list_groups).post(create_group))
+        .route(
+            "/os-security-groups/{id}",
+            get(show_group).put(update_group).delete(delete_group),
+        )
+        .route("/os-security-group-rules", post(create_rule))
+        .route(
+            "/os-security-group-rules/{id}",
+            axum::routing::delete(delete_rule),
+        )
+        .route(
+            "/os-security-group-default-rules",
+            get(list_default_rules).post(create_default_rule),
+        )
+        .route(
+            "/os-security-group-default-rules/{id}",
+            get(show_default_rule).delete(delete_default_rule),
+        )
+        .route("/os-keypairs", get(list_keypairs).post(create_keypair))
+        .route(
+            "/os-keypairs/{name}",
+            get(show_keypair).delete(delete_keypair),
+        )
+        .route("/os-services", get(list_services))
+        .route("/flavors", get(list_flavors))
+        .route("/flavors/detail", get(list_flavors))
+        .route("/flavors/{id}", get(show_flavor))
+        .route("/servers", get(list_servers).post(create_server))
+        .route("/servers/detail", get(list_servers_detail))
+        .route("/servers/{id}", get(show_server).delete(delete_server))
+        .route("/servers/{id}/action", post(server_action))
+        .route("/servers/{id}/os-virtual-interfaces", get(list_vifs))
+        .route("/servers/{id}/os-security-groups", get(server_groups))
+        .route("/limits", get(limits))
+}
+
+pub fn image_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/image/v2/images", get(list_images))
+        .route("/image/v2/images/{id}", get(show_image))
+}
+
+pub fn version_doc(base: &str) -> Value {
+    json!({
+        "id": "v2.1", "status": "CURRENT", "version": MAX_MICROVERSION, "min_version": MIN_MICROVERSION,
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [{"rel": "self", "href": format!("{base}/v2.1/")}],
+        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}],
+    })
+}
+
+async fn version(headers: HeaderMap) -> Json<Value> {
+    Json(json!({"version": version_doc(&base_url(&headers))}))
+}
+
+fn ok_empty(code: StatusCode) -> Response {
+    code.into_response()
+}
+
+// ---- networks ------------------------------------------------------------------------------
+
+fn network_view(n: &Network, admin: bool) -> Value {
+    let mut v = json!({
+        "id": n.uuid, "label": n.label, "cidr": n.cidr, "netmask": n.netmask, "gateway": n.gateway,
+        "broadcast": n.broadcast, "dns1": n.dns1, "dns2": n.dns2, "cidr_v6": n.cidr_v6,
+        "gateway_v6": n.gateway_v6, "netmask_v6": n.netmask_v6,
+    });
+    if admin {
+        let extra = json!({
+            "created_at": null, "updated_at": null, "deleted_at": null, "deleted": false,
+            "injected": n.injected, "bridge": n.bridge, "vlan": n.vlan,
+            "vpn_public_address": n.vpn_public_address, "vpn_public_port": n.vpn_public_port,
+            "vpn_private_address": n.vpn_private_address, "dhcp_start": n.dhcp_start,
+            "project_id": n.project_id, "host": n.host, "bridge_interface": n.bridge_interface,
+            "multi_host": n.multi_host, "priority": n.priority, "rxtx_base": null, "mtu": n.mtu,
+            "dhcp_server": n.dhcp_server, "enable_dhcp": n.enable_dhcp, "share_address": n.share_address,
+        });
+        if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
+            a.extend(b);
+        }
+    }
+    v
+}
+
+fn visible(ctx: &Ctx, n: &Network) -> bool {
+    ctx.is_admin() || n.project_id.is_none() || n.project_id.as_deref() == Some(ctx.project_id())
+}
+
+async fn list_networks(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    let nets: Vec<Value> = st
+        .store
+        .networks()?
+        .iter()
+        .filter(|n| visible(&ctx, n))
+        .map(|n| network_view(n, ctx.is_admin()))
+        .collect();
+    Ok(Json(json!({ "networks": nets })))
+}
+
+fn find_visible_network(st: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Network> {
+    let n = st.store.network(id)?;
+    if !visible(ctx, &n) {
+        return Err(ApiError::not_found(format!(
+            "Network {id} could not be found."
+        )));
+    }
+    Ok(n)
+}
+
+async fn show_network(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let n = find_visible_network(&st, &ctx, &id)?;
+    Ok(Json(json!({ "network": network_view(&n, ctx.is_admin()) })))
+}
+
+/// `POST /os-networks` body: nova's schema, with the types novaclient really sends (ints
+/// for vlan_start/vpn_start, a string priority) accepted too.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkCreateBody {
+    network: ApiNetwork,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiNetwork {
+    label: String,
+    cidr: Option<String>,
+    cidr_v6: Option<String>,
+    ipam: Option<bool>,
+    project_id: Option<String>,
+    multi_host: Option<Value>,
+    gateway: Option<String>,
+    gateway_v6: Option<String>,
+    bridge: Option<String>,
+    bridge_interface: Option<String>,
+    dns1: Option<String>,
+    dns2: Option<String>,
+    dhcp_server: Option<String>,
+    fixed_cidr: Option<String>,
+    allowed_start: Option<String>,
+    allowed_end: Option<String>,
+    enable_dhcp: Option<Value>,
+    share_address: Option<Value>,
+    mtu: Option<Value>,
+    vlan: Option<Value>,
+    vlan_start: Option<Value>,
+    vpn_start: Option<Value>,
+    uuid: Option<String>,
+    priority: Option<Value>,
+    num_networks: Option<Value>,
+    network_size: Option<Value>,
+}
+
+fn int_field<T: TryFrom<i64>>(field: &str, v: &Option<Value>) -> ApiResult<Option<T>> {
+    let Some(v) = v else { return Ok(None) };
+    let n = match v {
+        Value::Null => return Ok(None),
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    n.and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| Error::invalid(field, format!("{v} is not a valid integer")).into())
+}
+
+fn bool_field(field: &str, v: &Option<Value>) -> ApiResult<Option<bool>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "t" | "true" | "1" | "yes" | "on" => Ok(Some(true)),
+            "f" | "false" | "0" | "no" | "off" => Ok(Some(false)),
+            _ => Err(Error::invalid(field, format!("{s:?} is not a boolean")).into()),
+        },
+        Some(other) => Err(Error::invalid(field, format!("{other} is not a boolean")).into()),
+    }
+}
+
+impl ApiNetwork {
+    fn to_request(&self, whole_range: bool) -> ApiResult<NetworkRequest> {
+        let _ = self.ipam;
+        let mut r = NetworkRequest {
+            label: self.label.clone(),
+            cidr: self.cidr.clone(),
+            cidr_v6: self.cidr_v6.clone(),
+            fixed_cidr: self.fixed_cidr.clone(),
+            bridge: self.bridge.clone(),
+            bridge_interface: self.bridge_interface.clone(),
+            vlan: int_field("vlan", &self.vlan)?,
+            vlan_start: int_field("vlan_start", &self.vlan_start)?,
+            vpn_start: int_field("vpn_start", &self.vpn_start)?,
+            gateway: self.gateway.clone(),
+            gateway_v6: self.gateway_v6.clone(),
+            dns1: self.dns1.clone(),
+            dns2: self.dns2.clone(),
+            multi_host: bool_field("multi_host", &self.multi_host)?,
+            project_id: self.project_id.clone(),
+            dhcp_server: self.dhcp_server.clone(),
+            allowed_start: self.allowed_start.clone(),
+            allowed_end: self.allowed_end.clone(),
+            num_networks: int_field("num_networks", &self.num_networks)?,
+            network_size: int_field("network_size", &self.network_size)?,
+            uuid: self.uuid.clone(),
+            mtu: int_field("mtu", &self.mtu)?,
+            enable_dhcp: bool_field("enable_dhcp", &self.enable_dhcp)?,
+            share_address: bool_field("share_address", &self.share_address)?,
+            priority: int_field("priority", &self.priority)?,
+        };
+        if whole_range {
+            // The API creates exactly the range given (nova forces num_networks=1 and
+            // network_size=cidr.size), unlike nova-manage's /24 default.
+            r.num_networks = Some(1);
+            if let Some(c) = r
+                .cidr
+                .as_deref()
+                .and_then(|c| c.parse::<novanet_core::net::Ipv4Cidr>().ok())
+            {
+                r.network_size = Some(c.size());
+            }
+        }
+        if r.cidr.is_none() && r.cidr_v6.is_none() {
+            return Err(Error::invalid("cidr", "give cidr or cidr_v6").into());
+        }
+        Ok(r)
+    }
+}
+
+async fn create_network(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(b): Body<NetworkCreateBody>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("os_compute_api:os-networks:create")?;
+    let req = b.network.to_request(true)?;
+    let (nets, _) = st.store.create_networks(&req, &st.cfg)?;
+    Ok(Json(json!({ "network": network_view(&nets[0], true) })))
+}
+
+async fn delete_network(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    ctx.require_admin("os_compute_api:os-networks:delete")?;
+    st.store.delete_network(&id, true)?;
+    Ok(ok_empty(StatusCode::ACCEPTED))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNetworkBody {
+    id: Option<String>,
+}
+
+async fn add_network(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(b): Body<AddNetworkBody>,
+) -> ApiResult<Response> {
+    ctx.require_admin("os_compute_api:os-networks:add")?;
+    st.store
+        .associate_project_network(ctx.project_id(), b.id.as_deref())
+        .map_err(|e| match e {
+            Error::Exhausted(m) => ApiError::bad_request(m),
+            other => other.into(),
+        })?;
+    Ok(ok_empty(StatusCode::ACCEPTED))
+}
+
+async fn network_action(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Body(b): Body<Map<String, Value>>,
+) -> ApiResult<Response> {
+    ctx.require_admin("os_compute_api:os-networks-associate")?;
+    let (action, arg) = b
+        .iter()
+        .next()
+        .ok_or_else(|| ApiError::bad_request("the body names no action"))?;
+    let update = match action.as_str() {
+        "disassociate" => NetworkUpdate {
+            project_id: Some(None),
+            host: Some(None),
+        },
+        "disassociate_host" => NetworkUpdate {
+            host: Some(None),
+            ..Default::default()
+        },
+        "disassociate_project" => NetworkUpdate {
+            project_id: Some(None),
+            ..Default::default()
+        },
+        "associate_host" => {
+            let h = arg
+                .as_str()
+                .ok_or_else(|| ApiError::bad_request("associate_host needs a host name"))?;
+            NetworkUpdate {
+                host: Some(Some(h.to_string())),
+                ..Default::default()
+            }
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown network action {other:?}"
+            )))
+        }
+    };
+    st.store.update_network(&id, &update)?;
+    Ok(ok_empty(StatusCode::ACCEPTED))
+}
+
+fn tenant_view(n: &Network) -> Value {
+    json!({"id": n.uuid, "cidr": n.cidr, "label": n.label})
+}
+
+async fn list_tenant_networks(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    let nets: Vec<Value> = st
+        .store
+        .networks()?
+        .iter()
+        .filter(|n| n.project_id.is_none() || n.project_id.as_deref() == Some(ctx.project_id()))
+        .map(tenant_view)
+        .collect();
+    Ok(Json(json!({ "networks": nets })))
+}
+
+async fn show_tenant_network(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let n = find_visible_network(&st, &ctx, &id)?;
+    Ok(Json(json!({ "network": tenant_view(&n) })))
+}
+
+async fn create_tenant_network(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(b): Body<NetworkCreateBody>,
+) -> ApiResult<Json<Value>> {
+    let mut req = b.network.to_request(true)?;
+    if let Some(c) = req
+        .cidr
+        .as_deref()
+        .and_then(|c| c.parse::<novanet_core::net::Ipv4Cidr>().ok())
+    {
+        if c.size() < 4 {
+            return Err(ApiError::bad_request(
+                "Requested network does not contain enough (2+) usable hosts",
+            ));
+        }
+    }
+    req.project_id = Some(ctx.project_id().to_string());
+    if req.bridge.is_none() {
+        req.bridge = st.cfg.flat_network_bridge.clone();
+    }
+    let (nets, _) = st.store.create_networks(&req, &st.cfg)?;
+    Ok(Json(json!({ "network": tenant_view(&nets[0]) })))
+}
+
+async fn delete_tenant_network(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let n = find_visible_network(&st, &ctx, &id)?;
+    if !ctx.is_admin() && n.project_id.as_deref() != Some(ctx.project_id()) {
+        return Err(ApiError::forbidden(
+            "only the project's own networks can be deleted",
+        ));
+    }
+    st.store.update_network(
+        &n.uuid,
+        &NetworkUpdate {
+            project_id: Some(None),
+            host: Some(None),
+        },
+    )?;
+    st.store.delete_network(&n.uuid, false)?;
+    Ok(ok_empty(StatusCode::ACCEPTED))
+}
+
+// ---- fixed IPs -----------------------------------------------------------------------------
+
+async fn show_fixed_ip(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(address): Path<String>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("os_compute_api:os-fixed-ips")?;
+    let f = st.store.fixed_ip(&address)?;
+    Ok(Json(json!({"fixed_ip": {
+        "address": f.fixed.address, "cidr": f.network_cidr, "hostname": f.hostname,
+        "host": f.instance_host, "reserved": f.fixed.reserved,
+    }})))
+}
+
+async fn fixed_ip_action(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(address): Path<String>,
+    Body(b): Body<Map<String, Value>>,
+) -> ApiResult<Response> {
+    ctx.require_admin("os_compute_api:os-fixed-ips")?;
+    let reserve = match b.keys().next().map(String::as_str) {
+        Some("reserve") => true,
+        Some("unreserve") => false,
+        _ => {
+            return Err(ApiError::bad_request(
+                "the action must be reserve or unreserve",
+            ))
+        }
+    };
+    st.store.set_fixed_reserved(&address, reserve)?;
+    Ok(ok_empty(StatusCode::ACCEPTED))
+}
+
+// ---- floating IPs --------------------------------------------------------------------------
+
+fn floating_view(f: &FloatingIp) -> Value {
+    json!({"id": f.id, "ip": f.address, "pool": f.pool, "fixed_ip": f.fixed_ip, "instance_id": f.instance_uuid})
+}
+
+async fn list_pools(State(st): State<Arc<AppState>>, _ctx: Ctx) -> ApiResult<Json<Value>> {
+    let pools: Vec<Value> = st
+        .store
+        .floating_pools()?
+        .into_iter()
+        .map(|p| json!({"name": p}))
+        .collect();
+    Ok(Json(json!({ "floating_ip_pools": pools })))
+}
+
+async fn list_floating(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    let fl: Vec<Value> = st
+        .store
+        .floating_ips(Some(ctx.project_id()))?
+        .iter()
+        .map(floating_view)
+        .collect();
+    Ok(Json(json!({ "floating_ips": fl })))
+}
+
+fn own_floating(st: &AppState, ctx: &Ctx, id: &str) -> ApiResult<FloatingIp> {
+    let f = st.store.floating_ip(id)?;
+    if f.project_id.as_deref() != Some(ctx.project_id()) {
+        return Err(ApiError::not_found(format!(
+            "Floating IP {id} could not be found."
+        )));
+    }
+    Ok(f)
+}
+
+async fn show_floating(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({ "floating_ip": floating_view(&own_floating(&st, &ctx, &id)?) }),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AllocateBody {
+    pool: Option<String>,
+}
+
+async fn allocate_floating(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(b): Body<Option<AllocateBody>>,
+) -> ApiResult<Json<Value>> {
+    let pool = b
+        .and_then(|b| b.pool)
+        .unwrap_or_else(|| st.cfg.default_floating_pool.clone());
+    let f = st
+        .store
+        .allocate_floating_ip(ctx.project_id(), &pool, st.cfg.quota_floating_ips)
+        .map_err(|e| match e {
+            Error::Exhausted(_) => {
+                ApiError::not_found(format!("No more floating IPs in pool {pool}."))
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(json!({ "floating_ip": floating_view(&f) })))
+}
+
+async fn release_floating(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let f = own_floating(&st, &ctx, &id)?;
+    if f.auto_assigned {
+        return Err(ApiError::forbidden(
+            "Cannot disassociate auto assigned floating IP",
+        ));
+    }
+    st.store
+        .release_floating_ip(&f.address, Some(ctx.project_id()))?;
+    Ok(ok_empty(StatusCode::ACCEPTED))
+}
+
+fn bulk_view(st: &AppState, f: &FloatingIp) -> Value {
+    let _ = st;
+    json!({"address": f.address, "pool": f.pool, "interface": f.interface, "project_id": f.project_id,
+           "instance_uuid": f.instance_uuid, "fixed_ip": f.fixed_ip})
+}
+
+async fn list_bulk(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    ctx.require_admin("os_compute_api:os-floating-ips-bulk")?;
+    let all: Vec<Value> = st
+        .store
+        .floating_ips(None)?
+        .iter()
+        .map(|f| bulk_view(&st, f))
+        .collect();
+    Ok(Json(json!({ "floating_ip_info": all })))
+}
+
+async fn list_bulk_host(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(host): Path<String>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("os_compute_api:os-floating-ips-bulk")?;
+    let all: Vec<Value> = st
+        .store
+        .floating_ips(None)?
+        .iter()
+        .filter(|f| f.host.as_deref() == Some(host.as_str()))
+        .map(|f| bulk_view(&st, f))
+        .collect();
+    Ok(Json(json!({ "floating_ip_info": all })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkCreateBody {
+    floating_ips_bulk_create: BulkCreate,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkCreate {
+    ip_range: String,
+    pool: Option<String>,
+    interface: Option<String>,
+}
+
+async fn create_bulk(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(b): Body<BulkCreateBody>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("os_compute_api:os-floating-ips-bulk")?;
+    let b = b.floating_ips_bulk_create;
+    let addrs = parse_range("ip_range", &b.ip_range)?;
+    let pool = b
+        .pool
+        .unwrap_or_else(|| st.cfg.default_floating_pool.clone());
+    let interface = b
+        .interface
+        .unwrap_or_else(|| st.cfg.public_interface.clone());
+    st.store.create_floating_ips(&pool, &interface, &addrs)?;
+    Ok(Json(
+        json!({"floating_ips_bulk_create": {"ip_range": b.ip_range, "pool": pool, "interface": interface}}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkDeleteBody {
+    ip_range: String,
+}
+
+async fn delete_bulk(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(action): Path<String>,
+    Body(b): Body<BulkDeleteBody>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("os_compute_api:os-floating-ips-bulk")?;
+    if action != "delete" {
+        return Err(ApiError::not_found("Unknown action"));
+    }
+    let addrs = parse_range("ip_range", &b.ip_range)?;
+    st.store.delete_floating_ips(&addrs)?;
+    Ok(Json(json!({ "floating_ips_bulk_delete": b.ip_range })))
+}
+
+// ---- security groups -----------------------------------------------------------------------
+
+fn rule_view(r: &SecurityGroupRule) -> Value {
+    json!({
+        "id": r.id, "parent_group_id": r.parent_group_id, "ip_protocol": r.protocol,
+        "from_port": r.from_port, "to_port": r.to_port,
+        "group": match (&r.group_name, &r.group_project) {
+            (Some(n), Some(p)) => json!({"name": n, "tenant_id": p}),
+            _ => json!({}),
+        },
+        "ip_range": r.cidr.as_ref().map_or(json!({}), |c| json!({"cidr": c})),
+    })
+}
+
+fn group_view(g: &SecurityGroup) -> Value {
+    json!({"id": g.id, "name": g.name, "description": g.description, "tenant_id": g.project_id,
+           "rules": g.rules.iter().map(rule_view).collect::<Vec<_>>()})
+}
+
+#[derive(Deserialize)]
+struct AllTenants {
+    all_tenants: Option<String>,
+}
+
+async fn list_groups(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Query(q): Query<AllTenants>,
+) -> ApiResult<Json<Value>> {
+    st.store.ensure_default_group(ctx.project_id())?;
+    let all = ctx.is_admin() && q.all_tenants.is_some_and(|v| v != "0" && v != "false");
+    let scope = if all { None } else { Some(ctx.project_id()) };
+    let groups: Vec<Value> = st
+        .store
+        .security_groups(scope)?
+        .iter()
+        .map(group_view)
+        .collect();
+    Ok(Json(json!({ "security_groups": groups })))
+}
+
+fn parse_id(what: &str, id: &str) -> ApiResult<i64> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request(format!("{what} id {id:?} is not an integer")))
+}
+
+fn own_group(st: &AppState, ctx: &Ctx, id: &str) -> ApiResult<SecurityGroup> {
+    let g = st.store.security_group(parse_id("security group", id)?)?;
+    if !ctx.is_admin() && g.project_id != ctx.project_id() {
+        return Err(ApiError::not_found(format!(
+            "Security group {id} not found."
+        )));
+    }
+    Ok(g)
+}
+
+async fn show_group(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({ "security_group": group_view(&own_group(&st, &ctx, &id)?) }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    security_group: GroupFields,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupFields {
+    name: String,
+    description: String,
+}
+
+async fn create_group(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(b): Body<GroupBody>,
+) -> ApiResult<Json<Value>> {
+    let name = validate_group_text("name", &b.security_group.name)?;
+    let desc = validate_group_text("description", &b.security_group.description)?;
+    let g = st.store.create_security_group(
+        ctx.project_id(),
+        &name,
+        &desc,
+        st.cfg.quota_security_groups,
+    )?;
+    Ok(Json(json!({ "security_group": group_view(&g) })))
+}
+
+async fn update_group(
+    State(_st): State<Arc<AppState>>,
+    _ctx: Ctx,
+    Path(_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Err(ApiError::Nova(
+        StatusCode::NOT_IMPLEMENTED,
+        "renaming security groups is not supported".into(),
+    ))
+}
+
+async fn delete_group(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let g = own_group(&st, &ctx, &id)?;
+    st.store.delete_security_group(g.id)?;
+    Ok(ok_empty(StatusCode::ACCEPTED))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleBody {
+    security_group_rule: RuleFields,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFields {
+    parent_group_id: Value,
+    ip_protocol: Option<String>,
+    from_port: Option<Value>,
+    to_port: Option<Value>,
+    cidr: Option<String>,
+    group_id: Option<Value>,
+}
+
+fn id_value(field: &str, v: &Value) -> ApiResult<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| Error::invalid(field, format!("{v} is not an id")).into())
+}
+
+async fn create_rule(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(b): Body<RuleBody>,
+) -> ApiResult<Json<Value>> {
+    let r = b.security_group_rule;
+    let parent = own_group(
+        &st,
+        &ctx,
+        &id_value("parent_group_id", &r.parent_group_id)?.to_string(),
+    )?;
+    let group_id = match &r.group_id {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let g = own_group(&st, &ctx, &id_value("group_id", v)?.to_string())?;
+            Some(g.id)
+        }
+    };
+    let rule = validate_rule(
+        r.ip_protocol.as_deref(),
+        int_field("from_port", &r.from_port)?,
+        int_field("to_port", &r.to_port)?,
+        r.cidr.as_deref(),
+        group_id,
+    )?;
+    let created =
+        st.store
+            .add_security_group_rule(parent.id, &rule, st.cfg.quota_security_group_rules)?;
+    Ok(Json(json!({ "security_group_rule": rule_view(&created) })))
+}
+
+async fn delete_rule(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_id("security group rule", &id)?;
+    let owner = st
+        .store
+        .security_groups(ctx.scope())?
+        .into_iter()
+        .any(|g| g.rules.iter().any(|r| r.id == id));
+    if !owner {
+        return Err(ApiError::not_found(format!("Rule ({id}) not found")));
+    }
+    st.store.delete_security_group_rule(id)?;
+    Ok(ok_empty(StatusCode::ACCEPTED))
+}
+
+fn default_rule_view(r: &SecurityGroupRule) -> Value {
+    json!({"id": r.id, "ip_protocol": r.protocol, "from_port": r.from_port, "to_port": r.to_port,
+           "ip_range": r.cidr.as_ref().map_or(json!({}), |c| json!({"cidr": c}))})
+}
+
+async fn list_default_rules(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    ctx.require_admin("os_compute_api:os-security-group-default-rules")?;
+    let rules: Vec<Value> = st
+        .store
+        .default_rules()?
+        .iter()
+        .map(default_rule_view)
+        .collect();
+    Ok(Json(json!({ "security_group_default_rules": rules })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultRuleBody {
+    security_group_default_rule: DefaultRuleFields,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultRuleFields {
+    ip_protocol: String,
+    from_port: Value,
+    to_port: Value,
+    cidr: Option<String>,
+}
+
+async fn create_default_rule(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(b): Body<DefaultRuleBody>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("os_compute_api:os-security-group-default-rules")?;
+    let r = b.security_group_default_rule;
+    let rule = validate_rule(
+        Some(&r.ip_protocol),
+        int_field("from_port", &Some(r.from_port))?,
+        int_field("to_port", &Some(r.to_port))?,
+        r.cidr.as_deref(),
+        None,
+    )?;
+    let created = st.store.add_default_rule(&rule)?;
+    Ok(Json(
+        json!({ "security_group_default_rule": default_rule_view(&created) }),
+    ))
+}
+
+async fn show_default_rule(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("os_compute_api:os-security-group-default-rules")?;
+    let id = parse_id("default rule", &id)?;
+    let r = st
+        .store
+        .default_rules()?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("Default rule ({id}) not found")))?;
+    Ok(Json(
+        json!({ "security_group_default_rule": default_rule_view(&r) }),
+    ))
+}
+
+async fn delete_default_rule(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    ctx.require_admin("os_compute_api:os-security-group-default-rules")?;
+    st.store
+        .delete_default_rule(parse_id("default rule", &id)?)?;
+    Ok(ok_empty(StatusCode::NO_CONTENT))
+}
+
+// ---- keypairs, services, flavors, images, limits -------------------------------------------
+
+fn keypair_view(k: &Keypair) -> Value {
+    json!({"keypair": {"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint, "user_id": k.user_id}})
+}
+
+async fn list_keypairs(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    let kps: Vec<Value> = st
+        .store
+        .keypairs(ctx.user_id())?
+        .iter()
+        .map(keypair_view)
+        .collect();
+    Ok(Json(json!({ "keypairs": kps })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeypairBody {
+    keypair: KeypairFields,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeypairFields {
+    name: String,
+    public_key: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    user_id: Option<String>,
+}
+
+/// An OpenSSH-style MD5 fingerprint would need an MD5; the key's SHA-256 prefix serves as
+/// a stable identifier instead (shown as nova's colon-separated hex).
+fn fingerprint(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(key.trim().as_bytes());
+    d.iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+async fn create_keypair(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(b): Body<KeypairBody>,
+) -> ApiResult<Json<Value>> {
+    let k = b.keypair;
+    let _ = (k.kind, k.user_id);
+    let name = validate_group_text("name", &k.name)?;
+    let public_key = k.public_key.ok_or_else(|| {
+        Error::invalid(
+            "public_key",
+            "key generation is not offered: import a public key",
+        )
+    })?;
+    let mut parts = public_key.split_whitespace();
+    let valid = matches!(parts.next(), Some(t) if t.starts_with("ssh-") || t.starts_with("ecdsa-"))
+        && parts.next().is_some();
+    if !valid {
+        return Err(Error::invalid(
+            "public_key",
+            "is not an OpenSSH public key (ssh-rsa AAAA... comment)",
+        )
+        .into());
+    }
+    let kp = Keypair {
+        name,
+        user_id: ctx.user_id().to_string(),
+        fingerprint: fingerprint(&public_key),
+        public_key,
+    };
+    st.store.create_keypair(&kp)?;
+    Ok(Json(keypair_view(&kp)))
+}
+
+async fn show_keypair(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(keypair_view(&st.store.keypair(ctx.user_id(), &name)?)))
+}
+
+async fn delete_keypair(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    st.store.delete_keypair(ctx.user_id(), &name)?;
+    Ok(ok_empty(StatusCode::ACCEPTED))
+}
+
+async fn list_services(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    ctx.require_admin("os_compute_api:os-services")?;
+    let now = unix_now();
+    let services: Vec<Value> = st
+        .store
+        .services()?
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            json!({"id": i + 1, "binary": if s.network_host { "nova-network" } else { "nova-compute" },
+                   "host": s.host, "zone": "nova", "status": "enabled",
+                   "state": if now - s.last_seen < 60 { "up" } else { "down" },
+                   "updated_at": iso8601(s.last_seen), "disabled_reason": null})
+        })
+        .collect();
+    Ok(Json(json!({ "services": services })))
+}
+
+fn flavor_view(f: &(&str, &str, u32, u32, u32)) -> Value {
+    json!({"id": f.0, "name": f.1, "ram": f.2, "disk": f.3, "vcpus": f.4, "swap": "",
+           "OS-FLV-EXT-DATA:ephemeral": 0, "os-flavor-access:is_public": true, "rxtx_factor": 1.0, "links": []})
+}
+
+async fn list_flavors(_ctx: Ctx) -> Json<Value> {
+    Json(json!({"flavors": FLAVORS.iter().map(flavor_view).collect::<Vec<_>>()}))
+}
+
+async fn show_flavor(_ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    FLAVORS
+        .iter()
+        .find(|f| f.0 == id)
+        .map(|f| Json(json!({ "flavor": flavor_view(f) })))
+        .ok_or_else(|| ApiError::not_found(format!("Flavor {id} could not be found.")))
+}
+
+fn image_view(i: &(&str, &str)) -> Value {
+    json!({"id": i.0, "name": i.1, "status": "active", "visibility": "public", "disk_format": "qcow2",
+           "container_format": "bare", "min_disk": 0, "min_ram": 0, "size": 0})
+}
+
+#[derive(Deserialize)]
+struct ImageQuery {
+    name: Option<String>,
+}
+
+async fn list_images(_ctx: Ctx, Query(q): Query<ImageQuery>) -> Json<Value> {
+    let imgs: Vec<Value> = IMAGES
+        .iter()
+        .filter(|i| q.name.as_deref().is_none_or(|n| n == i.1))
+        .map(image_view)
+        .collect();
+    Json(json!({ "images": imgs }))
+}
+
+async fn show_image(_ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    IMAGES
+        .iter()
+        .find(|i| i.0 == id)
+        .map(|i| Json(image_view(i)))
+        .ok_or_else(|| ApiError::not_found(format!("Image {id} could not be found.")))
+}
+
+async fn limits(State(st): State<Arc<AppState>>, _ctx: Ctx) -> Json<Value> {
+    Json(json!({"limits": {"rate": [], "absolute": {
+        "maxTotalFloatingIps": st.cfg.quota_floating_ips,
+        "maxSecurityGroups": st.cfg.quota_security_groups,
+        "maxSecurityGroupRules": st.cfg.quota_security_group_rules,
+    }}}))
+}
+
+// ---- servers -------------------------------------------------------------------------------
+
+fn find_server(st: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Instance> {
+    let not_found = || ApiError::not_found(format!("Instance {id} could not be found."));
+    let i = st.store.instance(id).map_err(|_| not_found())?;
+    if !ctx.is_admin() && i.spec.project_id != ctx.project_id() {
+        return Err(not_found());
+    }
+    Ok(i)
+}
+
+fn server_view(st: &AppState, i: &Instance) -> ApiResult<Value> {
+    let mut addresses: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for a in st.store.instance_addresses(&i.uuid)? {
+        let e = addresses.entry(a.network_label.clone()).or_default();
+        e.push(json!({"addr": a.address, "version": 4, "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": a.mac}));
+        for f in &a.floating {
+            e.push(json!({"addr": f, "version": 4, "OS-EXT-IPS:type": "floating", "OS-EXT-IPS-MAC:mac_addr": a.mac}));
+        }
+    }
+    let groups: Vec<Value> = st
+        .store
+        .instance_security_groups(&i.uuid)?
+        .iter()
+        .map(|g| json!({"name": g.name}))
+        .collect();
+    let created = iso8601(i.created_at);
+    Ok(json!({
+        "id": i.uuid, "name": i.spec.name, "status": "ACTIVE",
+        "tenant_id": i.spec.project_id, "user_id": i.spec.user_id,
+        "image": {"id": i.spec.image_id.clone().unwrap_or_default(), "links": []},
+        "flavor": {"id": i.spec.flavor_id.clone().unwrap_or_else(|| "1".into()), "links": []},
+        "addresses": addresses, "security_groups": groups, "metadata": i.spec.metadata,
+        "key_name": i.spec.key_name, "OS-EXT-STS:task_state": null, "OS-EXT-STS:vm_state": "active",
+        "OS-EXT-STS:power_state": 1, "OS-EXT-SRV-ATTR:host": i.spec.host,
+        "OS-EXT-AZ:availability_zone": i.spec.availability_zone.clone().unwrap_or_else(|| "nova".into()),
+        "created": created, "updated": created, "hostId": "", "accessIPv4": "", "accessIPv6": "",
+        "OS-DCF:diskConfig": "MANUAL", "progress": 0, "links": [],
+    }))
+}
+
+#[derive(Deserialize)]
+struct ServerQuery {
+    name: Option<String>,
+    all_tenants: Option<String>,
+}
+
+fn listed(st: &AppState, ctx: &Ctx, q: &ServerQuery) -> ApiResult<Vec<Instance>> {
+    let all = ctx.is_admin()
+        && q.all_tenants
+            .as_deref()
+            .is_some_and(|v| v != "0" && v != "false");
+    let scope = if all { None } else { Some(ctx.project_id()) };
+    Ok(st
+        .store
+        .instances(scope)?
+        .into_iter()
+        .filter(|i| q.name.as_deref().is_none_or(|n| i.spec.name.contains(n)))
+        .collect())
+}
+
+async fn list_servers(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Query(q): Query<ServerQuery>,
+) -> ApiResult<Json<Value>> {
+    let servers: Vec<Value> = listed(&st, &ctx, &q)?
+        .iter()
+        .map(|i| json!({"id": i.uuid, "name": i.spec.name, "links": []}))
+        .collect();
+    Ok(Json(json!({ "servers": servers })))
+}
+
+async fn list_servers_detail(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Query(q): Query<ServerQuery>,
+) -> ApiResult<Json<Value>> {
+    let servers = listed(&st, &ctx, &q)?
+        .iter()
+        .map(|i| server_view(&st, i))
+        .collect::<ApiResult<Vec<Value>>>()?;
+    Ok(Json(json!({ "servers": servers })))
+}
+
+async fn show_server(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let i = find_server(&st, &ctx, &id)?;
+    Ok(Json(json!({ "server": server_view(&st, &i)? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateServerBody {
+    server: CreateServer,
+    #[serde(rename = "os:scheduler_hints")]
+    _hints: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateServer {
+    name: String,
+    #[serde(rename = "imageRef")]
+    image_ref: Option<String>,
+    #[serde(rename = "flavorRef")]
+    flavor_ref: Option<Value>,
+    min_count: Option<Value>,
+    max_count: Option<Value>,
+    networks: Option<Value>,
+    key_name: Option<String>,
+    user_data: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+    security_groups: Option<Vec<NameRef>>,
+    availability_zone: Option<String>,
+    #[serde(rename = "OS-DCF:diskConfig")]
+    _disk_config: Option<String>,
+    #[serde(rename = "adminPass")]
+    _admin_pass: Option<String>,
+    config_drive: Option<Value>,
+    block_device_mapping_v2: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct NameRef {
+    name: String,
+}
+
+fn requested_networks(v: &Option<Value>) -> ApiResult<Vec<RequestedNetwork>> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    match v {
+        Value::String(s) if s == "auto" || s == "none" => Ok(Vec::new()),
+        Value::Array(items) => items
+            .iter()
+            .map(|n| {
+                let uuid = n.get("uuid").and_then(Value::as_str).ok_or_else(|| {
+                    Error::invalid(
+                        "networks",
+                        "each network needs a uuid (port and tag are not supported)",
+                    )
+                })?;
+                if !is_uuid(uuid) {
+                    return Err(Error::invalid(
+                        "networks",
+                        format!("{uuid:?} is not a network uuid"),
+                    )
+                    .into());
+                }
+                let fixed_ip = match n.get("fixed_ip") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(other) => {
+                        return Err(Error::invalid(
+                            "fixed_ip",
+                            format!("{other} is not an address"),
+                        )
+                        .into())
+                    }
+                };
+                Ok(RequestedNetwork {
+                    uuid: uuid.to_string(),
+                    fixed_ip,
+                })
+            })
+            .collect(),
+        other => {
+            Err(Error::invalid("networks", format!("{other} is not a list of networks")).into())
+        }
+    }
+}
+
+/// Picks a host for a new server: the one named by `nova:HOST`, else the compute host with
+/// the fewest instances (ties by name).
+fn schedule(st: &AppState, ctx: &Ctx, az: Option<&str>) -> ApiResult<Option<String>> {
+    if let Some(h) = az
+        .and_then(|z| z.split_once(':'))
+        .map(|(_, h)| h)
+        .filter(|h| !h.is_empty())
+    {
+        ctx.require_admin("forcing a host with availability_zone nova:HOST")?;
+        return Ok(Some(h.to_string()));
+    }
+    let services = st.store.services()?;
+    let computes: Vec<&str> = services
+        .iter()
+        .filter(|s| !s.network_host)
+        .map(|s| s.host.as_str())
+        .collect();
+    let candidates: Vec<&str> = if computes.is_empty() {
+        services.iter().map(|s| s.host.as_str()).collect()
+    } else {
+        computes
+    };
+    let instances = st.store.instances(None)?;
+    Ok(candidates
+        .into_iter()
+        .min_by_key(|h| {
+            (
+                instances
+                    .iter()
+                    .filter(|i| i.spec.host.as_deref() == Some(h))
+                    .count(),
+                h.to_string(),
+            )
+        })
+        .map(str::to_string))
+}
+
+async fn create_server(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(b): Body<CreateServerBody>,
+) -> ApiResult<Response> {
+    let s = b.server;
+    let _ = (s.config_drive, s.block_device_mapping_v2);
+    if s.name.trim().is_empty() || s.name.len() > 255 {
+        return Err(Error::invalid("name", "must be 1 to 255 characters").into());
+    }
+    let flavor_id = match &s.flavor_ref {
+        None | Some(Value::Null) => "1".to_string(),
+        Some(Value::String(f)) => f.rsplit('/').next().unwrap_or(f).to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => {
+            return Err(Error::invalid("flavorRef", format!("{other} is not a flavor id")).into())
+        }
+    };
+    if !FLAVORS.iter().any(|f| f.0 == flavor_id) {
+        return Err(ApiError::bad_request(format!(
+            "Flavor {flavor_id} could not be found."
+        )));
+    }
+    if let Some(img) = &s.image_ref {
+        if !img.is_empty() && !IMAGES.iter().any(|i| i.0 == img || i.1 == img) {
+            return Err(ApiError::bad_request(format!(
+                "Can not find requested image {img}"
+            )));
+        }
+    }
+    let count = match (
+        int_field::<u32>("min_count", &s.min_count)?,
+        int_field::<u32>("max_count", &s.max_count)?,
+    ) {
+        (_, Some(m)) => m,
+        (Some(m), None) => m,
+        (None, None) => 1,
+    };
+    if count == 0 || count > 100 {
+        return Err(Error::invalid("max_count", "must be between 1 and 100").into());
+    }
+    let key_data = match &s.key_name {
+        Some(k) => Some(
+            st.store
+                .keypair(ctx.user_id(), k)
+                .map_err(|_| ApiError::bad_request(format!("Invalid key_name provided: {k}")))?
+                .public_key,
+        ),
+        None => None,
+    };
+    if let Some(u) = &s.user_data {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(u.trim())
+            .map_err(|_| Error::invalid("user_data", "is not valid base64"))?;
+        if u.len() > 65535 {
+            return Err(Error::invalid("user_data", "is longer than 65535 bytes").into());
+        }
+    }
+    let host = schedule(&st, &ctx, s.availability_zone.as_deref())?;
+    let mut spec = InstanceSpec {
+        name: s.name.clone(),
+        project_id: ctx.project_id().to_string(),
+        user_id: ctx.user_id().to_string(),
+        host,
+        availability_zone: s
+            .availability_zone
+            .as_deref()
+            .map(|z| z.split(':').next().unwrap_or(z).to_string()),
+        key_name: s.key_name.clone(),
+        key_data,
+        user_data: s.user_data.clone(),
+        metadata: s.metadata.clone().unwrap_or_default(),
+        security_groups: s
+            .security_groups
+            .iter()
+            .flatten()
+            .map(|g| g.name.clone())
+            .collect(),
+        flavor_id: Some(flavor_id),
+        image_id: s.image_ref.clone(),
+        networks: requested_networks(&s.networks)?,
+    };
+    let mut first = None;
+    for idx in 0..count {
+        if count > 1 {
+            spec.name = format!("{}-{}", s.name, idx + 1);
+        }
+        let inst = st.store.create_instance(&spec, &st.cfg)?;
+        first.get_or_insert(inst);
+    }
+    let inst = first.expect("count >= 1");
+    let groups: Vec<Value> = st
+        .store
+        .instance_security_groups(&inst.uuid)?
+        .iter()
+        .map(|g| json!({"name": g.name}))
+        .collect();
+    let body = json!({"server": {"id": inst.uuid, "links": [], "adminPass": "", "OS-DCF:diskConfig": "MANUAL", "security_groups": groups}});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+async fn delete_server(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let i = find_server(&st, &ctx, &id)?;
+    st.store.delete_instance(&i.uuid, &st.cfg, unix_now())?;
+    Ok(ok_empty(StatusCode::NO_CONTENT))
+}
+
+fn str_arg<'a>(v: &'a Value, key: &str, action: &str) -> ApiResult<&'a str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request(format!("{action} needs \"{key}\"")))
+}
+
+async fn server_action(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Body(b): Body<Map<String, Value>>,
+) -> ApiResult<Response> {
+    let i = find_server(&st, &ctx, &id)?;
+    let (action, arg) = b
+        .iter()
+        .next()
+        .ok_or_else(|| ApiError::bad_request("the body names no action"))?;
+    let scope = ctx.scope();
+    match action.as_str() {
+        "addFloatingIp" => {
+            let address = str_arg(arg, "address", action)?;
+            let fixed = arg.get("fixed_address").and_then(Value::as_str);
+            let f = st
+                .store
+                .floating_ip(address)
+                .map_err(|_| ApiError::not_found(format!("floating IP {address} not found")))?;
+            if f.auto_assigned {
+                return Err(ApiError::forbidden(
+                    "Cannot associate auto assigned floating IP",
+                ));
+            }
+            st.store.associate_floating_ip(
+                address,
+                &i.uuid,
+                fixed,
+                scope.or(Some(&i.spec.project_id)),
+            )?;
+        }
+        "removeFloatingIp" => {
+            let address = str_arg(arg, "address", action)?;
+            let f = st
+                .store
+                .floating_ip(address)
+                .map_err(|_| ApiError::not_found(format!("floating IP {address} not found")))?;
+            if f.auto_assigned {
+                return Err(ApiError::forbidden(
+                    "Cannot disassociate auto assigned floating IP",
+                ));
+            }
+            st.store
+                .disassociate_floating_ip(address, Some(&i.uuid), scope)?;
+        }
+        "addFixedIp" => {
+            let net = arg
+                .get("networkId")
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .ok_or_else(|| ApiError::bad_request("addFixedIp needs \"networkId\""))?;
+            st.store.add_fixed_ip(&i.uuid, &net, &st.cfg)?;
+        }
+        "removeFixedIp" => {
+            let address = str_arg(arg, "address", action)?;
+            st.store.remove_fixed_ip(&i.uuid, address, unix_now())?;
+        }
+        "addSecurityGroup" | "removeSecurityGroup" => {
+            let name = str_arg(arg, "name", action)?;
+            st.store.ensure_default_group(&i.spec.project_id)?;
+            let g = st
+                .store
+                .security_groups(Some(&i.spec.project_id))?
+                .into_iter()
+                .find(|g| g.name == name)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "Security group {name} not found for project {}.",
+                        i.spec.project_id
+                    ))
+                })?;
+            if action == "addSecurityGroup" {
+                st.store.add_instance_security_group(&i.uuid, g.id)?;
+            } else {
+                st.store.remove_instance_security_group(&i.uuid, g.id)?;
+            }
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unsupported server action {other:?}"
+            )))
+        }
+    }
+    Ok(ok_empty(StatusCode::ACCEPTED))
+}
+
+async fn list_vifs(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let i = find_server(&st, &ctx, &id)?;
+    let mut seen = std::collections::BTreeSet::new();
+    let vifs: Vec<Value> = st
+        .store
+        .instance_addresses(&i.uuid)?
+        .into_iter()
+        .filter(|a| seen.insert(a.vif_uuid.clone()))
+        .map(|a| json!({"id": a.vif_uuid, "mac_address": a.mac, "net_id": a.network_uuid, "OS-EXT-VIF-NET:net_id": a.network_uuid}))
+        .collect();
+    Ok(Json(json!({ "virtual_interfaces": vifs })))
+}
+
+async fn server_groups(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let i = find_server(&st, &ctx, &id)?;
+    let groups: Vec<Value> = st
+        .store
+        .instance_security_groups(&i.uuid)?
+        .iter()
+        .map(group_view)
+        .collect();
+    Ok(Json(json!({ "security_groups": groups })))
+}

@@ -1,0 +1,119 @@
+//! The agents' side of the server: heartbeats, host plans (long-polled), lease events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use novanet_core::plan::{host_plan, HostPlan, Snapshot};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult, Body};
+use crate::identity::Ctx;
+use crate::{unix_now, AppState};
+
+/// The longest an agent's plan request waits for a change.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/novanet/v1/hosts/{host}/report", post(report))
+        .route("/novanet/v1/hosts/{host}/plan", get(plan))
+        .route("/novanet/v1/leases", post(lease))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    #[serde(default)]
+    network_host: bool,
+}
+
+async fn report(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(host): Path<String>,
+    Body(r): Body<Report>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("agent reports")?;
+    st.store.report_service(&host, r.network_host, unix_now())?;
+    let claimed = if r.network_host {
+        st.store.claim_networks(&host)?
+    } else {
+        0
+    };
+    Ok(Json(json!({"host": host, "claimed_networks": claimed})))
+}
+
+#[derive(Deserialize)]
+struct PlanQuery {
+    /// Answer only once the generation is past this one (or the wait is over).
+    after: Option<u64>,
+    /// Seconds to wait for a change.
+    wait: Option<u64>,
+}
+
+pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
+    // Read the generation first: a change racing with this read shows up as a newer
+    // generation on the next poll, never as a lost update.
+    let generation = st.store.generation()?;
+    let networks = st.store.networks()?;
+    let ids: Vec<i64> = networks.iter().map(|n| n.id).collect();
+    let bound = st.store.bound_addresses(&ids)?;
+    let floating = st.store.floating_ips(None)?;
+    let snap = Snapshot {
+        networks: &networks,
+        bound: &bound,
+        floating: &floating,
+    };
+    Ok(host_plan(&snap, &st.cfg, host, generation))
+}
+
+async fn plan(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(host): Path<String>,
+    Query(q): Query<PlanQuery>,
+) -> ApiResult<Json<HostPlan>> {
+    ctx.require_admin("host plans")?;
+    if let Some(after) = q.after {
+        let wait = Duration::from_secs(q.wait.unwrap_or(25)).min(MAX_WAIT);
+        let mut rx = st.generation.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|g| *g > after)).await;
+    }
+    Ok(Json(compute_plan(&st, &host)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseEvent {
+    action: String,
+    address: String,
+    mac: Option<String>,
+    #[serde(default)]
+    hostname: Option<String>,
+}
+
+async fn lease(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Body(e): Body<LeaseEvent>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("lease events")?;
+    let _ = e.hostname;
+    let changed = match e.action.as_str() {
+        "add" | "old" => st.store.lease_fixed_ip(&e.address, e.mac.as_deref())?,
+        "del" => st
+            .store
+            .release_fixed_ip(&e.address, e.mac.as_deref(), unix_now())?,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown lease action {other:?} (add, old, del)"
+            )))
+        }
+    };
+    st.refresh_generation();
+    Ok(Json(json!({"changed": changed})))
+}

@@ -1,0 +1,777 @@
+//! The metadata service at 169.254.169.254: the EC2 (up to 2009-04-04) and OpenStack trees as
+//! seed 000 shows them. The instance is the one whose fixed IP is the request's source.
+//! The trees are plain data built once per instance (and cached); lookups are pure.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use novanet_core::model::Instance;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::AppState;
+
+pub const EC2_VERSIONS: &[&str] = &[
+    "1.0",
+    "2007-01-19",
+    "2007-03-01",
+    "2007-08-29",
+    "2007-10-10",
+    "2007-12-15",
+    "2008-02-01",
+    "2008-09-01",
+    "2009-04-04",
+];
+/// Seed 000's versions, then 2015-10-15 for `network_data.json`.
+pub const OPENSTACK_VERSIONS: &[&str] = &["2012-08-10", "2013-04-04", "2013-10-17", "2015-10-15"];
+/// nova stored the password in 4 chunks of 255 characters.
+pub const MAX_PASSWORD: usize = 255 * 4;
+pub const MAX_TOKEN_TTL: u64 = 21600;
+
+/// Everything the trees show about one instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceMeta {
+    pub instance: Instance,
+    pub domain: String,
+    pub fixed_ips: Vec<String>,
+    pub floating_ips: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub flavor_name: String,
+    pub image_index: usize,
+    pub user_data: Option<Vec<u8>>,
+    pub network_data: Value,
+    pub vendor_data: Value,
+}
+
+impl InstanceMeta {
+    fn hostname(&self) -> String {
+        if self.domain.is_empty() {
+            self.instance.hostname.clone()
+        } else {
+            format!("{}.{}", self.instance.hostname, self.domain)
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Cache {
+    by_ip: Mutex<HashMap<String, (Instant, Option<Arc<InstanceMeta>>)>>,
+    tokens: Mutex<HashMap<String, Instant>>,
+}
+
+/// What a path resolves to.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    Text(String),
+    Json(String),
+    Bytes(Vec<u8>),
+    NotFound,
+}
+
+fn listing(items: &[String]) -> Answer {
+    Answer::Text(items.join("\n"))
+}
+
+fn ec2_keys(v: &str, m: &InstanceMeta) -> Vec<&'static str> {
+    let at_least = |x: &str| {
+        EC2_VERSIONS.iter().position(|e| *e == v) >= EC2_VERSIONS.iter().position(|e| *e == x)
+    };
+    let mut keys = vec![
+        "ami-id",
+        "ami-launch-index",
+        "ami-manifest-path",
+        "hostname",
+        "instance-id",
+        "local-ipv4",
+        "reservation-id",
+        "security-groups",
+    ];
+    if m.instance.spec.key_data.is_some() {
+        keys.push("public-keys/");
+    }
+    if at_least("2007-01-19") {
+        keys.extend(["local-hostname", "public-hostname", "public-ipv4"]);
+    }
+    if at_least("2007-08-29") {
+        keys.push("instance-type");
+    }
+    if at_least("2007-12-15") {
+        keys.extend(["block-device-mapping/", "kernel-id", "ramdisk-id"]);
+    }
+    if at_least("2008-02-01") {
+        keys.push("placement/");
+    }
+    if at_least("2008-09-01") {
+        keys.push("instance-action");
+    }
+    keys.sort_unstable();
+    keys
+}
+
+fn ec2(version: &str, rest: &[&str], m: &InstanceMeta) -> Answer {
+    let v = if version == "latest" {
+        EC2_VERSIONS[EC2_VERSIONS.len() - 1]
+    } else {
+        version
+    };
+    if !EC2_VERSIONS.contains(&v) {
+        return Answer::NotFound;
+    }
+    match rest {
+        [] => {
+            let mut l = vec!["meta-data/".to_string()];
+            if m.user_data.is_some() {
+                l.push("user-data".into());
+            }
+            listing(&l)
+        }
+        ["user-data"] => m.user_data.clone().map_or(Answer::NotFound, Answer::Bytes),
+        ["meta-data", rest @ ..] => {
+            let keys = ec2_keys(v, m);
+            let Some(first) = rest.first() else {
+                return listing(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+            };
+            let listed = keys.iter().any(|k| k.trim_end_matches('/') == *first);
+            if !listed {
+                return Answer::NotFound;
+            }
+            let i = &m.instance;
+            let leaf = |s: String| {
+                if rest.len() == 1 {
+                    Answer::Text(s)
+                } else {
+                    Answer::NotFound
+                }
+            };
+            match *first {
+                "ami-id" => leaf(format!("ami-{:08x}", m.image_index + 1)),
+                "ami-launch-index" => leaf(i.launch_index.to_string()),
+                "ami-manifest-path" => leaf("FIXME".into()),
+                "hostname" | "local-hostname" | "public-hostname" => leaf(m.hostname()),
+                "instance-action" => leaf("none".into()),
+                "instance-id" => leaf(format!("i-{:08x}", i.id)),
+                "instance-type" => leaf(m.flavor_name.clone()),
+                "kernel-id" | "ramdisk-id" => leaf(String::new()),
+                "local-ipv4" => leaf(m.fixed_ips.first().cloned().unwrap_or_default()),
+                "public-ipv4" => leaf(m.floating_ips.first().cloned().unwrap_or_default()),
+                "reservation-id" => leaf(i.reservation_id.clone()),
+                "security-groups" => leaf(m.security_groups.join("\n")),
+                "block-device-mapping" => match &rest[1..] {
+                    [] => Answer::Text("ami".into()),
+                    ["ami"] => Answer::Text("vda".into()),
+                    _ => Answer::NotFound,
+                },
+                "placement" => match &rest[1..] {
+                    [] => Answer::Text("availability-zone".into()),
+                    ["availability-zone"] => Answer::Text(
+                        i.spec
+                            .availability_zone
+                            .clone()
+                            .unwrap_or_else(|| "nova".into()),
+                    ),
+                    _ => Answer::NotFound,
+                },
+                "public-keys" => {
+                    let (Some(name), Some(key)) = (&i.spec.key_name, &i.spec.key_data) else {
+                        return Answer::NotFound;
+                    };
+                    match &rest[1..] {
+                        [] => Answer::Text(format!("0={name}")),
+                        ["0"] => Answer::Text("openssh-key".into()),
+                        ["0", "openssh-key"] => Answer::Text(key.clone()),
+                        _ => Answer::NotFound,
+                    }
+                }
+                _ => Answer::NotFound,
+            }
+        }
+        _ => Answer::NotFound,
+    }
+}
+
+/// `json.dumps` style: `", "` and `": "` separators, keys in the given order.
+fn py_json(pairs: &[(&str, Value)]) -> String {
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}: {}", Value::String(k.to_string()), py_value(v)))
+        .collect();
+    format!("{{{}}}", body.join(", "))
+}
+
+fn py_value(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), py_value(v)))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(py_value).collect::<Vec<_>>().join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn meta_data_json(v: &str, m: &InstanceMeta) -> String {
+    let i = &m.instance;
+    let mut pairs: Vec<(&str, Value)> = vec![
+        ("uuid", json!(i.uuid)),
+        (
+            "availability_zone",
+            json!(i
+                .spec
+                .availability_zone
+                .clone()
+                .unwrap_or_else(|| "nova".into())),
+        ),
+        ("hostname", json!(m.hostname())),
+        ("launch_index", json!(i.launch_index)),
+    ];
+    if !i.spec.metadata.is_empty() {
+        pairs.push(("meta", json!(i.spec.metadata)));
+    }
+    pairs.push(("project_id", json!(i.spec.project_id)));
+    if let (Some(name), Some(key)) = (&i.spec.key_name, &i.spec.key_data) {
+        pairs.push(("public_keys", json!({ name: key })));
+    }
+    pairs.push(("name", json!(i.spec.name)));
+    if v >= "2013-04-04" {
+        let seed: Vec<u8> = (0..32)
+            .flat_map(|_| uuid::Uuid::new_v4().into_bytes())
+            .collect();
+        pairs.push((
+            "random_seed",
+            json!(base64::engine::general_purpose::STANDARD.encode(seed)),
+        ));
+    }
+    if v >= "2015-10-15" {
+        if let (Some(name), Some(key)) = (&i.spec.key_name, &i.spec.key_data) {
+            pairs.push(("keys", json!([{"name": name, "type": "ssh", "data": key}])));
+        }
+    }
+    py_json(&pairs)
+}
+
+fn openstack(rest: &[&str], m: &InstanceMeta, password: Option<&str>) -> Answer {
+    let Some(version) = rest.first() else {
+        let mut l: Vec<String> = OPENSTACK_VERSIONS.iter().map(|s| s.to_string()).collect();
+        l.push("latest".into());
+        return listing(&l);
+    };
+    let v = if *version == "latest" {
+        OPENSTACK_VERSIONS[OPENSTACK_VERSIONS.len() - 1]
+    } else {
+        version
+    };
+    if !OPENSTACK_VERSIONS.contains(&v) {
+        return Answer::NotFound;
+    }
+    let has_password = v >= "2013-04-04";
+    let has_vendor = v >= "2013-10-17";
+    let has_network = v >= "2015-10-15";
+    match &rest[1..] {
+        [] => {
+            let mut l = vec!["meta_data.json".to_string()];
+            if m.user_data.is_some() {
+                l.push("user_data".into());
+            }
+            if has_password {
+                l.push("password".into());
+            }
+            if has_vendor {
+                l.push("vendor_data.json".into());
+            }
+            if has_network {
+                l.push("network_data.json".into());
+            }
+            listing(&l)
+        }
+        ["meta_data.json"] => Answer::Json(meta_data_json(v, m)),
+        ["user_data"] => m.user_data.clone().map_or(Answer::NotFound, Answer::Bytes),
+        ["password"] if has_password => Answer::Text(password.unwrap_or_default().to_string()),
+        ["vendor_data.json"] if has_vendor => Answer::Json(py_value(&m.vendor_data)),
+        ["network_data.json"] if has_network => Answer::Json(py_value(&m.network_data)),
+        _ => Answer::NotFound,
+    }
+}
+
+/// Resolves a metadata path for an instance (None: the request came from no instance, which
+/// only `/` tolerates).
+pub fn lookup(path: &str, m: Option<&InstanceMeta>, password: Option<&str>) -> Answer {
+    let segs: Vec<&str> = path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    if segs.contains(&"..") {
+        return Answer::NotFound;
+    }
+    let segs: &[&str] = if segs.first() == Some(&"ec2") {
+        &segs[1..]
+    } else {
+        &segs
+    };
+    if segs.is_empty() {
+        let mut l: Vec<String> = EC2_VERSIONS.iter().map(|s| s.to_string()).collect();
+        l.push("latest".into());
+        return listing(&l);
+    }
+    let Some(m) = m else { return Answer::NotFound };
+    if path.trim_start_matches('/').starts_with("openstack") {
+        return openstack(&segs[1..], m, password);
+    }
+    ec2(segs[0], &segs[1..], m)
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+fn text(code: StatusCode, s: impl Into<String>) -> Response {
+    (
+        code,
+        [("content-type", "text/plain; charset=UTF-8")],
+        s.into(),
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        "404 Not Found\n\nThe resource could not be found.\n",
+    )
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Checks Neutron's metadata proxy signature: hex HMAC-SHA256 of the instance id.
+pub fn signature_ok(secret: &str, instance_id: &str, signature: &str) -> bool {
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(instance_id.as_bytes());
+    let Ok(sig) = (0..signature.len())
+        .step_by(2)
+        .map(|i| {
+            signature
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(())
+        })
+        .collect::<Result<Vec<u8>, ()>>()
+    else {
+        return false;
+    };
+    mac.verify_slice(&sig).is_ok()
+}
+
+fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
+    let addrs = st.store.instance_addresses(&inst.uuid).ok()?;
+    let groups = st.store.instance_security_groups(&inst.uuid).ok()?;
+    let networks = st.store.networks().ok()?;
+    let mut links = Vec::new();
+    let mut nets = Vec::new();
+    let mut dns = Vec::new();
+    for (n, a) in addrs.iter().enumerate() {
+        let link = format!("tap{}", &a.vif_uuid[..11.min(a.vif_uuid.len())]);
+        if !links.iter().any(|l: &Value| l["id"] == json!(link)) {
+            links.push(json!({"id": link, "vif_id": a.vif_uuid, "type": "bridge", "mtu": null, "ethernet_mac_address": a.mac}));
+        }
+        let net = networks.iter().find(|x| x.uuid == a.network_uuid);
+        let dhcp = net.is_some_and(|x| x.enable_dhcp) && st.cfg.network_manager.uses_dhcp();
+        if dhcp {
+            nets.push(json!({"id": format!("network{n}"), "type": "ipv4_dhcp", "link": link, "network_id": a.network_uuid}));
+        } else {
+            let gw = net.and_then(|x| x.gateway.clone());
+            nets.push(json!({"id": format!("network{n}"), "type": "ipv4", "link": link, "ip_address": a.address,
+                "netmask": net.and_then(|x| x.netmask.clone()), "network_id": a.network_uuid,
+                "routes": gw.map(|g| vec![json!({"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": g})]).unwrap_or_default()}));
+        }
+        for d in net.iter().flat_map(|x| x.dns1.iter().chain(x.dns2.iter())) {
+            let s = json!({"type": "dns", "address": d});
+            if !dns.contains(&s) {
+                dns.push(s);
+            }
+        }
+    }
+    let vendor_data = st
+        .cfg
+        .vendordata_jsonfile_path
+        .as_deref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| json!({}));
+    let image_index = crate::compute::IMAGES
+        .iter()
+        .position(|i| {
+            Some(i.0) == inst.spec.image_id.as_deref() || Some(i.1) == inst.spec.image_id.as_deref()
+        })
+        .unwrap_or(0);
+    let flavor_name = crate::compute::FLAVORS
+        .iter()
+        .find(|f| Some(f.0) == inst.spec.flavor_id.as_deref())
+        .map_or("m1.tiny", |f| f.1)
+        .to_string();
+    let user_data = inst.spec.user_data.as_deref().and_then(|u| {
+        base64::engine::general_purpose::STANDARD
+            .decode(u.trim())
+            .ok()
+    });
+    Some(InstanceMeta {
+        domain: st.cfg.dhcp_domain.clone(),
+        fixed_ips: addrs.iter().map(|a| a.address.clone()).collect(),
+        floating_ips: addrs.iter().flat_map(|a| a.floating.clone()).collect(),
+        security_groups: groups.into_iter().map(|g| g.name).collect(),
+        flavor_name,
+        image_index,
+        user_data,
+        network_data: json!({"links": links, "networks": nets, "services": dns}),
+        vendor_data,
+        instance: inst,
+    })
+}
+
+/// The instance for a source address, through the per-address cache.
+fn meta_for_ip(st: &AppState, ip: &str) -> Option<Arc<InstanceMeta>> {
+    let ttl = Duration::from_secs(st.cfg.metadata_cache_expiration);
+    if !ttl.is_zero() {
+        if let Some((at, m)) = st
+            .metadata_cache
+            .by_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ip)
+        {
+            if at.elapsed() < ttl {
+                return m.clone();
+            }
+        }
+    }
+    let m = st
+        .store
+        .instance_by_fixed_ip(ip)
+        .ok()
+        .flatten()
+        .and_then(|i| build_meta(st, i))
+        .map(Arc::new);
+    if !ttl.is_zero() {
+        let mut cache = st
+            .metadata_cache
+            .by_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 100_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+        }
+        cache.insert(ip.to_string(), (Instant::now(), m.clone()));
+    }
+    m
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Which instance is asking: the source address, or (from a trusted proxy, with a valid
+/// signature) the instance the proxy names.
+fn requester(
+    st: &AppState,
+    peer: IpAddr,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<InstanceMeta>>, Response> {
+    let trusted = st
+        .cfg
+        .metadata_trusted_proxies
+        .iter()
+        .any(|p| p.parse::<IpAddr>().ok() == Some(peer));
+    let forwarded = header(headers, "x-forwarded-for")
+        .map(|f| f.split(',').next().unwrap_or(f).trim().to_string());
+    match (trusted, forwarded, header(headers, "x-instance-id")) {
+        (true, Some(ip), Some(id)) => {
+            let sig = header(headers, "x-instance-id-signature").unwrap_or("");
+            if st.cfg.metadata_proxy_shared_secret.is_empty()
+                || !signature_ok(&st.cfg.metadata_proxy_shared_secret, id, sig)
+            {
+                return Err(text(
+                    StatusCode::FORBIDDEN,
+                    "Invalid proxy request signature.",
+                ));
+            }
+            let m = meta_for_ip(st, &ip);
+            Ok(m.filter(|m| m.instance.uuid == id))
+        }
+        // Anyone else's X-Forwarded-For is ignored: the source address decides.
+        _ => Ok(meta_for_ip(st, &peer.to_string())),
+    }
+}
+
+async fn handle(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    let norm = path.trim_end_matches('/');
+    // IMDSv2 session tokens.
+    if method == Method::PUT && norm == "/latest/api/token" {
+        let ttl = header(&headers, "x-aws-ec2-metadata-token-ttl-seconds")
+            .and_then(|t| t.parse::<u64>().ok());
+        let Some(ttl) = ttl.filter(|t| (1..=MAX_TOKEN_TTL).contains(t)) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "X-aws-ec2-metadata-token-ttl-seconds must be 1 to 21600",
+            );
+        };
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut tokens = st
+            .metadata_cache
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        tokens.retain(|_, exp| *exp > Instant::now());
+        tokens.insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
+        return text(StatusCode::OK, token);
+    }
+    if let Some(t) = header(&headers, "x-aws-ec2-metadata-token") {
+        let ok = st
+            .metadata_cache
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(t)
+            .is_some_and(|exp| *exp > Instant::now());
+        if !ok {
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "Invalid or expired metadata token.",
+            );
+        }
+    }
+    if norm.is_empty() || norm == "/ec2" {
+        return match lookup("/", None, None) {
+            Answer::Text(t) => text(StatusCode::OK, t),
+            _ => not_found(),
+        };
+    }
+    let m = match requester(&st, peer.ip(), &headers) {
+        Ok(Some(m)) => m,
+        Ok(None) => return not_found(),
+        Err(resp) => return resp,
+    };
+    let is_password = norm.starts_with("/openstack/") && norm.ends_with("/password");
+    if is_password && method == Method::POST {
+        if body.len() > MAX_PASSWORD {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("Request is too large (at most {MAX_PASSWORD} bytes)."),
+            );
+        }
+        let Ok(pw) = String::from_utf8(body.to_vec()) else {
+            return text(StatusCode::BAD_REQUEST, "The password must be UTF-8 text.");
+        };
+        return match st.store.set_instance_password(&m.instance.uuid, &pw) {
+            Ok(true) => text(StatusCode::OK, ""),
+            Ok(false) => text(StatusCode::CONFLICT, "Password already set."),
+            Err(_) => not_found(),
+        };
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Only GET (and POST to password) are supported.",
+        );
+    }
+    let password = if is_password {
+        st.store
+            .instance(&m.instance.uuid)
+            .ok()
+            .and_then(|i| i.password)
+    } else {
+        None
+    };
+    match lookup(path, Some(&m), password.as_deref()) {
+        Answer::Text(t) => text(StatusCode::OK, t),
+        Answer::Json(j) => {
+            (StatusCode::OK, [("content-type", "application/json")], j).into_response()
+        }
+        Answer::Bytes(b) => (StatusCode::OK, [("content-type", "text/plain")], b).into_response(),
+        Answer::NotFound => not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use novanet_core::model::InstanceSpec;
+    use std::collections::BTreeMap;
+
+    fn meta(with_key: bool) -> InstanceMeta {
+        let mut spec = InstanceSpec {
+            name: "test".into(),
+            project_id: "f7ac731cc11f40efbc03a9f9e1d1d21f".into(),
+            availability_zone: Some("nova".into()),
+            flavor_id: Some("1".into()),
+            metadata: BTreeMap::from([
+                ("priority".into(), "low".into()),
+                ("role".into(), "webserver".into()),
+            ]),
+            user_data: Some(
+                base64::engine::general_purpose::STANDARD
+                    .encode("#!/bin/bash\necho 'Extra user data here'\n"),
+            ),
+            ..Default::default()
+        };
+        if with_key {
+            spec.key_name = Some("mykey".into());
+            spec.key_data = Some("ssh-rsa AAAA Generated by Nova\n".into());
+        }
+        InstanceMeta {
+            instance: Instance {
+                id: 9,
+                uuid: "d8e02d56-2648-49a3-bf97-6be8f1204f38".into(),
+                hostname: "test".into(),
+                launch_index: 0,
+                reservation_id: "r-abcd1234".into(),
+                created_at: 0,
+                password: None,
+                spec,
+            },
+            domain: "novalocal".into(),
+            fixed_ips: vec!["10.0.0.2".into()],
+            floating_ips: vec![],
+            security_groups: vec!["default".into()],
+            flavor_name: "m1.tiny".into(),
+            image_index: 0,
+            user_data: Some(b"#!/bin/bash\necho 'Extra user data here'\n".to_vec()),
+            network_data: json!({"links": [], "networks": [], "services": []}),
+            vendor_data: json!({}),
+        }
+    }
+
+    fn t(a: Answer) -> String {
+        match a {
+            Answer::Text(s) | Answer::Json(s) => s,
+            Answer::Bytes(b) => String::from_utf8(b).unwrap(),
+            Answer::NotFound => "<404>".into(),
+        }
+    }
+
+    #[test]
+    fn seed_listings() {
+        let m = meta(true);
+        assert_eq!(t(lookup("/", None, None)), "1.0\n2007-01-19\n2007-03-01\n2007-08-29\n2007-10-10\n2007-12-15\n2008-02-01\n2008-09-01\n2009-04-04\nlatest");
+        assert_eq!(t(lookup("/2009-04-04/meta-data/", Some(&m), None)),
+            "ami-id\nami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\ninstance-action\ninstance-id\ninstance-type\nkernel-id\nlocal-hostname\nlocal-ipv4\nplacement/\npublic-hostname\npublic-ipv4\npublic-keys/\nramdisk-id\nreservation-id\nsecurity-groups");
+        assert_eq!(
+            t(lookup(
+                "/2009-04-04/meta-data/block-device-mapping/",
+                Some(&m),
+                None
+            )),
+            "ami"
+        );
+        assert_eq!(
+            t(lookup("/2009-04-04/meta-data/placement/", Some(&m), None)),
+            "availability-zone"
+        );
+        assert_eq!(
+            t(lookup("/2009-04-04/meta-data/public-keys/", Some(&m), None)),
+            "0=mykey"
+        );
+        assert_eq!(
+            t(lookup(
+                "/2009-04-04/meta-data/public-keys/0/openssh-key",
+                Some(&m),
+                None
+            )),
+            "ssh-rsa AAAA Generated by Nova\n"
+        );
+        assert_eq!(
+            t(lookup("/2009-04-04/user-data", Some(&m), None)),
+            "#!/bin/bash\necho 'Extra user data here'\n"
+        );
+        assert_eq!(
+            t(lookup("/2009-04-04/meta-data/instance-id", Some(&m), None)),
+            "i-00000009"
+        );
+        assert_eq!(
+            t(lookup("/latest/meta-data/hostname", Some(&m), None)),
+            "test.novalocal"
+        );
+        assert_eq!(
+            t(lookup("/2009-04-04", Some(&m), None)),
+            "meta-data/\nuser-data"
+        );
+        assert_eq!(
+            t(lookup("/openstack", Some(&m), None)),
+            "2012-08-10\n2013-04-04\n2013-10-17\n2015-10-15\nlatest"
+        );
+        assert_eq!(
+            t(lookup("/openstack/2012-08-10/", Some(&m), None)),
+            "meta_data.json\nuser_data"
+        );
+        assert_eq!(
+            t(lookup("/openstack/2012-08-10/user_data", Some(&m), None)),
+            "#!/bin/bash\necho 'Extra user data here'\n"
+        );
+        assert_eq!(
+            t(lookup(
+                "/openstack/2012-08-10/meta_data.json",
+                Some(&m),
+                None
+            )),
+            r#"{"uuid": "d8e02d56-2648-49a3-bf97-6be8f1204f38", "availability_zone": "nova", "hostname": "test.novalocal", "launch_index": 0, "meta": {"priority": "low", "role": "webserver"}, "project_id": "f7ac731cc11f40efbc03a9f9e1d1d21f", "public_keys": {"mykey": "ssh-rsa AAAA Generated by Nova\n"}, "name": "test"}"#
+        );
+    }
+
+    #[test]
+    fn errors_are_404() {
+        let m = meta(false);
+        for p in [
+            "/2009-04-04/meta-data/public-keys/",
+            "/2009-04-04/meta-data/nope",
+            "/2009-04-04/meta-data/hostname/deeper",
+            "/1999-01-01/meta-data/",
+            "/openstack/2011-01-01/meta_data.json",
+            "/openstack/2012-08-10/password",
+            "/openstack/2012-08-10/../../etc/passwd",
+        ] {
+            assert_eq!(lookup(p, Some(&m), None), Answer::NotFound, "{p}");
+        }
+        assert!(!t(lookup("/2009-04-04/meta-data/", Some(&m), None)).contains("public-keys"));
+        assert_eq!(
+            lookup("/2009-04-04/meta-data/", None, None),
+            Answer::NotFound
+        );
+    }
+
+    #[test]
+    fn proxy_signatures() {
+        let mut mac = HmacSha256::new_from_slice(b"s3cret").unwrap();
+        mac.update(b"iid");
+        let sig: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(signature_ok("s3cret", "iid", &sig));
+        assert!(!signature_ok("s3cret", "other", &sig));
+        assert!(!signature_ok("s3cret", "iid", "zz"));
+    }
+}

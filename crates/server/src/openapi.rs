@@ -1,0 +1,91 @@
+//! `/openapi.json`: what this server serves, generated from one table of routes.
+
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+/// (method, path, summary). Compute paths also answer under `/v2.1/{project_id}` and
+/// `/compute/v2.1`.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("get", "/identity/v3", "Identity version document"),
+    ("post", "/identity/v3/auth/tokens", "Issue a project-scoped token (password method)"),
+    ("get", "/identity/v3/auth/tokens", "Validate the token in X-Subject-Token"),
+    ("head", "/identity/v3/auth/tokens", "Check the token in X-Subject-Token"),
+    ("delete", "/identity/v3/auth/tokens", "Revoke the token in X-Subject-Token"),
+    ("get", "/v2.1", "Compute version document (microversions 2.1 to 2.35)"),
+    ("get", "/v2.1/os-networks", "List networks"),
+    ("post", "/v2.1/os-networks", "Create a network (admin)"),
+    ("post", "/v2.1/os-networks/add", "Associate a network with the caller's project (admin)"),
+    ("get", "/v2.1/os-networks/{id}", "Show a network"),
+    ("delete", "/v2.1/os-networks/{id}", "Delete a network (admin)"),
+    ("post", "/v2.1/os-networks/{id}/action", "disassociate, disassociate_host, disassociate_project, associate_host (admin)"),
+    ("get", "/v2.1/os-tenant-networks", "List the project's networks"),
+    ("post", "/v2.1/os-tenant-networks", "Create a project network"),
+    ("get", "/v2.1/os-tenant-networks/{id}", "Show a project network"),
+    ("delete", "/v2.1/os-tenant-networks/{id}", "Delete a project network"),
+    ("get", "/v2.1/os-fixed-ips/{address}", "Show a fixed IP (admin)"),
+    ("post", "/v2.1/os-fixed-ips/{address}/action", "reserve / unreserve a fixed IP (admin)"),
+    ("get", "/v2.1/os-floating-ip-pools", "List floating IP pools"),
+    ("get", "/v2.1/os-floating-ips", "List the project's floating IPs"),
+    ("post", "/v2.1/os-floating-ips", "Allocate a floating IP"),
+    ("get", "/v2.1/os-floating-ips/{id}", "Show a floating IP"),
+    ("delete", "/v2.1/os-floating-ips/{id}", "Disassociate and release a floating IP"),
+    ("get", "/v2.1/os-floating-ips-bulk", "List all floating IPs (admin)"),
+    ("post", "/v2.1/os-floating-ips-bulk", "Create floating IPs from a range (admin)"),
+    ("get", "/v2.1/os-floating-ips-bulk/{host}", "List a host's floating IPs (admin)"),
+    ("put", "/v2.1/os-floating-ips-bulk/delete", "Delete floating IPs of a range (admin)"),
+    ("get", "/v2.1/os-security-groups", "List security groups"),
+    ("post", "/v2.1/os-security-groups", "Create a security group"),
+    ("get", "/v2.1/os-security-groups/{id}", "Show a security group"),
+    ("delete", "/v2.1/os-security-groups/{id}", "Delete a security group"),
+    ("post", "/v2.1/os-security-group-rules", "Add a rule"),
+    ("delete", "/v2.1/os-security-group-rules/{id}", "Delete a rule"),
+    ("get", "/v2.1/os-security-group-default-rules", "List default rules (admin)"),
+    ("post", "/v2.1/os-security-group-default-rules", "Add a default rule (admin)"),
+    ("get", "/v2.1/os-security-group-default-rules/{id}", "Show a default rule (admin)"),
+    ("delete", "/v2.1/os-security-group-default-rules/{id}", "Delete a default rule (admin)"),
+    ("get", "/v2.1/os-keypairs", "List key pairs"),
+    ("post", "/v2.1/os-keypairs", "Import a key pair"),
+    ("get", "/v2.1/os-keypairs/{name}", "Show a key pair"),
+    ("delete", "/v2.1/os-keypairs/{name}", "Delete a key pair"),
+    ("get", "/v2.1/os-services", "Hosts whose agents reported in (admin)"),
+    ("get", "/v2.1/flavors", "List flavors"),
+    ("get", "/v2.1/flavors/detail", "List flavors with details"),
+    ("get", "/v2.1/flavors/{id}", "Show a flavor"),
+    ("get", "/v2.1/servers", "List servers"),
+    ("post", "/v2.1/servers", "Create a server (allocates its networking)"),
+    ("get", "/v2.1/servers/detail", "List servers with details"),
+    ("get", "/v2.1/servers/{id}", "Show a server"),
+    ("delete", "/v2.1/servers/{id}", "Delete a server (releases its networking)"),
+    ("post", "/v2.1/servers/{id}/action", "addFloatingIp, removeFloatingIp, addFixedIp, removeFixedIp, addSecurityGroup, removeSecurityGroup"),
+    ("get", "/v2.1/servers/{id}/os-virtual-interfaces", "List a server's VIFs"),
+    ("get", "/v2.1/servers/{id}/os-security-groups", "List a server's security groups"),
+    ("get", "/v2.1/limits", "Quotas"),
+    ("get", "/image/v2/images", "List images (?name= filters)"),
+    ("get", "/image/v2/images/{id}", "Show an image"),
+    ("post", "/novanet/v1/hosts/{host}/report", "Agent heartbeat (admin)"),
+    ("get", "/novanet/v1/hosts/{host}/plan", "A host's desired state; ?after=GEN long-polls (admin)"),
+    ("post", "/novanet/v1/leases", "dnsmasq lease events: add, old, del (admin)"),
+];
+
+pub async fn document() -> Json<Value> {
+    let mut paths: Map<String, Value> = Map::new();
+    for (method, path, summary) in ROUTES {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        entry[*method] = json!({
+            "summary": summary,
+            "parameters": params,
+            "responses": {"default": {"description": "JSON body; errors as {\"<fault>\": {\"code\", \"message\"}}"}},
+        });
+    }
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": {"title": "novanet", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "nova-network's APIs: Keystone v3 identity, Nova compute v2.1 (2.1-2.35), host agent API"},
+        "paths": paths,
+    }))
+}
