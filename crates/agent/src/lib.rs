@@ -1,1 +1,302 @@
+//! `novanet agent`: fetches its host's plan from the server and makes the kernel match it,
+//! again after every change and on a slow resync. `plan -> render -> apply`; every applier
+//! is idempotent and touches only what this agent made.
 
+pub mod client;
+pub mod dhcp;
+pub mod firewall;
+pub mod links;
+pub mod render;
+pub mod sys;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use novanet_core::plan::HostPlan;
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::dhcp::DhcpManager;
+use crate::firewall::Iptables;
+use crate::sys::{io_err, run, AgentError, Result};
+
+pub struct AgentOptions {
+    pub host: String,
+    /// This host serves single-host networks (runs their gateway, DHCP and NAT).
+    pub network_host: bool,
+    pub state_dir: PathBuf,
+    /// This binary, for dnsmasq's lease hook.
+    pub binary: PathBuf,
+    /// A full re-apply this often even without changes.
+    pub resync: Duration,
+    /// Stop after the first successful apply (for tests and one-shot runs).
+    pub once: bool,
+}
+
+/// What this agent created, kept across restarts so that it removes only its own things.
+#[derive(Default, Serialize, Deserialize)]
+struct Owned {
+    bridges: BTreeSet<String>,
+    floating: BTreeSet<(String, String)>,
+}
+
+fn load_owned(p: &Path) -> Owned {
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+pub struct Agent {
+    opts: AgentOptions,
+    client: Arc<Client>,
+    dhcp: DhcpManager,
+    iptables: Iptables,
+    owned: Owned,
+    plan: Arc<Mutex<HostPlan>>,
+}
+
+fn log(msg: &str) {
+    eprintln!("novanet-agent: {msg}");
+}
+
+impl Agent {
+    pub fn new(opts: AgentOptions, client: Client) -> Result<Agent> {
+        std::fs::create_dir_all(&opts.state_dir)
+            .map_err(|e| io_err(opts.state_dir.display(), e))?;
+        let dhcp = DhcpManager::new(&opts.state_dir.join("networks"), &opts.binary);
+        let owned = load_owned(&opts.state_dir.join("owned.json"));
+        Ok(Agent {
+            opts,
+            client: Arc::new(client),
+            dhcp,
+            iptables: Iptables::default(),
+            owned,
+            plan: Arc::default(),
+        })
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.opts.state_dir.join("agent.sock")
+    }
+
+    /// Makes the kernel match `plan`. Keeps going after a failed step and reports them all.
+    pub fn apply(&mut self, plan: &HostPlan) -> Vec<String> {
+        let mut errors = Vec::new();
+        if plan.ip_forward {
+            if let Err(e) = sys::ensure_sysctl("net/ipv4/ip_forward", "1") {
+                errors.push(e.to_string());
+            }
+        }
+        match links::read_links() {
+            Ok(current) => {
+                let cmds = links::diff(
+                    &current,
+                    &plan.bridges,
+                    &plan.floating,
+                    &self.owned.bridges,
+                    &self.owned.floating,
+                );
+                match links::apply_batch(&cmds) {
+                    Ok(()) => {
+                        self.owned.bridges = plan.bridges.iter().map(|b| b.name.clone()).collect();
+                        let before = std::mem::take(&mut self.owned.floating);
+                        self.owned.floating = plan
+                            .floating
+                            .iter()
+                            .map(|f| (f.address.clone(), f.interface.clone()))
+                            .collect();
+                        for f in plan
+                            .floating
+                            .iter()
+                            .filter(|f| !before.contains(&(f.address.clone(), f.interface.clone())))
+                        {
+                            // Tell the segment the address moved here (gratuitous ARP).
+                            let _ = run(
+                                "arping",
+                                &["-U", "-c", "1", "-I", &f.interface, &f.address],
+                                None,
+                            );
+                        }
+                        for (addr, _) in before.iter().filter(|k| !self.owned.floating.contains(k))
+                        {
+                            // Flows of the old mapping must not outlive it (nova bug 1334938).
+                            let _ = run("conntrack", &["-D", "-d", addr], None);
+                            let _ = run("conntrack", &["-D", "-r", addr], None);
+                        }
+                        self.save_owned(&mut errors);
+                    }
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        if plan.firewall_driver != "noop" || !plan.firewall.rules.is_empty() {
+            if let Err(e) = self.iptables.apply(&plan.firewall) {
+                errors.push(e.to_string());
+            }
+        }
+        match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {
+            Ok(r) => {
+                if !r.started.is_empty() || !r.stopped.is_empty() || !r.reloaded.is_empty() {
+                    log(&format!(
+                        "dnsmasq started {:?} reloaded {:?} stopped {:?}",
+                        r.started, r.reloaded, r.stopped
+                    ));
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        errors.extend(self.dhcp.release(&plan.releases));
+        errors
+    }
+
+    fn save_owned(&self, errors: &mut Vec<String>) {
+        let path = self.opts.state_dir.join("owned.json");
+        let text = serde_json::to_string(&self.owned).expect("serializable");
+        if let Err(e) = sys::write_if_changed(&path, &text) {
+            errors.push(e.to_string());
+        }
+    }
+
+    /// Serves the lease hook: dnsmasq's script connects, says `add|old|del MAC IP [HOST]` or
+    /// `init NETWORK`, and the agent relays to the server or answers from the plan.
+    fn serve_hook(&self) -> Result<()> {
+        let path = self.socket_path();
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|e| io_err(path.display(), e))?;
+        let client = self.client.clone();
+        let plan = self.plan.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let client = client.clone();
+                let plan = plan.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = hook_conn(conn, &client, &plan) {
+                        log(&format!("lease hook: {e}"));
+                    }
+                });
+            }
+        });
+        Ok(())
+    }
+
+    pub fn run(&mut self) -> Result<()> {
+        self.serve_hook()?;
+        let mut last_report = Instant::now() - Duration::from_secs(3600);
+        let mut last_full = Instant::now();
+        let mut generation: Option<u64> = None;
+        loop {
+            if last_report.elapsed() > Duration::from_secs(10) {
+                match self.client.report(&self.opts.host, self.opts.network_host) {
+                    Ok(()) => last_report = Instant::now(),
+                    Err(e) => {
+                        log(&format!("cannot report to the server: {e}"));
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                }
+            }
+            // Long poll: returns at once on a change, else after 2 s so that dnsmasq
+            // supervision runs at least that often.
+            let plan = match self.client.plan(&self.opts.host, generation, 2) {
+                Ok(p) => p,
+                Err(e) => {
+                    log(&format!("cannot fetch the plan: {e}"));
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let changed = generation != Some(plan.generation);
+            *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan.clone();
+            let errors = if changed || last_full.elapsed() > self.opts.resync {
+                last_full = Instant::now();
+                self.apply(&plan)
+            } else {
+                // Nothing changed: only make sure the DHCP servers still run.
+                match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {
+                    Ok(r) if !r.started.is_empty() => {
+                        log(&format!("dnsmasq restarted {:?}", r.started));
+                        Vec::new()
+                    }
+                    Ok(_) => Vec::new(),
+                    Err(e) => vec![e.to_string()],
+                }
+            };
+            if errors.is_empty() {
+                generation = Some(plan.generation);
+                if self.opts.once {
+                    return Ok(());
+                }
+            } else {
+                for e in &errors {
+                    log(e);
+                }
+                // Retry the whole plan on the next pass.
+                generation = None;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn hook_conn(conn: UnixStream, client: &Client, plan: &Mutex<HostPlan>) -> Result<()> {
+    let mut reader = BufReader::new(conn.try_clone().map_err(|e| io_err("hook socket", e))?);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| io_err("hook socket", e))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut out = conn;
+    match words.as_slice() {
+        ["init", network] => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let p = plan.lock().unwrap_or_else(|p| p.into_inner());
+            let text = p
+                .dhcp
+                .iter()
+                .find(|d| d.network_uuid == *network)
+                .map(|d| render::lease_lines(d, now))
+                .unwrap_or_default();
+            out.write_all(text.as_bytes())
+                .map_err(|e| io_err("hook socket", e))?;
+        }
+        // nova-dhcpbridge ignored `old`: renewals would pile up requests for nothing.
+        ["old", ..] => {}
+        [action @ ("add" | "del"), mac, ip, rest @ ..] => {
+            client.lease(action, ip, mac, rest.first().copied())?;
+        }
+        _ => return Err(AgentError::Io(format!("unknown hook request {line:?}"))),
+    }
+    Ok(())
+}
+
+/// `novanet dhcp-hook`: what dnsmasq runs as `--dhcp-script`. Relays to the agent's socket.
+pub fn dhcp_hook(socket: &Path, network: &str, args: &[String]) -> Result<()> {
+    let mut conn = UnixStream::connect(socket)
+        .map_err(|e| io_err(format!("agent socket {}", socket.display()), e))?;
+    let line = match args.first().map(String::as_str) {
+        Some("init") => format!("init {network}\n"),
+        Some(_) => format!("{}\n", args.join(" ")),
+        None => {
+            return Err(AgentError::Io(
+                "dhcp-hook needs an action (init, add, old, del)".into(),
+            ))
+        }
+    };
+    conn.write_all(line.as_bytes())
+        .map_err(|e| io_err("agent socket", e))?;
+    conn.shutdown(std::net::Shutdown::Write)
+        .map_err(|e| io_err("agent socket", e))?;
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut reply).map_err(|e| io_err("agent socket", e))?;
+    print!("{reply}");
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Bridges, enslaved interfaces, gateway and floating addresses. The kernel's state is read
+//! once per pass (`ip -j addr`), the differences are written in one `ip -batch`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use novanet_core::plan::{BridgePlan, FloatingBinding};
+use serde::Deserialize;
+
+use crate::sys::{run, AgentError, Result};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Link {
+    pub ifname: String,
+    #[serde(default)]
+    pub master: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub addr_info: Vec<AddrInfo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AddrInfo {
+    pub family: String,
+    pub local: String,
+    pub prefixlen: u8,
+    #[serde(default)]
+    pub broadcast: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl Link {
+    fn has_v4(&self, cidr: &str) -> bool {
+        self.addr_info
+            .iter()
+            .any(|a| a.family == "inet" && format!("{}/{}", a.local, a.prefixlen) == cidr)
+    }
+}
+
+pub fn read_links() -> Result<BTreeMap<String, Link>> {
+    let out = run("ip", &["-j", "addr", "show"], None)?;
+    let links: Vec<Link> = serde_json::from_str(&out)
+        .map_err(|e| AgentError::Io(format!("cannot parse `ip -j addr show`: {e}")))?;
+    Ok(links.into_iter().map(|l| (l.ifname.clone(), l)).collect())
+}
+
+/// The `ip -batch` lines that make the kernel match the bridge and floating plans, removing
+/// bridges and floating addresses this agent made earlier and that the plan no longer has.
+pub fn diff(
+    links: &BTreeMap<String, Link>,
+    bridges: &[BridgePlan],
+    floating: &[FloatingBinding],
+    owned_bridges: &BTreeSet<String>,
+    owned_floating: &BTreeSet<(String, String)>,
+) -> Vec<String> {
+    let mut cmds = Vec::new();
+    for b in bridges {
+        let br = links.get(&b.name);
+        if br.is_none() {
+            cmds.push(format!(
+                "link add {} type bridge forward_delay 0 stp_state 0",
+                b.name
+            ));
+        }
+        if let Some(mtu) = b.mtu {
+            if br.and_then(|l| l.mtu) != Some(mtu) {
+                cmds.push(format!("link set {} mtu {mtu}", b.name));
+            }
+        }
+        if let Some(ifname) = &b.interface {
+            if let Some(l) = links.get(ifname) {
+                if l.master.as_deref() != Some(b.name.as_str()) {
+                    cmds.push(format!("link set {ifname} master {}", b.name));
+                    // The bridge keeps the interface's MAC, so it never changes (nova).
+                    if let Some(mac) = &l.address {
+                        cmds.push(format!("link set {} address {mac}", b.name));
+                    }
+                    // Addresses on the interface move to the bridge, as nova's ensure_bridge did.
+                    for a in l
+                        .addr_info
+                        .iter()
+                        .filter(|a| a.family == "inet" && a.scope.as_deref() == Some("global"))
+                    {
+                        cmds.push(format!("addr del {}/{} dev {ifname}", a.local, a.prefixlen));
+                        let brd = a
+                            .broadcast
+                            .as_ref()
+                            .map(|b| format!(" brd {b}"))
+                            .unwrap_or_default();
+                        cmds.push(format!(
+                            "addr add {}/{}{brd} dev {}",
+                            a.local, a.prefixlen, b.name
+                        ));
+                    }
+                }
+                if !l.flags.iter().any(|f| f == "PROMISC") {
+                    cmds.push(format!("link set {ifname} promisc on"));
+                }
+                if !l.flags.iter().any(|f| f == "UP") {
+                    cmds.push(format!("link set {ifname} up"));
+                }
+            }
+        }
+        if let Some(gw) = &b.gateway {
+            if !br.is_some_and(|l| l.has_v4(gw)) {
+                let brd = b
+                    .broadcast
+                    .as_ref()
+                    .map(|x| format!(" brd {x}"))
+                    .unwrap_or_default();
+                cmds.push(format!("addr add {gw}{brd} dev {}", b.name));
+            }
+        }
+        if !br.is_some_and(|l| l.flags.iter().any(|f| f == "UP")) {
+            cmds.push(format!("link set {} up", b.name));
+        }
+    }
+    let wanted: BTreeSet<&str> = bridges.iter().map(|b| b.name.as_str()).collect();
+    for old in owned_bridges
+        .iter()
+        .filter(|o| !wanted.contains(o.as_str()))
+    {
+        if links.contains_key(old) {
+            cmds.push(format!("link del {old}"));
+        }
+    }
+    let want_fl: BTreeSet<(String, String)> = floating
+        .iter()
+        .map(|f| (f.address.clone(), f.interface.clone()))
+        .collect();
+    for (addr, dev) in &want_fl {
+        let present = links
+            .get(dev)
+            .is_some_and(|l| l.has_v4(&format!("{addr}/32")));
+        if !present && links.contains_key(dev) {
+            cmds.push(format!("addr add {addr}/32 dev {dev}"));
+        }
+    }
+    for (addr, dev) in owned_floating.difference(&want_fl) {
+        if links
+            .get(dev)
+            .is_some_and(|l| l.has_v4(&format!("{addr}/32")))
+        {
+            cmds.push(format!("addr del {addr}/32 dev {dev}"));
+        }
+    }
+    cmds
+}
+
+pub fn apply_batch(cmds: &[String]) -> Result<()> {
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    let mut input = cmds.join("\n");
+    input.push('\n');
+    run("ip", &["-batch", "-"], Some(&input)).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(name: &str, master: Option<&str>, up: bool) -> Link {
+        Link {
+            ifname: name.into(),
+            master: master.map(Into::into),
+            address: Some("08:00:27:8f:87:fa".into()),
+            flags: if up { vec!["UP".into()] } else { vec![] },
+            ..Link::default()
+        }
+    }
+
+    fn br100(gateway: Option<&str>) -> BridgePlan {
+        BridgePlan {
+            network_uuid: "u".into(),
+            name: "br100".into(),
+            interface: Some("eth2".into()),
+            gateway: gateway.map(Into::into),
+            broadcast: Some("10.0.0.255".into()),
+            vlan: None,
+            mtu: None,
+        }
+    }
+
+    #[test]
+    fn creates_a_bridge_like_nova() {
+        let links = BTreeMap::from([("eth2".to_string(), link("eth2", None, false))]);
+        let cmds = diff(
+            &links,
+            &[br100(Some("10.0.0.1/24"))],
+            &[],
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+        );
+        assert_eq!(
+            cmds,
+            [
+                "link add br100 type bridge forward_delay 0 stp_state 0",
+                "link set eth2 master br100",
+                "link set br100 address 08:00:27:8f:87:fa",
+                "link set eth2 promisc on",
+                "link set eth2 up",
+                "addr add 10.0.0.1/24 brd 10.0.0.255 dev br100",
+                "link set br100 up",
+            ]
+        );
+    }
+
+    #[test]
+    fn converged_state_needs_nothing_and_old_bridges_go() {
+        let mut eth2 = link("eth2", Some("br100"), true);
+        eth2.flags.push("PROMISC".into());
+        let mut br = link("br100", None, true);
+        br.addr_info.push(AddrInfo {
+            family: "inet".into(),
+            local: "10.0.0.1".into(),
+            prefixlen: 24,
+            broadcast: None,
+            scope: None,
+        });
+        let links = BTreeMap::from([
+            ("eth2".to_string(), eth2),
+            ("br100".to_string(), br),
+            ("br101".to_string(), link("br101", None, true)),
+        ]);
+        let owned = BTreeSet::from(["br100".to_string(), "br101".to_string()]);
+        let cmds = diff(
+            &links,
+            &[br100(Some("10.0.0.1/24"))],
+            &[],
+            &owned,
+            &BTreeSet::new(),
+        );
+        assert_eq!(cmds, ["link del br101"]);
+    }
+}

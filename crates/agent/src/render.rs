@@ -1,0 +1,332 @@
+//! Pure rendering of a host plan into what the tools take: dnsmasq's argv and host records,
+//! iptables-restore input. Snapshot-tested; no I/O.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use novanet_core::firewall::{Chain, Match, Ruleset, Target};
+use novanet_core::plan::DhcpPlan;
+
+/// Chain names, nova-network's layout with novanet's prefix (nova used `nova-network-`).
+pub const PREFIX: &str = "novanet";
+
+pub fn chain_name(c: Chain) -> String {
+    let suffix = match c {
+        Chain::FilterInput => "INPUT",
+        Chain::FilterForward => "FORWARD",
+        Chain::NatPrerouting => "PREROUTING",
+        Chain::NatOutput => "OUTPUT",
+        Chain::NatPostrouting => "POSTROUTING",
+        Chain::NatSnat => "snat",
+        Chain::NatFloatSnat => "float-snat",
+        Chain::ManglePostrouting => "POSTROUTING",
+    };
+    format!("{PREFIX}-{suffix}")
+}
+
+pub const BOTTOM_CHAIN: &str = "novanet-postrouting-bottom";
+
+pub fn table_of(c: Chain) -> &'static str {
+    match c {
+        Chain::FilterInput | Chain::FilterForward => "filter",
+        Chain::ManglePostrouting => "mangle",
+        _ => "nat",
+    }
+}
+
+/// Where each owned chain is entered from: (table, builtin chain, jump target).
+pub fn jumps() -> Vec<(&'static str, &'static str, String)> {
+    vec![
+        ("filter", "INPUT", chain_name(Chain::FilterInput)),
+        ("filter", "FORWARD", chain_name(Chain::FilterForward)),
+        ("nat", "PREROUTING", chain_name(Chain::NatPrerouting)),
+        ("nat", "OUTPUT", chain_name(Chain::NatOutput)),
+        ("nat", "POSTROUTING", chain_name(Chain::NatPostrouting)),
+        // Must stay the last POSTROUTING rule so that the SNAT exceptions come first.
+        ("nat", "POSTROUTING", BOTTOM_CHAIN.to_string()),
+        (
+            "mangle",
+            "POSTROUTING",
+            chain_name(Chain::ManglePostrouting),
+        ),
+    ]
+}
+
+/// One rule in iptables syntax (without `-A chain`), in iptables-save's canonical order.
+pub fn iptables_rule(m: &Match, t: &Target) -> String {
+    let mut a: Vec<String> = Vec::new();
+    let cidr = |s: &str| {
+        if s.contains('/') {
+            s.to_string()
+        } else {
+            format!("{s}/32")
+        }
+    };
+    if let Some(s) = &m.src {
+        a.push(format!("-s {}", cidr(s)));
+    }
+    if let Some(d) = &m.dst {
+        a.push(format!("-d {}", cidr(d)));
+    }
+    if let Some(i) = &m.in_iface {
+        a.push(format!("-i {i}"));
+    }
+    if let Some(o) = &m.out_iface {
+        a.push(format!("-o {o}"));
+    }
+    if let Some(p) = m.proto {
+        a.push(format!("-p {}", p.name()));
+        if let Some(port) = m.dport {
+            a.push(format!("-m {} --dport {port}", p.name()));
+        }
+    }
+    if m.not_dnat {
+        a.push("-m conntrack ! --ctstate DNAT".into());
+    }
+    a.push(match t {
+        Target::Accept => "-j ACCEPT".into(),
+        Target::Drop => "-j DROP".into(),
+        Target::Dnat(to) => format!("-j DNAT --to-destination {to}"),
+        Target::Snat(to) => format!("-j SNAT --to-source {to}"),
+        Target::ChecksumFill => "-j CHECKSUM --checksum-fill".into(),
+    });
+    a.join(" ")
+}
+
+/// iptables-restore input (for `--noflush`) that replaces the content of every chain novanet
+/// owns, and adds the jumps from the builtin chains listed in `missing_jumps`.
+pub fn iptables_restore(rules: &Ruleset, missing_jumps: &[(&str, &str, String)]) -> String {
+    let mut tables: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for c in Chain::ALL {
+        tables
+            .entry(table_of(c))
+            .or_default()
+            .push(format!(":{} - [0:0]", chain_name(c)));
+    }
+    let nat = tables.entry("nat").or_default();
+    nat.push(format!(":{BOTTOM_CHAIN} - [0:0]"));
+    nat.push(format!(
+        "-A {BOTTOM_CHAIN} -j {}",
+        chain_name(Chain::NatSnat)
+    ));
+    nat.push(format!(
+        "-A {} -j {}",
+        chain_name(Chain::NatSnat),
+        chain_name(Chain::NatFloatSnat)
+    ));
+    for r in &rules.rules {
+        tables.entry(table_of(r.chain)).or_default().push(format!(
+            "-A {} {}",
+            chain_name(r.chain),
+            iptables_rule(&r.m, &r.target)
+        ));
+    }
+    for (table, builtin, target) in missing_jumps {
+        tables
+            .entry(table)
+            .or_default()
+            .push(format!("-A {builtin} -j {target}"));
+    }
+    let mut out = String::new();
+    for name in ["filter", "nat", "mangle"] {
+        if let Some(lines) = tables.get(name) {
+            out.push_str(&format!("*{name}\n"));
+            for l in lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+            out.push_str("COMMIT\n");
+        }
+    }
+    out
+}
+
+/// dnsmasq's argv for a network: nova's arguments (linux_net.py), with a hosts directory in
+/// place of the hosts file so that a new instance costs one small file, not a reload.
+pub fn dnsmasq_args(d: &DhcpPlan, dir: &Path, hook: &Path) -> Vec<String> {
+    let f = |kind: &str| {
+        dir.join(format!("nova-{}.{kind}", d.bridge))
+            .display()
+            .to_string()
+    };
+    let mut a = vec![
+        "--strict-order".to_string(),
+        "--bind-interfaces".into(),
+        format!("--conf-file={}", d.conf_file),
+        format!("--pid-file={}", f("pid")),
+        format!("--dhcp-optsfile={}", f("opts")),
+        format!("--listen-address={}", d.listen_address),
+        "--except-interface=lo".into(),
+        format!(
+            "--dhcp-range=set:{},{},static,{},{}s",
+            d.label, d.dhcp_start, d.netmask, d.lease_time
+        ),
+        format!("--dhcp-lease-max={}", d.lease_max),
+        format!("--dhcp-hostsdir={}", f("hosts.d")),
+        format!("--dhcp-script={}", hook.display()),
+        "--no-hosts".into(),
+        "--leasefile-ro".into(),
+    ];
+    if !d.domain.is_empty() {
+        a.push(format!("--domain={}", d.domain));
+    }
+    if !d.dns_servers.is_empty() {
+        a.push("--no-resolv".into());
+        for s in &d.dns_servers {
+            a.push(format!("--server={s}"));
+        }
+    }
+    a
+}
+
+/// The opts file: nova's single default-route line, plus the MTU when the network has one.
+pub fn dnsmasq_opts(d: &DhcpPlan) -> String {
+    let mut s = format!("3,{}\n", d.gateway);
+    if let Some(mtu) = d.mtu {
+        s.push_str(&format!("26,{mtu}\n"));
+    }
+    s
+}
+
+/// One file per host in the hosts directory: name and content.
+pub fn dnsmasq_host_files(d: &DhcpPlan) -> BTreeMap<String, String> {
+    d.hosts
+        .iter()
+        .map(|h| {
+            (
+                format!("{}.host", h.address),
+                format!("{}\n", h.line(&d.domain)),
+            )
+        })
+        .collect()
+}
+
+/// What `dhcp-script init` prints with `--leasefile-ro`: the leases the server knows of
+/// (`expiry mac ip hostname clientid`), as nova-dhcpbridge did.
+pub fn lease_lines(d: &DhcpPlan, now: i64) -> String {
+    d.hosts
+        .iter()
+        .filter(|h| h.leased)
+        .map(|h| {
+            format!(
+                "{} {} {} {} *\n",
+                now + i64::from(d.lease_time),
+                h.mac,
+                h.address,
+                h.hostname
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use novanet_core::firewall::Proto;
+    use novanet_core::plan::DhcpHost;
+
+    fn plan() -> DhcpPlan {
+        DhcpPlan {
+            network_uuid: "u".into(),
+            network_id: 1,
+            label: "vmnet".into(),
+            bridge: "br100".into(),
+            listen_address: "10.0.0.1".into(),
+            dhcp_start: "10.0.0.2".into(),
+            netmask: "255.255.255.0".into(),
+            gateway: "10.0.0.1".into(),
+            lease_time: 120,
+            lease_max: 256,
+            domain: "novalocal".into(),
+            conf_file: String::new(),
+            dns_servers: vec![],
+            mtu: None,
+            hosts: vec![DhcpHost {
+                mac: "fa:16:3e:2c:e8:ec".into(),
+                hostname: "cirros".into(),
+                address: "10.0.0.2".into(),
+                leased: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn dnsmasq_argv_is_novas() {
+        let a = dnsmasq_args(
+            &plan(),
+            Path::new("/var/lib/novanet/networks"),
+            Path::new("/usr/bin/novanet-dhcpbridge"),
+        );
+        assert_eq!(
+            a.join(" "),
+            "--strict-order --bind-interfaces --conf-file= --pid-file=/var/lib/novanet/networks/nova-br100.pid \
+             --dhcp-optsfile=/var/lib/novanet/networks/nova-br100.opts --listen-address=10.0.0.1 --except-interface=lo \
+             --dhcp-range=set:vmnet,10.0.0.2,static,255.255.255.0,120s --dhcp-lease-max=256 \
+             --dhcp-hostsdir=/var/lib/novanet/networks/nova-br100.hosts.d --dhcp-script=/usr/bin/novanet-dhcpbridge \
+             --no-hosts --leasefile-ro --domain=novalocal"
+        );
+        let files = dnsmasq_host_files(&plan());
+        assert_eq!(
+            files["10.0.0.2.host"],
+            "fa:16:3e:2c:e8:ec,cirros.novalocal,10.0.0.2\n"
+        );
+        assert_eq!(
+            lease_lines(&plan(), 1000),
+            "1120 fa:16:3e:2c:e8:ec 10.0.0.2 cirros *\n"
+        );
+    }
+
+    #[test]
+    fn iptables_shapes_match_the_seed() {
+        let dnat = iptables_rule(
+            &Match {
+                dst: Some("169.254.169.254/32".into()),
+                proto: Some(Proto::Tcp),
+                dport: Some(80),
+                ..Match::default()
+            },
+            &Target::Dnat("192.168.56.200:8775".into()),
+        );
+        assert_eq!(dnat, "-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.56.200:8775");
+        let same = iptables_rule(
+            &Match {
+                src: Some("10.0.0.0/24".into()),
+                dst: Some("10.0.0.0/24".into()),
+                not_dnat: true,
+                ..Match::default()
+            },
+            &Target::Accept,
+        );
+        assert_eq!(
+            same,
+            "-s 10.0.0.0/24 -d 10.0.0.0/24 -m conntrack ! --ctstate DNAT -j ACCEPT"
+        );
+        let fl = iptables_rule(
+            &Match {
+                src: Some("10.0.0.3".into()),
+                ..Match::default()
+            },
+            &Target::Snat("68.99.26.170".into()),
+        );
+        assert_eq!(fl, "-s 10.0.0.3/32 -j SNAT --to-source 68.99.26.170");
+    }
+
+    #[test]
+    fn restore_text_owns_only_novanet_chains() {
+        let mut rs = Ruleset::default();
+        rs.push(
+            Chain::FilterForward,
+            Match {
+                in_iface: Some("br100".into()),
+                ..Match::default()
+            },
+            Target::Accept,
+        );
+        let text = iptables_restore(&rs, &[("filter", "FORWARD", "novanet-FORWARD".into())]);
+        let want = "*filter\n:novanet-INPUT - [0:0]\n:novanet-FORWARD - [0:0]\n-A novanet-FORWARD -i br100 -j ACCEPT\n-A FORWARD -j novanet-FORWARD\nCOMMIT\n\
+*nat\n:novanet-PREROUTING - [0:0]\n:novanet-OUTPUT - [0:0]\n:novanet-POSTROUTING - [0:0]\n:novanet-snat - [0:0]\n:novanet-float-snat - [0:0]\n\
+:novanet-postrouting-bottom - [0:0]\n-A novanet-postrouting-bottom -j novanet-snat\n-A novanet-snat -j novanet-float-snat\nCOMMIT\n\
+*mangle\n:novanet-POSTROUTING - [0:0]\nCOMMIT\n";
+        assert_eq!(text, want);
+    }
+}
