@@ -67,7 +67,7 @@ impl DhcpManager {
             .ok()?;
         let cmd = cmdline(pid)?;
         let marker = format!("--pid-file={}", pid_file.display());
-        cmd.iter().any(|a| *a == marker).then_some(pid)
+        cmd.contains(&marker).then_some(pid)
     }
 
     pub fn apply(&mut self, plans: &[DhcpPlan], socket: &Path) -> Result<DhcpReport> {

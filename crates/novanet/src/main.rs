@@ -2,10 +2,17 @@
 
 mod args;
 mod bench;
+mod client;
+mod lab;
 mod manage;
 mod table;
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -14,30 +21,163 @@ use clap::{Parser, Subcommand};
     about = "nova-network, re-implemented: server, agent and client"
 )]
 struct Cli {
+    #[command(flatten)]
+    auth: client::Auth,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The API server (identity, compute, host plans) and the metadata service
+    Server(ServerArgs),
+    /// The host agent: makes this host's kernel match its plan
+    Agent(AgentArgs),
+    /// dnsmasq's --dhcp-script (relays lease events to the agent)
+    #[command(hide = true)]
+    DhcpHook {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        network: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// nova-manage's commands, on the store directly
     Manage(manage::ManageArgs),
     /// Benchmarks that print figures
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// The seed tutorial's cloud in network namespaces
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
+    #[command(flatten)]
+    Client(client::ClientCmd),
+}
+
+#[derive(Args, Debug)]
+struct ServerArgs {
+    #[arg(long, env = "NOVANET_DATA_DIR", default_value = "/var/lib/novanet")]
+    data_dir: PathBuf,
+    #[arg(long, env = "NOVANET_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:8774")]
+    listen: SocketAddr,
+    /// Overrides metadata_listen:metadata_listen_port; "off" disables the metadata service
+    #[arg(long)]
+    metadata_listen: Option<String>,
+    /// Creates the admin project and user with this password first (idempotent)
+    #[arg(long, env = "NOVANET_BOOTSTRAP_PASSWORD")]
+    bootstrap_password: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct AgentArgs {
+    #[arg(long)]
+    host: String,
+    /// The server's URL, e.g. http://192.168.56.200:8774
+    #[arg(long, env = "NOVANET_SERVER")]
+    server: String,
+    /// Serve single-host networks from this host (gateway, DHCP, NAT)
+    #[arg(long)]
+    network_host: bool,
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Seconds between full re-applies without changes
+    #[arg(long, default_value_t = 60)]
+    resync: u64,
+    /// Apply once and exit
+    #[arg(long)]
+    once: bool,
+}
+
+fn fail(msg: impl std::fmt::Display, code: i32) -> ! {
+    eprintln!("{msg}");
+    std::process::exit(code)
+}
+
+fn run_server(a: ServerArgs) -> Result<(), String> {
+    let cfg = manage::load_config(a.config.as_deref()).map_err(|e| format!("error: {e}"))?;
+    let store =
+        novanet_store::SqliteStore::open_dir(&a.data_dir).map_err(|e| format!("error: {e}"))?;
+    if let Some(pw) = &a.bootstrap_password {
+        manage::bootstrap(&store, pw).map_err(|e| format!("error: {e}"))?;
+    }
+    let metadata = a
+        .metadata_listen
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", cfg.metadata_listen, cfg.metadata_listen_port));
+    let state = novanet_server::AppState::new(Arc::new(store), cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let api = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .map_err(|e| format!("error: cannot listen on {}: {e}", a.listen))?;
+        if metadata != "off" {
+            let md = tokio::net::TcpListener::bind(&metadata)
+                .await
+                .map_err(|e| format!("error: cannot listen on {metadata}: {e}"))?;
+            tokio::spawn(novanet_server::serve_metadata(state.clone(), md));
+        }
+        eprintln!(
+            "novanet server: API on {}, metadata on {metadata}",
+            a.listen
+        );
+        novanet_server::serve(state, api)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn run_agent(a: AgentArgs, auth: &client::Auth) -> Result<(), String> {
+    let creds = novanet_agent::client::Credentials {
+        auth_url: auth.auth_url.clone(),
+        username: auth.username.clone(),
+        password: auth.password.clone(),
+        project: auth.project.clone(),
+    };
+    let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+    let opts = novanet_agent::AgentOptions {
+        state_dir: a
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(format!("/var/lib/novanet/agent-{}", a.host))),
+        host: a.host,
+        network_host: a.network_host,
+        binary,
+        resync: Duration::from_secs(a.resync),
+        once: a.once,
+    };
+    let client = novanet_agent::client::Client::new(&a.server, creds);
+    let mut agent = novanet_agent::Agent::new(opts, client).map_err(|e| format!("error: {e}"))?;
+    agent.run().map_err(|e| format!("error: {e}"))
 }
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Manage(a) => manage::run(a),
-        Command::Bench(b) => bench::run(b),
+    let result: Result<(), String> = match cli.command {
+        Command::Server(a) => run_server(a),
+        Command::Agent(a) => run_agent(a, &cli.auth),
+        Command::DhcpHook {
+            socket,
+            network,
+            args,
+        } => novanet_agent::dhcp_hook(&socket, &network, &args).map_err(|e| format!("error: {e}")),
+        Command::Manage(a) => manage::run(a).map_err(|e| {
+            let code = if matches!(e, novanet_core::Error::Invalid { .. }) {
+                2
+            } else {
+                1
+            };
+            fail(format!("error: {e}"), code)
+        }),
+        Command::Bench(b) => bench::run(b).map_err(|e| format!("error: {e}")),
+        Command::Lab(l) => lab::run(l).map_err(|e| format!("error: {e}")),
+        Command::Client(c) => client::run(&cli.auth, c).map_err(|e| e.0),
     };
     if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(match e {
-            novanet_core::Error::Invalid { .. } => 2,
-            _ => 1,
-        });
+        fail(e, 1);
     }
 }

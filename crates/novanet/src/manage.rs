@@ -20,6 +20,8 @@ pub struct ManageArgs {
     pub command: ManageCommand,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ManageCommand {
     /// Networks: create, list, delete, modify
@@ -44,6 +46,7 @@ pub enum ManageCommand {
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum NetworkCmd {
     Create(NetworkCreateArgs),
@@ -169,8 +172,8 @@ pub fn run(args: ManageArgs) -> Result<()> {
         }
         ManageCommand::Fixed(FixedCmd::List { host }) => {
             println!(
-                "{:<18}\t{:<15}\t{:<15}\t{}",
-                "network", "IP address", "hostname", "host"
+                "{:<18}\t{:<15}\t{:<15}\thost",
+                "network", "IP address", "hostname"
             );
             for f in store.fixed_ips(host.as_deref())? {
                 println!(

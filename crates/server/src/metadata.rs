@@ -62,9 +62,12 @@ impl InstanceMeta {
     }
 }
 
+/// When an entry was built, and the instance it found (None: the address is no instance's).
+type CacheEntry = (Instant, Option<Arc<InstanceMeta>>);
+
 #[derive(Default)]
 pub struct Cache {
-    by_ip: Mutex<HashMap<String, (Instant, Option<Arc<InstanceMeta>>)>>,
+    by_ip: Mutex<HashMap<String, CacheEntry>>,
     tokens: Mutex<HashMap<String, Instant>>,
 }
 
@@ -490,7 +493,7 @@ fn requester(
     st: &AppState,
     peer: IpAddr,
     headers: &HeaderMap,
-) -> Result<Option<Arc<InstanceMeta>>, Response> {
+) -> Result<Option<Arc<InstanceMeta>>, Box<Response>> {
     let trusted = st
         .cfg
         .metadata_trusted_proxies
@@ -504,10 +507,10 @@ fn requester(
             if st.cfg.metadata_proxy_shared_secret.is_empty()
                 || !signature_ok(&st.cfg.metadata_proxy_shared_secret, id, sig)
             {
-                return Err(text(
+                return Err(Box::new(text(
                     StatusCode::FORBIDDEN,
                     "Invalid proxy request signature.",
-                ));
+                )));
             }
             let m = meta_for_ip(st, &ip);
             Ok(m.filter(|m| m.instance.uuid == id))
@@ -571,7 +574,7 @@ async fn handle(
     let m = match requester(&st, peer.ip(), &headers) {
         Ok(Some(m)) => m,
         Ok(None) => return not_found(),
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let is_password = norm.starts_with("/openstack/") && norm.ends_with("/password");
     if is_password && method == Method::POST {

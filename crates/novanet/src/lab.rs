@@ -1,0 +1,709 @@
+//! `novanet lab`: the seed tutorial's cloud (seed 004) in network namespaces on one machine,
+//! with the real server, agents, dnsmasq and DHCP clients. Everything it makes lives in its
+//! own namespaces (named `<prefix>-<node>`) and is removed by `lab down`: processes by PID,
+//! namespaces by name. The machine's own interfaces, routes and firewall are never touched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Args, Debug, Clone)]
+pub struct LabOpts {
+    /// Prefix of the lab's namespace names
+    #[arg(long, env = "NOVANET_LAB_PREFIX", default_value = "nnlab")]
+    pub prefix: String,
+    /// Where the lab keeps its state, logs and the server's store
+    #[arg(long, env = "NOVANET_LAB_DIR", default_value = "/tmp/novanet-lab")]
+    pub dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCmd {
+    /// Build the cloud, start server and agents, create vmnet and boot `cirros`
+    Up {
+        #[command(flatten)]
+        opts: LabOpts,
+        /// Only build hosts and start services; create no network and boot nothing
+        #[arg(long)]
+        bare: bool,
+        /// Extra nova.conf (TOML) lines for the lab's configuration
+        #[arg(long)]
+        config: Vec<String>,
+    },
+    /// Remove everything the lab made
+    Down {
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Run a command on a host or in an instance, with admin credentials in the environment
+    Exec {
+        #[command(flatten)]
+        opts: LabOpts,
+        node: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Start the VM of a booted instance: a namespace on its host's bridge, running udhcpc
+    Plug {
+        #[command(flatten)]
+        opts: LabOpts,
+        instance: String,
+    },
+    /// Stop an instance's VM and remove its namespace
+    Unplug {
+        #[command(flatten)]
+        opts: LabOpts,
+        instance: String,
+    },
+}
+
+pub const PASSWORD: &str = "lab";
+pub const CONTROLLER_IP: &str = "192.168.56.200";
+pub const OUTSIDE_IP: &str = "192.168.56.101";
+/// Hosts of seed 004: name, management address.
+pub const HOSTS: &[(&str, &str)] = &[
+    ("controller", "192.168.56.200"),
+    ("compute-1", "192.168.56.202"),
+    ("compute-2", "192.168.56.203"),
+];
+
+#[derive(Default, Serialize, Deserialize)]
+struct LabState {
+    prefix: String,
+    namespaces: Vec<String>,
+    /// (what, pid)
+    pids: Vec<(String, u32)>,
+    /// instance name -> (namespace, host, host-side link)
+    vms: Vec<(String, String, String, String)>,
+}
+
+type Res<T> = Result<T, String>;
+
+fn state_path(o: &LabOpts) -> PathBuf {
+    o.dir.join("lab.json")
+}
+
+fn load(o: &LabOpts) -> LabState {
+    std::fs::read_to_string(state_path(o))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn save(o: &LabOpts, s: &LabState) -> Res<()> {
+    std::fs::write(
+        state_path(o),
+        serde_json::to_string_pretty(s).expect("json"),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn ns(o: &LabOpts, node: &str) -> String {
+    format!("{}-{node}", o.prefix)
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Res<String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{cmd} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Res<()> {
+    sh("ip", args).map(|_| ())
+}
+
+fn sysctl(namespace: &str, key: &str, value: &str) -> Res<()> {
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            namespace,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("{key}={value}"),
+        ],
+    )
+    .map(|_| ())
+}
+
+fn binary() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("novanet"))
+}
+
+fn env_for() -> Vec<(String, String)> {
+    vec![
+        (
+            "OS_AUTH_URL".into(),
+            format!("http://{CONTROLLER_IP}:8774/identity/v3"),
+        ),
+        ("OS_USERNAME".into(), "admin".into()),
+        ("OS_PASSWORD".into(), PASSWORD.into()),
+        ("OS_PROJECT_NAME".into(), "admin".into()),
+        (
+            "NOVANET_SERVER".into(),
+            format!("http://{CONTROLLER_IP}:8774"),
+        ),
+    ]
+}
+
+/// Starts a long-running process in a namespace; `ip netns exec` execs it, so the PID we
+/// get is the process's own.
+fn spawn(namespace: &str, args: &[String], log: &Path, extra_env: &[(String, String)]) -> Res<u32> {
+    let logf = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .args(args)
+        .envs(env_for())
+        .envs(extra_env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().map_err(|e| e.to_string())?)
+        .stderr(logf)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", args.join(" ")))?;
+    Ok(child.id())
+}
+
+/// Runs `novanet ARGS` as a client inside the controller; returns stdout.
+fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns(o, "controller")])
+        .arg(binary())
+        .args(args)
+        .envs(env_for())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "novanet {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Res<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn preflight() -> Res<()> {
+    if sh("id", &["-u"])?.trim() != "0" {
+        return Err("the lab needs root (network namespaces, bridges, iptables)".into());
+    }
+    for tool in [
+        "ip",
+        "dnsmasq",
+        "dhcp_release",
+        "iptables-restore",
+        "busybox",
+    ] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            return Err(format!("{tool} is missing: run scripts/setup.sh (apt-get install dnsmasq-base dnsmasq-utils iptables busybox ...)"));
+        }
+    }
+    Ok(())
+}
+
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+# udhcpc hook for lab VMs. It configures only the VM's own namespace: it never writes
+# /etc/resolv.conf (namespaces share the host's filesystem).
+case "$1" in
+  deconfig)
+    ip link set "$interface" up ;;
+  bound|renew)
+    ip addr replace "$ip/${mask:-24}" ${broadcast:+broadcast $broadcast} dev "$interface"
+    [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    echo "ip=$ip mask=$mask router=$router dns=$dns domain=$domain hostname=$hostname lease=$lease" > "$NOVANET_LEASE_FILE" ;;
+esac
+exit 0
+"#;
+
+fn lab_config(extra: &[String]) -> String {
+    let mut c = format!(
+        "# nova.conf options of the seed tutorial's controller (seed 004)\n\
+         network_manager = \"nova.network.manager.FlatDHCPManager\"\n\
+         flat_interface = \"eth2\"\n\
+         flat_network_bridge = \"br100\"\n\
+         public_interface = \"eth1\"\n\
+         my_ip = \"{CONTROLLER_IP}\"\n\
+         dhcp_lease_time = 120\n\
+         dns_server = [\"{OUTSIDE_IP}\"]\n\
+         metadata_listen = \"{CONTROLLER_IP}\"\n"
+    );
+    for l in extra {
+        c.push_str(l);
+        c.push('\n');
+    }
+    c
+}
+
+fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
+    preflight()?;
+    if state_path(o).exists() {
+        return Err(format!(
+            "a lab already runs in {} (novanet lab down first)",
+            o.dir.display()
+        ));
+    }
+    std::fs::create_dir_all(&o.dir).map_err(|e| e.to_string())?;
+    let mut st = LabState {
+        prefix: o.prefix.clone(),
+        ..LabState::default()
+    };
+    save(o, &st)?;
+    let result = build(o, &mut st, bare, extra);
+    save(o, &st)?;
+    result
+}
+
+fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()> {
+    let fab = ns(o, "fab");
+    let mut all = vec![fab.clone(), ns(o, "outside")];
+    all.extend(HOSTS.iter().map(|(h, _)| ns(o, h)));
+    for n in &all {
+        ip(&["netns", "add", n])?;
+        st.namespaces.push(n.clone());
+        ip(&["-n", n, "link", "set", "lo", "up"])?;
+    }
+    save(o, st)?;
+    // The fabric: the management/public network (eth1) and the VM network (eth2).
+    ip(&["-n", &fab, "link", "add", "br-mgmt", "type", "bridge"])?;
+    ip(&["-n", &fab, "link", "add", "br-vm", "type", "bridge"])?;
+    ip(&["-n", &fab, "link", "set", "br-mgmt", "up"])?;
+    ip(&["-n", &fab, "link", "set", "br-vm", "up"])?;
+    let outside = ns(o, "outside");
+    ip(&[
+        "-n",
+        &fab,
+        "link",
+        "add",
+        "m-outside",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &outside,
+    ])?;
+    ip(&[
+        "-n",
+        &fab,
+        "link",
+        "set",
+        "m-outside",
+        "master",
+        "br-mgmt",
+        "up",
+    ])?;
+    ip(&[
+        "-n",
+        &outside,
+        "addr",
+        "add",
+        &format!("{OUTSIDE_IP}/24"),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", &outside, "link", "set", "eth0", "up"])?;
+    for (i, (host, addr)) in HOSTS.iter().enumerate() {
+        let h = ns(o, host);
+        let (m, d) = (format!("m{i}"), format!("d{i}"));
+        ip(&[
+            "-n", &fab, "link", "add", &m, "type", "veth", "peer", "name", "eth1", "netns", &h,
+        ])?;
+        ip(&[
+            "-n", &fab, "link", "add", &d, "type", "veth", "peer", "name", "eth2", "netns", &h,
+        ])?;
+        for l in [&m, &d] {
+            let br = if l.starts_with('m') {
+                "br-mgmt"
+            } else {
+                "br-vm"
+            };
+            ip(&["-n", &fab, "link", "set", l, "master", br, "up"])?;
+        }
+        ip(&[
+            "-n",
+            &h,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "brd",
+            "192.168.56.255",
+            "dev",
+            "eth1",
+        ])?;
+        ip(&["-n", &h, "link", "set", "eth1", "up"])?;
+        // eth2 carries no address; the agent bridges it (seed: "up ifconfig $IFACE promisc").
+        ip(&["-n", &h, "link", "set", "eth2", "up"])?;
+        ip(&["-n", &h, "route", "add", "default", "via", OUTSIDE_IP])?;
+        sysctl(&h, "net.bridge.bridge-nf-call-iptables", "1")?;
+    }
+    let cfg_path = o.dir.join("novanet.conf");
+    std::fs::write(&cfg_path, lab_config(extra)).map_err(|e| e.to_string())?;
+    std::fs::write(o.dir.join("udhcpc.script"), UDHCPC_SCRIPT).map_err(|e| e.to_string())?;
+    sh(
+        "chmod",
+        &["+x", &o.dir.join("udhcpc.script").display().to_string()],
+    )?;
+    let bin = binary().display().to_string();
+    let server_args: Vec<String> = vec![
+        bin.clone(),
+        "server".into(),
+        "--data-dir".into(),
+        o.dir.join("server").display().to_string(),
+        "--config".into(),
+        cfg_path.display().to_string(),
+        "--listen".into(),
+        format!("{CONTROLLER_IP}:8774"),
+        "--bootstrap-password".into(),
+        PASSWORD.into(),
+    ];
+    let pid = spawn(
+        &ns(o, "controller"),
+        &server_args,
+        &o.dir.join("server.log"),
+        &[],
+    )?;
+    st.pids.push(("server".into(), pid));
+    save(o, st)?;
+    wait_for("the server to answer", Duration::from_secs(20), || {
+        client(o, &["network-list"]).ok()
+    })?;
+    for (host, _) in HOSTS {
+        let mut args = vec![
+            bin.clone(),
+            "agent".into(),
+            "--host".into(),
+            host.to_string(),
+            "--state-dir".into(),
+            o.dir.join(format!("agent-{host}")).display().to_string(),
+        ];
+        args.push("--server".into());
+        args.push(format!("http://{CONTROLLER_IP}:8774"));
+        if *host == "controller" {
+            args.push("--network-host".into());
+        }
+        let pid = spawn(
+            &ns(o, host),
+            &args,
+            &o.dir.join(format!("agent-{host}.log")),
+            &[],
+        )?;
+        st.pids.push((format!("agent-{host}"), pid));
+        save(o, st)?;
+    }
+    wait_for("the agents to report", Duration::from_secs(20), || {
+        let svc = client_json(o, "/os-services").ok()?;
+        (svc["services"].as_array()?.len() >= HOSTS.len()).then_some(())
+    })?;
+    if bare {
+        println!("lab {} is up (bare): {}", o.prefix, o.dir.display());
+        return Ok(());
+    }
+    // The tutorial: one FlatDHCP network and one instance on compute-1.
+    client(
+        o,
+        &[
+            "network-create",
+            "vmnet",
+            "--fixed-range-v4",
+            "10.0.0.0/24",
+            "--bridge",
+            "br100",
+        ],
+    )?;
+    client(
+        o,
+        &[
+            "boot",
+            "--image",
+            "cirros",
+            "--flavor",
+            "1",
+            "--availability-zone",
+            "nova:compute-1",
+            "cirros",
+        ],
+    )?;
+    save(o, st)?;
+    plug(o, st, "cirros")?;
+    save(o, st)?;
+    let lease = wait_for("cirros's DHCP lease", Duration::from_secs(30), || {
+        std::fs::read_to_string(o.dir.join("vm-cirros.lease"))
+            .ok()
+            .filter(|l| !l.is_empty())
+    })?;
+    println!("$ novanet list");
+    print!("{}", client(o, &["list"])?);
+    println!(
+        "$ cat {}/agent-controller/networks/nova-br100.hosts.d/*",
+        o.dir.display()
+    );
+    for e in std::fs::read_dir(o.dir.join("agent-controller/networks/nova-br100.hosts.d"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        print!("{}", std::fs::read_to_string(e.path()).unwrap_or_default());
+    }
+    println!("cirros's DHCP lease: {}", lease.trim());
+    let ping = |node: &str| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns(o, node),
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "10.0.0.2",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    println!(
+        "controller$ ping 10.0.0.2: {}",
+        if ping("controller") {
+            "reachable"
+        } else {
+            "unreachable"
+        }
+    );
+    println!(
+        "compute-1$ ping 10.0.0.2: {} (the seed expects no answer from a compute node)",
+        if ping("compute-1") {
+            "reachable"
+        } else {
+            "unreachable"
+        }
+    );
+    println!(
+        "lab {} is up: novanet lab exec controller -- novanet list",
+        o.prefix
+    );
+    Ok(())
+}
+
+fn client_json(o: &LabOpts, path: &str) -> Res<Value> {
+    let out = client(o, &["api-get", path])?;
+    serde_json::from_str(&out).map_err(|e| format!("bad JSON from {path}: {e}"))
+}
+
+fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
+    let servers = client_json(o, "/servers/detail?all_tenants=1")?;
+    let srv = servers["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == instance)
+        .cloned()
+        .ok_or_else(|| format!("no instance named {instance}"))?;
+    let host = srv["OS-EXT-SRV-ATTR:host"]
+        .as_str()
+        .ok_or_else(|| format!("{instance} has no host"))?
+        .to_string();
+    let mac = srv["addresses"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(|a| a[0]["OS-EXT-IPS-MAC:mac_addr"].as_str())
+        .ok_or_else(|| format!("{instance} has no address"))?
+        .to_string();
+    let host_ns = ns(o, &host);
+    let vm_ns = ns(o, instance);
+    if vm_ns.len() > 40 {
+        return Err(format!(
+            "instance name {instance} is too long for a lab namespace"
+        ));
+    }
+    // The agent makes the host's bridge for the instance's network; wait for it.
+    wait_for(&format!("br100 on {host}"), Duration::from_secs(20), || {
+        sh("ip", &["-n", &host_ns, "link", "show", "br100"]).ok()
+    })?;
+    let used: Vec<String> = st
+        .vms
+        .iter()
+        .filter(|v| v.2 == host)
+        .map(|v| v.3.clone())
+        .collect();
+    let vnet = (0..)
+        .map(|i| format!("vnet{i}"))
+        .find(|n| !used.contains(n))
+        .expect("a free name");
+    ip(&["netns", "add", &vm_ns])?;
+    st.namespaces.push(vm_ns.clone());
+    st.vms.push((
+        instance.to_string(),
+        vm_ns.clone(),
+        host.clone(),
+        vnet.clone(),
+    ));
+    ip(&["-n", &vm_ns, "link", "set", "lo", "up"])?;
+    ip(&[
+        "-n", &host_ns, "link", "add", &vnet, "type", "veth", "peer", "name", "eth0", "netns",
+        &vm_ns,
+    ])?;
+    ip(&["-n", &vm_ns, "link", "set", "eth0", "address", &mac])?;
+    ip(&[
+        "-n", &host_ns, "link", "set", &vnet, "master", "br100", "up",
+    ])?;
+    ip(&["-n", &vm_ns, "link", "set", "eth0", "up"])?;
+    let lease_file = o.dir.join(format!("vm-{instance}.lease"));
+    let _ = std::fs::remove_file(&lease_file);
+    let args: Vec<String> = [
+        "busybox", "udhcpc", "-i", "eth0", "-f", "-t", "20", "-T", "1", "-s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([o.dir.join("udhcpc.script").display().to_string()])
+    .collect();
+    let pid = spawn(
+        &vm_ns,
+        &args,
+        &o.dir.join(format!("vm-{instance}.log")),
+        &[(
+            "NOVANET_LEASE_FILE".into(),
+            lease_file.display().to_string(),
+        )],
+    )?;
+    st.pids.push((format!("udhcpc-{instance}"), pid));
+    Ok(())
+}
+
+fn kill(pid: u32) {
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+}
+
+fn unplug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
+    let Some(pos) = st.vms.iter().position(|v| v.0 == instance) else {
+        return Err(format!("no lab VM named {instance}"));
+    };
+    let (_, vm_ns, host, vnet) = st.vms.remove(pos);
+    st.pids.retain(|(what, pid)| {
+        let mine = *what == format!("udhcpc-{instance}");
+        if mine {
+            kill(*pid);
+        }
+        !mine
+    });
+    let _ = ip(&["-n", &ns(o, &host), "link", "del", &vnet]);
+    let _ = ip(&["netns", "del", &vm_ns]);
+    st.namespaces.retain(|n| *n != vm_ns);
+    Ok(())
+}
+
+fn down(o: &LabOpts) -> Res<()> {
+    let st = load(o);
+    // Agents first (so nothing restarts dnsmasq), then the daemons they started, by PID.
+    for (_, pid) in st.pids.iter().rev() {
+        kill(*pid);
+    }
+    for (host, _) in HOSTS {
+        let dir = o.dir.join(format!("agent-{host}/networks"));
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".pid") {
+                if let Some(pid) = std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                {
+                    // Only a dnsmasq of ours: its command line names this pid file.
+                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    if String::from_utf8_lossy(&cmd).contains(&e.path().display().to_string()) {
+                        kill(pid);
+                    }
+                }
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    for n in st.namespaces.iter().rev() {
+        if let Err(e) = ip(&["netns", "del", n]) {
+            errors.push(e);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&o.dir);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+fn exec(o: &LabOpts, node: &str, cmd: &[String]) -> Res<()> {
+    let st = load(o);
+    let target = ns(o, node);
+    if !st.namespaces.contains(&target) {
+        return Err(format!(
+            "no lab node {node} (hosts: controller, compute-1, compute-2, outside, or an instance)"
+        ));
+    }
+    let bin_dir = binary()
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
+    let status = Command::new("ip")
+        .args(["netns", "exec", &target])
+        .args(cmd)
+        .envs(env_for())
+        .env("PATH", path)
+        .status()
+        .map_err(|e| e.to_string())?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+pub fn run(cmd: LabCmd) -> Result<(), String> {
+    match cmd {
+        LabCmd::Up { opts, bare, config } => up(&opts, bare, &config),
+        LabCmd::Down { opts } => down(&opts),
+        LabCmd::Exec { opts, node, cmd } => exec(&opts, &node, &cmd),
+        LabCmd::Plug { opts, instance } => {
+            let mut st = load(&opts);
+            let r = plug(&opts, &mut st, &instance);
+            save(&opts, &st)?;
+            r
+        }
+        LabCmd::Unplug { opts, instance } => {
+            let mut st = load(&opts);
+            let r = unplug(&opts, &mut st, &instance);
+            save(&opts, &st)?;
+            r
+        }
+    }
+}
