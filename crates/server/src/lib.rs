@@ -133,9 +133,6 @@ pub fn normalise_path(path: &str) -> String {
     while p.len() > 1 && p.ends_with('/') && !p.starts_with("/identity") {
         p.pop();
     }
-    if p == "/v2.1" {
-        p = "/v2.1/".into();
-    }
     p
 }
 
@@ -220,8 +217,8 @@ mod tests {
             normalise_path("/v2/0123456789abcdef0123456789abcdef/os-networks"),
             "/v2.1/os-networks"
         );
-        assert_eq!(normalise_path("/v2.1"), "/v2.1/");
-        assert_eq!(normalise_path("/compute/v2.1/"), "/v2.1/");
+        assert_eq!(normalise_path("/v2.1"), "/v2.1");
+        assert_eq!(normalise_path("/compute/v2.1/"), "/v2.1");
         assert_eq!(normalise_path("/identity/v3/"), "/identity/v3/");
         assert_eq!(normalise_path("/v2.1/servers/"), "/v2.1/servers");
     }

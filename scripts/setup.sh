@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what novanet's build, lab and tests need on a fresh Debian 12 machine (as root).
+# Idempotent: packages already present are left alone.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+packages=(
+  dnsmasq-base dnsmasq-utils   # DHCP/DNS server and dhcp_release
+  iptables nftables conntrack  # firewall, NAT, conntrack -D
+  iproute2 busybox curl        # ip, udhcpc and nslookup in lab VMs
+  iputils-ping iputils-arping  # ping, gratuitous ARP
+  radvd ndisc6                 # IPv6 router advertisements
+  libsqlite3-dev pkg-config    # the SQLite store links the system library
+  python3-venv                 # the novaclient compatibility test
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
+
+# python-novaclient 7.1.2, the last series with the network commands; it imports
+# pkg_resources, which setuptools 81+ no longer ships.
+venv="$here/target/novaclient-venv"
+if [ ! -x "$venv/bin/nova" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'python-novaclient==7.1.2' 'setuptools<81'
+fi

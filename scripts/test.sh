@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: formatting, lints, unit, store, API, novaclient and the
+# end-to-end lab tests (these need root; as non-root they skip with a message).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets -q -- -D warnings
+# Lab tests build namespaces and start daemons: one at a time keeps them predictable on 2 cores.
+cargo test --workspace -q -- --test-threads=1
+scripts/novaclient-test.sh
+echo "all tests passed"
