@@ -1,9 +1,11 @@
 //! The iptables driver: the rule model rendered for iptables-restore and applied in one
 //! `--noflush` transaction that replaces only novanet's chains.
 
+use std::collections::BTreeMap;
+
 use novanet_core::firewall::Ruleset;
 
-use crate::render::{iptables_restore, jumps};
+use crate::render::{iptables_restore, jumps, PREFIX};
 use crate::sys::{run, Result};
 
 #[derive(Default)]
@@ -14,35 +16,35 @@ pub struct Iptables {
 impl Iptables {
     /// Applies `rules`; returns false when they were already in place.
     pub fn apply(&mut self, rules: &Ruleset) -> Result<bool> {
-        // Which jumps from the builtin chains exist is read once per process: after the
-        // first apply they are ours and stay.
-        let missing = if self.last.is_none() {
+        let mut missing = Vec::new();
+        if self.last.is_none() {
+            // First apply of this process: read what the kernel holds. If our chains already
+            // hold exactly these rules (an agent restart), leave them alone: replacing them
+            // would reset counters and briefly race with traffic.
             let saved = run("iptables-save", &[], None)?;
-            let mut table = "";
-            let mut present = Vec::new();
-            for line in saved.lines() {
-                if let Some(t) = line.strip_prefix('*') {
-                    table = match t {
-                        "filter" => "filter",
-                        "nat" => "nat",
-                        "mangle" => "mangle",
-                        _ => "",
-                    };
-                } else if line.starts_with("-A ") {
-                    present.push((table, line.to_string()));
-                }
-            }
-            jumps()
+            let present = owned_lines(&saved);
+            missing = jumps()
                 .into_iter()
-                .filter(|(t, b, j)| {
-                    !present
-                        .iter()
-                        .any(|(pt, l)| pt == t && *l == format!("-A {b} -j {j}"))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+                .filter(|(t, b, j)| !present.contains(&(t.to_string(), format!("-A {b} -j {j}"))))
+                .collect();
+            let by_chain = |lines: &[(String, String)]| {
+                let mut m: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+                for (table, line) in lines {
+                    let chain = line.split_whitespace().nth(1).unwrap_or("");
+                    if chain.starts_with(&format!("{PREFIX}-")) {
+                        m.entry((table.clone(), chain.to_string()))
+                            .or_default()
+                            .push(line.clone());
+                    }
+                }
+                m
+            };
+            let wanted = owned_lines(&iptables_restore(rules, &[]));
+            if missing.is_empty() && by_chain(&present) == by_chain(&wanted) {
+                self.last = Some(iptables_restore(rules, &[]));
+                return Ok(false);
+            }
+        }
         let text = iptables_restore(rules, &missing);
         if missing.is_empty() && self.last.as_deref() == Some(text.as_str()) {
             return Ok(false);
@@ -52,4 +54,19 @@ impl Iptables {
         self.last = Some(iptables_restore(rules, &[]));
         Ok(true)
     }
+}
+
+/// The `-A` lines of an iptables-save (or restore) text, with their table, in order, for
+/// the tables novanet uses.
+fn owned_lines(text: &str) -> Vec<(String, String)> {
+    let mut table = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.to_string();
+        } else if line.starts_with("-A ") && matches!(table.as_str(), "filter" | "nat" | "mangle") {
+            out.push((table.clone(), line.to_string()));
+        }
+    }
+    out
 }

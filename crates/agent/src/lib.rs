@@ -84,9 +84,11 @@ impl Agent {
         self.opts.state_dir.join("agent.sock")
     }
 
-    /// Makes the kernel match `plan`. Keeps going after a failed step and reports them all.
-    pub fn apply(&mut self, plan: &HostPlan) -> Vec<String> {
+    /// Makes the kernel match `plan`. Keeps going after a failed step and reports them all,
+    /// with a list of what it changed.
+    pub fn apply(&mut self, plan: &HostPlan) -> (Vec<String>, Vec<String>) {
         let mut errors = Vec::new();
+        let mut changed = Vec::new();
         if plan.ip_forward {
             if let Err(e) = sys::ensure_sysctl("net/ipv4/ip_forward", "1") {
                 errors.push(e.to_string());
@@ -136,23 +138,31 @@ impl Agent {
             Err(e) => errors.push(e.to_string()),
         }
         if plan.firewall_driver != "noop" || !plan.firewall.rules.is_empty() {
-            if let Err(e) = self.iptables.apply(&plan.firewall) {
-                errors.push(e.to_string());
+            match self.iptables.apply(&plan.firewall) {
+                Ok(true) => changed.push("firewall".into()),
+                Ok(false) => {}
+                Err(e) => errors.push(e.to_string()),
             }
         }
         match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {
             Ok(r) => {
                 if !r.started.is_empty() || !r.stopped.is_empty() || !r.reloaded.is_empty() {
-                    log(&format!(
+                    changed.push(format!(
                         "dnsmasq started {:?} reloaded {:?} stopped {:?}",
                         r.started, r.reloaded, r.stopped
+                    ));
+                }
+                if r.hosts_written + r.hosts_removed > 0 {
+                    changed.push(format!(
+                        "DHCP hosts +{} -{}",
+                        r.hosts_written, r.hosts_removed
                     ));
                 }
             }
             Err(e) => errors.push(e.to_string()),
         }
         errors.extend(self.dhcp.release(&plan.releases));
-        errors
+        (errors, changed)
     }
 
     fn save_owned(&self, errors: &mut Vec<String>) {
@@ -215,7 +225,17 @@ impl Agent {
             *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan.clone();
             let errors = if changed || last_full.elapsed() > self.opts.resync {
                 last_full = Instant::now();
-                self.apply(&plan)
+                let (errors, what) = self.apply(&plan);
+                if what.is_empty() {
+                    log(&format!("generation {}: up to date", plan.generation));
+                } else {
+                    log(&format!(
+                        "generation {}: {}",
+                        plan.generation,
+                        what.join(", ")
+                    ));
+                }
+                errors
             } else {
                 // Nothing changed: only make sure the DHCP servers still run.
                 match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {

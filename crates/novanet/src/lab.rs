@@ -59,6 +59,12 @@ pub enum LabCmd {
         opts: LabOpts,
         instance: String,
     },
+    /// Restart a host's agent
+    RestartAgent {
+        #[command(flatten)]
+        opts: LabOpts,
+        host: String,
+    },
 }
 
 pub const PASSWORD: &str = "lab";
@@ -377,9 +383,8 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         "chmod",
         &["+x", &o.dir.join("udhcpc.script").display().to_string()],
     )?;
-    let bin = binary().display().to_string();
     let server_args: Vec<String> = vec![
-        bin.clone(),
+        binary().display().to_string(),
         "server".into(),
         "--data-dir".into(),
         o.dir.join("server").display().to_string(),
@@ -402,26 +407,7 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         client(o, &["network-list"]).ok()
     })?;
     for (host, _) in HOSTS {
-        let mut args = vec![
-            bin.clone(),
-            "agent".into(),
-            "--host".into(),
-            host.to_string(),
-            "--state-dir".into(),
-            o.dir.join(format!("agent-{host}")).display().to_string(),
-        ];
-        args.push("--server".into());
-        args.push(format!("http://{CONTROLLER_IP}:8774"));
-        if *host == "controller" {
-            args.push("--network-host".into());
-        }
-        let pid = spawn(
-            &ns(o, host),
-            &args,
-            &o.dir.join(format!("agent-{host}.log")),
-            &[],
-        )?;
-        st.pids.push((format!("agent-{host}"), pid));
+        start_agent(o, st, host)?;
         save(o, st)?;
     }
     wait_for("the agents to report", Duration::from_secs(20), || {
@@ -518,6 +504,46 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         o.prefix
     );
     Ok(())
+}
+
+fn start_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
+    let mut args = vec![
+        binary().display().to_string(),
+        "agent".into(),
+        "--host".into(),
+        host.to_string(),
+        "--state-dir".into(),
+        o.dir.join(format!("agent-{host}")).display().to_string(),
+        "--server".into(),
+        format!("http://{CONTROLLER_IP}:8774"),
+    ];
+    if host == "controller" {
+        args.push("--network-host".into());
+    }
+    let log = o.dir.join(format!("agent-{host}.log"));
+    let pid = spawn(&ns(o, host), &args, &log, &[])?;
+    st.pids.push((format!("agent-{host}"), pid));
+    Ok(())
+}
+
+/// Stops a host's agent (by PID) and starts a new one, as an operator's restart would.
+fn restart_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
+    let what = format!("agent-{host}");
+    let Some(pos) = st.pids.iter().position(|(w, _)| *w == what) else {
+        return Err(format!("no agent runs on {host}"));
+    };
+    let (_, pid) = st.pids.remove(pos);
+    kill(pid);
+    wait_for("the old agent to exit", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        (stat.is_empty()
+            || stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z')))
+        .then_some(())
+    })?;
+    start_agent(o, st, host)
 }
 
 fn client_json(o: &LabOpts, path: &str) -> Res<Value> {
@@ -702,6 +728,12 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
         LabCmd::Unplug { opts, instance } => {
             let mut st = load(&opts);
             let r = unplug(&opts, &mut st, &instance);
+            save(&opts, &st)?;
+            r
+        }
+        LabCmd::RestartAgent { opts, host } => {
+            let mut st = load(&opts);
+            let r = restart_agent(&opts, &mut st, &host);
             save(&opts, &st)?;
             r
         }

@@ -1,0 +1,331 @@
+//! End-to-end: the seed tutorial's FlatDHCP cloud in network namespaces, with the real
+//! server, agents, dnsmasq, iptables and busybox udhcpc. Needs root; skips otherwise.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use novanet_store::{SqliteStore, Store};
+
+const BIN: &str = env!("CARGO_BIN_EXE_novanet");
+
+struct Lab {
+    prefix: String,
+    dir: PathBuf,
+}
+
+fn can_run() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let tools = ["dnsmasq", "busybox", "iptables-restore", "dhcp_release"]
+        .iter()
+        .all(|t| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !root || !tools {
+        eprintln!("skipping the lab test: it needs root and dnsmasq, busybox, iptables, dhcp_release (scripts/setup.sh)");
+    }
+    root && tools
+}
+
+impl Lab {
+    fn up(name: &str, extra_config: &[&str]) -> Option<Lab> {
+        if !can_run() {
+            return None;
+        }
+        let id = std::process::id() % 100_000;
+        let lab = Lab {
+            prefix: format!("nt{name}{id}"),
+            dir: PathBuf::from(format!("/tmp/novanet-test-{name}-{id}")),
+        };
+        let mut args = vec!["up".to_string()];
+        args.extend(lab.opts());
+        for c in extra_config {
+            args.push("--config".into());
+            args.push(c.to_string());
+        }
+        let out = lab.lab(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "lab up failed: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        println!("{}", text(&out.stdout));
+        Some(lab)
+    }
+
+    fn opts(&self) -> Vec<String> {
+        vec![
+            "--prefix".into(),
+            self.prefix.clone(),
+            "--dir".into(),
+            self.dir.display().to_string(),
+        ]
+    }
+
+    fn lab(&self, args: &[&str]) -> Output {
+        let mut full: Vec<String> = vec!["lab".into(), args[0].into()];
+        if args[0] != "up" {
+            full.extend(self.opts());
+        }
+        full.extend(args[1..].iter().map(|s| s.to_string()));
+        Command::new(BIN)
+            .args(&full)
+            .output()
+            .expect("run novanet lab")
+    }
+
+    fn exec(&self, node: &str, cmd: &[&str]) -> Output {
+        let opts = self.opts();
+        let mut full: Vec<&str> = vec!["lab", "exec"];
+        full.extend(opts.iter().map(String::as_str));
+        full.push(node);
+        full.push("--");
+        full.extend(cmd);
+        Command::new(BIN)
+            .args(&full)
+            .output()
+            .expect("run novanet lab exec")
+    }
+
+    fn ok(&self, node: &str, cmd: &[&str]) -> String {
+        let out = self.exec(node, cmd);
+        assert!(
+            out.status.success(),
+            "{node}$ {} failed: {}{}",
+            cmd.join(" "),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn succeeds(&self, node: &str, cmd: &[&str]) -> bool {
+        self.exec(node, cmd).status.success()
+    }
+
+    fn novanet(&self, args: &[&str]) -> String {
+        let mut cmd = vec!["novanet"];
+        cmd.extend(args);
+        self.ok("controller", &cmd)
+    }
+
+    fn store(&self) -> SqliteStore {
+        SqliteStore::open_dir(&self.dir.join("server")).expect("lab store")
+    }
+
+    fn file(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.join(rel)).unwrap_or_default()
+    }
+
+    fn dnsmasq_pid(&self) -> Option<u32> {
+        self.file("agent-controller/networks/nova-br100.pid")
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn iptables(&self, node: &str) -> String {
+        // With counters: a rule replaced by a re-apply would show fresh ones.
+        self.ok(node, &["iptables-save", "-c"])
+            .lines()
+            .filter(|l| l.contains("novanet"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.lab(&["down"]);
+        if !out.status.success() {
+            eprintln!("lab down: {}", text(&out.stderr));
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn seed_tutorial_flatdhcp_cloud() {
+    let Some(lab) = Lab::up("f", &[]) else { return };
+
+    // cirros got 10.0.0.2 and a default route via 10.0.0.1 by DHCP.
+    let lease = lab.file("vm-cirros.lease");
+    assert!(
+        lease.contains("ip=10.0.0.2 ") && lease.contains("router=10.0.0.1 "),
+        "{lease}"
+    );
+    assert!(lease.contains("domain=novalocal"), "{lease}");
+    assert!(lab
+        .ok("cirros", &["ip", "route", "show", "default"])
+        .contains("via 10.0.0.1"));
+
+    // The hosts line is nova's.
+    let line = lab.file("agent-controller/networks/nova-br100.hosts.d/10.0.0.2.host");
+    let parts: Vec<&str> = line.trim().split(',').collect();
+    assert_eq!(parts.len(), 3, "{line}");
+    assert!(
+        parts[0].starts_with("fa:16:3e:") && parts[0].len() == 17,
+        "{line}"
+    );
+    assert_eq!(&parts[1..], ["cirros.novalocal", "10.0.0.2"]);
+
+    // The controller reaches the VM; a compute node does not (seed 004).
+    assert!(lab.succeeds("controller", &["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
+    assert!(!lab.succeeds("compute-1", &["ping", "-c", "1", "-W", "1", "10.0.0.2"]));
+
+    // The lease reached the server.
+    let store = lab.store();
+    wait_until("cirros's lease recorded", Duration::from_secs(5), || {
+        store.fixed_ip("10.0.0.2").is_ok_and(|f| f.fixed.leased)
+    });
+
+    // A second VM on compute-2 gets the next address and reaches the first.
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    let out = lab.lab(&["plug", "vm2"]);
+    assert!(out.status.success(), "plug vm2: {}", text(&out.stderr));
+    wait_until("vm2's lease", Duration::from_secs(20), || {
+        lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
+    });
+    assert!(lab.succeeds("vm2", &["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
+
+    // dnsmasq answers DNS for instance names.
+    let ns = lab.ok(
+        "vm2",
+        &["busybox", "nslookup", "cirros.novalocal", "10.0.0.1"],
+    );
+    assert!(ns.contains("10.0.0.2"), "{ns}");
+
+    // The metadata service through the DNAT of 169.254.169.254.
+    let iid = lab.ok(
+        "cirros",
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "http://169.254.169.254/2009-04-04/meta-data/instance-id",
+        ],
+    );
+    assert!(iid.starts_with("i-") && iid.len() == 10, "{iid}");
+    let host = lab.ok(
+        "cirros",
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "http://169.254.169.254/latest/meta-data/hostname",
+        ],
+    );
+    assert_eq!(host, "cirros.novalocal");
+
+    // Killing dnsmasq gets it back within seconds.
+    let pid = lab.dnsmasq_pid().expect("dnsmasq pid");
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_until("dnsmasq restarted", Duration::from_secs(10), || {
+        lab.dnsmasq_pid().is_some_and(|p| {
+            p != pid && std::path::Path::new(&format!("/proc/{p}/cmdline")).exists()
+        })
+    });
+    let pid = lab.dnsmasq_pid().unwrap();
+
+    // Restarting the agent changes nothing: same dnsmasq, same rules with their counters.
+    std::thread::sleep(Duration::from_millis(500));
+    let rules = lab.iptables("controller");
+    let out = lab.lab(&["restart-agent", "controller"]);
+    assert!(out.status.success(), "restart: {}", text(&out.stderr));
+    wait_until("the new agent to apply", Duration::from_secs(10), || {
+        lab.file("agent-controller.log").contains("up to date")
+    });
+    assert_eq!(lab.dnsmasq_pid(), Some(pid), "dnsmasq was restarted");
+    let after = lab.iptables("controller");
+    let strip = |s: &str| {
+        s.lines()
+            .map(|l| l.split_once("] ").map_or(l, |x| x.1).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&rules), strip(&after), "rules changed");
+    for (b, a) in rules.lines().zip(after.lines()) {
+        // Counters only grow when a rule is left in place.
+        let count = |l: &str| {
+            l.strip_prefix('[')
+                .and_then(|r| r.split(':').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        assert!(count(a) >= count(b), "rule was replaced: {b} -> {a}");
+    }
+
+    // Deleting an instance frees its address at once (force_dhcp_release).
+    assert!(lab.lab(&["unplug", "vm2"]).status.success());
+    lab.novanet(&["delete", "vm2"]);
+    wait_until("10.0.0.3 released", Duration::from_secs(10), || {
+        store
+            .fixed_ip("10.0.0.3")
+            .is_ok_and(|f| f.fixed.instance_uuid.is_none() && !f.fixed.leased)
+    });
+    assert!(!lab
+        .dir
+        .join("agent-controller/networks/nova-br100.hosts.d/10.0.0.3.host")
+        .exists());
+
+    // Deleting the network leaves no trace on any host.
+    assert!(lab.lab(&["unplug", "cirros"]).status.success());
+    lab.novanet(&["delete", "cirros"]);
+    wait_until("10.0.0.2 released", Duration::from_secs(10), || {
+        store
+            .fixed_ip("10.0.0.2")
+            .is_ok_and(|f| f.fixed.instance_uuid.is_none())
+    });
+    lab.novanet(&["network-delete", "vmnet"]);
+    wait_until("br100 gone everywhere", Duration::from_secs(10), || {
+        ["controller", "compute-1", "compute-2"]
+            .iter()
+            .all(|h| !lab.succeeds(h, &["ip", "link", "show", "br100"]))
+    });
+    wait_until("dnsmasq gone", Duration::from_secs(10), || {
+        std::path::Path::new(&format!("/proc/{pid}/cmdline"))
+            .metadata()
+            .is_err()
+            || lab.dnsmasq_pid().is_none()
+    });
+    let rules = lab.iptables("controller");
+    assert!(
+        !rules.contains("br100") && !rules.contains("10.0.0.0/24"),
+        "{rules}"
+    );
+}
