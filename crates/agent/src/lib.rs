@@ -94,6 +94,15 @@ impl Agent {
                 errors.push(e.to_string());
             }
         }
+        // NAT before addresses, as nova did: a floating address is bound only once its
+        // rules exist, and its rules go before the address does.
+        if plan.firewall_driver != "noop" || !plan.firewall.rules.is_empty() {
+            match self.iptables.apply(&plan.firewall) {
+                Ok(true) => changed.push("firewall".into()),
+                Ok(false) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
         match links::read_links() {
             Ok(current) => {
                 let cmds = links::diff(
@@ -118,11 +127,20 @@ impl Agent {
                             .filter(|f| !before.contains(&(f.address.clone(), f.interface.clone())))
                         {
                             // Tell the segment the address moved here (gratuitous ARP).
-                            let _ = run(
-                                "arping",
-                                &["-U", "-c", "1", "-I", &f.interface, &f.address],
-                                None,
-                            );
+                            // In the background: arping waits a second for replies.
+                            let args = [
+                                "-U",
+                                "-c",
+                                "1",
+                                "-I",
+                                f.interface.as_str(),
+                                f.address.as_str(),
+                            ]
+                            .map(String::from);
+                            std::thread::spawn(move || {
+                                let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+                                let _ = run("arping", &argv, None);
+                            });
                         }
                         for (addr, _) in before.iter().filter(|k| !self.owned.floating.contains(k))
                         {
@@ -136,13 +154,6 @@ impl Agent {
                 }
             }
             Err(e) => errors.push(e.to_string()),
-        }
-        if plan.firewall_driver != "noop" || !plan.firewall.rules.is_empty() {
-            match self.iptables.apply(&plan.firewall) {
-                Ok(true) => changed.push("firewall".into()),
-                Ok(false) => {}
-                Err(e) => errors.push(e.to_string()),
-            }
         }
         match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {
             Ok(r) => {

@@ -59,6 +59,13 @@ pub enum LabCmd {
         opts: LabOpts,
         instance: String,
     },
+    /// Start a tiny HTTP responder on a node (answers "NODE CLIENT_IP"), for reachability checks
+    Serve {
+        #[command(flatten)]
+        opts: LabOpts,
+        node: String,
+        port: u16,
+    },
     /// Restart a host's agent
     RestartAgent {
         #[command(flatten)]
@@ -70,6 +77,8 @@ pub enum LabCmd {
 pub const PASSWORD: &str = "lab";
 pub const CONTROLLER_IP: &str = "192.168.56.200";
 pub const OUTSIDE_IP: &str = "192.168.56.101";
+/// The seed's floating range lives in this block.
+pub const FLOATING_BLOCK: &str = "68.99.26.0/24";
 /// Hosts of seed 004: name, management address.
 pub const HOSTS: &[(&str, &str)] = &[
     ("controller", "192.168.56.200"),
@@ -151,8 +160,16 @@ fn binary() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("novanet"))
 }
 
-fn env_for() -> Vec<(String, String)> {
+fn env_for(o: &LabOpts) -> Vec<(String, String)> {
     vec![
+        (
+            "NOVANET_DATA_DIR".into(),
+            o.dir.join("server").display().to_string(),
+        ),
+        (
+            "NOVANET_CONFIG".into(),
+            o.dir.join("novanet.conf").display().to_string(),
+        ),
         (
             "OS_AUTH_URL".into(),
             format!("http://{CONTROLLER_IP}:8774/identity/v3"),
@@ -169,12 +186,18 @@ fn env_for() -> Vec<(String, String)> {
 
 /// Starts a long-running process in a namespace; `ip netns exec` execs it, so the PID we
 /// get is the process's own.
-fn spawn(namespace: &str, args: &[String], log: &Path, extra_env: &[(String, String)]) -> Res<u32> {
+fn spawn(
+    o: &LabOpts,
+    namespace: &str,
+    args: &[String],
+    log: &Path,
+    extra_env: &[(String, String)],
+) -> Res<u32> {
     let logf = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let child = Command::new("ip")
         .args(["netns", "exec", namespace])
         .args(args)
-        .envs(env_for())
+        .envs(env_for(o))
         .envs(extra_env.iter().cloned())
         .stdin(Stdio::null())
         .stdout(logf.try_clone().map_err(|e| e.to_string())?)
@@ -190,7 +213,7 @@ fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
         .args(["netns", "exec", &ns(o, "controller")])
         .arg(binary())
         .args(args)
-        .envs(env_for())
+        .envs(env_for(o))
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
@@ -342,6 +365,17 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         "eth0",
     ])?;
     ip(&["-n", &outside, "link", "set", "eth0", "up"])?;
+    // The "internet" routes the seed's public block (68.99.26.0/24) to the controller, as an
+    // ISP would route a customer's floating range.
+    ip(&[
+        "-n",
+        &outside,
+        "route",
+        "add",
+        FLOATING_BLOCK,
+        "via",
+        CONTROLLER_IP,
+    ])?;
     for (i, (host, addr)) in HOSTS.iter().enumerate() {
         let h = ns(o, host);
         let (m, d) = (format!("m{i}"), format!("d{i}"));
@@ -396,6 +430,7 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         PASSWORD.into(),
     ];
     let pid = spawn(
+        o,
         &ns(o, "controller"),
         &server_args,
         &o.dir.join("server.log"),
@@ -521,7 +556,7 @@ fn start_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
         args.push("--network-host".into());
     }
     let log = o.dir.join(format!("agent-{host}.log"));
-    let pid = spawn(&ns(o, host), &args, &log, &[])?;
+    let pid = spawn(o, &ns(o, host), &args, &log, &[])?;
     st.pids.push((format!("agent-{host}"), pid));
     Ok(())
 }
@@ -544,6 +579,59 @@ fn restart_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
         .then_some(())
     })?;
     start_agent(o, st, host)
+}
+
+const RESPONDER: &str = r#"
+import http.server, socketserver, sys
+node, port = sys.argv[1], int(sys.argv[2])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("%s %s\n" % (node, self.client_address[0])).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+socketserver.TCPServer.allow_reuse_address = True
+socketserver.TCPServer(("0.0.0.0", port), H).serve_forever()
+"#;
+
+fn serve(o: &LabOpts, st: &mut LabState, node: &str, port: u16) -> Res<()> {
+    let target = ns(o, node);
+    if !st.namespaces.contains(&target) {
+        return Err(format!("no lab node {node}"));
+    }
+    let args: Vec<String> = vec![
+        "/usr/bin/python3".into(),
+        "-c".into(),
+        RESPONDER.into(),
+        node.into(),
+        port.to_string(),
+    ];
+    let pid = spawn(
+        o,
+        &target,
+        &args,
+        &o.dir.join(format!("serve-{node}-{port}.log")),
+        &[],
+    )?;
+    st.pids.push((format!("serve-{node}-{port}"), pid));
+    wait_for(
+        &format!("{node}:{port} to listen"),
+        Duration::from_secs(10),
+        || {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &target,
+                    "ss",
+                    "-Htln",
+                    &format!("sport = :{port}"),
+                ])
+                .output()
+                .ok()?;
+            (!out.stdout.is_empty()).then_some(())
+        },
+    )
 }
 
 fn client_json(o: &LabOpts, path: &str) -> Res<Value> {
@@ -619,6 +707,7 @@ fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
     .chain([o.dir.join("udhcpc.script").display().to_string()])
     .collect();
     let pid = spawn(
+        o,
         &vm_ns,
         &args,
         &o.dir.join(format!("vm-{instance}.log")),
@@ -707,7 +796,7 @@ fn exec(o: &LabOpts, node: &str, cmd: &[String]) -> Res<()> {
     let status = Command::new("ip")
         .args(["netns", "exec", &target])
         .args(cmd)
-        .envs(env_for())
+        .envs(env_for(o))
         .env("PATH", path)
         .status()
         .map_err(|e| e.to_string())?;
@@ -728,6 +817,12 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
         LabCmd::Unplug { opts, instance } => {
             let mut st = load(&opts);
             let r = unplug(&opts, &mut st, &instance);
+            save(&opts, &st)?;
+            r
+        }
+        LabCmd::Serve { opts, node, port } => {
+            let mut st = load(&opts);
+            let r = serve(&opts, &mut st, &node, port);
             save(&opts, &st)?;
             r
         }

@@ -329,3 +329,137 @@ fn seed_tutorial_flatdhcp_cloud() {
         "{rules}"
     );
 }
+
+fn curl(lab: &Lab, node: &str, url: &str) -> Option<String> {
+    let out = lab.exec(node, &["curl", "-s", "-m", "2", url]);
+    out.status
+        .success()
+        .then(|| text(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn floating_ips_end_to_end() {
+    let Some(lab) = Lab::up("fl", &[]) else {
+        return;
+    };
+    // The seed's nova-manage command, verbatim.
+    lab.ok(
+        "controller",
+        &[
+            "novanet",
+            "manage",
+            "floating",
+            "create",
+            "--pool",
+            "nova",
+            "--ip_range",
+            "68.99.26.170/31",
+        ],
+    );
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    assert!(lab.lab(&["plug", "vm2"]).status.success());
+    wait_until("vm2's lease", Duration::from_secs(20), || {
+        lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
+    });
+    for (node, port) in [("cirros", "8000"), ("vm2", "8000"), ("outside", "8080")] {
+        let out = lab.lab(&["serve", node, port]);
+        assert!(out.status.success(), "serve {node}: {}", text(&out.stderr));
+    }
+
+    // Without a floating IP, a VM reaches the outside through the SNAT to the controller.
+    assert_eq!(
+        curl(&lab, "cirros", "http://192.168.56.101:8080/").as_deref(),
+        Some("outside 192.168.56.200")
+    );
+
+    let created = lab.novanet(&["floating-ip-create"]);
+    assert!(created.contains("68.99.26.170"), "{created}");
+    let start = Instant::now();
+    lab.novanet(&["floating-ip-associate", "cirros", "68.99.26.170"]);
+    wait_until(
+        "the floating IP reaches cirros",
+        Duration::from_secs(10),
+        || {
+            curl(&lab, "outside", "http://68.99.26.170:8000/").as_deref()
+                == Some("cirros 192.168.56.101")
+        },
+    );
+    println!("associate to reachable: {} ms", start.elapsed().as_millis());
+    assert!(lab.succeeds("outside", &["ping", "-c", "1", "-W", "2", "68.99.26.170"]));
+    // The VM's own traffic leaves from its floating address.
+    assert_eq!(
+        curl(&lab, "cirros", "http://192.168.56.101:8080/").as_deref(),
+        Some("outside 68.99.26.170")
+    );
+    // What an operator checks (seed 000's troubleshooting section).
+    assert!(lab
+        .ok("controller", &["ip", "addr", "show", "eth1"])
+        .contains("inet 68.99.26.170/32"));
+    let nat = lab.ok("controller", &["iptables-save", "-t", "nat"]);
+    assert!(
+        nat.contains("-A novanet-PREROUTING -d 68.99.26.170/32 -j DNAT --to-destination 10.0.0.2"),
+        "{nat}"
+    );
+    assert!(
+        nat.contains("-A novanet-float-snat -s 10.0.0.2/32 -j SNAT --to-source 68.99.26.170"),
+        "{nat}"
+    );
+    let list = lab.ok("controller", &["novanet", "manage", "floating", "list"]);
+    let cirros_id = lab.novanet(&["show", "cirros", "--json"]);
+    let row = list
+        .lines()
+        .find(|l| l.contains("68.99.26.170"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("nova\teth1"), "{list}");
+    assert!(
+        row.split('\t')
+            .nth(2)
+            .is_some_and(|id| cirros_id.contains(id)),
+        "{row}"
+    );
+
+    // Disassociated, the address no longer answers.
+    lab.novanet(&["floating-ip-disassociate", "cirros", "68.99.26.170"]);
+    wait_until(
+        "the address and its rules are gone",
+        Duration::from_secs(10),
+        || {
+            !lab.ok("controller", &["ip", "addr", "show", "eth1"])
+                .contains("68.99.26.170")
+                && !lab
+                    .ok("controller", &["iptables-save", "-t", "nat"])
+                    .contains("68.99.26.170")
+        },
+    );
+    assert!(curl(&lab, "outside", "http://68.99.26.170:8000/").is_none());
+    assert!(!lab.succeeds("outside", &["ping", "-c", "1", "-W", "1", "68.99.26.170"]));
+
+    // Re-associated to another VM, it reaches that VM at once.
+    lab.novanet(&["floating-ip-associate", "vm2", "68.99.26.170"]);
+    wait_until(
+        "the floating IP reaches vm2",
+        Duration::from_secs(10),
+        || {
+            curl(&lab, "outside", "http://68.99.26.170:8000/").as_deref()
+                == Some("vm2 192.168.56.101")
+        },
+    );
+    assert_eq!(
+        curl(&lab, "vm2", "http://192.168.56.101:8080/").as_deref(),
+        Some("outside 68.99.26.170")
+    );
+    assert_eq!(
+        curl(&lab, "cirros", "http://192.168.56.101:8080/").as_deref(),
+        Some("outside 192.168.56.200")
+    );
+}
