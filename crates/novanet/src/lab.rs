@@ -77,8 +77,8 @@ pub enum LabCmd {
 pub const PASSWORD: &str = "lab";
 pub const CONTROLLER_IP: &str = "192.168.56.200";
 pub const OUTSIDE_IP: &str = "192.168.56.101";
-/// The seed's floating range lives in this block.
-pub const FLOATING_BLOCK: &str = "68.99.26.0/24";
+/// The seed's floating range (68.99.26.170) lives in this block.
+pub const FLOATING_BLOCK: &str = "68.99.0.0/16";
 /// Hosts of seed 004: name, management address.
 pub const HOSTS: &[(&str, &str)] = &[
     ("controller", "192.168.56.200"),
@@ -117,11 +117,11 @@ fn save(o: &LabOpts, s: &LabState) -> Res<()> {
     .map_err(|e| e.to_string())
 }
 
-fn ns(o: &LabOpts, node: &str) -> String {
+pub(crate) fn ns(o: &LabOpts, node: &str) -> String {
     format!("{}-{node}", o.prefix)
 }
 
-fn sh(cmd: &str, args: &[&str]) -> Res<String> {
+pub(crate) fn sh(cmd: &str, args: &[&str]) -> Res<String> {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -136,7 +136,7 @@ fn sh(cmd: &str, args: &[&str]) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn ip(args: &[&str]) -> Res<()> {
+pub(crate) fn ip(args: &[&str]) -> Res<()> {
     sh("ip", args).map(|_| ())
 }
 
@@ -208,7 +208,7 @@ fn spawn(
 }
 
 /// Runs `novanet ARGS` as a client inside the controller; returns stdout.
-fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
+pub(crate) fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns(o, "controller")])
         .arg(binary())
@@ -226,7 +226,11 @@ fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Res<T> {
+pub(crate) fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Res<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -296,7 +300,7 @@ fn lab_config(extra: &[String]) -> String {
     c
 }
 
-fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
+pub(crate) fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
     preflight()?;
     if state_path(o).exists() {
         return Err(format!(
@@ -365,7 +369,7 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         "eth0",
     ])?;
     ip(&["-n", &outside, "link", "set", "eth0", "up"])?;
-    // The "internet" routes the seed's public block (68.99.26.0/24) to the controller, as an
+    // The "internet" routes the seed's public block (68.99.0.0/16) to the controller, as an
     // ISP would route a customer's floating range.
     ip(&[
         "-n",
@@ -742,7 +746,7 @@ fn unplug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
     Ok(())
 }
 
-fn down(o: &LabOpts) -> Res<()> {
+pub(crate) fn down(o: &LabOpts) -> Res<()> {
     let st = load(o);
     // Agents first (so nothing restarts dnsmasq), then the daemons they started, by PID.
     for (_, pid) in st.pids.iter().rev() {
