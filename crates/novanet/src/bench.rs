@@ -141,10 +141,10 @@ impl BenchLab {
         Ok(b)
     }
     fn client(&self, args: &[&str]) -> Result<String> {
-        lab::client(&self.0, args).map_err(|e| novanet_core::Error::Store(e))
+        lab::client(&self.0, args).map_err(novanet_core::Error::Store)
     }
     fn cmd(&self, c: LabCmd) -> Result<()> {
-        lab::run(c).map_err(|e| novanet_core::Error::Store(e))
+        lab::run(c).map_err(novanet_core::Error::Store)
     }
     fn ok(&self, node: &str, args: &[&str]) -> bool {
         Command::new("ip")

@@ -260,6 +260,15 @@ fn bool_field(field: &str, v: &Option<Value>) -> ApiResult<Option<bool>> {
 impl ApiNetwork {
     fn to_request(&self, whole_range: bool) -> ApiResult<NetworkRequest> {
         let _ = self.ipam;
+        // Name the API's fields in parse errors (the planner names nova-manage's options).
+        if let Some(c) = &self.cidr {
+            c.parse::<novanet_core::net::Ipv4Cidr>()
+                .map_err(|e| Error::invalid("cidr", e))?;
+        }
+        if let Some(c) = &self.cidr_v6 {
+            c.parse::<novanet_core::net::Ipv6Cidr>()
+                .map_err(|e| Error::invalid("cidr_v6", e))?;
+        }
         let mut r = NetworkRequest {
             label: self.label.clone(),
             cidr: self.cidr.clone(),

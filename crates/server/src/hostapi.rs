@@ -79,6 +79,10 @@ async fn plan(
 ) -> ApiResult<Json<HostPlan>> {
     ctx.require_admin("host plans")?;
     if let Some(after) = q.after {
+        // The store may be ahead of the last generation seen (no watcher task runs in
+        // process, and the watcher only looks every 100 ms): never wait for a change that
+        // has already happened.
+        st.refresh_generation();
         let wait = Duration::from_secs(q.wait.unwrap_or(25)).min(MAX_WAIT);
         let mut rx = st.generation.subscribe();
         let _ = tokio::time::timeout(wait, rx.wait_for(|g| *g > after)).await;

@@ -152,9 +152,13 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 async fn issue(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    Body(body): Body<Value>,
+    body: Result<Body<Value>, ApiError>,
 ) -> ApiResult<Response> {
     let bad = |m: &str| ApiError::Keystone(StatusCode::BAD_REQUEST, m.to_string());
+    // A malformed body is answered in Keystone's shape too, like every other identity fault.
+    let Body(body) = body.map_err(|e| match e {
+        ApiError::Nova(code, m) | ApiError::Keystone(code, m) => ApiError::Keystone(code, m),
+    })?;
     let identity = body
         .pointer("/auth/identity")
         .ok_or_else(|| bad("auth.identity is required"))?;

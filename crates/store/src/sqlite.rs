@@ -389,7 +389,13 @@ fn create_vif(
 /// The networks an instance is put on when it asks for none (nova's `_get_networks_for_instance`).
 fn default_networks(tx: &Transaction, manager: Manager, project_id: &str) -> Result<Vec<Network>> {
     match manager {
-        Manager::Flat | Manager::FlatDhcp => load_networks(tx, "WHERE vlan IS NULL", &[]),
+        // nova took every network without a VLAN; a tenant network of another project is
+        // not one to put this project's instance on.
+        Manager::Flat | Manager::FlatDhcp => load_networks(
+            tx,
+            "WHERE vlan IS NULL AND (project_id IS NULL OR project_id = ?1)",
+            &[&project_id],
+        ),
         Manager::Vlan => {
             let own = load_networks(tx, "WHERE project_id = ?1", &[&project_id])?;
             if !own.is_empty() {

@@ -433,3 +433,30 @@ fn killing_a_process_mid_storm_leaves_a_consistent_store() {
         }
     }
 }
+
+#[test]
+fn flat_instances_skip_other_projects_networks() {
+    let d = TempDir::new("tenantnets");
+    let s = SqliteStore::open_dir(d.path()).unwrap();
+    vmnet(&s, "10.0.0.0/24");
+    let req = NetworkRequest {
+        label: "demonet".into(),
+        cidr: Some("10.20.0.0/24".into()),
+        bridge: Some("br101".into()),
+        project_id: Some("demo".into()),
+        ..Default::default()
+    };
+    s.create_networks(&req, &cfg()).unwrap();
+    let i = s.create_instance(&spec("mine"), &cfg()).unwrap();
+    let nets: Vec<String> = s
+        .instance_addresses(&i.uuid)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.network_label)
+        .collect();
+    assert_eq!(nets, ["vmnet"]);
+    let mut demo = spec("theirs");
+    demo.project_id = "demo".into();
+    let j = s.create_instance(&demo, &cfg()).unwrap();
+    assert_eq!(s.instance_addresses(&j.uuid).unwrap().len(), 2);
+}
