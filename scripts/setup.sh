@@ -12,6 +12,8 @@ packages=(
   radvd ndisc6                 # IPv6 router advertisements
   libsqlite3-dev pkg-config    # the SQLite store links the system library
   python3-venv                 # the novaclient compatibility test
+  cloud-init                   # its metadata readers crawl the lab's metadata service
+  nginx-light                  # the static server bench metadata compares against
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -50,6 +50,8 @@ pub struct InstanceMeta {
     pub user_data: Option<Vec<u8>>,
     pub network_data: Value,
     pub vendor_data: Value,
+    /// base64 of 512 random bytes, made once per build as nova did (cached with the rest).
+    pub random_seed: String,
 }
 
 impl InstanceMeta {
@@ -442,6 +444,8 @@ fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
         user_data,
         network_data: json!({"links": links, "networks": nets, "services": dns}),
         vendor_data,
+        random_seed: base64::engine::general_purpose::STANDARD
+            .encode((0..32).flat_map(|_| uuid::Uuid::new_v4().into_bytes()).collect::<Vec<u8>>()),
         instance: inst,
     })
 }
@@ -663,6 +667,7 @@ mod tests {
             user_data: Some(b"#!/bin/bash\necho 'Extra user data here'\n".to_vec()),
             network_data: json!({"links": [], "networks": [], "services": []}),
             vendor_data: json!({}),
+            random_seed: "c2VlZA==".into(),
         }
     }
 
