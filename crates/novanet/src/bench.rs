@@ -29,6 +29,15 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 10000)]
         hosts: usize,
     },
+    /// The metadata service under 64 clients on 10,000 instances, against nginx
+    Metadata {
+        #[arg(long, default_value_t = 10000)]
+        instances: usize,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// Floating IPs: association to reachability, and an agent restart with 1,000 of them
     Floating {
         #[arg(long, default_value_t = 10)]
@@ -43,6 +52,11 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Alloc { count, per_client } => alloc(count, per_client),
         BenchCmd::Dhcp { instances, hosts } => dhcp(instances, hosts),
         BenchCmd::Floating { rounds, count } => floating(rounds, count),
+        BenchCmd::Metadata {
+            instances,
+            clients,
+            seconds,
+        } => metadata(instances, clients, seconds),
     }
 }
 
@@ -464,6 +478,233 @@ pub fn floating(rounds: usize, count: usize) -> Result<()> {
     println!(
         "agent restart with {n} floating IPs, lost pings: {} (of {sent})",
         sent.saturating_sub(received)
+    );
+    Ok(())
+}
+
+// ---- bench metadata ------------------------------------------------------------------------
+
+/// Instances' fixed IPs live in 127.1.0.0/18 so that load clients can take them as source
+/// addresses on loopback, with no namespace and no route outside the machine.
+const BENCH_MD_CIDR: &str = "127.1.0.0/18";
+
+struct Load {
+    requests: u64,
+    latencies_us: Vec<u64>,
+}
+
+/// Keep-alive HTTP/1.1 GETs from `clients` source addresses for `secs`, alternating paths.
+fn http_load(
+    target: std::net::SocketAddr,
+    sources: &[std::net::Ipv4Addr],
+    paths: &[&str],
+    secs: f64,
+) -> Load {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = sources
+        .iter()
+        .map(|src| {
+            let src = *src;
+            let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+            std::thread::spawn(move || -> (u64, Vec<u64>) {
+                let connect = || -> std::io::Result<std::net::TcpStream> {
+                    let s =
+                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                    s.bind(&std::net::SocketAddr::new(src.into(), 0).into())?;
+                    s.connect(&target.into())?;
+                    s.set_nodelay(true)?;
+                    Ok(s.into())
+                };
+                let (mut n, mut lat) = (0u64, Vec::new());
+                let Ok(stream) = connect() else {
+                    return (0, lat);
+                };
+                let mut w = stream.try_clone().expect("clone");
+                let mut r = BufReader::new(stream);
+                let mut i = 0usize;
+                while Instant::now() < deadline {
+                    let path = &paths[i % paths.len()];
+                    i += 1;
+                    let t = Instant::now();
+                    if w.write_all(
+                        format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n").as_bytes(),
+                    )
+                    .is_err()
+                    {
+                        break;
+                    }
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    let mut ok = false;
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        if line.starts_with("HTTP/1.1 200") {
+                            ok = true;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() || !ok {
+                        break;
+                    }
+                    n += 1;
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+                (n, lat)
+            })
+        })
+        .collect();
+    let mut load = Load {
+        requests: 0,
+        latencies_us: Vec::new(),
+    };
+    for h in handles {
+        let (n, lat) = h.join().expect("load thread");
+        load.requests += n;
+        load.latencies_us.extend(lat);
+    }
+    load
+}
+
+fn p99_ms(lat: &mut [u64]) -> f64 {
+    lat.sort_unstable();
+    lat.get(lat.len().saturating_sub(1) * 99 / 100)
+        .copied()
+        .unwrap_or(0) as f64
+        / 1000.0
+}
+
+pub fn metadata(instances: usize, clients: usize, secs: f64) -> Result<()> {
+    let err = |e: String| novanet_core::Error::Store(e);
+    let dir =
+        Scratch(std::env::temp_dir().join(format!("novanet-bench-md-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let store = SqliteStore::open_dir(&dir.0)?;
+    let cfg = Config {
+        flat_network_bridge: Some("br100".into()),
+        ..Config::default()
+    };
+    let req = NetworkRequest {
+        label: "bench".into(),
+        cidr: Some(BENCH_MD_CIDR.into()),
+        network_size: Some(16384),
+        ..Default::default()
+    };
+    store.create_networks(&req, &cfg)?;
+    let mut sources = Vec::new();
+    for n in 0..instances {
+        let mut s = spec(n);
+        s.key_name = Some("mykey".into());
+        s.key_data = Some(
+            "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDYVEprvtYJXVOBN0XNKV Generated by Nova\n".into(),
+        );
+        s.metadata.insert("role".into(), "webserver".into());
+        let i = store.create_instance(&s, &cfg)?;
+        if sources.len() < clients {
+            let a = &store.instance_addresses(&i.uuid)?[0];
+            sources.push(
+                a.address
+                    .parse::<std::net::Ipv4Addr>()
+                    .map_err(|e| err(e.to_string()))?,
+            );
+        }
+    }
+    let state = novanet_server::AppState::new(std::sync::Arc::new(store), cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .map_err(|e| err(e.to_string()))?;
+    let md_addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
+    rt.spawn(novanet_server::serve_metadata(state, listener));
+    let paths = [
+        "/openstack/latest/meta_data.json",
+        "/latest/meta-data/instance-id",
+    ];
+    // The bytes a static server will serve: what the first client's instance gets.
+    let fetch = |path: &str| -> std::result::Result<Vec<u8>, String> {
+        use std::io::{Read, Write};
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .map_err(|e| e.to_string())?;
+        s.bind(&std::net::SocketAddr::new(sources[0].into(), 0).into())
+            .map_err(|e| e.to_string())?;
+        s.connect(&md_addr.into()).map_err(|e| e.to_string())?;
+        let mut t: std::net::TcpStream = s.into();
+        t.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        t.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+        let at = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("no body")?
+            + 4;
+        Ok(buf[at..].to_vec())
+    };
+    let www = dir.0.join("www");
+    for p in paths {
+        let f = www.join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(f.parent().expect("parent")).map_err(|e| err(e.to_string()))?;
+        std::fs::write(&f, fetch(p).map_err(err)?).map_err(|e| err(e.to_string()))?;
+    }
+    let mut md = http_load(md_addr, &sources, &paths, secs);
+    // nginx serving the same bytes from files, same clients, same paths.
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 2; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; default_type application/json; keepalive_requests 1000000;\n\
+             server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
+            d = dir.0.display()
+        ),
+    )
+    .map_err(|e| err(e.to_string()))?;
+    let mut nginx = Command::new("nginx")
+        .args([
+            "-c",
+            &conf.display().to_string(),
+            "-p",
+            &dir.0.display().to_string(),
+        ])
+        .spawn()
+        .map_err(|e| {
+            err(format!(
+                "cannot start nginx (scripts/setup.sh installs nginx-light): {e}"
+            ))
+        })?;
+    let static_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    wait_ms(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(static_addr).is_ok()
+    });
+    let st = http_load(static_addr, &sources, &paths, secs);
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    let md_rate = md.requests as f64 / secs;
+    let st_rate = st.requests as f64 / secs;
+    println!("metadata req/s: {md_rate:.0}");
+    println!("metadata p99 ms: {:.2}", p99_ms(&mut md.latencies_us));
+    println!("static req/s: {st_rate:.0}");
+    println!(
+        "ratio: {:.2}",
+        if st_rate > 0.0 {
+            md_rate / st_rate
+        } else {
+            0.0
+        }
     );
     Ok(())
 }
