@@ -146,6 +146,12 @@ pub struct BoundAddress {
     /// False once the instance is gone but the lease is not yet released.
     pub allocated: bool,
     pub leased: bool,
+    /// The host-side device the hypervisor plugged the VIF into (e.g. `vnet0`), once known.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Security groups of the instance.
+    #[serde(default)]
+    pub groups: Vec<i64>,
 }
 
 /// nova's hostname rule: lowercase, `[a-z0-9-]` only, at most 63 characters

@@ -2,6 +2,8 @@
 //! addresses, DHCP servers, firewall and NAT rules and floating addresses it must have. The
 //! server computes it; the agent renders and applies it.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FirewallDriver};
@@ -25,6 +27,55 @@ pub struct HostPlan {
     /// Leases to end with `dhcp_release` (instances deleted with `force_dhcp_release`).
     pub releases: Vec<DhcpRelease>,
     pub ip_forward: bool,
+    /// Security groups and anti-spoofing for the instances on this host.
+    #[serde(default)]
+    pub security: SecurityPlan,
+}
+
+/// What filters traffic to and from this host's instances.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityPlan {
+    pub allow_same_net: bool,
+    pub instances: Vec<InstanceSecurity>,
+    /// Members' fixed IPs of each security group some rule here names as its source.
+    pub group_members: BTreeMap<i64, Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSecurity {
+    /// The instance's row id: its chain is `inst-<id>`, as nova's was.
+    pub id: i64,
+    pub uuid: String,
+    pub ports: Vec<PortSecurity>,
+    pub rules: Vec<SgRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSecurity {
+    /// Host-side device, once the hypervisor reported it; anti-spoofing needs it.
+    pub device: Option<String>,
+    pub mac: String,
+    pub ips: Vec<String>,
+    pub network_cidr: String,
+    pub dhcp_server: Option<String>,
+}
+
+/// One ingress rule (nova-network's groups had no egress rules).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SgRule {
+    pub proto: Option<Proto>,
+    pub from_port: Option<i32>,
+    pub to_port: Option<i32>,
+    pub cidr: Option<String>,
+    /// Source group: its members' addresses.
+    pub group: Option<i64>,
+}
+
+/// A rule of a security group, as the snapshot carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRule {
+    pub group_id: i64,
+    pub rule: SgRule,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +144,7 @@ pub struct Snapshot<'a> {
     pub networks: &'a [Network],
     pub bound: &'a [BoundAddress],
     pub floating: &'a [FloatingIp],
+    pub rules: &'a [GroupRule],
 }
 
 fn is_network_host(n: &Network, host: &str, bound: &[BoundAddress]) -> bool {
@@ -347,7 +399,55 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
     // matches 169.254.169.254, so order between them does not matter; keep a stable order.
     fw.rules.sort_by_key(|r: &Rule| r.chain);
     plan.firewall = fw;
+    if cfg.firewall_driver != FirewallDriver::Noop {
+        plan.security = security_plan(s, cfg, host);
+    }
     plan
+}
+
+fn security_plan(s: &Snapshot, cfg: &Config, host: &str) -> SecurityPlan {
+    let mut by_instance: BTreeMap<&str, Vec<&BoundAddress>> = BTreeMap::new();
+    for b in s.bound.iter().filter(|b| b.allocated && b.instance_host.as_deref() == Some(host)) {
+        by_instance.entry(b.instance_uuid.as_str()).or_default().push(b);
+    }
+    let mut sources = BTreeSet::new();
+    let mut instances = Vec::new();
+    for (uuid, addrs) in by_instance {
+        let mut ports: Vec<PortSecurity> = Vec::new();
+        for b in &addrs {
+            let net = s.networks.iter().find(|n| n.id == b.network_id);
+            match ports.iter_mut().find(|p| p.mac == b.mac) {
+                Some(p) => p.ips.push(b.address.clone()),
+                None => ports.push(PortSecurity {
+                    device: b.device.clone(),
+                    mac: b.mac.clone(),
+                    ips: vec![b.address.clone()],
+                    network_cidr: net.and_then(|n| n.cidr.clone()).unwrap_or_default(),
+                    dhcp_server: net.and_then(|n| n.dhcp_server.clone()),
+                }),
+            }
+        }
+        let groups: BTreeSet<i64> = addrs.iter().flat_map(|b| b.groups.iter().copied()).collect();
+        let mut rules: Vec<SgRule> = s
+            .rules
+            .iter()
+            .filter(|r| groups.contains(&r.group_id))
+            .map(|r| r.rule.clone())
+            .collect();
+        rules.sort();
+        rules.dedup();
+        sources.extend(rules.iter().filter_map(|r| r.group));
+        instances.push(InstanceSecurity { id: addrs[0].instance_id, uuid: uuid.to_string(), ports, rules });
+    }
+    let mut group_members: BTreeMap<i64, Vec<String>> = sources.iter().map(|g| (*g, Vec::new())).collect();
+    for b in s.bound.iter().filter(|b| b.allocated) {
+        for g in &b.groups {
+            if let Some(m) = group_members.get_mut(g) {
+                m.push(b.address.clone());
+            }
+        }
+    }
+    SecurityPlan { allow_same_net: cfg.allow_same_net_traffic, instances, group_members }
 }
 
 #[cfg(test)]
@@ -385,6 +485,8 @@ mod tests {
             instance_host: Some("compute-1".into()),
             allocated: true,
             leased: false,
+            device: Some("vnet0".into()),
+            groups: vec![1],
         }
     }
 
@@ -402,6 +504,7 @@ mod tests {
             networks: &nets,
             bound: &bound,
             floating: &[],
+            rules: &[],
         };
         let ctl = host_plan(&s, &cfg, "controller", 7);
         assert_eq!(ctl.bridges[0].gateway.as_deref(), Some("10.0.0.1/24"));
@@ -424,6 +527,34 @@ mod tests {
     }
 
     #[test]
+    fn compute_hosts_get_their_instances_rules() {
+        let cfg = Config::default();
+        let nets = [seed_network()];
+        let mut other = cirros();
+        other.address = "10.0.0.3".into();
+        other.mac = "fa:16:3e:00:00:03".into();
+        other.instance_uuid = "j".into();
+        other.instance_host = Some("compute-2".into());
+        other.groups = vec![2];
+        let bound = [cirros(), other];
+        let rules = [
+            GroupRule { group_id: 1, rule: SgRule { proto: Some(Proto::Tcp), from_port: Some(22), to_port: Some(22), cidr: Some("0.0.0.0/0".into()), group: None } },
+            GroupRule { group_id: 1, rule: SgRule { proto: None, from_port: None, to_port: None, cidr: None, group: Some(2) } },
+            GroupRule { group_id: 2, rule: SgRule { proto: Some(Proto::Icmp), from_port: Some(-1), to_port: Some(-1), cidr: Some("0.0.0.0/0".into()), group: None } },
+        ];
+        let s = Snapshot { networks: &nets, bound: &bound, floating: &[], rules: &rules };
+        let p = host_plan(&s, &cfg, "compute-1", 1);
+        assert_eq!(p.security.instances.len(), 1);
+        let i = &p.security.instances[0];
+        assert_eq!((i.id, i.rules.len()), (9, 2));
+        assert_eq!(i.ports[0].device.as_deref(), Some("vnet0"));
+        assert_eq!(i.ports[0].dhcp_server.as_deref(), Some("10.0.0.1"));
+        assert_eq!(p.security.group_members[&2], ["10.0.0.3"]);
+        let noop = Config { firewall_driver: FirewallDriver::Noop, ..Config::default() };
+        assert!(host_plan(&s, &noop, "compute-1", 1).security.instances.is_empty());
+    }
+
+    #[test]
     fn deleted_leased_instances_are_released() {
         let cfg = Config::default();
         let nets = [seed_network()];
@@ -435,6 +566,7 @@ mod tests {
             networks: &nets,
             bound: &bound,
             floating: &[],
+            rules: &[],
         };
         let p = host_plan(&s, &cfg, "controller", 1);
         assert!(p.dhcp[0].hosts.is_empty());

@@ -218,6 +218,9 @@ pub enum ClientCmd {
     ApiGet {
         path: String,
     },
+    /// Report where a hypervisor plugged a VIF (the lab does this for its VMs)
+    #[command(hide = true)]
+    VifPlug { vif: String, device: String },
 }
 
 /// A failed call: nova's `ERROR (Kind): message (HTTP code)`.
@@ -966,6 +969,9 @@ pub fn run(auth: &Auth, cmd: ClientCmd) -> Res<()> {
             s.call("DELETE", &format!("/os-keypairs/{name}"), None)?;
         }
         ClientCmd::ApiGet { path } => println!("{}", s.get(&path)?),
+        ClientCmd::VifPlug { vif, device } => {
+            s.call("POST", &format!("/novanet/v1/vifs/{vif}/plug"), Some(json!({ "device": device })))?;
+        }
         ClientCmd::VirtualInterfaceList { server } => {
             let srv = s.find_server(&server)?;
             let v = s.get(&format!(

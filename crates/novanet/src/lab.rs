@@ -701,6 +701,12 @@ fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
         "-n", &host_ns, "link", "set", &vnet, "master", "br100", "up",
     ])?;
     ip(&["-n", &vm_ns, "link", "set", "eth0", "up"])?;
+    // Tell the network service where the VIF is plugged (the port binding a hypervisor reports).
+    let id = srv["id"].as_str().unwrap_or_default();
+    let vifs = client_json(o, &format!("/servers/{id}/os-virtual-interfaces"))?;
+    if let Some(vif) = vifs["virtual_interfaces"][0]["id"].as_str() {
+        client(o, &["vif-plug", vif, &vnet])?;
+    }
     let lease_file = o.dir.join(format!("vm-{instance}.lease"));
     let _ = std::fs::remove_file(&lease_file);
     let args: Vec<String> = [

@@ -6,7 +6,8 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use novanet_core::plan::{host_plan, HostPlan, Snapshot};
+use novanet_core::firewall::Proto;
+use novanet_core::plan::{host_plan, GroupRule, HostPlan, SgRule, Snapshot};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -22,6 +23,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/novanet/v1/hosts/{host}/report", post(report))
         .route("/novanet/v1/hosts/{host}/plan", get(plan))
         .route("/novanet/v1/leases", post(lease))
+        .route("/novanet/v1/vifs/{uuid}/plug", post(plug))
 }
 
 #[derive(Deserialize)]
@@ -63,10 +65,32 @@ pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
     let ids: Vec<i64> = networks.iter().map(|n| n.id).collect();
     let bound = st.store.bound_addresses(&ids)?;
     let floating = st.store.floating_ips(None)?;
+    let rules: Vec<GroupRule> = st
+        .store
+        .security_groups(None)?
+        .into_iter()
+        .flat_map(|g| g.rules)
+        .map(|r| GroupRule {
+            group_id: r.parent_group_id,
+            rule: SgRule {
+                proto: match r.protocol.as_deref() {
+                    Some("tcp") => Some(Proto::Tcp),
+                    Some("udp") => Some(Proto::Udp),
+                    Some("icmp") => Some(Proto::Icmp),
+                    _ => None,
+                },
+                from_port: r.from_port,
+                to_port: r.to_port,
+                cidr: r.cidr,
+                group: r.group_id,
+            },
+        })
+        .collect();
     let snap = Snapshot {
         networks: &networks,
         bound: &bound,
         floating: &floating,
+        rules: &rules,
     };
     Ok(host_plan(&snap, &st.cfg, host, generation))
 }
@@ -120,4 +144,19 @@ async fn lease(
     };
     st.refresh_generation();
     Ok(Json(json!({"changed": changed})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plug {
+    device: String,
+}
+
+/// The hypervisor says where it plugged a VIF, as a port binding does: the agent filters
+/// and anti-spoofs on that device.
+async fn plug(State(st): State<Arc<AppState>>, ctx: Ctx, Path(uuid): Path<String>, Body(p): Body<Plug>) -> ApiResult<Json<Value>> {
+    ctx.require_admin("VIF plugging")?;
+    st.store.set_vif_device(&uuid, &p.device)?;
+    st.refresh_generation();
+    Ok(Json(json!({"vif": uuid, "device": p.device})))
 }

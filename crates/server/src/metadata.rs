@@ -253,13 +253,7 @@ fn meta_data_json(v: &str, m: &InstanceMeta) -> String {
     }
     pairs.push(("name", json!(i.spec.name)));
     if v >= "2013-04-04" {
-        let seed: Vec<u8> = (0..32)
-            .flat_map(|_| uuid::Uuid::new_v4().into_bytes())
-            .collect();
-        pairs.push((
-            "random_seed",
-            json!(base64::engine::general_purpose::STANDARD.encode(seed)),
-        ));
+        pairs.push(("random_seed", json!(m.random_seed)));
     }
     if v >= "2015-10-15" {
         if let (Some(name), Some(key)) = (&i.spec.key_name, &i.spec.key_data) {
@@ -322,6 +316,10 @@ pub fn lookup(path: &str, m: Option<&InstanceMeta>, password: Option<&str>) -> A
     if segs.contains(&"..") {
         return Answer::NotFound;
     }
+    // The tree is the first segment's: `/openstackx` or `/ec2/openstack` are EC2 paths.
+    if segs.first() == Some(&"openstack") {
+        return m.map_or(Answer::NotFound, |m| openstack(&segs[1..], m, password));
+    }
     let segs: &[&str] = if segs.first() == Some(&"ec2") {
         &segs[1..]
     } else {
@@ -333,9 +331,6 @@ pub fn lookup(path: &str, m: Option<&InstanceMeta>, password: Option<&str>) -> A
         return listing(&l);
     }
     let Some(m) = m else { return Answer::NotFound };
-    if path.trim_start_matches('/').starts_with("openstack") {
-        return openstack(&segs[1..], m, password);
-    }
     ec2(segs[0], &segs[1..], m)
 }
 
@@ -444,8 +439,11 @@ fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
         user_data,
         network_data: json!({"links": links, "networks": nets, "services": dns}),
         vendor_data,
-        random_seed: base64::engine::general_purpose::STANDARD
-            .encode((0..32).flat_map(|_| uuid::Uuid::new_v4().into_bytes()).collect::<Vec<u8>>()),
+        random_seed: base64::engine::general_purpose::STANDARD.encode(
+            (0..32)
+                .flat_map(|_| uuid::Uuid::new_v4().into_bytes())
+                .collect::<Vec<u8>>(),
+        ),
         instance: inst,
     })
 }
@@ -575,13 +573,18 @@ async fn handle(
             _ => not_found(),
         };
     }
-    let m = match requester(&st, peer.ip(), &headers) {
+    // A listener on `::` sees IPv4 clients as `::ffff:a.b.c.d`.
+    let m = match requester(&st, peer.ip().to_canonical(), &headers) {
         Ok(Some(m)) => m,
         Ok(None) => return not_found(),
         Err(resp) => return *resp,
     };
     let is_password = norm.starts_with("/openstack/") && norm.ends_with("/password");
     if is_password && method == Method::POST {
+        // Only where GET would show a password (not 2012-08-10, not an unknown version).
+        if lookup(path, Some(&m), None) == Answer::NotFound {
+            return not_found();
+        }
         if body.len() > MAX_PASSWORD {
             return text(
                 StatusCode::BAD_REQUEST,

@@ -65,6 +65,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/novanet/v1/hosts/{host}/report", "Agent heartbeat (admin)"),
     ("get", "/novanet/v1/hosts/{host}/plan", "A host's desired state; ?after=GEN long-polls (admin)"),
     ("post", "/novanet/v1/leases", "dnsmasq lease events: add, old, del (admin)"),
+    ("post", "/novanet/v1/vifs/{uuid}/plug", "The hypervisor reports a VIF's host-side device (admin)"),
 ];
 
 pub async fn document() -> Json<Value> {

@@ -130,6 +130,8 @@ pub trait Store: Send + Sync {
     fn release_fixed_ip(&self, address: &str, mac: Option<&str>, now: i64) -> Result<bool>;
     /// Frees addresses deallocated more than `timeout` seconds ago whose release never came.
     fn disassociate_stale_fixed_ips(&self, now: i64, timeout: i64) -> Result<usize>;
+    /// The hypervisor reports where it plugged a VIF (its host-side device).
+    fn set_vif_device(&self, vif_uuid: &str, device: &str) -> Result<()>;
     /// Addresses bound to VIFs on these networks (allocated, or awaiting their release).
     fn bound_addresses(&self, network_ids: &[i64]) -> Result<Vec<BoundAddress>>;
 
@@ -197,6 +199,8 @@ pub trait Store: Send + Sync {
     fn add_default_rule(&self, rule: &NewRule) -> Result<SecurityGroupRule>;
     fn delete_default_rule(&self, id: i64) -> Result<()>;
     fn instance_security_groups(&self, uuid: &str) -> Result<Vec<SecurityGroup>>;
+    /// Every (instance uuid, group id) membership.
+    fn security_group_memberships(&self) -> Result<Vec<(String, i64)>>;
     fn add_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()>;
     fn remove_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()>;
     /// `nova-manage project scrub`: disassociate the project's networks, drop its groups.

@@ -41,7 +41,9 @@ CREATE TABLE IF NOT EXISTS vifs (
     uuid TEXT NOT NULL UNIQUE,
     mac TEXT NOT NULL UNIQUE,
     network_id INTEGER NOT NULL,
-    instance_uuid TEXT NOT NULL
+    instance_uuid TEXT NOT NULL,
+    -- The host-side device the hypervisor plugged it into, as it reports.
+    device TEXT
 );
 CREATE INDEX IF NOT EXISTS vifs_instance ON vifs (instance_uuid);
 

@@ -856,7 +856,8 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT f.network_id, f.address, v.mac, v.uuid, f.instance_uuid, i.id, i.data, i.host, f.allocated, f.leased \
+                    "SELECT f.network_id, f.address, v.mac, v.uuid, f.instance_uuid, i.id, i.data, i.host, f.allocated, f.leased, v.device, \
+                       (SELECT group_concat(group_id, ',') FROM instance_security_groups g WHERE g.instance_uuid = f.instance_uuid) \
                      FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
                      WHERE f.network_id = ?1 ORDER BY f.address_int",
                 )
@@ -878,6 +879,11 @@ impl Store for SqliteStore {
                                 instance_host: r.get(7)?,
                                 allocated: r.get(8)?,
                                 leased: r.get(9)?,
+                                device: r.get(10)?,
+                                groups: r
+                                    .get::<_, Option<String>>(11)?
+                                    .map(|g| g.split(',').filter_map(|x| x.parse().ok()).collect())
+                                    .unwrap_or_default(),
                             },
                             data,
                         ))
@@ -1473,6 +1479,33 @@ impl Store for SqliteStore {
                 return Err(Error::not_found(format!(
                     "default security group rule {id} not found"
                 )));
+            }
+            Ok(())
+        })
+    }
+
+    fn security_group_memberships(&self) -> Result<Vec<(String, i64)>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT instance_uuid, group_id FROM instance_security_groups ORDER BY group_id, instance_uuid")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+
+    fn set_vif_device(&self, vif_uuid: &str, device: &str) -> Result<()> {
+        if device.is_empty() || device.len() > 15 || device.contains(['/', ' ']) {
+            return Err(Error::invalid("device", format!("{device:?} is not an interface name")));
+        }
+        self.write(|tx| {
+            let n = exec(tx, "UPDATE vifs SET device = ?2 WHERE uuid = ?1", params![vif_uuid, device]).map_err(db)?;
+            if n == 0 {
+                return Err(Error::not_found(format!("virtual interface {vif_uuid} not found")));
             }
             Ok(())
         })
