@@ -7,6 +7,7 @@ nova_bin=${NOVA:-target/novaclient-venv/bin/nova}
 cargo build -q
 bin=target/debug/novanet
 work=$(mktemp -d /tmp/novanet-novaclient.XXXXXX)
+trap 'rm -rf "$work"' EXIT
 port=$((20000 + RANDOM % 20000))
 "$bin" manage --data-dir "$work" bootstrap --bootstrap-password secret
 "$bin" manage --data-dir "$work" project create demo >/dev/null

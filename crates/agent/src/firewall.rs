@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use novanet_core::firewall::Ruleset;
+use novanet_core::plan::SecurityPlan;
 
 use crate::render::{iptables_restore, jumps, PREFIX};
 use crate::sys::{run, Result};
@@ -15,7 +16,7 @@ pub struct Iptables {
 
 impl Iptables {
     /// Applies `rules`; returns false when they were already in place.
-    pub fn apply(&mut self, rules: &Ruleset) -> Result<bool> {
+    pub fn apply(&mut self, rules: &Ruleset, sec: Option<&SecurityPlan>) -> Result<bool> {
         let mut missing = Vec::new();
         if self.last.is_none() {
             // First apply of this process: read what the kernel holds. If our chains already
@@ -39,19 +40,19 @@ impl Iptables {
                 }
                 m
             };
-            let wanted = owned_lines(&iptables_restore(rules, &[]));
+            let wanted = owned_lines(&iptables_restore(rules, sec, &[]));
             if missing.is_empty() && by_chain(&present) == by_chain(&wanted) {
-                self.last = Some(iptables_restore(rules, &[]));
+                self.last = Some(iptables_restore(rules, sec, &[]));
                 return Ok(false);
             }
         }
-        let text = iptables_restore(rules, &missing);
+        let text = iptables_restore(rules, sec, &missing);
         if missing.is_empty() && self.last.as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
         run("iptables-restore", &["--noflush"], Some(&text))?;
         // Remember the text without the jumps: the next identical plan renders the same.
-        self.last = Some(iptables_restore(rules, &[]));
+        self.last = Some(iptables_restore(rules, sec, &[]));
         Ok(true)
     }
 }
@@ -69,4 +70,51 @@ fn owned_lines(text: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// The nftables driver: novanet's own tables, each replaced in one transaction when its
+/// text changes. The last applied text is kept in the state directory, so that a restarted
+/// agent finding its tables in place leaves them alone.
+pub struct Nftables {
+    state: std::path::PathBuf,
+    last: BTreeMap<String, String>,
+}
+
+impl Nftables {
+    pub fn new(state_dir: &std::path::Path) -> Nftables {
+        let state = state_dir.join("nft-applied.json");
+        let last = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        Nftables { state, last }
+    }
+
+    /// Applies the given tables ((family, name, body)); returns the names it replaced.
+    pub fn apply(&mut self, tables: &[(&str, &str, String)]) -> Result<Vec<String>> {
+        let present = run("nft", &["list", "tables"], None)?;
+        let mut script = String::new();
+        let mut changed = Vec::new();
+        for (family, name, body) in tables {
+            let exists = present
+                .lines()
+                .any(|l| l.trim() == format!("table {family} {name}"));
+            let key = format!("{family} {name}");
+            if exists && self.last.get(&key) == Some(body) {
+                continue;
+            }
+            script.push_str(&crate::nft::replace_table(family, name, body));
+            changed.push(key);
+        }
+        if script.is_empty() {
+            return Ok(changed);
+        }
+        run("nft", &["-f", "-"], Some(&script))?;
+        for (family, name, body) in tables {
+            self.last.insert(format!("{family} {name}"), body.clone());
+        }
+        let text = serde_json::to_string(&self.last).expect("serializable");
+        crate::sys::write_if_changed(&self.state, &text)?;
+        Ok(changed)
+    }
 }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod dhcp;
 pub mod firewall;
 pub mod links;
+pub mod nft;
 pub mod render;
 pub mod sys;
 
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::dhcp::DhcpManager;
-use crate::firewall::Iptables;
+use crate::firewall::{Iptables, Nftables};
 use crate::sys::{io_err, run, AgentError, Result};
 
 pub struct AgentOptions {
@@ -56,6 +57,7 @@ pub struct Agent {
     client: Arc<Client>,
     dhcp: DhcpManager,
     iptables: Iptables,
+    nftables: Nftables,
     owned: Owned,
     plan: Arc<Mutex<HostPlan>>,
 }
@@ -70,11 +72,13 @@ impl Agent {
             .map_err(|e| io_err(opts.state_dir.display(), e))?;
         let dhcp = DhcpManager::new(&opts.state_dir.join("networks"), &opts.binary);
         let owned = load_owned(&opts.state_dir.join("owned.json"));
+        let nftables = Nftables::new(&opts.state_dir);
         Ok(Agent {
             opts,
             client: Arc::new(client),
             dhcp,
             iptables: Iptables::default(),
+            nftables,
             owned,
             plan: Arc::default(),
         })
@@ -96,10 +100,33 @@ impl Agent {
         }
         // NAT before addresses, as nova did: a floating address is bound only once its
         // rules exist, and its rules go before the address does.
-        if plan.firewall_driver != "noop" || !plan.firewall.rules.is_empty() {
-            match self.iptables.apply(&plan.firewall) {
-                Ok(true) => changed.push("firewall".into()),
+        if !plan.security.instances.is_empty() {
+            // Bridged frames must reach the instance chains (testbed: settable per namespace).
+            if let Err(e) = sys::ensure_sysctl("net/bridge/bridge-nf-call-iptables", "1") {
+                errors.push(e.to_string());
+            }
+        }
+        let spoof = nft::spoof_table(&plan.security);
+        if plan.firewall_driver == "nftables" {
+            let tables = [
+                ("ip", nft::NAT_TABLE, nft::nat_table(&plan.firewall)),
+                ("inet", nft::FILTER_TABLE, nft::filter_table(&plan.security)),
+                ("bridge", nft::SPOOF_TABLE, spoof),
+            ];
+            match self.nftables.apply(&tables) {
+                Ok(c) if !c.is_empty() => changed.push(format!("nftables {}", c.join(", "))),
+                Ok(_) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        } else {
+            match self.iptables.apply(&plan.firewall, Some(&plan.security)) {
+                Ok(true) => changed.push("iptables".into()),
                 Ok(false) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+            match self.nftables.apply(&[("bridge", nft::SPOOF_TABLE, spoof)]) {
+                Ok(c) if !c.is_empty() => changed.push("anti-spoofing".into()),
+                Ok(_) => {}
                 Err(e) => errors.push(e.to_string()),
             }
         }

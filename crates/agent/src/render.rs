@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use novanet_core::firewall::{Chain, Match, Ruleset, Target};
-use novanet_core::plan::DhcpPlan;
+use novanet_core::firewall::{Chain, Match, Proto, Ruleset, Target};
+use novanet_core::plan::{DhcpPlan, SecurityPlan, SgRule};
 
 /// Chain names, nova-network's layout with novanet's prefix (nova used `nova-network-`).
 pub const PREFIX: &str = "novanet";
@@ -93,15 +93,106 @@ pub fn iptables_rule(m: &Match, t: &Target) -> String {
     a.join(" ")
 }
 
+pub const LOCAL_CHAIN: &str = "novanet-local";
+pub const FALLBACK_CHAIN: &str = "novanet-sg-fallback";
+
+fn ipt_ports(r: &SgRule, p: Proto) -> String {
+    match (p, r.from_port, r.to_port) {
+        (Proto::Icmp, Some(t), Some(c)) if t >= 0 && c >= 0 => {
+            format!(" -m icmp --icmp-type {t}/{c}")
+        }
+        (Proto::Icmp, Some(t), _) if t >= 0 => format!(" -m icmp --icmp-type {t}"),
+        (Proto::Icmp, _, _) => String::new(),
+        (_, Some(f), Some(t)) if f == t => format!(" -m {} --dport {f}", p.name()),
+        (_, Some(f), Some(t)) => format!(" -m {} --dport {f}:{t}", p.name()),
+        _ => String::new(),
+    }
+}
+
+/// nova's per-instance chains (`nova/virt/firewall.py`), in iptables-save's spelling.
+/// Returns (chain declarations, rules) for the filter table.
+pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
+    let mut decls = vec![
+        format!(":{LOCAL_CHAIN} - [0:0]"),
+        format!(":{FALLBACK_CHAIN} - [0:0]"),
+    ];
+    let mut rules = vec![format!("-A {FALLBACK_CHAIN} -j DROP")];
+    for i in &sec.instances {
+        let chain = format!("{PREFIX}-inst-{}", i.id);
+        decls.push(format!(":{chain} - [0:0]"));
+        for p in &i.ports {
+            for ip in &p.ips {
+                rules.push(format!("-A {LOCAL_CHAIN} -d {ip}/32 -j {chain}"));
+            }
+        }
+        rules.push(format!("-A {chain} -m conntrack --ctstate INVALID -j DROP"));
+        rules.push(format!(
+            "-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+        ));
+        for p in &i.ports {
+            if let Some(d) = &p.dhcp_server {
+                rules.push(format!(
+                    "-A {chain} -s {d}/32 -p udp -m udp --sport 67 --dport 68 -j ACCEPT"
+                ));
+            }
+        }
+        if sec.allow_same_net {
+            for p in i.ports.iter().filter(|p| !p.network_cidr.is_empty()) {
+                rules.push(format!("-A {chain} -s {} -j ACCEPT", p.network_cidr));
+            }
+        }
+        for r in &i.rules {
+            let sources: Vec<String> = match (&r.cidr, r.group) {
+                (Some(c), _) if c.contains(':') => continue,
+                (Some(c), _) if c == "0.0.0.0/0" => vec![String::new()],
+                (Some(c), _) => vec![format!(" -s {c}")],
+                // A source group is one rule per member address, as nova wrote it.
+                (None, Some(g)) => sec
+                    .group_members
+                    .get(&g)
+                    .into_iter()
+                    .flatten()
+                    .map(|ip| format!(" -s {ip}/32"))
+                    .collect(),
+                (None, None) => vec![String::new()],
+            };
+            let proto = r
+                .proto
+                .map(|p| format!(" -p {}{}", p.name(), ipt_ports(r, p)))
+                .unwrap_or_default();
+            for s in sources {
+                rules.push(format!("-A {chain}{s}{proto} -j ACCEPT"));
+            }
+        }
+        rules.push(format!("-A {chain} -j {FALLBACK_CHAIN}"));
+    }
+    (decls, rules)
+}
+
 /// iptables-restore input (for `--noflush`) that replaces the content of every chain novanet
 /// owns, and adds the jumps from the builtin chains listed in `missing_jumps`.
-pub fn iptables_restore(rules: &Ruleset, missing_jumps: &[(&str, &str, String)]) -> String {
+pub fn iptables_restore(
+    rules: &Ruleset,
+    sec: Option<&SecurityPlan>,
+    missing_jumps: &[(&str, &str, String)],
+) -> String {
     let mut tables: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for c in Chain::ALL {
         tables
             .entry(table_of(c))
             .or_default()
             .push(format!(":{} - [0:0]", chain_name(c)));
+    }
+    if let Some(sec) = sec {
+        let (decls, sec_rules) = iptables_security(sec);
+        let filter = tables.entry("filter").or_default();
+        filter.extend(decls);
+        // Instances first: the bridge accepts that follow must not bypass their chains.
+        filter.push(format!(
+            "-A {} -j {LOCAL_CHAIN}",
+            chain_name(Chain::FilterForward)
+        ));
+        filter.extend(sec_rules);
     }
     let nat = tables.entry("nat").or_default();
     nat.push(format!(":{BOTTOM_CHAIN} - [0:0]"));
@@ -322,7 +413,11 @@ mod tests {
             },
             Target::Accept,
         );
-        let text = iptables_restore(&rs, &[("filter", "FORWARD", "novanet-FORWARD".into())]);
+        let text = iptables_restore(
+            &rs,
+            None,
+            &[("filter", "FORWARD", "novanet-FORWARD".into())],
+        );
         let want = "*filter\n:novanet-INPUT - [0:0]\n:novanet-FORWARD - [0:0]\n-A novanet-FORWARD -i br100 -j ACCEPT\n-A FORWARD -j novanet-FORWARD\nCOMMIT\n\
 *nat\n:novanet-PREROUTING - [0:0]\n:novanet-OUTPUT - [0:0]\n:novanet-POSTROUTING - [0:0]\n:novanet-snat - [0:0]\n:novanet-float-snat - [0:0]\n\
 :novanet-postrouting-bottom - [0:0]\n-A novanet-postrouting-bottom -j novanet-snat\n-A novanet-snat -j novanet-float-snat\nCOMMIT\n\

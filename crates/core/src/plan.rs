@@ -407,8 +407,15 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
 
 fn security_plan(s: &Snapshot, cfg: &Config, host: &str) -> SecurityPlan {
     let mut by_instance: BTreeMap<&str, Vec<&BoundAddress>> = BTreeMap::new();
-    for b in s.bound.iter().filter(|b| b.allocated && b.instance_host.as_deref() == Some(host)) {
-        by_instance.entry(b.instance_uuid.as_str()).or_default().push(b);
+    for b in s
+        .bound
+        .iter()
+        .filter(|b| b.allocated && b.instance_host.as_deref() == Some(host))
+    {
+        by_instance
+            .entry(b.instance_uuid.as_str())
+            .or_default()
+            .push(b);
     }
     let mut sources = BTreeSet::new();
     let mut instances = Vec::new();
@@ -427,7 +434,10 @@ fn security_plan(s: &Snapshot, cfg: &Config, host: &str) -> SecurityPlan {
                 }),
             }
         }
-        let groups: BTreeSet<i64> = addrs.iter().flat_map(|b| b.groups.iter().copied()).collect();
+        let groups: BTreeSet<i64> = addrs
+            .iter()
+            .flat_map(|b| b.groups.iter().copied())
+            .collect();
         let mut rules: Vec<SgRule> = s
             .rules
             .iter()
@@ -437,9 +447,15 @@ fn security_plan(s: &Snapshot, cfg: &Config, host: &str) -> SecurityPlan {
         rules.sort();
         rules.dedup();
         sources.extend(rules.iter().filter_map(|r| r.group));
-        instances.push(InstanceSecurity { id: addrs[0].instance_id, uuid: uuid.to_string(), ports, rules });
+        instances.push(InstanceSecurity {
+            id: addrs[0].instance_id,
+            uuid: uuid.to_string(),
+            ports,
+            rules,
+        });
     }
-    let mut group_members: BTreeMap<i64, Vec<String>> = sources.iter().map(|g| (*g, Vec::new())).collect();
+    let mut group_members: BTreeMap<i64, Vec<String>> =
+        sources.iter().map(|g| (*g, Vec::new())).collect();
     for b in s.bound.iter().filter(|b| b.allocated) {
         for g in &b.groups {
             if let Some(m) = group_members.get_mut(g) {
@@ -447,7 +463,11 @@ fn security_plan(s: &Snapshot, cfg: &Config, host: &str) -> SecurityPlan {
             }
         }
     }
-    SecurityPlan { allow_same_net: cfg.allow_same_net_traffic, instances, group_members }
+    SecurityPlan {
+        allow_same_net: cfg.allow_same_net_traffic,
+        instances,
+        group_members,
+    }
 }
 
 #[cfg(test)]
@@ -538,11 +558,43 @@ mod tests {
         other.groups = vec![2];
         let bound = [cirros(), other];
         let rules = [
-            GroupRule { group_id: 1, rule: SgRule { proto: Some(Proto::Tcp), from_port: Some(22), to_port: Some(22), cidr: Some("0.0.0.0/0".into()), group: None } },
-            GroupRule { group_id: 1, rule: SgRule { proto: None, from_port: None, to_port: None, cidr: None, group: Some(2) } },
-            GroupRule { group_id: 2, rule: SgRule { proto: Some(Proto::Icmp), from_port: Some(-1), to_port: Some(-1), cidr: Some("0.0.0.0/0".into()), group: None } },
+            GroupRule {
+                group_id: 1,
+                rule: SgRule {
+                    proto: Some(Proto::Tcp),
+                    from_port: Some(22),
+                    to_port: Some(22),
+                    cidr: Some("0.0.0.0/0".into()),
+                    group: None,
+                },
+            },
+            GroupRule {
+                group_id: 1,
+                rule: SgRule {
+                    proto: None,
+                    from_port: None,
+                    to_port: None,
+                    cidr: None,
+                    group: Some(2),
+                },
+            },
+            GroupRule {
+                group_id: 2,
+                rule: SgRule {
+                    proto: Some(Proto::Icmp),
+                    from_port: Some(-1),
+                    to_port: Some(-1),
+                    cidr: Some("0.0.0.0/0".into()),
+                    group: None,
+                },
+            },
         ];
-        let s = Snapshot { networks: &nets, bound: &bound, floating: &[], rules: &rules };
+        let s = Snapshot {
+            networks: &nets,
+            bound: &bound,
+            floating: &[],
+            rules: &rules,
+        };
         let p = host_plan(&s, &cfg, "compute-1", 1);
         assert_eq!(p.security.instances.len(), 1);
         let i = &p.security.instances[0];
@@ -550,8 +602,14 @@ mod tests {
         assert_eq!(i.ports[0].device.as_deref(), Some("vnet0"));
         assert_eq!(i.ports[0].dhcp_server.as_deref(), Some("10.0.0.1"));
         assert_eq!(p.security.group_members[&2], ["10.0.0.3"]);
-        let noop = Config { firewall_driver: FirewallDriver::Noop, ..Config::default() };
-        assert!(host_plan(&s, &noop, "compute-1", 1).security.instances.is_empty());
+        let noop = Config {
+            firewall_driver: FirewallDriver::Noop,
+            ..Config::default()
+        };
+        assert!(host_plan(&s, &noop, "compute-1", 1)
+            .security
+            .instances
+            .is_empty());
     }
 
     #[test]

@@ -220,7 +220,10 @@ pub enum ClientCmd {
     },
     /// Report where a hypervisor plugged a VIF (the lab does this for its VMs)
     #[command(hide = true)]
-    VifPlug { vif: String, device: String },
+    VifPlug {
+        vif: String,
+        device: String,
+    },
 }
 
 /// A failed call: nova's `ERROR (Kind): message (HTTP code)`.
@@ -315,8 +318,11 @@ impl Session {
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Res<Value> {
+        let root = self.compute.trim_end_matches("/v2.1").to_string();
         let base = if path.starts_with("/v2/images") {
             &self.image
+        } else if path.starts_with("/novanet/") {
+            &root
         } else {
             &self.compute
         };
@@ -970,7 +976,11 @@ pub fn run(auth: &Auth, cmd: ClientCmd) -> Res<()> {
         }
         ClientCmd::ApiGet { path } => println!("{}", s.get(&path)?),
         ClientCmd::VifPlug { vif, device } => {
-            s.call("POST", &format!("/novanet/v1/vifs/{vif}/plug"), Some(json!({ "device": device })))?;
+            s.call(
+                "POST",
+                &format!("/novanet/v1/vifs/{vif}/plug"),
+                Some(json!({ "device": device })),
+            )?;
         }
         ClientCmd::VirtualInterfaceList { server } => {
             let srv = s.find_server(&server)?;

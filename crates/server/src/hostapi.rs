@@ -154,7 +154,12 @@ struct Plug {
 
 /// The hypervisor says where it plugged a VIF, as a port binding does: the agent filters
 /// and anti-spoofs on that device.
-async fn plug(State(st): State<Arc<AppState>>, ctx: Ctx, Path(uuid): Path<String>, Body(p): Body<Plug>) -> ApiResult<Json<Value>> {
+async fn plug(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(uuid): Path<String>,
+    Body(p): Body<Plug>,
+) -> ApiResult<Json<Value>> {
     ctx.require_admin("VIF plugging")?;
     st.store.set_vif_device(&uuid, &p.device)?;
     st.refresh_generation();

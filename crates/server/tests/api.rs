@@ -1137,17 +1137,44 @@ async fn routes_servers(h: &Harness) -> String {
 
     // The hypervisor reports where it plugged the VIF; the host plan carries the device.
     let vifs = h
-        .expect(200, "GET", &format!("/v2.1/servers/{id}/os-virtual-interfaces"), h.admin(), None)
+        .expect(
+            200,
+            "GET",
+            &format!("/v2.1/servers/{id}/os-virtual-interfaces"),
+            h.admin(),
+            None,
+        )
         .await;
-    let vif = vifs["virtual_interfaces"][0]["id"].as_str().unwrap().to_string();
-    h.expect(200, "POST", &format!("/novanet/v1/vifs/{vif}/plug"), h.admin(), Some(json!({"device": "vnet0"})))
-        .await;
+    let vif = vifs["virtual_interfaces"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.expect(
+        200,
+        "POST",
+        &format!("/novanet/v1/vifs/{vif}/plug"),
+        h.admin(),
+        Some(json!({"device": "vnet0"})),
+    )
+    .await;
     let v = h
-        .expect(400, "POST", &format!("/novanet/v1/vifs/{vif}/plug"), h.admin(), Some(json!({"device": "a/b"})))
+        .expect(
+            400,
+            "POST",
+            &format!("/novanet/v1/vifs/{vif}/plug"),
+            h.admin(),
+            Some(json!({"device": "a/b"})),
+        )
         .await;
     fault(&v, "badRequest", 400);
-    h.expect(404, "POST", "/novanet/v1/vifs/nope/plug", h.admin(), Some(json!({"device": "vnet1"})))
-        .await;
+    h.expect(
+        404,
+        "POST",
+        "/novanet/v1/vifs/nope/plug",
+        h.admin(),
+        Some(json!({"device": "vnet1"})),
+    )
+    .await;
     id
 }
 

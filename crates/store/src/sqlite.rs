@@ -1500,12 +1500,22 @@ impl Store for SqliteStore {
 
     fn set_vif_device(&self, vif_uuid: &str, device: &str) -> Result<()> {
         if device.is_empty() || device.len() > 15 || device.contains(['/', ' ']) {
-            return Err(Error::invalid("device", format!("{device:?} is not an interface name")));
+            return Err(Error::invalid(
+                "device",
+                format!("{device:?} is not an interface name"),
+            ));
         }
         self.write(|tx| {
-            let n = exec(tx, "UPDATE vifs SET device = ?2 WHERE uuid = ?1", params![vif_uuid, device]).map_err(db)?;
+            let n = exec(
+                tx,
+                "UPDATE vifs SET device = ?2 WHERE uuid = ?1",
+                params![vif_uuid, device],
+            )
+            .map_err(db)?;
             if n == 0 {
-                return Err(Error::not_found(format!("virtual interface {vif_uuid} not found")));
+                return Err(Error::not_found(format!(
+                    "virtual interface {vif_uuid} not found"
+                )));
             }
             Ok(())
         })
