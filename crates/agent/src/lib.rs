@@ -264,7 +264,13 @@ impl Agent {
             let errors = if changed || last_full.elapsed() > self.opts.resync {
                 last_full = Instant::now();
                 let (errors, what) = self.apply(&plan);
-                if what.is_empty() {
+                if !errors.is_empty() {
+                    log(&format!(
+                        "generation {}: {} step(s) failed",
+                        plan.generation,
+                        errors.len()
+                    ));
+                } else if what.is_empty() {
                     log(&format!("generation {}: up to date", plan.generation));
                 } else {
                     log(&format!(

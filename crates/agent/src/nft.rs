@@ -93,7 +93,7 @@ pub fn nat_table(rules: &Ruleset) -> String {
             Chain::NatPrerouting => "prerouting",
             Chain::NatOutput => "output",
             Chain::NatPostrouting => "postrouting",
-            Chain::NatSnat => "snat",
+            Chain::NatSnat => "source_nat",
             Chain::NatFloatSnat => "float_snat",
             Chain::ManglePostrouting => continue,
         };
@@ -156,13 +156,13 @@ pub fn nat_table(rules: &Ruleset) -> String {
     // nova's order: the exceptions, then the floating SNATs, then the default SNAT.
     let _ = write!(
         out,
-        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{}\t\tjump snat\n\t}}\n",
+        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{}\t\tjump source_nat\n\t}}\n",
         body("postrouting")
     );
     let _ = write!(
         out,
-        "\tchain snat {{\n\t\tsnat ip to ip saddr map @floating_snat\n{}\t}}\n",
-        body("snat")
+        "\tchain source_nat {{\n\t\tsnat ip to ip saddr map @floating_snat\n{}\t}}\n",
+        body("source_nat")
     );
     out.push_str("}\n");
     out
@@ -418,6 +418,98 @@ mod tests {
         assert!(
             s.contains("ether type ip ip saddr != { 10.0.0.2 } drop"),
             "{s}"
+        );
+    }
+
+    /// The rendered tables must parse: `nft -c` in a private network namespace (root only).
+    #[test]
+    fn rendered_tables_pass_nft_check() {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout == b"0\n");
+        let nft = std::process::Command::new("sh")
+            .args(["-c", "command -v nft"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !root || !nft {
+            eprintln!("skipping: nft -c needs root and nftables");
+            return;
+        }
+        let sec = SecurityPlan {
+            allow_same_net: false,
+            instances: vec![inst()],
+            group_members: BTreeMap::from([(3, vec!["10.0.0.3".to_string()]), (4, vec![])]),
+        };
+        let mut rs = Ruleset::default();
+        rs.push(
+            Chain::NatPrerouting,
+            Match {
+                dst: Some("68.99.26.170/32".into()),
+                ..Match::default()
+            },
+            Target::Dnat("10.0.0.2".into()),
+        );
+        rs.push(
+            Chain::NatFloatSnat,
+            Match {
+                src: Some("10.0.0.2/32".into()),
+                ..Match::default()
+            },
+            Target::Snat("68.99.26.170".into()),
+        );
+        rs.push(
+            Chain::NatSnat,
+            Match {
+                src: Some("10.0.0.0/24".into()),
+                out_iface: Some("eth1".into()),
+                ..Match::default()
+            },
+            Target::Snat("192.168.56.200".into()),
+        );
+        rs.push(
+            Chain::NatPostrouting,
+            Match {
+                src: Some("10.0.0.0/24".into()),
+                dst: Some("10.0.0.0/24".into()),
+                not_dnat: true,
+                ..Match::default()
+            },
+            Target::Accept,
+        );
+        rs.push(
+            Chain::FilterInput,
+            Match {
+                in_iface: Some("br100".into()),
+                proto: Some(Proto::Udp),
+                dport: Some(67),
+                ..Match::default()
+            },
+            Target::Accept,
+        );
+        let script = [
+            replace_table("ip", NAT_TABLE, &nat_table(&rs)),
+            replace_table("inet", FILTER_TABLE, &filter_table(&sec)),
+            replace_table("bridge", SPOOF_TABLE, &spoof_table(&sec)),
+            replace_table(
+                "inet",
+                FILTER_TABLE,
+                &filter_table(&SecurityPlan::default()),
+            ),
+        ]
+        .concat();
+        let mut child = std::process::Command::new("unshare")
+            .args(["--net", "nft", "-c", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 

@@ -604,3 +604,272 @@ fn metadata_read_by_cloud_init() {
     );
     assert_eq!(text(&other.stdout), "404");
 }
+
+fn tcp_open(lab: &Lab, from: &str, addr: &str, port: u16) -> bool {
+    curl(lab, from, &format!("http://{addr}:{port}/")).is_some()
+}
+
+fn wait_state(lab: &Lab, what: &str, want: bool, mut probe: impl FnMut(&Lab) -> bool) {
+    wait_until(what, Duration::from_secs(10), || probe(lab) == want);
+}
+
+/// Sends one raw frame from a VM (an ARP reply or a UDP datagram) with Python's AF_PACKET.
+const RAW: &str = r#"
+import socket, struct, sys
+kind = sys.argv[1]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+mac = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+if kind == "arp":
+    ip = socket.inet_aton(sys.argv[2])
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, mac, ip, b"\xff" * 6, ip)
+    s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+else:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    u.bind(("", int(sys.argv[2])))
+    u.sendto(b"novanet-probe", ("255.255.255.255", 68))
+"#;
+
+const LISTEN68: &str = r#"
+import socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("", 68))
+u.settimeout(float(sys.argv[1]))
+try:
+    print(u.recvfrom(100)[1][1])
+except socket.timeout:
+    print("none")
+"#;
+
+fn security_groups_e2e(name: &str, driver: &str, same_net: bool) {
+    let driver_line = format!("firewall_driver = \"{driver}\"");
+    let same_line = format!("allow_same_net_traffic = {same_net}");
+    let Some(lab) = Lab::up(name, &[&driver_line, &same_line]) else {
+        return;
+    };
+    lab.ok(
+        "controller",
+        &[
+            "novanet",
+            "manage",
+            "floating",
+            "create",
+            "--pool",
+            "nova",
+            "--ip_range",
+            "68.99.26.170/31",
+        ],
+    );
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-1",
+        "vm2",
+    ]);
+    assert!(lab.lab(&["plug", "vm2"]).status.success());
+    wait_until("vm2's lease", Duration::from_secs(20), || {
+        lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
+    });
+    for (node, port) in [("cirros", "22"), ("cirros", "80"), ("vm2", "80")] {
+        assert!(lab.lab(&["serve", node, port]).status.success());
+    }
+    lab.novanet(&["floating-ip-create"]);
+    lab.novanet(&["floating-ip-associate", "cirros", "68.99.26.170"]);
+    let fl = "68.99.26.170";
+
+    // The default group admits nothing from outside.
+    wait_until("NAT in place", Duration::from_secs(10), || {
+        lab.ok("controller", &["ip", "addr", "show", "eth1"])
+            .contains(fl)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!lab.succeeds("outside", &["ping", "-c", "1", "-W", "1", fl]));
+    assert!(!tcp_open(&lab, "outside", fl, 22));
+
+    // The seed's rules open ping and SSH, and nothing else.
+    lab.novanet(&[
+        "secgroup-add-rule",
+        "default",
+        "icmp",
+        "-1",
+        "-1",
+        "0.0.0.0/0",
+    ]);
+    lab.novanet(&[
+        "secgroup-add-rule",
+        "default",
+        "tcp",
+        "22",
+        "22",
+        "0.0.0.0/0",
+    ]);
+    wait_state(&lab, "port 22 open", true, |l| {
+        tcp_open(l, "outside", fl, 22)
+    });
+    assert!(lab.succeeds("outside", &["ping", "-c", "1", "-W", "2", fl]));
+    assert!(!tcp_open(&lab, "outside", fl, 80));
+
+    // Same network: every port with allow_same_net_traffic, else only what rules allow.
+    assert_eq!(tcp_open(&lab, "vm2", "10.0.0.2", 80), same_net);
+    assert!(tcp_open(&lab, "vm2", "10.0.0.2", 22));
+
+    // Deleting the rule closes the port.
+    lab.novanet(&[
+        "secgroup-delete-rule",
+        "default",
+        "tcp",
+        "22",
+        "22",
+        "0.0.0.0/0",
+    ]);
+    wait_state(&lab, "port 22 closed", false, |l| {
+        tcp_open(l, "outside", fl, 22)
+    });
+
+    if !same_net {
+        // A source-group rule admits the group's members and nobody else.
+        lab.novanet(&["secgroup-create", "web", "web servers"]);
+        lab.novanet(&[
+            "secgroup-add-group-rule",
+            "default",
+            "web",
+            "tcp",
+            "80",
+            "80",
+        ]);
+        assert!(!tcp_open(&lab, "vm2", "10.0.0.2", 80));
+        lab.novanet(&["add-secgroup", "vm2", "web"]);
+        wait_state(&lab, "web member admitted", true, |l| {
+            tcp_open(l, "vm2", "10.0.0.2", 80)
+        });
+        assert!(!tcp_open(&lab, "outside", fl, 80), "a non-member got in");
+        lab.novanet(&["remove-secgroup", "vm2", "web"]);
+        wait_state(&lab, "former member refused", false, |l| {
+            tcp_open(l, "vm2", "10.0.0.2", 80)
+        });
+        // DHCP still works for a new VM.
+        lab.novanet(&[
+            "boot",
+            "--image",
+            "cirros",
+            "--flavor",
+            "1",
+            "--availability-zone",
+            "nova:compute-2",
+            "vm3",
+        ]);
+        assert!(lab.lab(&["plug", "vm3"]).status.success());
+        wait_until("vm3's lease", Duration::from_secs(20), || {
+            lab.file("vm-vm3.lease").contains("ip=10.0.0.4 ")
+        });
+    }
+
+    // Anti-spoofing: cirros turns hostile.
+    assert!(lab.succeeds("cirros", &["ping", "-c", "1", "-W", "2", "10.0.0.1"]));
+    lab.ok(
+        "cirros",
+        &["ip", "addr", "add", "10.0.0.50/24", "dev", "eth0"],
+    );
+    assert!(
+        !lab.succeeds(
+            "cirros",
+            &["ping", "-c", "1", "-W", "1", "-I", "10.0.0.50", "10.0.0.1"]
+        ),
+        "a forged source got out"
+    );
+    lab.ok(
+        "cirros",
+        &["ip", "addr", "del", "10.0.0.50/24", "dev", "eth0"],
+    );
+    let mac = lab
+        .ok("cirros", &["cat", "/sys/class/net/eth0/address"])
+        .trim()
+        .to_string();
+    lab.ok(
+        "cirros",
+        &["ip", "link", "set", "eth0", "address", "fa:16:3e:00:00:99"],
+    );
+    assert!(
+        !lab.succeeds("cirros", &["ping", "-c", "1", "-W", "1", "10.0.0.1"]),
+        "a forged MAC got out"
+    );
+    lab.ok("cirros", &["ip", "link", "set", "eth0", "address", &mac]);
+    wait_until("cirros back", Duration::from_secs(10), || {
+        lab.succeeds("cirros", &["ping", "-c", "1", "-W", "1", "10.0.0.1"])
+    });
+    // A forged ARP claiming vm2's address does not poison the gateway.
+    assert!(lab.succeeds("controller", &["ping", "-c", "1", "-W", "2", "10.0.0.3"]));
+    lab.ok(
+        "cirros",
+        &["/usr/bin/python3", "-c", RAW, "arp", "10.0.0.3"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let neigh = lab.ok("controller", &["ip", "neigh", "show", "10.0.0.3"]);
+    assert!(
+        !neigh.contains(&mac),
+        "gateway's ARP entry for vm2 now points at cirros: {neigh}"
+    );
+    // DHCP server replies sent by an instance reach no one; other UDP to port 68 does.
+    for (sport, expect) in [("67", "none"), ("6767", "6767")] {
+        let listener = std::process::Command::new(BIN)
+            .args(["lab", "exec"])
+            .args(lab.opts())
+            .args(["vm2", "--", "/usr/bin/python3", "-c", LISTEN68, "2"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        lab.ok("cirros", &["/usr/bin/python3", "-c", RAW, "udp", sport]);
+        let got = listener.wait_with_output().unwrap();
+        assert_eq!(text(&got.stdout).trim(), expect, "UDP from port {sport}");
+    }
+}
+
+#[test]
+fn security_groups_nftables() {
+    security_groups_e2e("sgn", "nftables", false);
+}
+
+#[test]
+fn security_groups_iptables() {
+    security_groups_e2e("sgi", "iptables", true);
+}
+
+#[test]
+fn noop_driver_opens_everything() {
+    let Some(lab) = Lab::up("noop", &["firewall_driver = \"noop\""]) else {
+        return;
+    };
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    assert!(lab.lab(&["plug", "vm2"]).status.success());
+    wait_until("vm2's lease", Duration::from_secs(20), || {
+        lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
+    });
+    assert!(lab.lab(&["serve", "cirros", "80"]).status.success());
+    assert!(tcp_open(&lab, "vm2", "10.0.0.2", 80));
+    // No anti-spoofing either: a second address works.
+    lab.ok(
+        "cirros",
+        &["ip", "addr", "add", "10.0.0.50/24", "dev", "eth0"],
+    );
+    assert!(lab.succeeds(
+        "cirros",
+        &["ping", "-c", "1", "-W", "2", "-I", "10.0.0.50", "10.0.0.1"]
+    ));
+}
