@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use novanet_core::firewall::Ruleset;
 use novanet_core::plan::SecurityPlan;
 
+use crate::nft::{full_state, incremental, SecState, FILTER_TABLE, SPOOF_TABLE};
+
 use crate::render::{iptables_restore, jumps, PREFIX};
 use crate::sys::{run, Result};
 
@@ -78,6 +80,11 @@ fn owned_lines(text: &str) -> Vec<(String, String)> {
 pub struct Nftables {
     state: std::path::PathBuf,
     last: BTreeMap<String, String>,
+    sec_path: std::path::PathBuf,
+    /// What the security tables hold, for incremental changes.
+    sec: Option<SecState>,
+    /// Run nft in this network namespace (benches); None: the agent's own.
+    pub netns: Option<String>,
 }
 
 impl Nftables {
@@ -87,12 +94,90 @@ impl Nftables {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        Nftables { state, last }
+        let sec_path = state_dir.join("nft-security.json");
+        let sec = std::fs::read_to_string(&sec_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Nftables {
+            state,
+            last,
+            sec_path,
+            sec,
+            netns: None,
+        }
+    }
+
+    fn nft(&self, args: &[&str], input: Option<&str>) -> Result<String> {
+        match &self.netns {
+            None => run("nft", args, input),
+            Some(ns) => {
+                let mut full = vec!["netns", "exec", ns.as_str(), "nft"];
+                full.extend(args);
+                run("ip", &full, input)
+            }
+        }
+    }
+
+    fn save(&self) -> Result<()> {
+        let text = serde_json::to_string(&self.last).expect("serializable");
+        crate::sys::write_if_changed(&self.state, &text)?;
+        if let Some(sec) = &self.sec {
+            let text = serde_json::to_string(sec).expect("serializable");
+            crate::sys::write_if_changed(&self.sec_path, &text)?;
+        }
+        Ok(())
+    }
+
+    /// The security tables (instances' filters and anti-spoofing): an add-only transaction
+    /// for the change, then one retiring what it replaced; a full replace only when needed.
+    /// Returns what it did, None when nothing changed.
+    pub fn apply_security(&mut self, plan: &SecurityPlan) -> Result<Option<&'static str>> {
+        let filter = crate::nft::filter_table(plan);
+        let spoof = crate::nft::spoof_table(plan);
+        let fkey = format!("inet {FILTER_TABLE}");
+        let skey = format!("bridge {SPOOF_TABLE}");
+        let present = self.nft(&["list", "tables"], None)?;
+        let exists = |k: &str| present.lines().any(|l| l.trim() == format!("table {k}"));
+        let both = exists(&fkey) && exists(&skey);
+        if both && self.last.get(&fkey) == Some(&filter) && self.last.get(&skey) == Some(&spoof) {
+            return Ok(None);
+        }
+        let step = match self
+            .sec
+            .as_ref()
+            .filter(|_| both)
+            .and_then(|old| incremental(old, plan))
+        {
+            Some((u, next)) => {
+                if !u.hot.is_empty() {
+                    self.nft(&["-f", "-"], Some(&u.hot))?;
+                }
+                if !u.retire.is_empty() {
+                    self.nft(&["-f", "-"], Some(&u.retire))?;
+                }
+                self.sec = Some(next);
+                "incremental"
+            }
+            None => {
+                let script = [
+                    crate::nft::replace_table("inet", FILTER_TABLE, &filter),
+                    crate::nft::replace_table("bridge", SPOOF_TABLE, &spoof),
+                ]
+                .concat();
+                self.nft(&["-f", "-"], Some(&script))?;
+                self.sec = Some(full_state(plan));
+                "full"
+            }
+        };
+        self.last.insert(fkey, filter);
+        self.last.insert(skey, spoof);
+        self.save()?;
+        Ok(Some(step))
     }
 
     /// Applies the given tables ((family, name, body)); returns the names it replaced.
     pub fn apply(&mut self, tables: &[(&str, &str, String)]) -> Result<Vec<String>> {
-        let present = run("nft", &["list", "tables"], None)?;
+        let present = self.nft(&["list", "tables"], None)?;
         let mut script = String::new();
         let mut changed = Vec::new();
         for (family, name, body) in tables {
@@ -109,12 +194,11 @@ impl Nftables {
         if script.is_empty() {
             return Ok(changed);
         }
-        run("nft", &["-f", "-"], Some(&script))?;
+        self.nft(&["-f", "-"], Some(&script))?;
         for (family, name, body) in tables {
             self.last.insert(format!("{family} {name}"), body.clone());
         }
-        let text = serde_json::to_string(&self.last).expect("serializable");
-        crate::sys::write_if_changed(&self.state, &text)?;
+        self.save()?;
         Ok(changed)
     }
 }

@@ -106,15 +106,12 @@ impl Agent {
                 errors.push(e.to_string());
             }
         }
-        let spoof = nft::spoof_table(&plan.security);
         if plan.firewall_driver == "nftables" {
-            let tables = [
-                ("ip", nft::NAT_TABLE, nft::nat_table(&plan.firewall)),
-                ("inet", nft::FILTER_TABLE, nft::filter_table(&plan.security)),
-                ("bridge", nft::SPOOF_TABLE, spoof),
-            ];
-            match self.nftables.apply(&tables) {
-                Ok(c) if !c.is_empty() => changed.push(format!("nftables {}", c.join(", "))),
+            match self
+                .nftables
+                .apply(&[("ip", nft::NAT_TABLE, nft::nat_table(&plan.firewall))])
+            {
+                Ok(c) if !c.is_empty() => changed.push("nftables NAT".into()),
                 Ok(_) => {}
                 Err(e) => errors.push(e.to_string()),
             }
@@ -124,7 +121,21 @@ impl Agent {
                 Ok(false) => {}
                 Err(e) => errors.push(e.to_string()),
             }
-            match self.nftables.apply(&[("bridge", nft::SPOOF_TABLE, spoof)]) {
+        }
+        // Instance filters and anti-spoofing in nftables. With the iptables driver, nova's
+        // chains filter and the nftables bridge table only anti-spoofs.
+        if plan.firewall_driver == "nftables" {
+            match self.nftables.apply_security(&plan.security) {
+                Ok(Some(how)) => changed.push(format!("security ({how})")),
+                Ok(None) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        } else {
+            match self.nftables.apply(&[(
+                "bridge",
+                nft::SPOOF_TABLE,
+                nft::spoof_table(&plan.security),
+            )]) {
                 Ok(c) if !c.is_empty() => changed.push("anti-spoofing".into()),
                 Ok(_) => {}
                 Err(e) => errors.push(e.to_string()),

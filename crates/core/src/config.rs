@@ -162,7 +162,7 @@ impl Default for Config {
             dmz_cidr: Vec::new(),
             multi_host: false,
             allow_same_net_traffic: true,
-            firewall_driver: FirewallDriver::Iptables,
+            firewall_driver: FirewallDriver::Nftables,
             send_arp_for_ha: false,
             send_arp_for_ha_count: 3,
             quota_floating_ips: 10,
