@@ -14,6 +14,7 @@ packages=(
   python3-venv                 # the novaclient compatibility test
   cloud-init                   # its metadata readers crawl the lab's metadata service
   nginx-light                  # the static server bench metadata compares against
+  iperf3                       # bench firewall's throughput
 )
 missing=()
 for p in "${packages[@]}"; do

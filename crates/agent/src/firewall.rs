@@ -83,8 +83,6 @@ pub struct Nftables {
     sec_path: std::path::PathBuf,
     /// What the security tables hold, for incremental changes.
     sec: Option<SecState>,
-    /// Run nft in this network namespace (benches); None: the agent's own.
-    pub netns: Option<String>,
 }
 
 impl Nftables {
@@ -103,19 +101,11 @@ impl Nftables {
             last,
             sec_path,
             sec,
-            netns: None,
         }
     }
 
     fn nft(&self, args: &[&str], input: Option<&str>) -> Result<String> {
-        match &self.netns {
-            None => run("nft", args, input),
-            Some(ns) => {
-                let mut full = vec!["netns", "exec", ns.as_str(), "nft"];
-                full.extend(args);
-                run("ip", &full, input)
-            }
-        }
+        run("nft", args, input)
     }
 
     fn save(&self) -> Result<()> {

@@ -38,6 +38,24 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// Security group updates and per-packet cost with 1,000 instances on one host
+    Firewall {
+        #[arg(long, default_value = "nftables")]
+        driver: String,
+        #[arg(long, default_value_t = 1000)]
+        instances: usize,
+    },
+    #[command(hide = true)]
+    FirewallInner {
+        #[arg(long)]
+        driver: String,
+        #[arg(long)]
+        instances: usize,
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        server: String,
+    },
     /// Floating IPs: association to reachability, and an agent restart with 1,000 of them
     Floating {
         #[arg(long, default_value_t = 10)]
@@ -52,6 +70,13 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Alloc { count, per_client } => alloc(count, per_client),
         BenchCmd::Dhcp { instances, hosts } => dhcp(instances, hosts),
         BenchCmd::Floating { rounds, count } => floating(rounds, count),
+        BenchCmd::Firewall { driver, instances } => firewall(&driver, instances),
+        BenchCmd::FirewallInner {
+            driver,
+            instances,
+            client,
+            server,
+        } => firewall_inner(&driver, instances, &client, &server),
         BenchCmd::Metadata {
             instances,
             clients,
@@ -706,5 +731,306 @@ pub fn metadata(instances: usize, clients: usize, secs: f64) -> Result<()> {
             0.0
         }
     );
+    Ok(())
+}
+
+// ---- bench firewall ------------------------------------------------------------------------
+
+use novanet_agent::nft as nftr;
+use novanet_core::firewall::{Proto, Ruleset};
+use novanet_core::plan::{InstanceSecurity, PortSecurity, SecurityPlan, SgRule};
+
+/// Instance `i` of the bench: one port and ten rules; `variant` changes one rule's port.
+fn fw_instance(i: usize, device: Option<&str>, ip: &str, variant: i32) -> InstanceSecurity {
+    let rule = |proto: Proto, from: i32, to: i32, cidr: &str| SgRule {
+        proto: Some(proto),
+        from_port: Some(from),
+        to_port: Some(to),
+        cidr: Some(cidr.into()),
+        group: None,
+    };
+    let tcp = |p: i32, cidr: &str| rule(Proto::Tcp, p, p, cidr);
+    InstanceSecurity {
+        id: i as i64 + 1,
+        uuid: format!("bench-{i}"),
+        ports: vec![PortSecurity {
+            device: device.map(str::to_string),
+            mac: format!(
+                "fa:16:3e:{:02x}:{:02x}:{:02x}",
+                (i >> 16) & 0xff,
+                (i >> 8) & 0xff,
+                i & 0xff
+            ),
+            ips: vec![ip.to_string()],
+            network_cidr: "10.1.0.0/16".into(),
+            dhcp_server: Some("10.1.0.1".into()),
+        }],
+        rules: vec![
+            tcp(22, "0.0.0.0/0"),
+            tcp(80, "0.0.0.0/0"),
+            tcp(443, "0.0.0.0/0"),
+            tcp(5201, "0.0.0.0/0"),
+            tcp(3306, "192.168.0.0/16"),
+            tcp(8000 + variant, "10.0.0.0/8"),
+            rule(Proto::Udp, 53, 53, "0.0.0.0/0"),
+            rule(Proto::Udp, 123, 123, "0.0.0.0/0"),
+            rule(Proto::Icmp, -1, -1, "0.0.0.0/0"),
+            rule(Proto::Tcp, 1000, 2000, "172.16.0.0/12"),
+        ],
+    }
+}
+
+fn fw_ip(i: usize) -> String {
+    format!("10.1.{}.{}", 1 + i / 250, 2 + i % 250)
+}
+
+fn time_ms(
+    f: impl FnOnce() -> std::result::Result<(), String>,
+) -> std::result::Result<f64, String> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+fn nft_run(script: &str) -> std::result::Result<(), String> {
+    if script.is_empty() {
+        return Ok(());
+    }
+    novanet_agent::sys::run("nft", &["-f", "-"], Some(script))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// `bench firewall`: builds a host namespace with a bridge and two endpoint namespaces (the
+/// iperf3 client, and the server standing for the last instance), then re-runs itself inside
+/// the host namespace, where the rules go.
+pub fn firewall(driver: &str, instances: usize) -> Result<()> {
+    let err = |e: String| novanet_core::Error::Store(e);
+    if instances < 2 {
+        return Err(err("--instances: at least 2".into()));
+    }
+    let p = format!("nnbfw{}", std::process::id() % 10000);
+    let (host, a, b) = (format!("{p}-host"), format!("{p}-a"), format!("{p}-b"));
+    let cleanup = || {
+        for n in [&host, &a, &b] {
+            let _ = lab::ip(&["netns", "del", n]);
+        }
+    };
+    let setup = || -> std::result::Result<(), String> {
+        for n in [&host, &a, &b] {
+            lab::ip(&["netns", "add", n])?;
+            lab::ip(&["-n", n, "link", "set", "lo", "up"])?;
+        }
+        lab::ip(&["-n", &host, "link", "add", "brfw", "type", "bridge"])?;
+        lab::ip(&["-n", &host, "link", "set", "brfw", "up"])?;
+        let last = fw_ip(instances - 1);
+        for (n, dev, addr) in [(&a, "va", "10.1.255.250"), (&b, "vb", last.as_str())] {
+            lab::ip(&[
+                "-n", &host, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", n,
+            ])?;
+            lab::ip(&["-n", &host, "link", "set", dev, "master", "brfw", "up"])?;
+            lab::ip(&["-n", n, "addr", "add", &format!("{addr}/16"), "dev", "eth0"])?;
+            // The server is instance N-1: its port's anti-spoofing admits only its VIF's MAC.
+            if dev == "vb" {
+                let mac = fw_instance(instances - 1, None, &last, 0).ports[0]
+                    .mac
+                    .clone();
+                lab::ip(&["-n", n, "link", "set", "eth0", "address", &mac])?;
+            }
+            lab::ip(&["-n", n, "link", "set", "eth0", "up"])?;
+        }
+        lab::sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &host,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.bridge.bridge-nf-call-iptables=1",
+            ],
+        )?;
+        Ok(())
+    };
+    let result = setup().and_then(|()| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &host])
+            .arg(std::env::current_exe().map_err(|e| e.to_string())?)
+            .args([
+                "bench",
+                "firewall-inner",
+                "--driver",
+                driver,
+                "--instances",
+                &instances.to_string(),
+                "--client",
+                &a,
+                "--server",
+                &b,
+            ])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err("the firewall bench failed".to_string())
+        }
+    });
+    cleanup();
+    result.map_err(err)
+}
+
+fn iperf(client: &str, server: &str, server_ip: &str) -> std::result::Result<f64, String> {
+    let mut srv = Command::new("ip")
+        .args([
+            "netns", "exec", server, "iperf3", "-s", "-1", "-B", server_ip,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("iperf3: {e} (scripts/setup.sh installs it)"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", client, "iperf3", "-c", server_ip, "-t", "3", "-J",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let _ = srv.wait();
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 output: {e}"))?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| format!("iperf3 failed: {}", v["error"]))
+}
+
+/// The median of three iperf3 runs, so that one noisy run on two cores does not decide.
+fn iperf_median(client: &str, server: &str, server_ip: &str) -> std::result::Result<f64, String> {
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(iperf(client, server, server_ip)?);
+    }
+    runs.sort_by(|a, b| a.total_cmp(b));
+    Ok(runs[1])
+}
+
+/// Runs inside the bench's host namespace. The instance the throughput test reaches (the
+/// server, on port `vb`) is always the last one in the plan, as if it were booted last.
+pub fn firewall_inner(driver: &str, instances: usize, client: &str, server: &str) -> Result<()> {
+    let err = |e: String| novanet_core::Error::Store(e);
+    let server_ip = fw_ip(instances - 1);
+    let mut plan = SecurityPlan {
+        allow_same_net: false,
+        instances: Vec::new(),
+        group_members: Default::default(),
+    };
+    for i in 0..instances {
+        let dev = if i == instances - 1 {
+            "vb".to_string()
+        } else {
+            format!("fw{i}")
+        };
+        plan.instances
+            .push(fw_instance(i, Some(&dev), &fw_ip(i), 0));
+    }
+    let baseline = iperf_median(client, server, &server_ip).map_err(err)?;
+    let mid = instances / 2;
+    let change = |plan: &mut SecurityPlan, k: i32| {
+        let dev = plan.instances[mid].ports[0].device.clone();
+        plan.instances[mid] = fw_instance(mid, dev.as_deref(), &fw_ip(mid), k);
+    };
+    // A boot goes in just before the server, which stays the last one added.
+    let boot = |plan: &mut SecurityPlan, k: usize| {
+        let at = plan.instances.len() - 1;
+        let ip = format!("10.2.{}.{}", k / 250, 2 + k % 250);
+        let i = fw_instance(instances + k, Some(&format!("fwn{k}")), &ip, 0);
+        plan.instances.insert(at, i);
+    };
+    let mut changes = Vec::new();
+    let mut agent_changes = Vec::new();
+    let mut retires = Vec::new();
+    let mut boots = Vec::new();
+    let full;
+    if driver == "iptables" {
+        let mut ipt = novanet_agent::firewall::Iptables::default();
+        let mut apply = |plan: &SecurityPlan| {
+            time_ms(|| {
+                ipt.apply(&Ruleset::default(), Some(plan))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        };
+        full = apply(&plan).map_err(err)?;
+        for k in 1..=10 {
+            change(&mut plan, k);
+            changes.push(apply(&plan).map_err(err)?);
+        }
+        for k in 0..10 {
+            boot(&mut plan, k);
+            boots.push(apply(&plan).map_err(err)?);
+        }
+    } else {
+        // The agent's own driver, for the full apply and the agent's whole path per change.
+        let dir =
+            Scratch(std::env::temp_dir().join(format!("novanet-bench-fw-{}", std::process::id())));
+        std::fs::create_dir_all(&dir.0).map_err(|e| err(e.to_string()))?;
+        let mut nft = novanet_agent::firewall::Nftables::new(&dir.0);
+        let mut apply = |plan: &SecurityPlan| {
+            time_ms(|| {
+                nft.apply_security(plan)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        };
+        full = apply(&plan).map_err(err)?;
+        for k in 1..=10 {
+            change(&mut plan, k);
+            agent_changes.push(apply(&plan).map_err(err)?);
+        }
+        // The same kind of changes split in the transaction that makes them take effect and
+        // the one that retires what they replaced, which no packet waits for; from a fresh
+        // full apply, whose state this side knows.
+        let script = [
+            nftr::replace_table("inet", nftr::FILTER_TABLE, &nftr::filter_table(&plan)),
+            nftr::replace_table("bridge", nftr::SPOOF_TABLE, &nftr::spoof_table(&plan)),
+        ]
+        .concat();
+        nft_run(&script).map_err(err)?;
+        let mut state = nftr::full_state(&plan);
+        let mut step =
+            |plan: &SecurityPlan, out: &mut Vec<f64>| -> std::result::Result<(), String> {
+                let (u, next) = nftr::incremental(&state, plan).ok_or("no incremental path")?;
+                out.push(time_ms(|| nft_run(&u.hot))?);
+                retires.push(time_ms(|| nft_run(&u.retire))?);
+                state = next;
+                Ok(())
+            };
+        for k in 11..=20 {
+            change(&mut plan, k);
+            step(&plan, &mut changes).map_err(err)?;
+        }
+        for k in 0..10 {
+            boot(&mut plan, k);
+            step(&plan, &mut boots).map_err(err)?;
+        }
+    }
+    let with_rules = iperf_median(client, server, &server_ip).map_err(err)?;
+    println!("driver: {driver}, instances: {instances}, rules each: 10");
+    println!("full apply ms: {full:.1}");
+    println!("one rule change ms: {:.1}", median_ms(changes));
+    println!("one boot ms: {:.1}", median_ms(boots));
+    if !retires.is_empty() {
+        println!(
+            "retire (after the change took effect) ms: {:.1}",
+            median_ms(retires)
+        );
+        println!(
+            "agent path per change (change and retire) ms: {:.1}",
+            median_ms(agent_changes)
+        );
+    }
+    println!("throughput no rules Gbit/s: {:.2}", baseline / 1e9);
+    println!("throughput with rules Gbit/s: {:.2}", with_rules / 1e9);
+    println!("throughput ratio vs no rules: {:.2}", with_rules / baseline);
     Ok(())
 }
