@@ -273,6 +273,10 @@ impl Agent {
             let changed = generation != Some(plan.generation);
             *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan.clone();
             let errors = if changed || last_full.elapsed() > self.opts.resync {
+                if last_full.elapsed() > self.opts.resync {
+                    // The slow resync trusts nothing this process remembers of the kernel.
+                    self.nftables.recheck();
+                }
                 last_full = Instant::now();
                 let (errors, what) = self.apply(&plan);
                 if !errors.is_empty() {

@@ -181,8 +181,9 @@ fn ports_of(r: &SgRule, proto: Proto) -> String {
     }
 }
 
-/// One security group rule as an nft rule body (None for what IPv4 dispatch cannot see).
-pub fn sg_rule(r: &SgRule) -> Option<String> {
+/// What a rule matches, as nft expressions (None for what IPv4 dispatch cannot see; empty
+/// for everything).
+fn sg_match(r: &SgRule) -> Option<String> {
     let mut s = String::new();
     match (&r.cidr, r.group) {
         (Some(c), _) if c.contains(':') => return None,
@@ -190,19 +191,26 @@ pub fn sg_rule(r: &SgRule) -> Option<String> {
         (_, Some(g)) => s.push_str(&format!("ip saddr @grp_{g} ")),
         _ => {}
     }
-    match r.proto {
-        Some(p) => {
-            let ports = ports_of(r, p);
-            if ports.is_empty() {
-                s.push_str(&format!("meta l4proto {}", p.name()));
-            } else {
-                s.push_str(ports.trim_start());
-            }
-            s.push_str(" accept");
+    if let Some(p) = r.proto {
+        let ports = ports_of(r, p);
+        if ports.is_empty() {
+            s.push_str(&format!("meta l4proto {} ", p.name()));
+        } else {
+            s.push_str(ports.trim_start());
+            s.push(' ');
         }
-        None => s.push_str("accept"),
     }
     Some(s)
+}
+
+/// One security group rule as an nft rule body.
+pub fn sg_rule(r: &SgRule) -> Option<String> {
+    sg_match(r).map(|m| format!("{m}accept"))
+}
+
+/// One provider rule: what it matches is dropped.
+pub fn provider_rule(r: &SgRule) -> Option<String> {
+    sg_match(r).map(|m| format!("{m}drop"))
 }
 
 pub fn inst_chain(i: &InstanceSecurity) -> String {
@@ -213,19 +221,22 @@ pub fn version_chain(id: i64, version: u32) -> String {
     format!("inst_{id}_v{version}")
 }
 
-/// The rules of an instance's chain, nova's order: invalid, established, DHCP replies from
-/// its server, the same network when allowed, the groups' rules, then drop.
-pub fn inst_rules(i: &InstanceSecurity, allow_same_net: bool) -> Vec<String> {
+/// The rules of an instance's chain, nova's order: invalid, established, the provider's
+/// drops, DHCP replies from its server, the same network when allowed, the groups' rules,
+/// then drop. Provider rules live in every chain, so that changing them is the same add-only
+/// new version of each chain as any other change.
+pub fn inst_rules(i: &InstanceSecurity, sec: &SecurityPlan) -> Vec<String> {
     let mut v = vec![
         "ct state invalid drop".to_string(),
         "ct state established,related accept".to_string(),
     ];
+    v.extend(sec.provider_rules.iter().filter_map(provider_rule));
     for p in &i.ports {
         if let Some(d) = &p.dhcp_server {
             v.push(format!("ip saddr {d} udp sport 67 udp dport 68 accept"));
         }
     }
-    if allow_same_net {
+    if sec.allow_same_net {
         for p in &i.ports {
             if !p.network_cidr.is_empty() {
                 v.push(format!("ip saddr {} accept", p.network_cidr));
@@ -302,10 +313,7 @@ pub fn filter_table(sec: &SecurityPlan) -> String {
         // version and insert a jump to it: an add-only transaction (see `incremental`).
         let jump = [format!("jump {}", version_chain(i.id, 0))];
         out.push_str(&chain_block(&inst_chain(i), &jump));
-        out.push_str(&chain_block(
-            &version_chain(i.id, 0),
-            &inst_rules(i, sec.allow_same_net),
-        ));
+        out.push_str(&chain_block(&version_chain(i.id, 0), &inst_rules(i, sec)));
     }
     out.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tip daddr vmap @instances\n\t}\n}\n");
     out
@@ -388,7 +396,7 @@ pub fn full_state(sec: &SecurityPlan) -> SecState {
                     i.id,
                     InstState {
                         version: 0,
-                        rules: inst_rules(i, sec.allow_same_net),
+                        rules: inst_rules(i, sec),
                         ips: ips_of(i),
                     },
                 )
@@ -454,7 +462,7 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
     next.groups = new_groups.clone();
     let seen: Vec<i64> = new.instances.iter().map(|i| i.id).collect();
     for i in &new.instances {
-        let rules = inst_rules(i, new.allow_same_net);
+        let rules = inst_rules(i, new);
         let ips = ips_of(i);
         let chain = inst_chain(i);
         match old.instances.get(&i.id) {
@@ -621,10 +629,29 @@ mod tests {
         }
     }
 
+    fn plan(same_net: bool, provider: Vec<SgRule>) -> SecurityPlan {
+        SecurityPlan {
+            allow_same_net: same_net,
+            instances: vec![inst()],
+            group_members: BTreeMap::from([(3, vec!["10.0.0.3".to_string()])]),
+            provider_rules: provider,
+        }
+    }
+
+    fn smtp_block() -> SgRule {
+        SgRule {
+            proto: Some(Proto::Tcp),
+            from_port: Some(25),
+            to_port: Some(25),
+            cidr: Some("0.0.0.0/0".into()),
+            group: None,
+        }
+    }
+
     #[test]
     fn instance_chain_snapshot() {
         assert_eq!(
-            inst_rules(&inst(), true),
+            inst_rules(&inst(), &plan(true, vec![])),
             [
                 "ct state invalid drop",
                 "ct state established,related accept",
@@ -637,16 +664,59 @@ mod tests {
                 "drop",
             ]
         );
-        assert!(!inst_rules(&inst(), false).contains(&"ip saddr 10.0.0.0/24 accept".to_string()));
+        assert!(!inst_rules(&inst(), &plan(false, vec![]))
+            .contains(&"ip saddr 10.0.0.0/24 accept".to_string()));
+    }
+
+    #[test]
+    fn provider_rules_drop_right_after_established() {
+        let ping_from = SgRule {
+            proto: Some(Proto::Icmp),
+            from_port: Some(8),
+            to_port: Some(0),
+            cidr: Some("203.0.113.0/24".into()),
+            group: None,
+        };
+        let rules = inst_rules(&inst(), &plan(true, vec![smtp_block(), ping_from]));
+        assert_eq!(
+            rules[..5],
+            [
+                "ct state invalid drop",
+                "ct state established,related accept",
+                "tcp dport 25 drop",
+                "ip saddr 203.0.113.0/24 icmp type 8 icmp code 0 drop",
+                "ip saddr 10.0.0.1 udp sport 67 udp dport 68 accept",
+            ]
+        );
+    }
+
+    #[test]
+    fn provider_rule_change_is_add_only() {
+        let before = plan(true, vec![]);
+        let after = plan(true, vec![smtp_block()]);
+        let (u, next) = incremental(&full_state(&before), &after).expect("incremental");
+        assert!(
+            u.hot.contains("add chain inet novanet_filter inst_9_v1"),
+            "{}",
+            u.hot
+        );
+        assert!(u
+            .hot
+            .contains("add rule inet novanet_filter inst_9_v1 tcp dport 25 drop"));
+        assert!(
+            !u.hot.contains("delete") && !u.hot.contains("flush"),
+            "{}",
+            u.hot
+        );
+        assert!(u
+            .retire
+            .contains("delete chain inet novanet_filter inst_9_v0"));
+        assert_eq!(next.instances[&9].version, 1);
     }
 
     #[test]
     fn tables_dispatch_through_maps() {
-        let sec = SecurityPlan {
-            allow_same_net: true,
-            instances: vec![inst()],
-            group_members: BTreeMap::from([(3, vec!["10.0.0.3".to_string()])]),
-        };
+        let sec = plan(true, vec![]);
         let f = filter_table(&sec);
         assert!(f.contains("elements = { 10.0.0.2 : jump inst_9 }"), "{f}");
         assert!(f.contains("ip daddr vmap @instances"), "{f}");
@@ -677,11 +747,8 @@ mod tests {
             eprintln!("skipping: nft -c needs root and nftables");
             return;
         }
-        let sec = SecurityPlan {
-            allow_same_net: false,
-            instances: vec![inst()],
-            group_members: BTreeMap::from([(3, vec!["10.0.0.3".to_string()]), (4, vec![])]),
-        };
+        let mut sec = plan(false, vec![smtp_block()]);
+        sec.group_members.insert(4, vec![]);
         let mut rs = Ruleset::default();
         rs.push(
             Chain::NatPrerouting,
@@ -792,11 +859,7 @@ mod tests {
             eprintln!("skipping: needs root for a private network namespace");
             return;
         }
-        let mut a = SecurityPlan {
-            allow_same_net: true,
-            instances: vec![inst()],
-            group_members: BTreeMap::from([(3, vec!["10.0.0.3".to_string()])]),
-        };
+        let mut a = plan(true, vec![]);
         let mut scripts = vec![
             replace_table("inet", FILTER_TABLE, &filter_table(&a)),
             replace_table("bridge", SPOOF_TABLE, &spoof_table(&a)),

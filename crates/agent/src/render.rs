@@ -95,6 +95,9 @@ pub fn iptables_rule(m: &Match, t: &Target) -> String {
 
 pub const LOCAL_CHAIN: &str = "novanet-local";
 pub const FALLBACK_CHAIN: &str = "novanet-sg-fallback";
+/// nova's `provider` chain (Liberty and earlier): the admin's drops, jumped to from every
+/// instance chain right after ESTABLISHED.
+pub const PROVIDER_CHAIN: &str = "novanet-provider";
 
 fn ipt_ports(r: &SgRule, p: Proto) -> String {
     match (p, r.from_port, r.to_port) {
@@ -109,6 +112,29 @@ fn ipt_ports(r: &SgRule, p: Proto) -> String {
     }
 }
 
+/// What a rule matches, as iptables arguments (each with a leading space): one entry, or one
+/// per member address for a source group, as nova wrote them; none for IPv6 sources.
+fn ipt_matches(r: &SgRule, sec: &SecurityPlan) -> Vec<String> {
+    let sources: Vec<String> = match (&r.cidr, r.group) {
+        (Some(c), _) if c.contains(':') => return Vec::new(),
+        (Some(c), _) if c == "0.0.0.0/0" => vec![String::new()],
+        (Some(c), _) => vec![format!(" -s {c}")],
+        (None, Some(g)) => sec
+            .group_members
+            .get(&g)
+            .into_iter()
+            .flatten()
+            .map(|ip| format!(" -s {ip}/32"))
+            .collect(),
+        (None, None) => vec![String::new()],
+    };
+    let proto = r
+        .proto
+        .map(|p| format!(" -p {}{}", p.name(), ipt_ports(r, p)))
+        .unwrap_or_default();
+    sources.into_iter().map(|s| format!("{s}{proto}")).collect()
+}
+
 /// nova's per-instance chains (`nova/virt/firewall.py`), in iptables-save's spelling.
 /// Returns (chain declarations, rules) for the filter table.
 pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
@@ -117,6 +143,12 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
         format!(":{FALLBACK_CHAIN} - [0:0]"),
     ];
     let mut rules = vec![format!("-A {FALLBACK_CHAIN} -j DROP")];
+    decls.push(format!(":{PROVIDER_CHAIN} - [0:0]"));
+    for r in &sec.provider_rules {
+        for m in ipt_matches(r, sec) {
+            rules.push(format!("-A {PROVIDER_CHAIN}{m} -j DROP"));
+        }
+    }
     for i in &sec.instances {
         let chain = format!("{PREFIX}-inst-{}", i.id);
         decls.push(format!(":{chain} - [0:0]"));
@@ -129,6 +161,7 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
         rules.push(format!(
             "-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
         ));
+        rules.push(format!("-A {chain} -j {PROVIDER_CHAIN}"));
         for p in &i.ports {
             if let Some(d) = &p.dhcp_server {
                 rules.push(format!(
@@ -142,26 +175,8 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
             }
         }
         for r in &i.rules {
-            let sources: Vec<String> = match (&r.cidr, r.group) {
-                (Some(c), _) if c.contains(':') => continue,
-                (Some(c), _) if c == "0.0.0.0/0" => vec![String::new()],
-                (Some(c), _) => vec![format!(" -s {c}")],
-                // A source group is one rule per member address, as nova wrote it.
-                (None, Some(g)) => sec
-                    .group_members
-                    .get(&g)
-                    .into_iter()
-                    .flatten()
-                    .map(|ip| format!(" -s {ip}/32"))
-                    .collect(),
-                (None, None) => vec![String::new()],
-            };
-            let proto = r
-                .proto
-                .map(|p| format!(" -p {}{}", p.name(), ipt_ports(r, p)))
-                .unwrap_or_default();
-            for s in sources {
-                rules.push(format!("-A {chain}{s}{proto} -j ACCEPT"));
+            for m in ipt_matches(r, sec) {
+                rules.push(format!("-A {chain}{m} -j ACCEPT"));
             }
         }
         rules.push(format!("-A {chain} -j {FALLBACK_CHAIN}"));
@@ -423,5 +438,100 @@ mod tests {
 :novanet-postrouting-bottom - [0:0]\n-A novanet-postrouting-bottom -j novanet-snat\n-A novanet-snat -j novanet-float-snat\nCOMMIT\n\
 *mangle\n:novanet-POSTROUTING - [0:0]\nCOMMIT\n";
         assert_eq!(text, want);
+    }
+
+    #[test]
+    fn nova_instance_chain_snapshot() {
+        use novanet_core::plan::{InstanceSecurity, PortSecurity};
+        let rule = |proto, from, to, cidr: Option<&str>, group| SgRule {
+            proto,
+            from_port: from,
+            to_port: to,
+            cidr: cidr.map(String::from),
+            group,
+        };
+        let sec = SecurityPlan {
+            allow_same_net: true,
+            instances: vec![InstanceSecurity {
+                id: 9,
+                uuid: "u".into(),
+                ports: vec![PortSecurity {
+                    device: Some("vnet0".into()),
+                    mac: "fa:16:3e:2c:e8:ec".into(),
+                    ips: vec!["10.0.0.2".into()],
+                    network_cidr: "10.0.0.0/24".into(),
+                    dhcp_server: Some("10.0.0.1".into()),
+                }],
+                rules: vec![
+                    rule(
+                        Some(Proto::Icmp),
+                        Some(-1),
+                        Some(-1),
+                        Some("0.0.0.0/0"),
+                        None,
+                    ),
+                    rule(
+                        Some(Proto::Icmp),
+                        Some(8),
+                        Some(-1),
+                        Some("192.168.11.0/24"),
+                        None,
+                    ),
+                    rule(
+                        Some(Proto::Tcp),
+                        Some(22),
+                        Some(22),
+                        Some("0.0.0.0/0"),
+                        None,
+                    ),
+                    rule(
+                        Some(Proto::Tcp),
+                        Some(80),
+                        Some(81),
+                        Some("192.168.10.0/24"),
+                        None,
+                    ),
+                    rule(None, None, None, None, Some(3)),
+                ],
+            }],
+            group_members: BTreeMap::from([(3, vec!["10.0.0.3".into(), "10.0.0.4".into()])]),
+            provider_rules: vec![rule(
+                Some(Proto::Udp),
+                Some(53),
+                Some(53),
+                Some("0.0.0.0/0"),
+                None,
+            )],
+        };
+        let (decls, rules) = iptables_security(&sec);
+        assert_eq!(
+            decls,
+            [
+                ":novanet-local - [0:0]",
+                ":novanet-sg-fallback - [0:0]",
+                ":novanet-provider - [0:0]",
+                ":novanet-inst-9 - [0:0]",
+            ]
+        );
+        assert_eq!(
+            rules,
+            [
+                "-A novanet-sg-fallback -j DROP",
+                "-A novanet-provider -p udp -m udp --dport 53 -j DROP",
+                "-A novanet-local -d 10.0.0.2/32 -j novanet-inst-9",
+                "-A novanet-inst-9 -m conntrack --ctstate INVALID -j DROP",
+                "-A novanet-inst-9 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                "-A novanet-inst-9 -j novanet-provider",
+                "-A novanet-inst-9 -s 10.0.0.1/32 -p udp -m udp --sport 67 --dport 68 -j ACCEPT",
+                "-A novanet-inst-9 -s 10.0.0.0/24 -j ACCEPT",
+                "-A novanet-inst-9 -p icmp -j ACCEPT",
+                "-A novanet-inst-9 -s 192.168.11.0/24 -p icmp -m icmp --icmp-type 8 -j ACCEPT",
+                "-A novanet-inst-9 -p tcp -m tcp --dport 22 -j ACCEPT",
+                "-A novanet-inst-9 -s 192.168.10.0/24 -p tcp -m tcp --dport 80:81 -j ACCEPT",
+                "-A novanet-inst-9 -s 10.0.0.3/32 -j ACCEPT",
+                "-A novanet-inst-9 -s 10.0.0.4/32 -j ACCEPT",
+                "-A novanet-inst-9 -j novanet-sg-fallback",
+            ]
+        );
     }
 }

@@ -39,6 +39,10 @@ pub struct SecurityPlan {
     pub instances: Vec<InstanceSecurity>,
     /// Members' fixed IPs of each security group some rule here names as its source.
     pub group_members: BTreeMap<i64, Vec<String>>,
+    /// The admin's provider rules: traffic they match is dropped for every instance, right
+    /// after ESTABLISHED (nova's `provider_fw_rules`, Liberty and earlier).
+    #[serde(default)]
+    pub provider_rules: Vec<SgRule>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +149,7 @@ pub struct Snapshot<'a> {
     pub bound: &'a [BoundAddress],
     pub floating: &'a [FloatingIp],
     pub rules: &'a [GroupRule],
+    pub provider_rules: &'a [SgRule],
 }
 
 fn is_network_host(n: &Network, host: &str, bound: &[BoundAddress]) -> bool {
@@ -467,6 +472,7 @@ fn security_plan(s: &Snapshot, cfg: &Config, host: &str) -> SecurityPlan {
         allow_same_net: cfg.allow_same_net_traffic,
         instances,
         group_members,
+        provider_rules: s.provider_rules.to_vec(),
     }
 }
 
@@ -525,6 +531,7 @@ mod tests {
             bound: &bound,
             floating: &[],
             rules: &[],
+            provider_rules: &[],
         };
         let ctl = host_plan(&s, &cfg, "controller", 7);
         assert_eq!(ctl.bridges[0].gateway.as_deref(), Some("10.0.0.1/24"));
@@ -594,6 +601,7 @@ mod tests {
             bound: &bound,
             floating: &[],
             rules: &rules,
+            provider_rules: &[],
         };
         let p = host_plan(&s, &cfg, "compute-1", 1);
         assert_eq!(p.security.instances.len(), 1);
@@ -625,6 +633,7 @@ mod tests {
             bound: &bound,
             floating: &[],
             rules: &[],
+            provider_rules: &[],
         };
         let p = host_plan(&s, &cfg, "controller", 1);
         assert!(p.dhcp[0].hosts.is_empty());

@@ -48,6 +48,17 @@ pub struct Auth {
 
 // Parsed once per process: the size of the largest variant does not matter.
 #[allow(clippy::large_enum_variant)]
+/// A rule outside any group, as novaclient's default-rule commands spell it.
+#[derive(Args, Debug, Clone)]
+pub struct AdminRuleArgs {
+    ip_proto: String,
+    from_port: i32,
+    to_port: i32,
+    cidr: String,
+}
+
+// Parsed once per process: the size of the biggest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ClientCmd {
     NetworkCreate(NetworkCreateArgs),
@@ -193,6 +204,18 @@ pub enum ClientCmd {
     SecgroupListRules {
         group: String,
     },
+    /// Adds a rule copied into every new `default` group (admin)
+    #[command(allow_negative_numbers = true)]
+    SecgroupAddDefaultRule(AdminRuleArgs),
+    #[command(allow_negative_numbers = true)]
+    SecgroupDeleteDefaultRule(AdminRuleArgs),
+    SecgroupListDefaultRules,
+    /// Adds a provider rule (admin): what it matches is dropped for every instance
+    #[command(allow_negative_numbers = true)]
+    ProviderRuleAdd(AdminRuleArgs),
+    #[command(allow_negative_numbers = true)]
+    ProviderRuleDelete(AdminRuleArgs),
+    ProviderRuleList,
     AddSecgroup {
         server: String,
         group: String,
@@ -491,6 +514,62 @@ const RULE_COLS: &[(&str, &str)] = &[
     ("IP Range", "_range"),
     ("Source Group", "_group"),
 ];
+
+const DEFAULT_RULES: &str = "/os-security-group-default-rules";
+const DEFAULT_RULE: &str = "security_group_default_rule";
+const PROVIDER_RULES: &str = "/os-provider-firewall-rules";
+const PROVIDER_RULE: &str = "provider_firewall_rule";
+
+const ADMIN_RULE_COLS: &[(&str, &str)] = &[
+    ("IP Protocol", "ip_protocol"),
+    ("From Port", "from_port"),
+    ("To Port", "to_port"),
+    ("IP Range", "_range"),
+];
+
+/// What `cmd` does to the rules an admin keeps at `path` (whose bodies use `key`): add,
+/// delete (found by its fields, as novaclient does) or list (`None`).
+fn admin_rules(
+    s: &Session,
+    path: &str,
+    key: &str,
+    add: bool,
+    r: Option<AdminRuleArgs>,
+    j: bool,
+) -> Res<()> {
+    let Some(r) = r else {
+        let v = s.call("GET", path, None)?;
+        let rows: Vec<Value> = v[format!("{key}s")]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(rule_row)
+            .collect();
+        print_list(&rows, ADMIN_RULE_COLS, j);
+        return Ok(());
+    };
+    if add {
+        let body = json!({ key: {"ip_protocol": r.ip_proto, "from_port": r.from_port, "to_port": r.to_port, "cidr": r.cidr}});
+        let v = s.call("POST", path, Some(body))?;
+        print_list(&[rule_row(&v[key])], ADMIN_RULE_COLS, j);
+        return Ok(());
+    }
+    let v = s.call("GET", path, None)?;
+    let rule = v[format!("{key}s")]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|x| {
+            x["ip_protocol"] == r.ip_proto.to_lowercase().as_str()
+                && x["from_port"] == r.from_port
+                && x["to_port"] == r.to_port
+                && x["ip_range"]["cidr"] == r.cidr.as_str()
+        })
+        .cloned()
+        .ok_or_else(|| err("ERROR (CommandError): Rule not found"))?;
+    s.call("DELETE", &format!("{path}/{}", cell(&rule["id"])), None)?;
+    Ok(())
+}
 
 fn rule_row(r: &Value) -> Value {
     let mut r = r.clone();
@@ -925,6 +1004,24 @@ pub fn run(auth: &Auth, cmd: ClientCmd) -> Res<()> {
                 .map(rule_row)
                 .collect();
             print_list(&rows, RULE_COLS, j);
+        }
+        ClientCmd::SecgroupAddDefaultRule(r) => {
+            admin_rules(&s, DEFAULT_RULES, DEFAULT_RULE, true, Some(r), j)?
+        }
+        ClientCmd::SecgroupDeleteDefaultRule(r) => {
+            admin_rules(&s, DEFAULT_RULES, DEFAULT_RULE, false, Some(r), j)?
+        }
+        ClientCmd::SecgroupListDefaultRules => {
+            admin_rules(&s, DEFAULT_RULES, DEFAULT_RULE, false, None, j)?
+        }
+        ClientCmd::ProviderRuleAdd(r) => {
+            admin_rules(&s, PROVIDER_RULES, PROVIDER_RULE, true, Some(r), j)?
+        }
+        ClientCmd::ProviderRuleDelete(r) => {
+            admin_rules(&s, PROVIDER_RULES, PROVIDER_RULE, false, Some(r), j)?
+        }
+        ClientCmd::ProviderRuleList => {
+            admin_rules(&s, PROVIDER_RULES, PROVIDER_RULE, false, None, j)?
         }
         ClientCmd::AddSecgroup { server, group } => {
             let srv = s.find_server(&server)?;

@@ -86,11 +86,23 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route(
             "/os-security-group-default-rules",
-            get(list_default_rules).post(create_default_rule),
+            get(|s, c| list_admin_rules(AdminRules::Default, s, c))
+                .post(|s, c, b| create_admin_rule(AdminRules::Default, s, c, b)),
         )
         .route(
             "/os-security-group-default-rules/{id}",
-            get(show_default_rule).delete(delete_default_rule),
+            get(|s, c, p| show_admin_rule(AdminRules::Default, s, c, p))
+                .delete(|s, c, p| delete_admin_rule(AdminRules::Default, s, c, p)),
+        )
+        .route(
+            "/os-provider-firewall-rules",
+            get(|s, c| list_admin_rules(AdminRules::Provider, s, c))
+                .post(|s, c, b| create_admin_rule(AdminRules::Provider, s, c, b)),
+        )
+        .route(
+            "/os-provider-firewall-rules/{id}",
+            get(|s, c, p| show_admin_rule(AdminRules::Provider, s, c, p))
+                .delete(|s, c, p| delete_admin_rule(AdminRules::Provider, s, c, p)),
         )
         .route("/os-keypairs", get(list_keypairs).post(create_keypair))
         .route(
@@ -873,44 +885,90 @@ async fn delete_rule(
     Ok(ok_empty(StatusCode::ACCEPTED))
 }
 
-fn default_rule_view(r: &SecurityGroupRule) -> Value {
+/// The rules an admin keeps outside any group: the defaults copied into each new `default`
+/// group (Nova's os-security-group-default-rules), and the provider rules dropped for every
+/// instance (nova-network's provider_fw_rules, here under os-provider-firewall-rules).
+#[derive(Clone, Copy)]
+enum AdminRules {
+    Default,
+    Provider,
+}
+
+impl AdminRules {
+    /// The body's key for one rule; the list's key adds an `s`.
+    fn key(self) -> &'static str {
+        match self {
+            AdminRules::Default => "security_group_default_rule",
+            AdminRules::Provider => "provider_firewall_rule",
+        }
+    }
+
+    fn policy(self) -> &'static str {
+        match self {
+            AdminRules::Default => "os_compute_api:os-security-group-default-rules",
+            AdminRules::Provider => "os_compute_api:os-provider-firewall-rules",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            AdminRules::Default => "Default rule",
+            AdminRules::Provider => "Provider firewall rule",
+        }
+    }
+
+    fn list(self, st: &AppState) -> ApiResult<Vec<SecurityGroupRule>> {
+        Ok(match self {
+            AdminRules::Default => st.store.default_rules()?,
+            AdminRules::Provider => st.store.provider_rules()?,
+        })
+    }
+}
+
+fn admin_rule_view(r: &SecurityGroupRule) -> Value {
     json!({"id": r.id, "ip_protocol": r.protocol, "from_port": r.from_port, "to_port": r.to_port,
            "ip_range": r.cidr.as_ref().map_or(json!({}), |c| json!({"cidr": c}))})
 }
 
-async fn list_default_rules(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
-    ctx.require_admin("os_compute_api:os-security-group-default-rules")?;
-    let rules: Vec<Value> = st
-        .store
-        .default_rules()?
-        .iter()
-        .map(default_rule_view)
-        .collect();
-    Ok(Json(json!({ "security_group_default_rules": rules })))
+async fn list_admin_rules(
+    kind: AdminRules,
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin(kind.policy())?;
+    let rules: Vec<Value> = kind.list(&st)?.iter().map(admin_rule_view).collect();
+    Ok(Json(json!({ format!("{}s", kind.key()): rules })))
+}
+
+/// Either body; the route decides which key it must carry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminRuleBody {
+    security_group_default_rule: Option<AdminRuleFields>,
+    provider_firewall_rule: Option<AdminRuleFields>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DefaultRuleBody {
-    security_group_default_rule: DefaultRuleFields,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DefaultRuleFields {
+struct AdminRuleFields {
     ip_protocol: String,
     from_port: Value,
     to_port: Value,
     cidr: Option<String>,
 }
 
-async fn create_default_rule(
+async fn create_admin_rule(
+    kind: AdminRules,
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
-    Body(b): Body<DefaultRuleBody>,
+    Body(b): Body<AdminRuleBody>,
 ) -> ApiResult<Json<Value>> {
-    ctx.require_admin("os_compute_api:os-security-group-default-rules")?;
-    let r = b.security_group_default_rule;
+    ctx.require_admin(kind.policy())?;
+    let r = match kind {
+        AdminRules::Default => b.security_group_default_rule,
+        AdminRules::Provider => b.provider_firewall_rule,
+    }
+    .ok_or_else(|| ApiError::bad_request(format!("the body needs a {} object", kind.key())))?;
     let rule = validate_rule(
         Some(&r.ip_protocol),
         int_field("from_port", &Some(r.from_port))?,
@@ -918,38 +976,41 @@ async fn create_default_rule(
         r.cidr.as_deref(),
         None,
     )?;
-    let created = st.store.add_default_rule(&rule)?;
-    Ok(Json(
-        json!({ "security_group_default_rule": default_rule_view(&created) }),
-    ))
+    let created = match kind {
+        AdminRules::Default => st.store.add_default_rule(&rule)?,
+        AdminRules::Provider => st.store.add_provider_rule(&rule)?,
+    };
+    Ok(Json(json!({ kind.key(): admin_rule_view(&created) })))
 }
 
-async fn show_default_rule(
+async fn show_admin_rule(
+    kind: AdminRules,
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    ctx.require_admin("os_compute_api:os-security-group-default-rules")?;
-    let id = parse_id("default rule", &id)?;
-    let r = st
-        .store
-        .default_rules()?
+    ctx.require_admin(kind.policy())?;
+    let id = parse_id("rule", &id)?;
+    let r = kind
+        .list(&st)?
         .into_iter()
         .find(|r| r.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("Default rule ({id}) not found")))?;
-    Ok(Json(
-        json!({ "security_group_default_rule": default_rule_view(&r) }),
-    ))
+        .ok_or_else(|| ApiError::not_found(format!("{} ({id}) not found", kind.noun())))?;
+    Ok(Json(json!({ kind.key(): admin_rule_view(&r) })))
 }
 
-async fn delete_default_rule(
+async fn delete_admin_rule(
+    kind: AdminRules,
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    ctx.require_admin("os_compute_api:os-security-group-default-rules")?;
-    st.store
-        .delete_default_rule(parse_id("default rule", &id)?)?;
+    ctx.require_admin(kind.policy())?;
+    let id = parse_id("rule", &id)?;
+    match kind {
+        AdminRules::Default => st.store.delete_default_rule(id)?,
+        AdminRules::Provider => st.store.delete_provider_rule(id)?,
+    }
     Ok(ok_empty(StatusCode::NO_CONTENT))
 }
 

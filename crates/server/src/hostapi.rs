@@ -11,6 +11,8 @@ use novanet_core::plan::{host_plan, GroupRule, HostPlan, SgRule, Snapshot};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use novanet_store::SecurityGroupRule;
+
 use crate::error::{ApiError, ApiResult, Body};
 use crate::identity::Ctx;
 use crate::{unix_now, AppState};
@@ -57,6 +59,22 @@ struct PlanQuery {
     wait: Option<u64>,
 }
 
+/// A stored rule as the plan's model has it.
+fn sg_rule(r: SecurityGroupRule) -> SgRule {
+    SgRule {
+        proto: match r.protocol.as_deref() {
+            Some("tcp") => Some(Proto::Tcp),
+            Some("udp") => Some(Proto::Udp),
+            Some("icmp") => Some(Proto::Icmp),
+            _ => None,
+        },
+        from_port: r.from_port,
+        to_port: r.to_port,
+        cidr: r.cidr,
+        group: r.group_id,
+    }
+}
+
 pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
     // Read the generation first: a change racing with this read shows up as a newer
     // generation on the next poll, never as a lost update.
@@ -72,25 +90,21 @@ pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
         .flat_map(|g| g.rules)
         .map(|r| GroupRule {
             group_id: r.parent_group_id,
-            rule: SgRule {
-                proto: match r.protocol.as_deref() {
-                    Some("tcp") => Some(Proto::Tcp),
-                    Some("udp") => Some(Proto::Udp),
-                    Some("icmp") => Some(Proto::Icmp),
-                    _ => None,
-                },
-                from_port: r.from_port,
-                to_port: r.to_port,
-                cidr: r.cidr,
-                group: r.group_id,
-            },
+            rule: sg_rule(r),
         })
+        .collect();
+    let provider_rules: Vec<SgRule> = st
+        .store
+        .provider_rules()?
+        .into_iter()
+        .map(sg_rule)
         .collect();
     let snap = Snapshot {
         networks: &networks,
         bound: &bound,
         floating: &floating,
         rules: &rules,
+        provider_rules: &provider_rules,
     };
     Ok(host_plan(&snap, &st.cfg, host, generation))
 }

@@ -1678,6 +1678,89 @@ async fn routes_security_groups(h: &Harness) {
         None,
     )
     .await;
+
+    // Provider rules (admin): in every host's plan, dropped for every instance.
+    let v = h
+        .expect(
+            200,
+            "POST",
+            "/v2.1/os-provider-firewall-rules",
+            h.admin(),
+            Some(json!({"provider_firewall_rule": {"ip_protocol": "tcp", "from_port": 25, "to_port": 25, "cidr": "0.0.0.0/0"}})),
+        )
+        .await;
+    let p = &v["provider_firewall_rule"];
+    assert_eq!(p["from_port"], 25);
+    let pid = p["id"].clone();
+    let v = h
+        .expect(
+            400,
+            "POST",
+            "/v2.1/os-provider-firewall-rules",
+            h.admin(),
+            Some(json!({"security_group_default_rule": {"ip_protocol": "tcp", "from_port": 25, "to_port": 25}})),
+        )
+        .await;
+    fault(&v, "badRequest", 400);
+    let v = h
+        .expect(
+            400,
+            "POST",
+            "/v2.1/os-provider-firewall-rules",
+            h.admin(),
+            Some(json!({"provider_firewall_rule": {"ip_protocol": "gre", "from_port": 1, "to_port": 1}})),
+        )
+        .await;
+    fault(&v, "badRequest", 400);
+    let v = h
+        .expect(
+            200,
+            "GET",
+            "/v2.1/os-provider-firewall-rules",
+            h.admin(),
+            None,
+        )
+        .await;
+    assert_eq!(v["provider_firewall_rules"].as_array().unwrap().len(), 1);
+    h.expect(
+        200,
+        "GET",
+        &format!("/v2.1/os-provider-firewall-rules/{pid}"),
+        h.admin(),
+        None,
+    )
+    .await;
+    let v = h
+        .expect(
+            200,
+            "GET",
+            "/novanet/v1/hosts/compute-1/plan",
+            h.admin(),
+            None,
+        )
+        .await;
+    assert_eq!(
+        v["security"]["provider_rules"],
+        json!([{"proto": "tcp", "from_port": 25, "to_port": 25, "cidr": "0.0.0.0/0", "group": null}])
+    );
+    h.expect(
+        204,
+        "DELETE",
+        &format!("/v2.1/os-provider-firewall-rules/{pid}"),
+        h.admin(),
+        None,
+    )
+    .await;
+    let v = h
+        .expect(
+            200,
+            "GET",
+            "/novanet/v1/hosts/compute-1/plan",
+            h.admin(),
+            None,
+        )
+        .await;
+    assert_eq!(v["security"]["provider_rules"], json!([]));
 }
 
 async fn routes_delete_server(h: &Harness, id: &str) {
@@ -1864,6 +1947,16 @@ async fn members_are_refused_admin_routes() {
             "/v2.1/os-security-group-default-rules/1".into(),
             None,
         ),
+        ("GET", "/v2.1/os-provider-firewall-rules".into(), None),
+        (
+            "POST",
+            "/v2.1/os-provider-firewall-rules".into(),
+            Some(
+                json!({"provider_firewall_rule": {"ip_protocol": "tcp", "from_port": 25, "to_port": 25}}),
+            ),
+        ),
+        ("GET", "/v2.1/os-provider-firewall-rules/1".into(), None),
+        ("DELETE", "/v2.1/os-provider-firewall-rules/1".into(), None),
         ("GET", "/v2.1/os-services".into(), None),
         (
             "POST",

@@ -198,6 +198,10 @@ pub trait Store: Send + Sync {
     fn default_rules(&self) -> Result<Vec<SecurityGroupRule>>;
     fn add_default_rule(&self, rule: &NewRule) -> Result<SecurityGroupRule>;
     fn delete_default_rule(&self, id: i64) -> Result<()>;
+    /// The admin's provider rules, which drop what they match for every instance.
+    fn provider_rules(&self) -> Result<Vec<SecurityGroupRule>>;
+    fn add_provider_rule(&self, rule: &NewRule) -> Result<SecurityGroupRule>;
+    fn delete_provider_rule(&self, id: i64) -> Result<()>;
     fn instance_security_groups(&self, uuid: &str) -> Result<Vec<SecurityGroup>>;
     /// Every (instance uuid, group id) membership.
     fn security_group_memberships(&self) -> Result<Vec<(String, i64)>>;

@@ -95,6 +95,14 @@ CREATE TABLE IF NOT EXISTS security_group_default_rules (
     to_port INTEGER NOT NULL,
     cidr TEXT NOT NULL
 );
+-- nova's provider_fw_rules (Liberty and earlier): admin-wide drops for every instance.
+CREATE TABLE IF NOT EXISTS provider_fw_rules (
+    id INTEGER PRIMARY KEY,
+    protocol TEXT NOT NULL,
+    from_port INTEGER NOT NULL,
+    to_port INTEGER NOT NULL,
+    cidr TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS instance_security_groups (
     instance_uuid TEXT NOT NULL,
     group_id INTEGER NOT NULL,

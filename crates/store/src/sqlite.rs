@@ -512,6 +512,80 @@ fn rules_of(c: &Connection, group_id: i64) -> Result<Vec<SecurityGroupRule>> {
     Ok(rows)
 }
 
+/// The two tables of rules an admin keeps outside any group, of the same shape.
+#[derive(Clone, Copy)]
+enum AdminRules {
+    /// Copied into each new `default` group.
+    Default,
+    /// Dropped for every instance.
+    Provider,
+}
+
+impl AdminRules {
+    fn table(self) -> &'static str {
+        match self {
+            AdminRules::Default => "security_group_default_rules",
+            AdminRules::Provider => "provider_fw_rules",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            AdminRules::Default => "default security group rule",
+            AdminRules::Provider => "provider firewall rule",
+        }
+    }
+}
+
+impl SqliteStore {
+    fn admin_rules(&self, kind: AdminRules) -> Result<Vec<SecurityGroupRule>> {
+        self.read(|c| {
+            let sql = format!(
+                "SELECT id, 0, protocol, from_port, to_port, cidr, NULL, NULL, NULL FROM {} ORDER BY id",
+                kind.table()
+            );
+            let mut st = c.prepare_cached(&sql).map_err(db)?;
+            let rows = st
+                .query_map([], rule_from_row)
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+
+    fn add_admin_rule(&self, kind: AdminRules, rule: &NewRule) -> Result<SecurityGroupRule> {
+        let id = self.write(|tx| {
+            let sql = format!(
+                "INSERT INTO {}(protocol, from_port, to_port, cidr) VALUES (?1,?2,?3,?4)",
+                kind.table()
+            );
+            exec(
+                tx,
+                &sql,
+                params![rule.protocol, rule.from_port, rule.to_port, rule.cidr],
+            )
+            .map_err(db)?;
+            Ok(tx.last_insert_rowid())
+        })?;
+        self.admin_rules(kind)?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| Error::Store(format!("{} {id} vanished", kind.noun())))
+    }
+
+    fn delete_admin_rule(&self, kind: AdminRules, id: i64) -> Result<()> {
+        self.write(|tx| {
+            let sql = format!("DELETE FROM {} WHERE id = ?1", kind.table());
+            let n = tx.execute(&sql, [id]).map_err(db)?;
+            if n == 0 {
+                return Err(Error::not_found(format!("{} {id} not found", kind.noun())));
+            }
+            Ok(())
+        })
+    }
+}
+
 fn rule_from_row(r: &Row) -> rusqlite::Result<SecurityGroupRule> {
     Ok(SecurityGroupRule {
         id: r.get(0)?,
@@ -1439,49 +1513,27 @@ impl Store for SqliteStore {
     }
 
     fn default_rules(&self) -> Result<Vec<SecurityGroupRule>> {
-        self.read(|c| {
-            let mut st = c
-                .prepare_cached("SELECT id, 0, protocol, from_port, to_port, cidr, NULL, NULL, NULL FROM security_group_default_rules ORDER BY id")
-                .map_err(db)?;
-            let rows = st
-                .query_map([], rule_from_row)
-                .map_err(db)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(db)?;
-            Ok(rows)
-        })
+        self.admin_rules(AdminRules::Default)
     }
 
     fn add_default_rule(&self, rule: &NewRule) -> Result<SecurityGroupRule> {
-        let id = self.write(|tx| {
-            exec(tx,
-                "INSERT INTO security_group_default_rules(protocol, from_port, to_port, cidr) VALUES (?1,?2,?3,?4)",
-                params![rule.protocol, rule.from_port, rule.to_port, rule.cidr],
-            )
-            .map_err(db)?;
-            Ok(tx.last_insert_rowid())
-        })?;
-        self.default_rules()?
-            .into_iter()
-            .find(|r| r.id == id)
-            .ok_or_else(|| Error::Store("default rule vanished".into()))
+        self.add_admin_rule(AdminRules::Default, rule)
     }
 
     fn delete_default_rule(&self, id: i64) -> Result<()> {
-        self.write(|tx| {
-            let n = tx
-                .execute(
-                    "DELETE FROM security_group_default_rules WHERE id = ?1",
-                    [id],
-                )
-                .map_err(db)?;
-            if n == 0 {
-                return Err(Error::not_found(format!(
-                    "default security group rule {id} not found"
-                )));
-            }
-            Ok(())
-        })
+        self.delete_admin_rule(AdminRules::Default, id)
+    }
+
+    fn provider_rules(&self) -> Result<Vec<SecurityGroupRule>> {
+        self.admin_rules(AdminRules::Provider)
+    }
+
+    fn add_provider_rule(&self, rule: &NewRule) -> Result<SecurityGroupRule> {
+        self.add_admin_rule(AdminRules::Provider, rule)
+    }
+
+    fn delete_provider_rule(&self, id: i64) -> Result<()> {
+        self.delete_admin_rule(AdminRules::Provider, id)
     }
 
     fn security_group_memberships(&self) -> Result<Vec<(String, i64)>> {
