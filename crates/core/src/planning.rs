@@ -795,4 +795,134 @@ mod tests {
         let b = plan_networks(&r, Manager::FlatDhcp, &cfg, &[], uuids()).unwrap();
         assert_eq!(a, b);
     }
+
+    /// A small deterministic generator (xorshift64*): property tests without a dependency,
+    /// the same cases on every run.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Property: for random ranges, counts, sizes and managers, carving follows nova's rules.
+    /// Networks are disjoint subnets of the range, in order, each listing every address once;
+    /// network, gateway, DHCP server, broadcast (and the VPN address and the top
+    /// `cnt_vpn_clients` under VLAN) are reserved, as is everything outside allowed-start/end;
+    /// the first DHCP address is the first one not reserved; and planning twice gives the same.
+    #[test]
+    fn property_carving_and_reserved_addresses() {
+        let mut rng = Rng(0x5eed_2026);
+        let mut checked = 0;
+        for _ in 0..400 {
+            let prefix = 16 + rng.below(13) as u8; // /16 .. /28
+            let base = Ipv4Addr::new(10, rng.below(256) as u8, 0, 0);
+            let range = Ipv4Cidr::new(base, prefix).unwrap();
+            let manager = [Manager::Flat, Manager::FlatDhcp, Manager::Vlan][rng.below(3) as usize];
+            let bits_free = 32 - u32::from(prefix);
+            let size_bits = 2 + rng.below(u64::from(bits_free.min(10) - 1)) as u32;
+            let network_size = 1u64 << size_bits;
+            let num = 1 + rng.below((range.size() / network_size).min(6)) as u32;
+            let cfg = Config {
+                vlan_interface: Some("eth2".into()),
+                cnt_vpn_clients: rng.below(3) as u32,
+                ..Config::default()
+            };
+            let mut r = req("net", &range.to_string());
+            r.num_networks = Some(num);
+            r.network_size = Some(network_size);
+            let narrowed = num == 1 && network_size >= 16 && rng.below(2) == 0;
+            if narrowed {
+                r.allowed_start = Some(range.nth(5).unwrap().to_string());
+                r.allowed_end = Some(range.nth(network_size - 4).unwrap().to_string());
+            }
+            let plan = match plan_networks(&r, manager, &cfg, &[], uuids()) {
+                Ok(p) => p,
+                Err(e) => panic!("{r:?} under {manager:?}: {e}"),
+            };
+            let again = plan_networks(&r, manager, &cfg, &[], uuids()).unwrap();
+            assert_eq!(plan, again, "planning is deterministic");
+            assert_eq!(plan.networks.len(), num as usize);
+            let mut seen = BTreeSet::new();
+            for (i, p) in plan.networks.iter().enumerate() {
+                let n = &p.network;
+                let c: Ipv4Cidr = n.cidr.as_deref().unwrap().parse().unwrap();
+                assert!(
+                    range.contains_cidr(&c) && c.size() == network_size,
+                    "{c} in {range}"
+                );
+                assert_eq!(
+                    c.network(),
+                    range.nth(i as u64 * network_size).unwrap(),
+                    "in order"
+                );
+                let addrs: Vec<Ipv4Addr> = p.fixed_ips.iter().map(|(a, _)| *a).collect();
+                let all: Vec<Ipv4Addr> = (0..c.size()).map(|k| c.nth(k).unwrap()).collect();
+                assert_eq!(addrs, all, "every address once, in order");
+                assert!(
+                    addrs.iter().all(|a| seen.insert(*a)),
+                    "networks are disjoint"
+                );
+                let reserved: BTreeSet<String> = p
+                    .fixed_ips
+                    .iter()
+                    .filter(|(_, r)| *r)
+                    .map(|(a, _)| a.to_string())
+                    .collect();
+                let mut must = vec![
+                    c.network().to_string(),
+                    n.gateway.clone().unwrap(),
+                    n.dhcp_server.clone().unwrap(),
+                    c.broadcast().to_string(),
+                ];
+                if manager == Manager::Vlan {
+                    must.push(n.vpn_private_address.clone().expect("a VPN address"));
+                    for k in 0..u64::from(cfg.cnt_vpn_clients) {
+                        must.push(c.nth(network_size - 2 - k).unwrap().to_string());
+                    }
+                    assert_eq!(n.bridge, Some(format!("br{}", n.vlan.unwrap())));
+                } else {
+                    assert_eq!(n.vlan, None);
+                }
+                for m in &must {
+                    assert!(reserved.contains(m), "{m} must be reserved in {c}: {r:?}");
+                }
+                if narrowed {
+                    for (a, res) in &p.fixed_ips {
+                        let idx = c.index_of(*a).unwrap();
+                        if !(5..=network_size - 4).contains(&idx) {
+                            assert!(res, "{a} is outside allowed-start/end");
+                        }
+                    }
+                }
+                let first_free = p
+                    .fixed_ips
+                    .iter()
+                    .find(|(_, r)| !r)
+                    .map(|(a, _)| a.to_string());
+                if first_free.is_some() {
+                    assert_eq!(
+                        n.dhcp_start, first_free,
+                        "dhcp_start is the first free address"
+                    );
+                }
+                checked += 1;
+            }
+            if manager == Manager::Vlan {
+                let vlans: BTreeSet<u32> = plan
+                    .networks
+                    .iter()
+                    .filter_map(|p| p.network.vlan)
+                    .collect();
+                assert_eq!(vlans.len(), num as usize, "one VLAN each");
+            }
+        }
+        assert!(checked > 400);
+    }
 }

@@ -501,9 +501,10 @@ pub fn floating(rounds: usize, count: usize) -> Result<()> {
         .unwrap_or((0, 0));
     println!("associate to reachable median ms: {:.0}", median_ms(times));
     println!(
-        "agent restart with {n} floating IPs, lost pings: {} (of {sent})",
+        "agent restart with {n} floating IPs, lost pings: {}",
         sent.saturating_sub(received)
     );
+    println!("pings sent across the restart: {sent}");
     Ok(())
 }
 
