@@ -181,3 +181,101 @@ fn main() {
         fail(e, 1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Splits a command line as a shell would for these (no quotes in them).
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("novanet").chain(line.split_whitespace()))
+    }
+
+    /// Every command the seeds show, verbatim, with `novanet` for `nova` and
+    /// `novanet manage` for `nova-manage` (placeholders filled in).
+    #[test]
+    fn the_seeds_commands_parse_verbatim() {
+        let seeds = [
+            "network-create vmnet --fixed-range-v4 10.0.0.0/16 --fixed-cidr 10.0.20.0/24 --bridge br100",
+            "network-create vmnet --fixed-range-v4=10.0.0.0/24 --fixed-cidr=10.20.0.0/16 --bridge=br100",
+            "network-create vmnet --fixed-range-v4 10.0.0.0/24 --bridge br100 --multi-host T",
+            "network-create public --fixed-range-v4 10.0.3.0/24 --vlan 100 --vpn 1000 --fixed-range-v6 fd00:1::/48",
+            "network-create public --fixed-range-v4 10.0.2.0/24 --fixed-range-v6 fd00:1::/48",
+            "network-create public --fixed-range-v4 10.0.1.0/24 --vlan 100 --vpn 1000 --fixed-range-v6 fd00:1::/48",
+            "network-create first-net --fixed-range-v4 20.20.0.0/24 --project-id 4b1c",
+            "network-create first-net --fixed-range-v4=20.20.0.0/24 --project-id=4b1c",
+            "network-list",
+            "boot --image cirros --flavor 1 cirros",
+            "boot --image ed8b2a37-5535-4a5f-a615-443513036d71 --flavor 1 --nic net-id=n1 --nic net-id=n2 test-vm1",
+            "list",
+            "secgroup-add-rule default icmp -1 -1 0.0.0.0/0",
+            "secgroup-add-rule default tcp 22 22 0.0.0.0/0",
+            "secgroup-list-rules default",
+            "floating-ip-create",
+            "floating-ip-create nova",
+            "floating-ip-list",
+            "floating-ip-pool-list",
+            "floating-ip-associate cirros 68.99.26.170",
+            "floating-ip-disassociate cirros 68.99.26.170",
+            "floating-ip-delete 68.99.26.170",
+            "manage floating create --pool nova --ip_range 68.99.26.170/31",
+            "manage floating create --pool POOL_NAME --ip_range 10.0.0.0/29",
+            "manage floating list",
+            "manage floating delete 68.99.26.170/31",
+            "manage fixed reserve --address 10.0.0.5",
+            "manage project scrub --project 4b1c",
+            "manage network list",
+            "manage network delete 2f3b9e17-4f20-4b05-842a-8d735fbb89cb",
+            "manage network create --label vmnet --fixed_range_v4 10.0.0.0/24 --bridge br100",
+        ];
+        for line in seeds {
+            if let Err(e) = parse(line) {
+                panic!("`{line}` does not parse:\n{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_issues_commands_parse() {
+        let lines = [
+            "network-show vmnet",
+            "network-delete vmnet",
+            "network-associate-host vmnet compute-1",
+            "network-disassociate vmnet",
+            "boot --image cirros --flavor 1 --nic net-id=n1,v4-fixed-ip=10.0.0.9 --key-name k --user-data /dev/null --meta a=b --security-groups default,web --availability-zone nova:compute-2 vm2",
+            "show cirros",
+            "delete cirros",
+            "floating-ip-bulk-create 68.99.26.0/29 --pool nova",
+            "floating-ip-bulk-list",
+            "floating-ip-bulk-delete 68.99.26.0/29",
+            "fixed-ip-get 10.0.0.2",
+            "fixed-ip-reserve 10.0.0.2",
+            "fixed-ip-unreserve 10.0.0.2",
+            "secgroup-create web servers",
+            "secgroup-list",
+            "secgroup-delete web",
+            "secgroup-delete-rule default tcp 22 22 0.0.0.0/0",
+            "secgroup-add-group-rule default web tcp 80 80",
+            "secgroup-add-default-rule tcp 80 80 0.0.0.0/0",
+            "secgroup-list-default-rules",
+            "provider-rule-add tcp 25 25 0.0.0.0/0",
+            "provider-rule-list",
+            "add-secgroup cirros web",
+            "remove-secgroup cirros web",
+            "keypair-add mykey",
+            "keypair-list",
+            "manage fixed unreserve --address 10.0.0.5",
+            "manage fixed list",
+            "manage network modify --fixed_range 10.0.0.0/24 --project demo --host compute-1",
+            "manage floating create --pool nova --ip-range 68.99.26.170/31 --interface eth1",
+        ];
+        for line in lines {
+            if let Err(e) = parse(line) {
+                panic!("`{line}` does not parse:\n{e}");
+            }
+        }
+        // Bad input names the problem.
+        let e = parse("secgroup-add-rule default tcp twenty-two 22 0.0.0.0/0").unwrap_err();
+        assert!(e.to_string().contains("FROM_PORT"), "{e}");
+    }
+}
