@@ -8,23 +8,28 @@ use novanet_core::plan::SecurityPlan;
 
 use crate::nft::{full_state, incremental, SecState, FILTER_TABLE, SPOOF_TABLE};
 
-use crate::render::{iptables_restore, jumps, PREFIX};
+use crate::render::{declared_chains, iptables_restore, jumps, with_removed_chains, PREFIX};
 use crate::sys::{run, Result};
 
 #[derive(Default)]
 pub struct Iptables {
     last: Option<String>,
+    /// The novanet chains the kernel holds, as this process last left them.
+    declared: BTreeSet<(String, String)>,
 }
 
 impl Iptables {
     /// Applies `rules`; returns false when they were already in place.
     pub fn apply(&mut self, rules: &Ruleset, sec: Option<&SecurityPlan>) -> Result<bool> {
         let mut missing = Vec::new();
+        let wanted_text = iptables_restore(rules, sec, &[]);
+        let wanted_chains = declared_chains(&wanted_text);
         if self.last.is_none() {
             // First apply of this process: read what the kernel holds. If our chains already
             // hold exactly these rules (an agent restart), leave them alone: replacing them
             // would reset counters and briefly race with traffic.
             let saved = run("iptables-save", &[], None)?;
+            self.declared = declared_chains(&saved);
             let present = owned_lines(&saved);
             missing = jumps()
                 .into_iter()
@@ -42,19 +47,25 @@ impl Iptables {
                 }
                 m
             };
-            let wanted = owned_lines(&iptables_restore(rules, sec, &[]));
-            if missing.is_empty() && by_chain(&present) == by_chain(&wanted) {
-                self.last = Some(iptables_restore(rules, sec, &[]));
+            let wanted = owned_lines(&wanted_text);
+            if missing.is_empty()
+                && self.declared == wanted_chains
+                && by_chain(&present) == by_chain(&wanted)
+            {
+                self.last = Some(wanted_text);
                 return Ok(false);
             }
         }
-        let text = iptables_restore(rules, sec, &missing);
-        if missing.is_empty() && self.last.as_deref() == Some(text.as_str()) {
+        let stale: BTreeSet<(String, String)> =
+            self.declared.difference(&wanted_chains).cloned().collect();
+        if missing.is_empty() && stale.is_empty() && self.last.as_deref() == Some(&wanted_text) {
             return Ok(false);
         }
+        let text = with_removed_chains(&iptables_restore(rules, sec, &missing), &stale);
         run("iptables-restore", &["--noflush"], Some(&text))?;
         // Remember the text without the jumps: the next identical plan renders the same.
-        self.last = Some(iptables_restore(rules, sec, &[]));
+        self.last = Some(wanted_text);
+        self.declared = wanted_chains;
         Ok(true)
     }
 }

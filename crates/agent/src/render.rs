@@ -1,7 +1,7 @@
 //! Pure rendering of a host plan into what the tools take: dnsmasq's argv and host records,
 //! iptables-restore input. Snapshot-tested; no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use novanet_core::firewall::{Chain, Match, Proto, Ruleset, Target};
@@ -186,6 +186,43 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
 
 /// iptables-restore input (for `--noflush`) that replaces the content of every chain novanet
 /// owns, and adds the jumps from the builtin chains listed in `missing_jumps`.
+/// The novanet chains a restore or save text declares, with their tables.
+pub fn declared_chains(text: &str) -> BTreeSet<(String, String)> {
+    let mut table = "";
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t;
+        } else if let Some(decl) = line.strip_prefix(':') {
+            let chain = decl.split_whitespace().next().unwrap_or("");
+            if chain.starts_with(&format!("{PREFIX}-")) {
+                out.insert((table.to_string(), chain.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// `text` with the given chains flushed and deleted at the end of their tables (an
+/// instance gone leaves its chain otherwise: `--noflush` keeps what it is not told about).
+pub fn with_removed_chains(text: &str, stale: &BTreeSet<(String, String)>) -> String {
+    let mut out = String::new();
+    let mut table = String::new();
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.to_string();
+        }
+        if line == "COMMIT" {
+            for (_, chain) in stale.iter().filter(|(t, _)| *t == table) {
+                out.push_str(&format!(":{chain} - [0:0]\n-X {chain}\n"));
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 pub fn iptables_restore(
     rules: &Ruleset,
     sec: Option<&SecurityPlan>,
@@ -532,6 +569,19 @@ mod tests {
                 "-A novanet-inst-9 -s 10.0.0.4/32 -j ACCEPT",
                 "-A novanet-inst-9 -j novanet-sg-fallback",
             ]
+        );
+    }
+
+    #[test]
+    fn gone_chains_are_flushed_and_deleted() {
+        let text = "*filter\n:novanet-local - [0:0]\nCOMMIT\n*nat\n:novanet-snat - [0:0]\nCOMMIT\n";
+        let before = declared_chains(
+            "*filter\n:INPUT ACCEPT [0:0]\n:novanet-local - [0:0]\n:novanet-inst-1 - [0:0]\nCOMMIT\n",
+        );
+        let stale: BTreeSet<_> = before.difference(&declared_chains(text)).cloned().collect();
+        assert_eq!(
+            with_removed_chains(text, &stale),
+            "*filter\n:novanet-local - [0:0]\n:novanet-inst-1 - [0:0]\n-X novanet-inst-1\nCOMMIT\n*nat\n:novanet-snat - [0:0]\nCOMMIT\n"
         );
     }
 }

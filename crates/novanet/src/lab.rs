@@ -47,7 +47,7 @@ pub enum LabCmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<String>,
     },
-    /// Start the VM of a booted instance: a namespace on its host's bridge, running udhcpc
+    /// Start the VM of a booted instance now (the lab's hypervisor does it within a second)
     Plug {
         #[command(flatten)]
         opts: LabOpts,
@@ -71,6 +71,13 @@ pub enum LabCmd {
         #[command(flatten)]
         opts: LabOpts,
         host: String,
+    },
+    /// Plugs and unplugs the VMs of instances as the server places and deletes them (`up`
+    /// starts it)
+    #[command(hide = true)]
+    Hypervisor {
+        #[command(flatten)]
+        opts: LabOpts,
     },
 }
 
@@ -109,12 +116,26 @@ fn load(o: &LabOpts) -> LabState {
         .unwrap_or_default()
 }
 
+/// Writes the state whole (a temporary file renamed over it), so a reader never sees half.
 fn save(o: &LabOpts, s: &LabState) -> Res<()> {
-    std::fs::write(
-        state_path(o),
-        serde_json::to_string_pretty(s).expect("json"),
-    )
-    .map_err(|e| e.to_string())
+    let tmp = o.dir.join("lab.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(s).expect("json"))
+        .and_then(|()| std::fs::rename(&tmp, state_path(o)))
+        .map_err(|e| e.to_string())
+}
+
+/// Load, change and save the state under an exclusive lock: the lab's hypervisor and the
+/// commands an operator runs change it concurrently.
+fn with_state<T>(o: &LabOpts, f: impl FnOnce(&mut LabState) -> Res<T>) -> Res<T> {
+    let lock_path = o.dir.join("lab.lock");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let mut st = load(o);
+    let r = f(&mut st);
+    save(o, &st)?;
+    r
 }
 
 pub(crate) fn ns(o: &LabOpts, node: &str) -> String {
@@ -314,9 +335,89 @@ pub(crate) fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
         ..LabState::default()
     };
     save(o, &st)?;
-    let result = build(o, &mut st, bare, extra);
+    let result = build(o, &mut st, bare, extra).and_then(|()| {
+        // From here on, instances come and go as a hypervisor would have them.
+        let args = [
+            binary().display().to_string(),
+            "lab".into(),
+            "hypervisor".into(),
+            "--prefix".into(),
+            o.prefix.clone(),
+            "--dir".into(),
+            o.dir.display().to_string(),
+        ];
+        // In the machine's own namespaces, not a lab host's: `ip netns exec` gives its
+        // process a private mount namespace, where a VM namespace it added would stay.
+        let log = o.dir.join("hypervisor.log");
+        let logf = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().map_err(|e| e.to_string())?)
+            .stderr(logf)
+            .spawn()
+            .map_err(|e| format!("cannot start the lab hypervisor: {e}"))?;
+        let pid = child.id();
+        st.pids.push(("hypervisor".into(), pid));
+        Ok(())
+    });
     save(o, &st)?;
     result
+}
+
+/// `lab hypervisor`: what nova-compute's virt driver does for the lab. Every half second it
+/// plugs a VM for each instance the server has placed on a lab host (once that host's
+/// bridge exists) and unplugs the VMs of deleted instances. Ends when the lab goes down.
+fn hypervisor(o: &LabOpts) -> Res<()> {
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if !state_path(o).exists() {
+            return Ok(());
+        }
+        let servers = match client_json(o, "/servers/detail?all_tenants=1") {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("lab hypervisor: {e}");
+                continue;
+            }
+        };
+        let placed: Vec<(String, String)> = servers["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                let name = s["name"].as_str()?.to_string();
+                let host = s["OS-EXT-SRV-ATTR:host"].as_str()?.to_string();
+                HOSTS
+                    .iter()
+                    .any(|(h, _)| *h == host)
+                    .then_some((name, host))
+            })
+            .collect();
+        let r = with_state(o, |st| {
+            for (name, host) in &placed {
+                let bridge_up = sh("ip", &["-n", &ns(o, host), "link", "show", "br100"]).is_ok();
+                if bridge_up && !st.vms.iter().any(|v| v.0 == *name) {
+                    plug(o, st, name)?;
+                    eprintln!("lab hypervisor: plugged {name} on {host}");
+                }
+            }
+            let gone: Vec<String> = st
+                .vms
+                .iter()
+                .filter(|v| !placed.iter().any(|(n, _)| *n == v.0))
+                .map(|v| v.0.clone())
+                .collect();
+            for name in gone {
+                unplug(o, st, &name)?;
+                eprintln!("lab hypervisor: unplugged {name}");
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            eprintln!("lab hypervisor: {e}");
+        }
+    }
 }
 
 fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()> {
@@ -753,7 +854,18 @@ fn unplug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
 }
 
 pub(crate) fn down(o: &LabOpts) -> Res<()> {
-    let st = load(o);
+    // Under the lock no hypervisor pass is half done; once it is killed, none starts.
+    let st = if o.dir.join("lab.lock").exists() {
+        with_state(o, |st| {
+            for (_, pid) in st.pids.iter().filter(|(w, _)| w == "hypervisor") {
+                kill(*pid);
+            }
+            Ok(())
+        })?;
+        load(o)
+    } else {
+        load(o)
+    };
     // Agents first (so nothing restarts dnsmasq), then the daemons they started, by PID.
     for (_, pid) in st.pids.iter().rev() {
         kill(*pid);
@@ -818,29 +930,17 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
         LabCmd::Up { opts, bare, config } => up(&opts, bare, &config),
         LabCmd::Down { opts } => down(&opts),
         LabCmd::Exec { opts, node, cmd } => exec(&opts, &node, &cmd),
-        LabCmd::Plug { opts, instance } => {
-            let mut st = load(&opts);
-            let r = plug(&opts, &mut st, &instance);
-            save(&opts, &st)?;
-            r
-        }
-        LabCmd::Unplug { opts, instance } => {
-            let mut st = load(&opts);
-            let r = unplug(&opts, &mut st, &instance);
-            save(&opts, &st)?;
-            r
-        }
-        LabCmd::Serve { opts, node, port } => {
-            let mut st = load(&opts);
-            let r = serve(&opts, &mut st, &node, port);
-            save(&opts, &st)?;
-            r
-        }
+        LabCmd::Plug { opts, instance } => with_state(&opts, |st| {
+            if st.vms.iter().any(|v| v.0 == instance) {
+                return Ok(()); // the hypervisor was first
+            }
+            plug(&opts, st, &instance)
+        }),
+        LabCmd::Unplug { opts, instance } => with_state(&opts, |st| unplug(&opts, st, &instance)),
+        LabCmd::Serve { opts, node, port } => with_state(&opts, |st| serve(&opts, st, &node, port)),
         LabCmd::RestartAgent { opts, host } => {
-            let mut st = load(&opts);
-            let r = restart_agent(&opts, &mut st, &host);
-            save(&opts, &st)?;
-            r
+            with_state(&opts, |st| restart_agent(&opts, st, &host))
         }
+        LabCmd::Hypervisor { opts } => hypervisor(&opts),
     }
 }
