@@ -2470,6 +2470,76 @@ async fn an_exhausted_floating_pool_is_404() {
     fault(&v, "itemNotFound", 404);
 }
 
+#[tokio::test]
+async fn quotas_answer_over_limit_and_change_nothing() {
+    let h = Harness::new("quota").await;
+    h.expect(
+        200,
+        "POST",
+        "/v2.1/os-floating-ips-bulk",
+        h.admin(),
+        Some(json!({"floating_ips_bulk_create": {"ip_range": "68.99.26.0/27"}})),
+    )
+    .await;
+    // quota_floating_ips defaults to 10.
+    for _ in 0..10 {
+        h.expect(
+            200,
+            "POST",
+            "/v2.1/os-floating-ips",
+            h.demo(),
+            Some(json!({"pool": null})),
+        )
+        .await;
+    }
+    let v = h
+        .expect(
+            403,
+            "POST",
+            "/v2.1/os-floating-ips",
+            h.demo(),
+            Some(json!({"pool": null})),
+        )
+        .await;
+    let msg = fault(&v, "overLimit", 403);
+    assert!(msg.to_lowercase().contains("quota"), "{msg}");
+    let v = h
+        .expect(200, "GET", "/v2.1/os-floating-ips", h.demo(), None)
+        .await;
+    assert_eq!(v["floating_ips"].as_array().unwrap().len(), 10);
+    // Another project has its own quota.
+    h.expect(
+        200,
+        "POST",
+        "/v2.1/os-floating-ips",
+        h.other(),
+        Some(json!({"pool": null})),
+    )
+    .await;
+    // Security groups: quota_security_groups (10) counts the default group too.
+    default_group(&h, h.demo()).await;
+    for i in 1..10 {
+        h.expect(
+            200,
+            "POST",
+            "/v2.1/os-security-groups",
+            h.demo(),
+            Some(json!({"security_group": {"name": format!("g{i}"), "description": "d"}})),
+        )
+        .await;
+    }
+    let v = h
+        .expect(
+            403,
+            "POST",
+            "/v2.1/os-security-groups",
+            h.demo(),
+            Some(json!({"security_group": {"name": "g10", "description": "d"}})),
+        )
+        .await;
+    fault(&v, "overLimit", 403);
+}
+
 // ---- 6. the seed flow ----------------------------------------------------------------------
 
 #[tokio::test]
