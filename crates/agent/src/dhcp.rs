@@ -6,16 +6,93 @@ use std::path::{Path, PathBuf};
 
 use novanet_core::plan::{DhcpPlan, DhcpRelease};
 
-use crate::render::{dnsmasq_args, dnsmasq_host_files, dnsmasq_opts};
+use crate::render::{dnsmasq_args, dnsmasq_hosts, dnsmasq_opts};
 use crate::sys::{cmdline, io_err, run, signal, write_if_changed, Result};
 
 pub struct DhcpManager {
     pub dir: PathBuf,
     pub binary: PathBuf,
-    /// Host files removed since dnsmasq last re-read everything: their records linger in
-    /// dnsmasq until a SIGHUP (keyed by network bridge, address).
-    stale: BTreeSet<(String, String)>,
     released: BTreeSet<(String, String)>,
+}
+
+/// How a network's hosts reach its dnsmasq: a base file (`nova-BR.conf`, nova's hosts file,
+/// read at start and on SIGHUP), and a watched directory where each host added since then
+/// is one small file that dnsmasq reads at once. dnsmasq never forgets a record it read
+/// until it re-reads everything, and refuses a second record for an address, so an address
+/// whose old record lingers (`stale`) or a changed record needs the full re-read: the base
+/// file rewritten with every host, the directory emptied, one SIGHUP. Allocation prefers the
+/// address free the longest, so that happens only once a network's pool has cycled.
+#[derive(Debug, Default, PartialEq)]
+pub struct HostsStep {
+    /// Rewrite the base file, empty the directory and make dnsmasq re-read everything.
+    pub full: bool,
+    /// The base file's content after this step.
+    pub base: String,
+    /// Files to write in the directory (address, line).
+    pub add: Vec<(String, String)>,
+    /// Files to remove from the directory (addresses).
+    pub remove: Vec<String>,
+    /// Addresses whose records linger in dnsmasq after this step.
+    pub stale: BTreeSet<String>,
+}
+
+/// Address to line, for `MAC,HOST,IP` lines.
+fn by_address(lines: &str) -> BTreeMap<String, String> {
+    lines
+        .lines()
+        .filter_map(|l| Some((l.rsplit(',').next()?.to_string(), l.to_string())))
+        .collect()
+}
+
+fn lines<'a>(l: impl Iterator<Item = &'a String>) -> String {
+    l.map(|l| format!("{l}\n")).collect()
+}
+
+/// Everything into the base file, for a start or a full re-read.
+pub fn reread_step(want: &BTreeMap<String, String>, dir: &BTreeMap<String, String>) -> HostsStep {
+    HostsStep {
+        full: true,
+        base: lines(want.values()),
+        add: Vec::new(),
+        remove: dir.keys().cloned().collect(),
+        stale: BTreeSet::new(),
+    }
+}
+
+/// The step from what dnsmasq was given (base file, directory, lingering addresses) to the
+/// wanted hosts (address to line).
+pub fn hosts_step(
+    want: &BTreeMap<String, String>,
+    base: &BTreeMap<String, String>,
+    dir: &BTreeMap<String, String>,
+    stale: &BTreeSet<String>,
+) -> HostsStep {
+    let given = |ip: &String| dir.get(ip).or_else(|| base.get(ip));
+    let full = want.iter().any(|(ip, line)| match given(ip) {
+        Some(l) => l != line,
+        None => stale.contains(ip),
+    });
+    if full {
+        return reread_step(want, dir);
+    }
+    let gone = |ip: &&String| !want.contains_key(*ip);
+    let mut stale = stale.clone();
+    stale.extend(base.keys().chain(dir.keys()).filter(gone).cloned());
+    HostsStep {
+        full,
+        base: lines(
+            base.iter()
+                .filter(|(ip, _)| want.contains_key(*ip))
+                .map(|(_, l)| l),
+        ),
+        add: want
+            .iter()
+            .filter(|(ip, _)| given(ip).is_none())
+            .map(|(ip, l)| (ip.clone(), l.clone()))
+            .collect(),
+        remove: dir.keys().filter(gone).cloned().collect(),
+        stale,
+    }
 }
 
 /// What one pass changed, for logs and tests.
@@ -33,7 +110,6 @@ impl DhcpManager {
         DhcpManager {
             dir: dir.to_path_buf(),
             binary: binary.to_path_buf(),
-            stale: BTreeSet::new(),
             released: BTreeSet::new(),
         }
     }
@@ -90,35 +166,42 @@ impl DhcpManager {
             let opts_changed = write_if_changed(&self.file(&d.bridge, "opts"), &dnsmasq_opts(d))?;
             let hosts_dir = self.file(&d.bridge, "hosts.d");
             std::fs::create_dir_all(&hosts_dir).map_err(|e| io_err(hosts_dir.display(), e))?;
-            let want = dnsmasq_host_files(d);
-            let mut need_hup = opts_changed;
-            let present: BTreeSet<String> = std::fs::read_dir(&hosts_dir)
-                .map_err(|e| io_err(hosts_dir.display(), e))?
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.ends_with(".host"))
-                .collect();
-            for name in present.iter().filter(|n| !want.contains_key(*n)) {
-                let _ = std::fs::remove_file(hosts_dir.join(name));
-                self.stale.insert((d.bridge.clone(), name.clone()));
-                report.hosts_removed += 1;
-            }
-            for (name, content) in &want {
-                let existed = present.contains(name);
-                if write_if_changed(&hosts_dir.join(name), content)? {
-                    report.hosts_written += 1;
-                    // dnsmasq only adds records from the directory: a changed file, or an
-                    // address whose old record lingers, needs a full re-read.
-                    if existed || self.stale.contains(&(d.bridge.clone(), name.clone())) {
-                        need_hup = true;
-                    }
+            let base_path = self.file(&d.bridge, "conf");
+            let stale_path = self.file(&d.bridge, "stale");
+            let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+            let mut dir = BTreeMap::new();
+            for e in std::fs::read_dir(&hosts_dir).map_err(|e| io_err(hosts_dir.display(), e))? {
+                let e = e.map_err(|e| io_err(hosts_dir.display(), e))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(ip) = name.strip_suffix(".host") {
+                    dir.insert(ip.to_string(), read(&e.path()).trim_end().to_string());
                 }
             }
+            let stale: BTreeSet<String> = read(&stale_path).lines().map(String::from).collect();
             let args = dnsmasq_args(d, &self.dir, &hook);
-            match self.running(&d.bridge, &args) {
+            let running = self.running(&d.bridge, &args);
+            let want = by_address(&dnsmasq_hosts(d));
+            let step = if running.is_none() || opts_changed {
+                // A start or a SIGHUP reads everything anyway: do it from the base file.
+                reread_step(&want, &dir)
+            } else {
+                hosts_step(&want, &by_address(&read(&base_path)), &dir, &stale)
+            };
+            report.hosts_written += step.add.len();
+            report.hosts_removed += step.remove.len();
+            write_if_changed(&base_path, &step.base)?;
+            for ip in &step.remove {
+                let _ = std::fs::remove_file(hosts_dir.join(format!("{ip}.host")));
+            }
+            for (ip, line) in &step.add {
+                write_if_changed(&hosts_dir.join(format!("{ip}.host")), &format!("{line}\n"))?;
+            }
+            let stale_text: String = step.stale.iter().map(|ip| format!("{ip}\n")).collect();
+            write_if_changed(&stale_path, &stale_text)?;
+            match running {
                 Some(pid) => {
-                    if need_hup {
+                    if step.full {
                         signal(pid, "HUP")?;
-                        self.stale.retain(|(b, _)| *b != d.bridge);
                         report.reloaded.push(d.bridge.clone());
                     }
                 }
@@ -129,7 +212,6 @@ impl DhcpManager {
                     }
                     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
                     run("dnsmasq", &argv, None)?;
-                    self.stale.retain(|(b, _)| *b != d.bridge);
                     report.started.push(d.bridge.clone());
                 }
             }
@@ -153,7 +235,7 @@ impl DhcpManager {
                 signal(pid, "TERM")?;
                 wait_gone(pid);
             }
-            for kind in ["pid", "opts", "hook"] {
+            for kind in ["pid", "opts", "hook", "conf", "stale"] {
                 let _ = std::fs::remove_file(self.file(&bridge, kind));
             }
             let _ = std::fs::remove_dir_all(self.file(&bridge, "hosts.d"));
@@ -200,4 +282,83 @@ fn wait_gone(pid: u32) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let _ = signal(pid, "KILL");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(lines: &[&str]) -> BTreeMap<String, String> {
+        by_address(&lines.join("\n"))
+    }
+
+    const A: &str = "fa:16:3e:00:00:0a,a.novalocal,10.0.0.2";
+    const B: &str = "fa:16:3e:00:00:0b,b.novalocal,10.0.0.3";
+    const C: &str = "fa:16:3e:00:00:0c,c.novalocal,10.0.0.4";
+    const C2: &str = "fa:16:3e:00:00:cc,c2.novalocal,10.0.0.4";
+
+    #[test]
+    fn an_add_is_one_file() {
+        let s = hosts_step(
+            &hosts(&[A, B]),
+            &hosts(&[A]),
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+        );
+        assert!(!s.full);
+        assert_eq!(s.add, [("10.0.0.3".to_string(), B.to_string())]);
+        assert_eq!(s.base, format!("{A}\n"));
+    }
+
+    #[test]
+    fn a_removal_leaves_a_stale_record_and_its_reuse_reloads() {
+        let s = hosts_step(
+            &hosts(&[A]),
+            &hosts(&[A, B]),
+            &hosts(&[C]),
+            &BTreeSet::new(),
+        );
+        assert!(!s.full);
+        assert_eq!(s.base, format!("{A}\n"));
+        assert_eq!(s.remove, ["10.0.0.4"]);
+        assert_eq!(
+            s.stale,
+            BTreeSet::from(["10.0.0.3".to_string(), "10.0.0.4".to_string()])
+        );
+        // The address comes back for another MAC: everything is re-read, from the base file.
+        let s2 = hosts_step(&hosts(&[A, C2]), &hosts(&[A]), &BTreeMap::new(), &s.stale);
+        assert!(s2.full);
+        assert_eq!(s2.base, format!("{A}\n{C2}\n"));
+        assert!(s2.stale.is_empty());
+    }
+
+    #[test]
+    fn a_changed_record_reloads() {
+        let s = hosts_step(
+            &hosts(&[A, C2]),
+            &hosts(&[A]),
+            &hosts(&[C]),
+            &BTreeSet::new(),
+        );
+        assert!(s.full);
+        assert_eq!(s.remove, ["10.0.0.4"]);
+        assert_eq!(s.base, format!("{A}\n{C2}\n"));
+    }
+
+    #[test]
+    fn nothing_changed_is_nothing_to_do() {
+        let s = hosts_step(
+            &hosts(&[A, B]),
+            &hosts(&[A]),
+            &hosts(&[B]),
+            &BTreeSet::new(),
+        );
+        assert_eq!(
+            s,
+            HostsStep {
+                base: format!("{A}\n"),
+                ..HostsStep::default()
+            }
+        );
+    }
 }

@@ -284,8 +284,9 @@ pub fn iptables_restore(
     out
 }
 
-/// dnsmasq's argv for a network: nova's arguments (linux_net.py), with a hosts directory in
-/// place of the hosts file so that a new instance costs one small file, not a reload.
+/// dnsmasq's argv for a network: nova's arguments (linux_net.py), with a watched hosts
+/// directory beside nova's hosts file, so that a new instance costs one small file, not a
+/// reload (see `dhcp::hosts_step`).
 pub fn dnsmasq_args(d: &DhcpPlan, dir: &Path, hook: &Path) -> Vec<String> {
     let f = |kind: &str| {
         dir.join(format!("nova-{}.{kind}", d.bridge))
@@ -305,6 +306,7 @@ pub fn dnsmasq_args(d: &DhcpPlan, dir: &Path, hook: &Path) -> Vec<String> {
             d.label, d.dhcp_start, d.netmask, d.lease_time
         ),
         format!("--dhcp-lease-max={}", d.lease_max),
+        format!("--dhcp-hostsfile={}", f("conf")),
         format!("--dhcp-hostsdir={}", f("hosts.d")),
         format!("--dhcp-script={}", hook.display()),
         "--no-hosts".into(),
@@ -331,16 +333,11 @@ pub fn dnsmasq_opts(d: &DhcpPlan) -> String {
     s
 }
 
-/// One file per host in the hosts directory: name and content.
-pub fn dnsmasq_host_files(d: &DhcpPlan) -> BTreeMap<String, String> {
+/// nova's hosts file: one `MAC,HOSTNAME.DOMAIN,IP` line per host.
+pub fn dnsmasq_hosts(d: &DhcpPlan) -> String {
     d.hosts
         .iter()
-        .map(|h| {
-            (
-                format!("{}.host", h.address),
-                format!("{}\n", h.line(&d.domain)),
-            )
-        })
+        .map(|h| format!("{}\n", h.line(&d.domain)))
         .collect()
 }
 
@@ -405,12 +402,12 @@ mod tests {
             "--strict-order --bind-interfaces --conf-file= --pid-file=/var/lib/novanet/networks/nova-br100.pid \
              --dhcp-optsfile=/var/lib/novanet/networks/nova-br100.opts --listen-address=10.0.0.1 --except-interface=lo \
              --dhcp-range=set:vmnet,10.0.0.2,static,255.255.255.0,120s --dhcp-lease-max=256 \
+             --dhcp-hostsfile=/var/lib/novanet/networks/nova-br100.conf \
              --dhcp-hostsdir=/var/lib/novanet/networks/nova-br100.hosts.d --dhcp-script=/usr/bin/novanet-dhcpbridge \
              --no-hosts --leasefile-ro --domain=novalocal"
         );
-        let files = dnsmasq_host_files(&plan());
         assert_eq!(
-            files["10.0.0.2.host"],
+            dnsmasq_hosts(&plan()),
             "fa:16:3e:2c:e8:ec,cirros.novalocal,10.0.0.2\n"
         );
         assert_eq!(

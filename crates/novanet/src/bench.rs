@@ -214,7 +214,7 @@ fn wait_ms(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<f64> {
         if f() {
             return Some(t.elapsed().as_secs_f64() * 1000.0);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
     None
 }
@@ -262,17 +262,18 @@ pub fn dhcp(instances: usize, hosts: usize) -> Result<()> {
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     drop(b);
-    let (ours, nova) = hosts_update(hosts)?;
+    let (ours, reuse, nova) = hosts_update(hosts)?;
     println!("boot to lease median ms: {:.0}", median_ms(times));
     println!("hosts update ms at {hosts} hosts: {ours:.1}");
+    println!("address reuse (full re-read) ms at {hosts} hosts: {reuse:.1}");
     println!("hosts update ms at {hosts} hosts, nova's rewrite + SIGHUP: {nova:.1}");
     Ok(())
 }
 
 /// One dnsmasq in a namespace with `hosts` records; returns the median time from a new
-/// record being written to dnsmasq having read it: through the hosts directory (ours) and
-/// through one rewritten hosts file and a SIGHUP (nova's).
-fn hosts_update(hosts: usize) -> Result<(f64, f64)> {
+/// record being written to dnsmasq having read it through the hosts directory (ours), the
+/// full re-read an address reuse costs, and a rewritten hosts file and SIGHUP (nova's).
+fn hosts_update(hosts: usize) -> Result<(f64, f64, f64)> {
     let err = |e: String| novanet_core::Error::Store(e);
     let nsname = format!("nnbhosts{}", std::process::id() % 10000);
     let dir = std::env::temp_dir().join(&nsname);
@@ -286,7 +287,7 @@ fn hosts_update(hosts: usize) -> Result<(f64, f64)> {
         let _ = lab::ip(&["netns", "del", &nsname]);
         let _ = std::fs::remove_dir_all(&dir);
     };
-    let result = (|| -> std::result::Result<(f64, f64), String> {
+    let result = (|| -> std::result::Result<(f64, f64, f64), String> {
         lab::ip(&["-n", &nsname, "link", "set", "lo", "up"])?;
         lab::ip(&["-n", &nsname, "link", "add", "brb", "type", "bridge"])?;
         lab::ip(&["-n", &nsname, "addr", "add", "10.1.0.1/16", "dev", "brb"])?;
@@ -303,41 +304,36 @@ fn hosts_update(hosts: usize) -> Result<(f64, f64)> {
         };
         let mut all = String::new();
         for i in 0..hosts {
-            let (ip, l) = line(i);
-            std::fs::write(dir.join(format!("hosts.d/{ip}.host")), format!("{l}\n"))
-                .map_err(|e| e.to_string())?;
-            all.push_str(&l);
+            all.push_str(&line(i).1);
             all.push('\n');
         }
         std::fs::write(dir.join("hosts"), &all).map_err(|e| e.to_string())?;
         let start = |kind: &str| -> std::result::Result<(u32, PathBuf), String> {
             let log = dir.join(format!("{kind}.log"));
-            let src = if kind == "dir" {
-                format!("--dhcp-hostsdir={}", dir.join("hosts.d").display())
-            } else {
-                format!("--dhcp-hostsfile={}", dir.join("hosts").display())
-            };
             let pidf = dir.join(format!("{kind}.pid"));
-            lab::sh(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &nsname,
-                    "dnsmasq",
-                    "--bind-interfaces",
-                    "--listen-address=10.1.0.1",
-                    "--except-interface=lo",
-                    "--port=0",
-                    "--dhcp-range=10.1.0.2,static,255.255.0.0,120s",
-                    &src,
-                    "--leasefile-ro",
-                    "--no-hosts",
-                    "--no-resolv",
-                    &format!("--pid-file={}", pidf.display()),
-                    &format!("--log-facility={}", log.display()),
-                ],
-            )?;
+            let mut args = vec![
+                "netns".to_string(),
+                "exec".into(),
+                nsname.clone(),
+                "dnsmasq".into(),
+                "--bind-interfaces".into(),
+                "--listen-address=10.1.0.1".into(),
+                "--except-interface=lo".into(),
+                "--port=0".into(),
+                "--dhcp-range=10.1.0.2,static,255.255.0.0,120s".into(),
+                format!("--dhcp-hostsfile={}", dir.join("hosts").display()),
+                "--leasefile-ro".into(),
+                "--no-hosts".into(),
+                "--no-resolv".into(),
+                format!("--pid-file={}", pidf.display()),
+                format!("--log-facility={}", log.display()),
+            ];
+            // Ours: nova's hosts file plus the watched directory, as the agent runs it.
+            if kind == "dir" {
+                args.push(format!("--dhcp-hostsdir={}", dir.join("hosts.d").display()));
+            }
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            lab::sh("ip", &argv)?;
             let pid = lab::wait_for("dnsmasq pid", Duration::from_secs(5), || {
                 std::fs::read_to_string(&pidf)
                     .ok()?
@@ -367,15 +363,26 @@ fn hosts_update(hosts: usize) -> Result<(f64, f64)> {
             let name = dir.join(format!("hosts.d/{ip}.host"));
             let before = count(&log_dir, &format!("{ip}.host"));
             let tmp = dir.join(format!("hosts.d/.{ip}.tmp"));
-            let t = Instant::now();
             std::fs::write(&tmp, format!("{l}\n")).map_err(|e| e.to_string())?;
             std::fs::rename(&tmp, &name).map_err(|e| e.to_string())?;
-            lab::wait_for(
-                "dnsmasq to read the new host",
-                Duration::from_secs(10),
-                || (count(&log_dir, &format!("{ip}.host")) > before).then_some(()),
-            )?;
-            ours.push(t.elapsed().as_secs_f64() * 1000.0);
+            let ms = wait_ms(Duration::from_secs(10), || {
+                count(&log_dir, &format!("{ip}.host")) > before
+            })
+            .ok_or("dnsmasq did not read the new host")?;
+            ours.push(ms);
+        }
+        // An address given to a new MAC after its old record was removed: dnsmasq only adds
+        // from the directory, so the agent makes it re-read everything (SIGHUP).
+        let mut reuse = Vec::new();
+        let base_read = format!("read {}\n", dir.join("hosts").display());
+        for _ in 0..3 {
+            let before = count(&log_dir, &base_read);
+            lab::sh("kill", &["-HUP", &pid_dir.to_string()])?;
+            let ms = wait_ms(Duration::from_secs(30), || {
+                count(&log_dir, &base_read) > before
+            })
+            .ok_or("dnsmasq did not re-read its hosts")?;
+            reuse.push(ms);
         }
         let _ = Command::new("kill").arg(pid_dir.to_string()).status();
         // nova's: rewrite the whole file and SIGHUP.
@@ -389,15 +396,14 @@ fn hosts_update(hosts: usize) -> Result<(f64, f64)> {
             let t = Instant::now();
             std::fs::write(dir.join("hosts"), &all).map_err(|e| e.to_string())?;
             lab::sh("kill", &["-HUP", &pid_file.to_string()])?;
-            lab::wait_for(
-                "dnsmasq to re-read its hosts file",
-                Duration::from_secs(30),
-                || (count(&log_file, "read ") > before).then_some(()),
-            )?;
+            wait_ms(Duration::from_secs(30), || {
+                count(&log_file, "read ") > before
+            })
+            .ok_or("dnsmasq did not re-read its hosts file")?;
             nova.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let _ = Command::new("kill").arg(pid_file.to_string()).status();
-        Ok((median_ms(ours), median_ms(nova)))
+        Ok((median_ms(ours), median_ms(reuse), median_ms(nova)))
     })();
     cleanup(&[]);
     result.map_err(err)

@@ -593,11 +593,16 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
     })?;
     println!("$ novanet list");
     print!("{}", client(o, &["list"])?);
+    let networks = o.dir.join("agent-controller/networks");
     println!(
-        "$ cat {}/agent-controller/networks/nova-br100.hosts.d/*",
-        o.dir.display()
+        "$ cat {0}/nova-br100.conf {0}/nova-br100.hosts.d/*",
+        networks.display()
     );
-    for e in std::fs::read_dir(o.dir.join("agent-controller/networks/nova-br100.hosts.d"))
+    print!(
+        "{}",
+        std::fs::read_to_string(networks.join("nova-br100.conf")).unwrap_or_default()
+    );
+    for e in std::fs::read_dir(networks.join("nova-br100.hosts.d"))
         .map_err(|e| e.to_string())?
         .flatten()
     {

@@ -335,7 +335,23 @@ async fn create_network(
     ctx.require_admin("os_compute_api:os-networks:create")?;
     let req = b.network.to_request(true)?;
     let (nets, _) = st.store.create_networks(&req, &st.cfg)?;
+    claim_for_network_host(&st)?;
     Ok(Json(json!({ "network": network_view(&nets[0], true) })))
+}
+
+/// A new single-host network goes at once to the network host heard from last: waiting for
+/// its next heartbeat would leave the network without a gateway or DHCP for up to 10 s.
+fn claim_for_network_host(st: &AppState) -> ApiResult<()> {
+    let host = st
+        .store
+        .services()?
+        .into_iter()
+        .filter(|s| s.network_host)
+        .max_by_key(|s| s.last_seen);
+    if let Some(h) = host {
+        st.store.claim_networks(&h.host)?;
+    }
+    Ok(())
 }
 
 async fn delete_network(
@@ -458,6 +474,7 @@ async fn create_tenant_network(
         req.bridge = st.cfg.flat_network_bridge.clone();
     }
     let (nets, _) = st.store.create_networks(&req, &st.cfg)?;
+    claim_for_network_host(&st)?;
     Ok(Json(json!({ "network": tenant_view(&nets[0]) })))
 }
 

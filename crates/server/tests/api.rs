@@ -2470,6 +2470,42 @@ async fn an_exhausted_floating_pool_is_404() {
     fault(&v, "itemNotFound", 404);
 }
 
+/// A network made while a network host runs is that host's at once (its dataplane follows
+/// within the agent's next poll), and the heartbeats that claim nothing change no plan.
+#[tokio::test]
+async fn a_new_network_goes_to_the_network_host_at_once() {
+    let h = Harness::new("claim").await;
+    h.expect(
+        200,
+        "POST",
+        "/novanet/v1/hosts/net-1/report",
+        h.admin(),
+        Some(json!({"network_host": true})),
+    )
+    .await;
+    let generation = h.state.store.generation().unwrap();
+    h.expect(
+        200,
+        "POST",
+        "/novanet/v1/hosts/net-1/report",
+        h.admin(),
+        Some(json!({"network_host": true})),
+    )
+    .await;
+    assert_eq!(h.state.store.generation().unwrap(), generation);
+    let id = create_network(&h, "vmnet", "10.0.0.0/24").await;
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("/v2.1/os-networks/{id}"),
+            h.admin(),
+            None,
+        )
+        .await;
+    assert_eq!(v["network"]["host"], "net-1", "{v}");
+}
+
 #[tokio::test]
 async fn quotas_answer_over_limit_and_change_nothing() {
     let h = Harness::new("quota").await;

@@ -815,6 +815,15 @@ impl Store for SqliteStore {
     }
 
     fn claim_networks(&self, host: &str) -> Result<usize> {
+        // Most calls (every heartbeat) find nothing: they must not bump the generation,
+        // which sends every agent for a new plan.
+        let unclaimed = self.read(|c| {
+            let free = load_networks(c, "WHERE host IS NULL", &[])?;
+            Ok(free.iter().any(|n| !n.multi_host))
+        })?;
+        if !unclaimed {
+            return Ok(0);
+        }
         self.write(|tx| {
             let free = load_networks(tx, "WHERE host IS NULL", &[])?;
             let mut n_claimed = 0;
