@@ -18,22 +18,22 @@ pub struct DhcpManager {
 /// How a network's hosts reach its dnsmasq: a base file (`nova-BR.conf`, nova's hosts file,
 /// read at start and on SIGHUP), and a watched directory where each host added since then
 /// is one small file that dnsmasq reads at once. dnsmasq never forgets a record it read
-/// until it re-reads everything, and refuses a second record for an address, so an address
-/// whose old record lingers (`stale`) or a changed record needs the full re-read: the base
-/// file rewritten with every host, the directory emptied, one SIGHUP. Allocation prefers the
-/// address free the longest, so that happens only once a network's pool has cycled.
+/// until it re-reads everything, and refuses a second record for an address. So the two
+/// mirror what dnsmasq holds: a removed host stays in them (harmless: its VM is gone) until
+/// the next full re-read, and an address that comes back with another line (a new MAC)
+/// needs that re-read: the base file rewritten with the wanted hosts, the directory
+/// emptied, one SIGHUP. Allocation prefers the address free the longest, so that happens
+/// only once a network's pool has cycled.
 #[derive(Debug, Default, PartialEq)]
 pub struct HostsStep {
     /// Rewrite the base file, empty the directory and make dnsmasq re-read everything.
     pub full: bool,
-    /// The base file's content after this step.
+    /// The base file for a full step.
     pub base: String,
     /// Files to write in the directory (address, line).
     pub add: Vec<(String, String)>,
-    /// Files to remove from the directory (addresses).
-    pub remove: Vec<String>,
-    /// Addresses whose records linger in dnsmasq after this step.
-    pub stale: BTreeSet<String>,
+    /// Lines a full step drops.
+    pub dropped: usize,
 }
 
 /// Address to line, for `MAC,HOST,IP` lines.
@@ -44,54 +44,38 @@ fn by_address(lines: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn lines<'a>(l: impl Iterator<Item = &'a String>) -> String {
-    l.map(|l| format!("{l}\n")).collect()
-}
-
 /// Everything into the base file, for a start or a full re-read.
-pub fn reread_step(want: &BTreeMap<String, String>, dir: &BTreeMap<String, String>) -> HostsStep {
+pub fn reread_step(want: &BTreeMap<String, String>, given: usize) -> HostsStep {
     HostsStep {
         full: true,
-        base: lines(want.values()),
+        base: want.values().map(|l| format!("{l}\n")).collect(),
         add: Vec::new(),
-        remove: dir.keys().cloned().collect(),
-        stale: BTreeSet::new(),
+        dropped: given.saturating_sub(want.len()),
     }
 }
 
-/// The step from what dnsmasq was given (base file, directory, lingering addresses) to the
-/// wanted hosts (address to line).
+/// The step from what dnsmasq holds (base file and directory, address to line) to the
+/// wanted hosts.
 pub fn hosts_step(
     want: &BTreeMap<String, String>,
     base: &BTreeMap<String, String>,
     dir: &BTreeMap<String, String>,
-    stale: &BTreeSet<String>,
 ) -> HostsStep {
     let given = |ip: &String| dir.get(ip).or_else(|| base.get(ip));
-    let full = want.iter().any(|(ip, line)| match given(ip) {
-        Some(l) => l != line,
-        None => stale.contains(ip),
-    });
-    if full {
-        return reread_step(want, dir);
+    if want
+        .iter()
+        .any(|(ip, line)| given(ip).is_some_and(|l| l != line))
+    {
+        let held: BTreeSet<&String> = base.keys().chain(dir.keys()).collect();
+        return reread_step(want, held.len());
     }
-    let gone = |ip: &&String| !want.contains_key(*ip);
-    let mut stale = stale.clone();
-    stale.extend(base.keys().chain(dir.keys()).filter(gone).cloned());
     HostsStep {
-        full,
-        base: lines(
-            base.iter()
-                .filter(|(ip, _)| want.contains_key(*ip))
-                .map(|(_, l)| l),
-        ),
         add: want
             .iter()
             .filter(|(ip, _)| given(ip).is_none())
             .map(|(ip, l)| (ip.clone(), l.clone()))
             .collect(),
-        remove: dir.keys().filter(gone).cloned().collect(),
-        stale,
+        ..HostsStep::default()
     }
 }
 
@@ -167,7 +151,9 @@ impl DhcpManager {
             let hosts_dir = self.file(&d.bridge, "hosts.d");
             std::fs::create_dir_all(&hosts_dir).map_err(|e| io_err(hosts_dir.display(), e))?;
             let base_path = self.file(&d.bridge, "conf");
-            let stale_path = self.file(&d.bridge, "stale");
+            // Present while a full re-read is under way: a crash before the SIGHUP must not
+            // leave dnsmasq with records the files no longer show.
+            let marker = self.file(&d.bridge, "reread");
             let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
             let mut dir = BTreeMap::new();
             for e in std::fs::read_dir(&hosts_dir).map_err(|e| io_err(hosts_dir.display(), e))? {
@@ -177,27 +163,29 @@ impl DhcpManager {
                     dir.insert(ip.to_string(), read(&e.path()).trim_end().to_string());
                 }
             }
-            let stale: BTreeSet<String> = read(&stale_path).lines().map(String::from).collect();
+            let base = by_address(&read(&base_path));
             let args = dnsmasq_args(d, &self.dir, &hook);
             let running = self.running(&d.bridge, &args);
             let want = by_address(&dnsmasq_hosts(d));
-            let step = if running.is_none() || opts_changed {
+            let step = if running.is_none() || opts_changed || marker.exists() {
                 // A start or a SIGHUP reads everything anyway: do it from the base file.
-                reread_step(&want, &dir)
+                let held: BTreeSet<&String> = base.keys().chain(dir.keys()).collect();
+                reread_step(&want, held.len())
             } else {
-                hosts_step(&want, &by_address(&read(&base_path)), &dir, &stale)
+                hosts_step(&want, &base, &dir)
             };
             report.hosts_written += step.add.len();
-            report.hosts_removed += step.remove.len();
-            write_if_changed(&base_path, &step.base)?;
-            for ip in &step.remove {
-                let _ = std::fs::remove_file(hosts_dir.join(format!("{ip}.host")));
-            }
+            report.hosts_removed += step.dropped;
             for (ip, line) in &step.add {
                 write_if_changed(&hosts_dir.join(format!("{ip}.host")), &format!("{line}\n"))?;
             }
-            let stale_text: String = step.stale.iter().map(|ip| format!("{ip}\n")).collect();
-            write_if_changed(&stale_path, &stale_text)?;
+            if step.full {
+                std::fs::write(&marker, "").map_err(|e| io_err(marker.display(), e))?;
+                write_if_changed(&base_path, &step.base)?;
+                for ip in dir.keys() {
+                    let _ = std::fs::remove_file(hosts_dir.join(format!("{ip}.host")));
+                }
+            }
             match running {
                 Some(pid) => {
                     if step.full {
@@ -214,6 +202,9 @@ impl DhcpManager {
                     run("dnsmasq", &argv, None)?;
                     report.started.push(d.bridge.clone());
                 }
+            }
+            if step.full {
+                let _ = std::fs::remove_file(&marker);
             }
         }
         // Stop the servers of networks this host no longer serves.
@@ -235,7 +226,7 @@ impl DhcpManager {
                 signal(pid, "TERM")?;
                 wait_gone(pid);
             }
-            for kind in ["pid", "opts", "hook", "conf", "stale"] {
+            for kind in ["pid", "opts", "hook", "conf", "reread"] {
                 let _ = std::fs::remove_file(self.file(&bridge, kind));
             }
             let _ = std::fs::remove_dir_all(self.file(&bridge, "hosts.d"));
@@ -299,66 +290,30 @@ mod tests {
 
     #[test]
     fn an_add_is_one_file() {
-        let s = hosts_step(
-            &hosts(&[A, B]),
-            &hosts(&[A]),
-            &BTreeMap::new(),
-            &BTreeSet::new(),
-        );
+        let s = hosts_step(&hosts(&[A, B]), &hosts(&[A]), &BTreeMap::new());
         assert!(!s.full);
         assert_eq!(s.add, [("10.0.0.3".to_string(), B.to_string())]);
-        assert_eq!(s.base, format!("{A}\n"));
     }
 
     #[test]
-    fn a_removal_leaves_a_stale_record_and_its_reuse_reloads() {
-        let s = hosts_step(
-            &hosts(&[A]),
-            &hosts(&[A, B]),
-            &hosts(&[C]),
-            &BTreeSet::new(),
-        );
-        assert!(!s.full);
-        assert_eq!(s.base, format!("{A}\n"));
-        assert_eq!(s.remove, ["10.0.0.4"]);
-        assert_eq!(
-            s.stale,
-            BTreeSet::from(["10.0.0.3".to_string(), "10.0.0.4".to_string()])
-        );
-        // The address comes back for another MAC: everything is re-read, from the base file.
-        let s2 = hosts_step(&hosts(&[A, C2]), &hosts(&[A]), &BTreeMap::new(), &s.stale);
-        assert!(s2.full);
-        assert_eq!(s2.base, format!("{A}\n{C2}\n"));
-        assert!(s2.stale.is_empty());
-    }
-
-    #[test]
-    fn a_changed_record_reloads() {
-        let s = hosts_step(
-            &hosts(&[A, C2]),
-            &hosts(&[A]),
-            &hosts(&[C]),
-            &BTreeSet::new(),
-        );
+    fn a_removal_changes_nothing_and_a_reuse_rereads() {
+        // B and C are gone: their records stay where dnsmasq read them.
+        let s = hosts_step(&hosts(&[A]), &hosts(&[A, B]), &hosts(&[C]));
+        assert_eq!(s, HostsStep::default());
+        // C's address comes back for another MAC: everything is re-read, from the base file.
+        let s = hosts_step(&hosts(&[A, C2]), &hosts(&[A, B]), &hosts(&[C]));
         assert!(s.full);
-        assert_eq!(s.remove, ["10.0.0.4"]);
         assert_eq!(s.base, format!("{A}\n{C2}\n"));
+        assert_eq!(s.dropped, 1);
+        // The same host back (same MAC) needs nothing: dnsmasq still has its record.
+        let s = hosts_step(&hosts(&[A, C]), &hosts(&[A, B]), &hosts(&[C]));
+        assert_eq!(s, HostsStep::default());
     }
 
     #[test]
-    fn nothing_changed_is_nothing_to_do() {
-        let s = hosts_step(
-            &hosts(&[A, B]),
-            &hosts(&[A]),
-            &hosts(&[B]),
-            &BTreeSet::new(),
-        );
-        assert_eq!(
-            s,
-            HostsStep {
-                base: format!("{A}\n"),
-                ..HostsStep::default()
-            }
-        );
+    fn a_changed_record_rereads() {
+        let s = hosts_step(&hosts(&[A, C2]), &hosts(&[A, C]), &BTreeMap::new());
+        assert!(s.full);
+        assert_eq!(s.base, format!("{A}\n{C2}\n"));
     }
 }

@@ -8,64 +8,44 @@ use novanet_core::plan::SecurityPlan;
 
 use crate::nft::{full_state, incremental, SecState, FILTER_TABLE, SPOOF_TABLE};
 
-use crate::render::{declared_chains, iptables_restore, jumps, with_removed_chains, PREFIX};
+use crate::render::{iptables_restore, jumps, owned_chains, restore_delta, OwnedChains};
 use crate::sys::{run, Result};
 
 #[derive(Default)]
 pub struct Iptables {
-    last: Option<String>,
-    /// The novanet chains the kernel holds, as this process last left them.
-    declared: BTreeSet<(String, String)>,
+    /// novanet's chains as the kernel holds them (read at the first apply of this process,
+    /// then as this process left them); None: read them again.
+    applied: Option<OwnedChains>,
 }
 
 impl Iptables {
-    /// Applies `rules`; returns false when they were already in place.
+    /// Applies `rules` by replacing only the chains that change; returns false when they
+    /// were already in place. An agent restart finding its chains in place touches nothing.
     pub fn apply(&mut self, rules: &Ruleset, sec: Option<&SecurityPlan>) -> Result<bool> {
+        let wanted = owned_chains(&iptables_restore(rules, sec, &[]));
         let mut missing = Vec::new();
-        let wanted_text = iptables_restore(rules, sec, &[]);
-        let wanted_chains = declared_chains(&wanted_text);
-        if self.last.is_none() {
-            // First apply of this process: read what the kernel holds. If our chains already
-            // hold exactly these rules (an agent restart), leave them alone: replacing them
-            // would reset counters and briefly race with traffic.
+        if self.applied.is_none() {
             let saved = run("iptables-save", &[], None)?;
-            self.declared = declared_chains(&saved);
             let present = owned_lines(&saved);
             missing = jumps()
                 .into_iter()
                 .filter(|(t, b, j)| !present.contains(&(t.to_string(), format!("-A {b} -j {j}"))))
                 .collect();
-            let by_chain = |lines: &[(String, String)]| {
-                let mut m: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-                for (table, line) in lines {
-                    let chain = line.split_whitespace().nth(1).unwrap_or("");
-                    if chain.starts_with(&format!("{PREFIX}-")) {
-                        m.entry((table.clone(), chain.to_string()))
-                            .or_default()
-                            .push(line.clone());
-                    }
-                }
-                m
-            };
-            let wanted = owned_lines(&wanted_text);
-            if missing.is_empty()
-                && self.declared == wanted_chains
-                && by_chain(&present) == by_chain(&wanted)
-            {
-                self.last = Some(wanted_text);
-                return Ok(false);
-            }
+            self.applied = Some(owned_chains(&saved));
         }
-        let stale: BTreeSet<(String, String)> =
-            self.declared.difference(&wanted_chains).cloned().collect();
-        if missing.is_empty() && stale.is_empty() && self.last.as_deref() == Some(&wanted_text) {
+        let text = restore_delta(
+            self.applied.as_ref().expect("read above"),
+            &wanted,
+            &missing,
+        );
+        if text.is_empty() {
             return Ok(false);
         }
-        let text = with_removed_chains(&iptables_restore(rules, sec, &missing), &stale);
-        run("iptables-restore", &["--noflush"], Some(&text))?;
-        // Remember the text without the jumps: the next identical plan renders the same.
-        self.last = Some(wanted_text);
-        self.declared = wanted_chains;
+        if let Err(e) = run("iptables-restore", &["--noflush"], Some(&text)) {
+            self.applied = None;
+            return Err(e);
+        }
+        self.applied = Some(wanted);
         Ok(true)
     }
 }
@@ -185,10 +165,14 @@ impl Nftables {
                 if !u.hot.is_empty() {
                     self.run_script(&u.hot)?;
                 }
-                if !u.retire.is_empty() {
-                    self.run_script(&u.retire)?;
-                }
                 self.sec = Some(next);
+                if !u.retire.is_empty() {
+                    if let Err(e) = self.run_script(&u.retire) {
+                        // What the retire left is unknown: the next apply replaces the tables.
+                        self.sec = None;
+                        return Err(e);
+                    }
+                }
                 "incremental"
             }
             None => {

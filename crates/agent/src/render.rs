@@ -1,7 +1,7 @@
 //! Pure rendering of a host plan into what the tools take: dnsmasq's argv and host records,
 //! iptables-restore input. Snapshot-tested; no I/O.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use novanet_core::firewall::{Chain, Match, Proto, Ruleset, Target};
@@ -186,39 +186,82 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
 
 /// iptables-restore input (for `--noflush`) that replaces the content of every chain novanet
 /// owns, and adds the jumps from the builtin chains listed in `missing_jumps`.
-/// The novanet chains a restore or save text declares, with their tables.
-pub fn declared_chains(text: &str) -> BTreeSet<(String, String)> {
-    let mut table = "";
-    let mut out = BTreeSet::new();
+/// novanet's chains in a restore or save text: (table, chain) to its `-A` lines in order (a
+/// declared chain without rules has none).
+pub type OwnedChains = BTreeMap<(String, String), Vec<String>>;
+
+pub fn owned_chains(text: &str) -> OwnedChains {
+    let prefix = format!("{PREFIX}-");
+    let mut table = String::new();
+    let mut out = OwnedChains::new();
     for line in text.lines() {
+        let chain_of = |rest: &str| rest.split_whitespace().next().unwrap_or("").to_string();
         if let Some(t) = line.strip_prefix('*') {
-            table = t;
+            table = t.to_string();
         } else if let Some(decl) = line.strip_prefix(':') {
-            let chain = decl.split_whitespace().next().unwrap_or("");
-            if chain.starts_with(&format!("{PREFIX}-")) {
-                out.insert((table.to_string(), chain.to_string()));
+            let chain = chain_of(decl);
+            if chain.starts_with(&prefix) {
+                out.entry((table.clone(), chain)).or_default();
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let chain = chain_of(rule);
+            if chain.starts_with(&prefix) {
+                out.entry((table.clone(), chain))
+                    .or_default()
+                    .push(line.to_string());
             }
         }
     }
     out
 }
 
-/// `text` with the given chains flushed and deleted at the end of their tables (an
-/// instance gone leaves its chain otherwise: `--noflush` keeps what it is not told about).
-pub fn with_removed_chains(text: &str, stale: &BTreeSet<(String, String)>) -> String {
+/// The `iptables-restore --noflush` text that takes novanet's chains from `old` to `new`:
+/// each new or changed chain declared (which empties it) and refilled, each chain gone
+/// emptied and deleted, and the given jumps from builtin chains added. Chains that did not
+/// change are not named, so they keep their rules and counters. Empty when nothing changes.
+pub fn restore_delta(
+    old: &OwnedChains,
+    new: &OwnedChains,
+    missing_jumps: &[(&str, &str, String)],
+) -> String {
     let mut out = String::new();
-    let mut table = String::new();
-    for line in text.lines() {
-        if let Some(t) = line.strip_prefix('*') {
-            table = t.to_string();
+    for table in ["filter", "nat", "mangle"] {
+        let changed: Vec<(&String, &Vec<String>)> = new
+            .iter()
+            .filter(|(key, lines)| key.0 == table && old.get(*key) != Some(*lines))
+            .map(|((_, c), lines)| (c, lines))
+            .collect();
+        let gone: Vec<&String> = old
+            .keys()
+            .filter(|key| key.0 == table && !new.contains_key(*key))
+            .map(|(_, c)| c)
+            .collect();
+        let jumps: Vec<String> = missing_jumps
+            .iter()
+            .filter(|(t, _, _)| *t == table)
+            .map(|(_, builtin, target)| format!("-A {builtin} -j {target}"))
+            .collect();
+        if changed.is_empty() && gone.is_empty() && jumps.is_empty() {
+            continue;
         }
-        if line == "COMMIT" {
-            for (_, chain) in stale.iter().filter(|(t, _)| *t == table) {
-                out.push_str(&format!(":{chain} - [0:0]\n-X {chain}\n"));
-            }
+        out.push_str(&format!("*{table}\n"));
+        // Every declaration (which empties the chain) first: a refilled chain may jump to a
+        // new one, and a chain gone may be the target of another chain gone.
+        for chain in changed.iter().map(|(c, _)| *c).chain(gone.iter().copied()) {
+            out.push_str(&format!(":{chain} - [0:0]\n"));
         }
-        out.push_str(line);
-        out.push('\n');
+        for line in changed
+            .iter()
+            .flat_map(|(_, lines)| lines.iter())
+            .chain(&jumps)
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+        for chain in gone {
+            out.push_str(&format!("-X {chain}\n"));
+        }
+        out.push_str("COMMIT\n");
     }
     out
 }
@@ -570,15 +613,30 @@ mod tests {
     }
 
     #[test]
-    fn gone_chains_are_flushed_and_deleted() {
-        let text = "*filter\n:novanet-local - [0:0]\nCOMMIT\n*nat\n:novanet-snat - [0:0]\nCOMMIT\n";
-        let before = declared_chains(
-            "*filter\n:INPUT ACCEPT [0:0]\n:novanet-local - [0:0]\n:novanet-inst-1 - [0:0]\nCOMMIT\n",
+    fn a_delta_names_only_what_changed() {
+        let old = owned_chains(
+            "*filter\n:INPUT ACCEPT [0:0]\n:novanet-local - [0:0]\n:novanet-inst-1 - [0:0]\n:novanet-inst-2 - [0:0]\n\
+             -A INPUT -j novanet-INPUT\n-A novanet-local -d 10.0.0.2/32 -j novanet-inst-1\n\
+             -A novanet-local -d 10.0.0.3/32 -j novanet-inst-2\n-A novanet-inst-1 -j DROP\n-A novanet-inst-2 -j DROP\nCOMMIT\n",
         );
-        let stale: BTreeSet<_> = before.difference(&declared_chains(text)).cloned().collect();
+        assert_eq!(old.len(), 3, "{old:?}");
+        // Instance 2 changes a rule; instance 1 goes; instance 3 comes.
+        let new = owned_chains(
+            "*filter\n:novanet-local - [0:0]\n:novanet-inst-2 - [0:0]\n:novanet-inst-3 - [0:0]\n\
+             -A novanet-local -d 10.0.0.3/32 -j novanet-inst-2\n-A novanet-local -d 10.0.0.4/32 -j novanet-inst-3\n\
+             -A novanet-inst-2 -p icmp -j ACCEPT\n-A novanet-inst-2 -j DROP\n-A novanet-inst-3 -j DROP\nCOMMIT\n",
+        );
         assert_eq!(
-            with_removed_chains(text, &stale),
-            "*filter\n:novanet-local - [0:0]\n:novanet-inst-1 - [0:0]\n-X novanet-inst-1\nCOMMIT\n*nat\n:novanet-snat - [0:0]\nCOMMIT\n"
+            restore_delta(&old, &new, &[]),
+            "*filter\n:novanet-inst-2 - [0:0]\n:novanet-inst-3 - [0:0]\n:novanet-local - [0:0]\n:novanet-inst-1 - [0:0]\n\
+             -A novanet-inst-2 -p icmp -j ACCEPT\n-A novanet-inst-2 -j DROP\n-A novanet-inst-3 -j DROP\n\
+             -A novanet-local -d 10.0.0.3/32 -j novanet-inst-2\n-A novanet-local -d 10.0.0.4/32 -j novanet-inst-3\n\
+             -X novanet-inst-1\nCOMMIT\n"
+        );
+        assert_eq!(restore_delta(&new, &new, &[]), "");
+        assert_eq!(
+            restore_delta(&new, &new, &[("nat", "OUTPUT", "novanet-OUTPUT".into())]),
+            "*nat\n-A OUTPUT -j novanet-OUTPUT\nCOMMIT\n"
         );
     }
 }

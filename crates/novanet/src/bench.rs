@@ -413,6 +413,15 @@ fn hosts_update(hosts: usize) -> Result<(f64, f64, f64)> {
 /// agent restarts with 1,000 floating IPs.
 pub fn floating(rounds: usize, count: usize) -> Result<()> {
     let b = BenchLab::up("float", false, &["quota_floating_ips = -1"])?;
+    // The seed's rule: the default group admits ping, which the bench measures with.
+    b.client(&[
+        "secgroup-add-rule",
+        "default",
+        "icmp",
+        "-1",
+        "-1",
+        "0.0.0.0/0",
+    ])?;
     let cidr = "68.99.32.0/22";
     b.client(&["floating-ip-bulk-create", cidr, "--pool", "bench"])?;
     b.client(&["floating-ip-bulk-create", "68.99.26.170/31"])?;
@@ -712,6 +721,8 @@ pub fn metadata(instances: usize, clients: usize, secs: f64) -> Result<()> {
             "-p",
             &dir.0.display().to_string(),
         ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| {
             err(format!(
@@ -723,7 +734,10 @@ pub fn metadata(instances: usize, clients: usize, secs: f64) -> Result<()> {
         std::net::TcpStream::connect(static_addr).is_ok()
     });
     let st = http_load(static_addr, &sources, &paths, secs);
-    let _ = nginx.kill();
+    // SIGTERM: the master stops its workers (a SIGKILL would orphan them, still serving).
+    let _ = Command::new("kill")
+        .args(["-TERM", &nginx.id().to_string()])
+        .status();
     let _ = nginx.wait();
     let md_rate = md.requests as f64 / secs;
     let st_rate = st.requests as f64 / secs;

@@ -46,8 +46,6 @@ pub struct Auth {
     pub json: bool,
 }
 
-// Parsed once per process: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
 /// A rule outside any group, as novaclient's default-rule commands spell it.
 #[derive(Args, Debug, Clone)]
 pub struct AdminRuleArgs {

@@ -101,6 +101,9 @@ struct LabState {
     pids: Vec<(String, u32)>,
     /// instance name -> (namespace, host, host-side link)
     vms: Vec<(String, String, String, String)>,
+    /// Instances an operator unplugged: the hypervisor leaves them alone until plugged again.
+    #[serde(default)]
+    held: Vec<String>,
 }
 
 type Res<T> = Result<T, String>;
@@ -374,32 +377,33 @@ fn hypervisor(o: &LabOpts) -> Res<()> {
         if !state_path(o).exists() {
             return Ok(());
         }
-        let servers = match client_json(o, "/servers/detail?all_tenants=1") {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("lab hypervisor: {e}");
-                continue;
-            }
-        };
-        let placed: Vec<(String, String)> = servers["servers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| {
-                let name = s["name"].as_str()?.to_string();
-                let host = s["OS-EXT-SRV-ATTR:host"].as_str()?.to_string();
-                HOSTS
-                    .iter()
-                    .any(|(h, _)| *h == host)
-                    .then_some((name, host))
-            })
-            .collect();
+        // Listed under the lock: a plug or unplug an operator makes meanwhile is seen.
         let r = with_state(o, |st| {
+            let servers = client_json(o, "/servers/detail?all_tenants=1")?;
+            let placed: Vec<(String, String)> = servers["servers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| {
+                    let name = s["name"].as_str()?.to_string();
+                    let host = s["OS-EXT-SRV-ATTR:host"].as_str()?.to_string();
+                    HOSTS
+                        .iter()
+                        .any(|(h, _)| *h == host)
+                        .then_some((name, host))
+                })
+                .collect();
+            // One instance that cannot be plugged must not stop the others.
             for (name, host) in &placed {
-                let bridge_up = sh("ip", &["-n", &ns(o, host), "link", "show", "br100"]).is_ok();
-                if bridge_up && !st.vms.iter().any(|v| v.0 == *name) {
-                    plug(o, st, name)?;
-                    eprintln!("lab hypervisor: plugged {name} on {host}");
+                if st.held.contains(name) || st.vms.iter().any(|v| v.0 == *name) {
+                    continue;
+                }
+                if sh("ip", &["-n", &ns(o, host), "link", "show", "br100"]).is_err() {
+                    continue;
+                }
+                match plug(o, st, name) {
+                    Ok(()) => eprintln!("lab hypervisor: plugged {name} on {host}"),
+                    Err(e) => eprintln!("lab hypervisor: cannot plug {name}: {e}"),
                 }
             }
             let gone: Vec<String> = st
@@ -409,9 +413,12 @@ fn hypervisor(o: &LabOpts) -> Res<()> {
                 .map(|v| v.0.clone())
                 .collect();
             for name in gone {
-                unplug(o, st, &name)?;
-                eprintln!("lab hypervisor: unplugged {name}");
+                match unplug(o, st, &name) {
+                    Ok(()) => eprintln!("lab hypervisor: unplugged {name}"),
+                    Err(e) => eprintln!("lab hypervisor: cannot unplug {name}: {e}"),
+                }
             }
+            st.held.retain(|n| placed.iter().any(|(p, _)| p == n));
             Ok(())
         });
         if let Err(e) = r {
@@ -936,12 +943,17 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
         LabCmd::Down { opts } => down(&opts),
         LabCmd::Exec { opts, node, cmd } => exec(&opts, &node, &cmd),
         LabCmd::Plug { opts, instance } => with_state(&opts, |st| {
+            st.held.retain(|n| *n != instance);
             if st.vms.iter().any(|v| v.0 == instance) {
                 return Ok(()); // the hypervisor was first
             }
             plug(&opts, st, &instance)
         }),
-        LabCmd::Unplug { opts, instance } => with_state(&opts, |st| unplug(&opts, st, &instance)),
+        LabCmd::Unplug { opts, instance } => with_state(&opts, |st| {
+            unplug(&opts, st, &instance)?;
+            st.held.push(instance.clone());
+            Ok(())
+        }),
         LabCmd::Serve { opts, node, port } => with_state(&opts, |st| serve(&opts, st, &node, port)),
         LabCmd::RestartAgent { opts, host } => {
             with_state(&opts, |st| restart_agent(&opts, st, &host))

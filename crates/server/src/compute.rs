@@ -339,14 +339,18 @@ async fn create_network(
     Ok(Json(json!({ "network": network_view(&nets[0], true) })))
 }
 
+/// A service not heard from for this long (seconds) is down, as nova's service_down_time.
+const SERVICE_DOWN_AFTER: i64 = 60;
+
 /// A new single-host network goes at once to the network host heard from last: waiting for
 /// its next heartbeat would leave the network without a gateway or DHCP for up to 10 s.
 fn claim_for_network_host(st: &AppState) -> ApiResult<()> {
+    let now = crate::unix_now();
     let host = st
         .store
         .services()?
         .into_iter()
-        .filter(|s| s.network_host)
+        .filter(|s| s.network_host && now - s.last_seen < SERVICE_DOWN_AFTER)
         .max_by_key(|s| s.last_seen);
     if let Some(h) = host {
         st.store.claim_networks(&h.host)?;
@@ -993,6 +997,13 @@ async fn create_admin_rule(
         r.cidr.as_deref(),
         None,
     )?;
+    if matches!(kind, AdminRules::Provider) && rule.cidr.as_deref().is_some_and(|c| c.contains(':'))
+    {
+        // The drivers filter IPv4 only: an IPv6 drop would silently let traffic through.
+        return Err(ApiError::bad_request(
+            "cidr: provider rules take IPv4 ranges only",
+        ));
+    }
     let created = match kind {
         AdminRules::Default => st.store.add_default_rule(&rule)?,
         AdminRules::Provider => st.store.add_provider_rule(&rule)?,
@@ -1137,7 +1148,7 @@ async fn list_services(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<J
         .map(|(i, s)| {
             json!({"id": i + 1, "binary": if s.network_host { "nova-network" } else { "nova-compute" },
                    "host": s.host, "zone": "nova", "status": "enabled",
-                   "state": if now - s.last_seen < 60 { "up" } else { "down" },
+                   "state": if now - s.last_seen < SERVICE_DOWN_AFTER { "up" } else { "down" },
                    "updated_at": iso8601(s.last_seen), "disabled_reason": null})
         })
         .collect();
