@@ -15,7 +15,7 @@ port=$((20000 + RANDOM % 20000))
 "$bin" manage --data-dir "$work" floating create --pool nova --ip_range 68.99.26.170/31
 "$bin" server --data-dir "$work" --listen "127.0.0.1:$port" --metadata-listen off 2>"$work/server.log" &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/identity/v3" >/dev/null && break; sleep 0.1; done
 
 export OS_AUTH_URL="http://127.0.0.1:$port/identity/v3"
