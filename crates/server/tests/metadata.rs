@@ -701,6 +701,52 @@ async fn network_data_for_flat_dhcp() {
     );
 }
 
+/// Flat mode has no DHCP: the guest configures its address from network_data.json.
+#[tokio::test]
+async fn network_data_for_flat_is_static() {
+    let e = setup("netdata-flat", |c| {
+        c.network_manager = novanet_core::config::Manager::Flat
+    });
+    let v: Value = serde_json::from_str(
+        &e.ok(TEST_IP, "/openstack/2015-10-15/network_data.json")
+            .await,
+    )
+    .unwrap();
+    let n = &v["networks"][0];
+    assert_eq!(n["type"], "ipv4", "{v}");
+    assert_eq!(n["ip_address"], TEST_IP);
+    assert_eq!(n["netmask"], "255.255.255.0");
+    assert_eq!(
+        n["routes"],
+        serde_json::json!([{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.0.1"}])
+    );
+    assert_eq!(n["link"], v["links"][0]["id"]);
+    assert!(
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["type"] == "dns"),
+        "{v}"
+    );
+}
+
+/// vendor_data.json is the operator's file, as it is.
+#[tokio::test]
+async fn vendor_data_comes_from_the_configured_file() {
+    let file = std::env::temp_dir().join(format!("novanet-vendor-{}.json", std::process::id()));
+    std::fs::write(&file, r#"{"cloud": "novanet", "motd": "hello"}"#).unwrap();
+    let path = file.display().to_string();
+    let e = setup("vendor", |c| c.vendordata_jsonfile_path = Some(path));
+    let v: Value = serde_json::from_str(
+        &e.ok(TEST_IP, "/openstack/2013-10-17/vendor_data.json")
+            .await,
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(v, serde_json::json!({"cloud": "novanet", "motd": "hello"}));
+}
+
 // ---- 4. errors -----------------------------------------------------------------------------
 
 #[tokio::test]
