@@ -228,7 +228,11 @@ mod tests {
             "manage network delete 2f3b9e17-4f20-4b05-842a-8d735fbb89cb",
             "manage network create --label vmnet --fixed_range_v4 10.0.0.0/24 --bridge br100",
         ];
-        for line in seeds {
+        all_parse(&seeds);
+    }
+
+    fn all_parse(lines: &[&str]) {
+        for line in lines {
             if let Err(e) = parse(line) {
                 panic!("`{line}` does not parse:\n{e}");
             }
@@ -269,11 +273,7 @@ mod tests {
             "manage network modify --fixed_range 10.0.0.0/24 --project demo --host compute-1",
             "manage floating create --pool nova --ip-range 68.99.26.170/31 --interface eth1",
         ];
-        for line in lines {
-            if let Err(e) = parse(line) {
-                panic!("`{line}` does not parse:\n{e}");
-            }
-        }
+        all_parse(&lines);
         // Bad input names the problem.
         let e = parse("secgroup-add-rule default tcp twenty-two 22 0.0.0.0/0").unwrap_err();
         assert!(e.to_string().contains("FROM_PORT"), "{e}");
