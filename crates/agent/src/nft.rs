@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use novanet_core::firewall::{Chain, Match, Proto, Ruleset, Target};
-use novanet_core::plan::{InstanceSecurity, PortSecurity, SecurityPlan, SgRule};
+use novanet_core::plan::{InstanceSecurity, SecurityPlan, SgRule};
 
 pub const NAT_TABLE: &str = "novanet_nat";
 pub const FILTER_TABLE: &str = "novanet_filter";
@@ -248,25 +248,6 @@ pub fn inst_rules(i: &InstanceSecurity, sec: &SecurityPlan) -> Vec<String> {
     v
 }
 
-pub fn port_chain(i: &InstanceSecurity, n: usize) -> String {
-    format!("port_{}_{n}", i.id)
-}
-
-/// Anti-spoofing on one port: its MAC only, its addresses only (and the DHCP discover from
-/// 0.0.0.0), ARP only for its own address and MAC, no DHCP server answers, no IPv6.
-pub fn port_rules(p: &PortSecurity) -> Vec<String> {
-    let ips = p.ips.join(", ");
-    vec![
-        format!("ether saddr != {} drop", p.mac),
-        format!("ether type arp arp saddr ether != {} drop", p.mac),
-        format!("ether type arp arp saddr ip != {{ {ips} }} drop"),
-        "ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept".into(),
-        format!("ether type ip ip saddr != {{ {ips} }} drop"),
-        "ether type ip udp sport 67 drop".into(),
-        "ether type ip6 drop".into(),
-    ]
-}
-
 fn chain_block(name: &str, rules: &[String]) -> String {
     let mut s = format!("\tchain {name} {{\n");
     for r in rules {
@@ -319,27 +300,67 @@ pub fn filter_table(sec: &SecurityPlan) -> String {
     out
 }
 
-/// The anti-spoofing table: dispatch by ingress port through a verdict map.
+/// Anti-spoofing for every instance port at once, as data: the ports, each port's MAC and
+/// each port's addresses are sets, and one chain checks a frame against them (its MAC only,
+/// its addresses only but for the DHCP discover from 0.0.0.0, ARP only for its own address
+/// and MAC, no DHCP server answers, no IPv6). A port coming or going is set elements, not a
+/// chain: the ruleset nft must read before each change stays small.
 pub fn spoof_table(sec: &SecurityPlan) -> String {
-    let mut out = format!("table bridge {SPOOF_TABLE} {{\n");
-    let mut elements = Vec::new();
-    let mut chains = String::new();
-    for i in &sec.instances {
-        for (n, p) in i.ports.iter().enumerate() {
-            let Some(dev) = &p.device else { continue };
-            let name = port_chain(i, n);
-            elements.push(format!("\"{dev}\" : jump {name}"));
-            chains.push_str(&chain_block(&name, &port_rules(p)));
+    let ports = ports_of_plan(sec);
+    let set = |name: &str, ty: &str, elements: Vec<String>| {
+        let mut s = format!("\tset {name} {{\n\t\ttype {ty}\n");
+        if !elements.is_empty() {
+            let _ = writeln!(s, "\t\telements = {{ {} }}", elements.join(", "));
         }
-    }
-    out.push_str("\tmap ports {\n\t\ttype ifname : verdict\n");
-    if !elements.is_empty() {
-        let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
-    }
-    out.push_str("\t}\n");
-    out.push_str(&chains);
-    out.push_str("\tchain prerouting {\n\t\ttype filter hook prerouting priority -200; policy accept;\n\t\tiifname vmap @ports\n\t}\n}\n");
+        s.push_str("\t}\n");
+        s
+    };
+    let mut out = format!("table bridge {SPOOF_TABLE} {{\n");
+    out.push_str(&set(
+        "ports",
+        "ifname",
+        ports.keys().map(|d| format!("\"{d}\"")).collect(),
+    ));
+    out.push_str(&set(
+        "port_mac",
+        "ifname . ether_addr",
+        ports
+            .iter()
+            .map(|(d, (mac, _))| mac_element(d, mac))
+            .collect(),
+    ));
+    out.push_str(&set(
+        "port_ip",
+        "ifname . ipv4_addr",
+        ports
+            .iter()
+            .flat_map(|(d, (_, ips))| ips.iter().map(move |ip| ip_element(d, ip)))
+            .collect(),
+    ));
+    out.push_str(&chain_block(
+        "prerouting",
+        &[
+            "type filter hook prerouting priority -200; policy accept;".to_string(),
+            "iifname != @ports accept".into(),
+            "iifname . ether saddr != @port_mac drop".into(),
+            "ether type arp iifname . arp saddr ether != @port_mac drop".into(),
+            "ether type arp iifname . arp saddr ip != @port_ip drop".into(),
+            "ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept".into(),
+            "ether type ip iifname . ip saddr != @port_ip drop".into(),
+            "ether type ip udp sport 67 drop".into(),
+            "ether type ip6 drop".into(),
+        ],
+    ));
+    out.push_str("}\n");
     out
+}
+
+fn mac_element(dev: &str, mac: &str) -> String {
+    format!("\"{dev}\" . {mac}")
+}
+
+fn ip_element(dev: &str, ip: &str) -> String {
+    format!("\"{dev}\" . {ip}")
 }
 
 /// What this agent last wrote to the security tables, to compute the next change from.
@@ -348,7 +369,7 @@ pub struct SecState {
     pub allow_same_net: bool,
     pub instances: BTreeMap<i64, InstState>,
     pub groups: BTreeMap<i64, Vec<String>>,
-    /// device -> (chain, rules)
+    /// device -> (MAC, addresses)
     pub ports: BTreeMap<String, (String, Vec<String>)>,
 }
 
@@ -365,13 +386,12 @@ fn ips_of(i: &InstanceSecurity) -> Vec<String> {
     v
 }
 
+/// Instance ports with a device: device -> (MAC, sorted addresses).
 fn ports_of_plan(sec: &SecurityPlan) -> BTreeMap<String, (String, Vec<String>)> {
     let mut m = BTreeMap::new();
-    for i in &sec.instances {
-        for (n, p) in i.ports.iter().enumerate() {
-            if let Some(dev) = &p.device {
-                m.insert(dev.clone(), (port_chain(i, n), port_rules(p)));
-            }
+    for p in sec.instances.iter().flat_map(|i| i.ports.iter()) {
+        if let Some(dev) = &p.device {
+            m.insert(dev.clone(), (p.mac.clone(), sorted(&p.ips)));
         }
     }
     m
@@ -425,7 +445,7 @@ fn join<S: AsRef<str>>(v: &[S]) -> String {
 }
 
 /// The update from `old` to `new`, and the state after it; None when a full replace is
-/// needed (the same-network switch changes every chain; a changed port's anti-spoofing).
+/// needed (the same-network switch changes every chain).
 pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecState)> {
     if old.allow_same_net != new.allow_same_net {
         return None;
@@ -550,26 +570,64 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
     for g in old.groups.keys().filter(|g| !new_groups.contains_key(g)) {
         let _ = writeln!(u.retire, "delete set {t} grp_{g}");
     }
-    // Ports: new ones are added; a changed one needs its table replaced.
+    // Ports: elements of the three sets; what a port gains goes in now, what it loses later.
     let ports = ports_of_plan(new);
-    for (dev, (chain, rules)) in &ports {
-        match old.ports.get(dev) {
-            Some((c, r)) if c == chain && r == rules => {}
-            Some(_) => return None,
-            None => {
-                let _ = writeln!(u.hot, "add chain {b} {chain}");
-                for r in rules {
-                    let _ = writeln!(u.hot, "add rule {b} {chain} {r}");
-                }
+    let none = (String::new(), Vec::new());
+    for (dev, (mac, ips)) in &ports {
+        let (old_mac, old_ips) = old.ports.get(dev).unwrap_or(&none);
+        if !old.ports.contains_key(dev) {
+            let _ = writeln!(u.hot, "add element {b} ports {{ \"{dev}\" }}");
+        }
+        if mac != old_mac {
+            let _ = writeln!(
+                u.hot,
+                "add element {b} port_mac {{ {} }}",
+                mac_element(dev, mac)
+            );
+            if !old_mac.is_empty() {
                 let _ = writeln!(
-                    u.hot,
-                    "add element {b} ports {{ \"{dev}\" : jump {chain} }}"
+                    u.retire,
+                    "delete element {b} port_mac {{ {} }}",
+                    mac_element(dev, old_mac)
                 );
             }
         }
+        let added: Vec<String> = ips
+            .iter()
+            .filter(|ip| !old_ips.contains(ip))
+            .map(|ip| ip_element(dev, ip))
+            .collect();
+        let removed: Vec<String> = old_ips
+            .iter()
+            .filter(|ip| !ips.contains(ip))
+            .map(|ip| ip_element(dev, ip))
+            .collect();
+        if !added.is_empty() {
+            let _ = writeln!(u.hot, "add element {b} port_ip {{ {} }}", added.join(", "));
+        }
+        if !removed.is_empty() {
+            let _ = writeln!(
+                u.retire,
+                "delete element {b} port_ip {{ {} }}",
+                removed.join(", ")
+            );
+        }
     }
-    for (dev, (chain, _)) in old.ports.iter().filter(|(d, _)| !ports.contains_key(*d)) {
-        let _ = writeln!(u.retire, "delete element {b} ports {{ \"{dev}\" }}\nflush chain {b} {chain}\ndelete chain {b} {chain}");
+    for (dev, (mac, ips)) in old.ports.iter().filter(|(d, _)| !ports.contains_key(*d)) {
+        let _ = writeln!(u.retire, "delete element {b} ports {{ \"{dev}\" }}");
+        let _ = writeln!(
+            u.retire,
+            "delete element {b} port_mac {{ {} }}",
+            mac_element(dev, mac)
+        );
+        if !ips.is_empty() {
+            let ips: Vec<String> = ips.iter().map(|ip| ip_element(dev, ip)).collect();
+            let _ = writeln!(
+                u.retire,
+                "delete element {b} port_ip {{ {} }}",
+                ips.join(", ")
+            );
+        }
     }
     next.ports = ports;
     Some((u, next))
@@ -584,6 +642,7 @@ pub fn replace_table(family: &str, name: &str, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use novanet_core::plan::PortSecurity;
 
     fn inst() -> InstanceSecurity {
         InstanceSecurity {
@@ -725,11 +784,59 @@ mod tests {
             "{f}"
         );
         let s = spoof_table(&sec);
-        assert!(s.contains("\"vnet0\" : jump port_9_0"), "{s}");
         assert!(
-            s.contains("ether type ip ip saddr != { 10.0.0.2 } drop"),
+            s.contains("elements = { \"vnet0\" . fa:16:3e:2c:e8:ec }"),
             "{s}"
         );
+        assert!(s.contains("elements = { \"vnet0\" . 10.0.0.2 }"), "{s}");
+        assert!(
+            s.contains("ether type ip iifname . ip saddr != @port_ip drop"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn ports_change_by_set_elements() {
+        let before = plan(true, vec![]);
+        let mut after = before.clone();
+        // vnet0 gets a second address and a new MAC; vnet1 comes.
+        after.instances[0].ports[0].ips.push("10.0.0.9".into());
+        after.instances[0].ports[0].mac = "fa:16:3e:00:00:99".into();
+        let mut other = inst();
+        other.id = 10;
+        other.ports[0].device = Some("vnet1".into());
+        other.ports[0].mac = "fa:16:3e:00:00:10".into();
+        other.ports[0].ips = vec!["10.0.0.10".into()];
+        after.instances.push(other);
+        let (u, next) = incremental(&full_state(&before), &after).expect("incremental");
+        let b = format!("bridge {SPOOF_TABLE}");
+        for line in [
+            format!("add element {b} port_mac {{ \"vnet0\" . fa:16:3e:00:00:99 }}"),
+            format!("add element {b} port_ip {{ \"vnet0\" . 10.0.0.9 }}"),
+            format!("add element {b} ports {{ \"vnet1\" }}"),
+            format!("add element {b} port_ip {{ \"vnet1\" . 10.0.0.10 }}"),
+        ] {
+            assert!(u.hot.contains(&line), "{line} in {}", u.hot);
+        }
+        assert!(
+            !u.hot.contains("delete") && !u.hot.contains("chain bridge"),
+            "{}",
+            u.hot
+        );
+        assert_eq!(
+            u.retire.trim(),
+            format!("delete element {b} port_mac {{ \"vnet0\" . fa:16:3e:2c:e8:ec }}")
+        );
+        assert_eq!(next, full_state(&after));
+        // vnet1 goes: its elements are retired.
+        let (u, _) = incremental(&next, &before).expect("incremental");
+        assert!(
+            u.retire
+                .contains(&format!("delete element {b} ports {{ \"vnet1\" }}")),
+            "{}",
+            u.retire
+        );
+        assert!(u.retire.contains("\"vnet0\" . 10.0.0.9"), "{}", u.retire);
     }
 
     /// The rendered tables must parse: `nft -c` in a private network namespace (root only).
