@@ -213,10 +213,6 @@ pub fn provider_rule(r: &SgRule) -> Option<String> {
     sg_match(r).map(|m| format!("{m}drop"))
 }
 
-pub fn inst_chain(i: &InstanceSecurity) -> String {
-    format!("inst_{}", i.id)
-}
-
 pub fn version_chain(id: i64, version: u32) -> String {
     format!("inst_{id}_v{version}")
 }
@@ -280,7 +276,7 @@ pub fn filter_table(sec: &SecurityPlan) -> String {
             i.ports.iter().flat_map(move |p| {
                 p.ips
                     .iter()
-                    .map(move |ip| format!("{ip} : jump {}", inst_chain(i)))
+                    .map(move |ip| format!("{ip} : jump {}", version_chain(i.id, 0)))
             })
         })
         .collect();
@@ -290,10 +286,8 @@ pub fn filter_table(sec: &SecurityPlan) -> String {
     }
     out.push_str("\t}\n");
     for i in &sec.instances {
-        // The dispatch target jumps to a versioned chain, so that a change can add the next
-        // version and insert a jump to it: an add-only transaction (see `incremental`).
-        let jump = [format!("jump {}", version_chain(i.id, 0))];
-        out.push_str(&chain_block(&inst_chain(i), &jump));
+        // Versioned chains, so that a change adds the next version and a jump to it from
+        // the current one: an add-only transaction (see `incremental`).
         out.push_str(&chain_block(&version_chain(i.id, 0), &inst_rules(i, sec)));
     }
     out.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tip daddr vmap @instances\n\t}\n}\n");
@@ -484,21 +478,29 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
     for i in &new.instances {
         let rules = inst_rules(i, new);
         let ips = ips_of(i);
-        let chain = inst_chain(i);
-        match old.instances.get(&i.id) {
+        let elements = |ips: &[&String], v: u32| -> String {
+            let jump = version_chain(i.id, v);
+            join(
+                &ips.iter()
+                    .map(|ip| format!("{ip} : jump {jump}"))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let st = match old.instances.get(&i.id) {
+            Some(st) => st.clone(),
             None => {
                 let v0 = version_chain(i.id, 0);
-                let _ = writeln!(u.hot, "add chain {t} {chain}\nadd chain {t} {v0}");
+                let _ = writeln!(u.hot, "add chain {t} {v0}");
                 for r in &rules {
                     let _ = writeln!(u.hot, "add rule {t} {v0} {r}");
                 }
-                let _ = writeln!(u.hot, "add rule {t} {chain} jump {v0}");
-                let el: Vec<String> = ips
-                    .iter()
-                    .map(|ip| format!("{ip} : jump {chain}"))
-                    .collect();
-                if !el.is_empty() {
-                    let _ = writeln!(u.hot, "add element {t} instances {{ {} }}", el.join(", "));
+                if !ips.is_empty() {
+                    let all: Vec<&String> = ips.iter().collect();
+                    let _ = writeln!(
+                        u.hot,
+                        "add element {t} instances {{ {} }}",
+                        elements(&all, 0)
+                    );
                 }
                 next.instances.insert(
                     i.id,
@@ -508,49 +510,66 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
                         ips,
                     },
                 );
+                continue;
             }
-            Some(st) => {
-                let mut st2 = st.clone();
-                if st.rules != rules {
-                    let v = st.version + 1;
-                    let vc = version_chain(i.id, v);
-                    let _ = writeln!(u.hot, "add chain {t} {vc}");
-                    for r in &rules {
-                        let _ = writeln!(u.hot, "add rule {t} {vc} {r}");
-                    }
-                    let _ = writeln!(u.hot, "insert rule {t} {chain} jump {vc}");
-                    let old_vc = version_chain(i.id, st.version);
-                    let _ = writeln!(u.retire, "flush chain {t} {chain}\nadd rule {t} {chain} jump {vc}\ndelete chain {t} {old_vc}");
-                    st2.version = v;
-                    st2.rules = rules;
-                }
-                if st.ips != ips {
-                    let added: Vec<String> = ips
-                        .iter()
-                        .filter(|x| !st.ips.contains(x))
-                        .map(|ip| format!("{ip} : jump {chain}"))
-                        .collect();
-                    let removed: Vec<&String> =
-                        st.ips.iter().filter(|x| !ips.contains(x)).collect();
-                    if !added.is_empty() {
-                        let _ = writeln!(
-                            u.hot,
-                            "add element {t} instances {{ {} }}",
-                            added.join(", ")
-                        );
-                    }
-                    if !removed.is_empty() {
-                        let _ = writeln!(
-                            u.retire,
-                            "delete element {t} instances {{ {} }}",
-                            join(&removed)
-                        );
-                    }
-                    st2.ips = ips;
-                }
-                next.instances.insert(i.id, st2);
+        };
+        // The map points at the current version. A new version is reached at once through a
+        // jump put first in the current one (hot); the retire points the map at it and
+        // deletes the old one, in one transaction, so no packet finds no element.
+        let v = if st.rules != rules {
+            st.version + 1
+        } else {
+            st.version
+        };
+        if v != st.version {
+            let (old_vc, vc) = (version_chain(i.id, st.version), version_chain(i.id, v));
+            let _ = writeln!(u.hot, "add chain {t} {vc}");
+            for r in &rules {
+                let _ = writeln!(u.hot, "add rule {t} {vc} {r}");
             }
+            let _ = writeln!(u.hot, "insert rule {t} {old_vc} jump {vc}");
         }
+        let added: Vec<&String> = ips.iter().filter(|x| !st.ips.contains(x)).collect();
+        let kept: Vec<&String> = ips.iter().filter(|x| st.ips.contains(x)).collect();
+        let removed: Vec<&String> = st.ips.iter().filter(|x| !ips.contains(x)).collect();
+        if !added.is_empty() {
+            let _ = writeln!(
+                u.hot,
+                "add element {t} instances {{ {} }}",
+                elements(&added, v)
+            );
+        }
+        let repointed: Vec<&String> = if v != st.version { kept } else { Vec::new() };
+        let gone: Vec<&String> = removed.iter().chain(&repointed).copied().collect();
+        if !gone.is_empty() {
+            let _ = writeln!(
+                u.retire,
+                "delete element {t} instances {{ {} }}",
+                join(&gone)
+            );
+        }
+        if !repointed.is_empty() {
+            let _ = writeln!(
+                u.retire,
+                "add element {t} instances {{ {} }}",
+                elements(&repointed, v)
+            );
+        }
+        if v != st.version {
+            let old_vc = version_chain(i.id, st.version);
+            let _ = writeln!(
+                u.retire,
+                "flush chain {t} {old_vc}\ndelete chain {t} {old_vc}"
+            );
+        }
+        next.instances.insert(
+            i.id,
+            InstState {
+                version: v,
+                rules,
+                ips,
+            },
+        );
     }
     for (id, st) in old.instances.iter().filter(|(id, _)| !seen.contains(id)) {
         if !st.ips.is_empty() {
@@ -560,11 +579,8 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
                 join(&st.ips)
             );
         }
-        let (chain, vc) = (format!("inst_{id}"), version_chain(*id, st.version));
-        let _ = writeln!(
-            u.retire,
-            "flush chain {t} {chain}\ndelete chain {t} {vc}\ndelete chain {t} {chain}"
-        );
+        let vc = version_chain(*id, st.version);
+        let _ = writeln!(u.retire, "flush chain {t} {vc}\ndelete chain {t} {vc}");
         next.instances.remove(id);
     }
     for g in old.groups.keys().filter(|g| !new_groups.contains_key(g)) {
@@ -777,7 +793,10 @@ mod tests {
     fn tables_dispatch_through_maps() {
         let sec = plan(true, vec![]);
         let f = filter_table(&sec);
-        assert!(f.contains("elements = { 10.0.0.2 : jump inst_9 }"), "{f}");
+        assert!(
+            f.contains("elements = { 10.0.0.2 : jump inst_9_v0 }"),
+            "{f}"
+        );
         assert!(f.contains("ip daddr vmap @instances"), "{f}");
         assert!(
             f.contains("set grp_3 {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.3 }"),
