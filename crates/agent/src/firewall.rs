@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use novanet_core::firewall::Ruleset;
 use novanet_core::plan::SecurityPlan;
 
-use crate::nft::{full_state, incremental, SecState, FILTER_TABLE, SPOOF_TABLE};
+use crate::nft::{
+    filter_table, full_state, incremental, spoof_table, SecState, FILTER_TABLE, SPOOF_TABLE,
+};
 
 use crate::render::{iptables_restore, jumps, owned_chains, restore_delta, OwnedChains};
 use crate::sys::{run, Result};
@@ -146,21 +148,21 @@ impl Nftables {
     /// for the change, then one retiring what it replaced; a full replace only when needed.
     /// Returns what it did, None when nothing changed.
     pub fn apply_security(&mut self, plan: &SecurityPlan) -> Result<Option<&'static str>> {
-        let filter = crate::nft::filter_table(plan);
-        let spoof = crate::nft::spoof_table(plan);
         let fkey = format!("inet {FILTER_TABLE}");
         let skey = format!("bridge {SPOOF_TABLE}");
         let tables = self.tables()?;
         let both = tables.contains(&fkey) && tables.contains(&skey);
-        if both && self.last.get(&fkey) == Some(&filter) && self.last.get(&skey) == Some(&spoof) {
-            return Ok(None);
-        }
+        // What the tables hold is `sec`, not their text: rendering and keeping two whole
+        // tables on every change cost more than the change (agents before kept texts here).
+        self.last.remove(&fkey);
+        self.last.remove(&skey);
         let step = match self
             .sec
             .as_ref()
             .filter(|_| both)
             .and_then(|old| incremental(old, plan))
         {
+            Some((u, _)) if u.hot.is_empty() && u.retire.is_empty() => return Ok(None),
             Some((u, next)) => {
                 if !u.hot.is_empty() {
                     self.run_script(&u.hot)?;
@@ -177,8 +179,8 @@ impl Nftables {
             }
             None => {
                 let script = [
-                    crate::nft::replace_table("inet", FILTER_TABLE, &filter),
-                    crate::nft::replace_table("bridge", SPOOF_TABLE, &spoof),
+                    crate::nft::replace_table("inet", FILTER_TABLE, &filter_table(plan)),
+                    crate::nft::replace_table("bridge", SPOOF_TABLE, &spoof_table(plan)),
                 ]
                 .concat();
                 self.run_script(&script)?;
@@ -187,11 +189,9 @@ impl Nftables {
             }
         };
         if let Some(t) = self.tables.as_mut() {
-            t.insert(fkey.clone());
-            t.insert(skey.clone());
+            t.insert(fkey);
+            t.insert(skey);
         }
-        self.last.insert(fkey, filter);
-        self.last.insert(skey, spoof);
         self.save()?;
         Ok(Some(step))
     }
