@@ -4,7 +4,7 @@
 //! namespaces by name. The machine's own interfaces, routes and firewall are never touched.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -216,7 +216,7 @@ fn spawn(
     args: &[String],
     log: &Path,
     extra_env: &[(String, String)],
-) -> Res<u32> {
+) -> Res<Child> {
     let logf = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let child = Command::new("ip")
         .args(["netns", "exec", namespace])
@@ -228,7 +228,7 @@ fn spawn(
         .stderr(logf)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", args.join(" ")))?;
-    Ok(child.id())
+    Ok(child)
 }
 
 /// Runs `novanet ARGS` as a client inside the controller; returns stdout.
@@ -372,7 +372,10 @@ pub(crate) fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
 /// plugs a VM for each instance the server has placed on a lab host (once that host's
 /// bridge exists) and unplugs the VMs of deleted instances. Ends when the lab goes down.
 fn hypervisor(o: &LabOpts) -> Res<()> {
+    // The DHCP clients this loop started: reaped once unplugged, so none stays a zombie.
+    let mut children: Vec<Child> = Vec::new();
     loop {
+        children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
         std::thread::sleep(Duration::from_millis(500));
         if !state_path(o).exists() {
             return Ok(());
@@ -402,7 +405,10 @@ fn hypervisor(o: &LabOpts) -> Res<()> {
                     continue;
                 }
                 match plug(o, st, name) {
-                    Ok(()) => eprintln!("lab hypervisor: plugged {name} on {host}"),
+                    Ok(child) => {
+                        children.push(child);
+                        eprintln!("lab hypervisor: plugged {name} on {host}");
+                    }
                     Err(e) => eprintln!("lab hypervisor: cannot plug {name}: {e}"),
                 }
             }
@@ -547,7 +553,8 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         &server_args,
         &o.dir.join("server.log"),
         &[],
-    )?;
+    )?
+    .id();
     st.pids.push(("server".into(), pid));
     save(o, st)?;
     wait_for("the server to answer", Duration::from_secs(20), || {
@@ -673,7 +680,7 @@ fn start_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
         args.push("--network-host".into());
     }
     let log = o.dir.join(format!("agent-{host}.log"));
-    let pid = spawn(o, &ns(o, host), &args, &log, &[])?;
+    let pid = spawn(o, &ns(o, host), &args, &log, &[])?.id();
     st.pids.push((format!("agent-{host}"), pid));
     Ok(())
 }
@@ -729,7 +736,8 @@ fn serve(o: &LabOpts, st: &mut LabState, node: &str, port: u16) -> Res<()> {
         &args,
         &o.dir.join(format!("serve-{node}-{port}.log")),
         &[],
-    )?;
+    )?
+    .id();
     st.pids.push((format!("serve-{node}-{port}"), pid));
     wait_for(
         &format!("{node}:{port} to listen"),
@@ -756,7 +764,8 @@ fn client_json(o: &LabOpts, path: &str) -> Res<Value> {
     serde_json::from_str(&out).map_err(|e| format!("bad JSON from {path}: {e}"))
 }
 
-fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
+/// Returns the VM's DHCP client, for a long-lived caller to reap.
+fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<Child> {
     let servers = client_json(o, "/servers/detail?all_tenants=1")?;
     let srv = servers["servers"]
         .as_array()
@@ -829,7 +838,7 @@ fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
     .map(|s| s.to_string())
     .chain([o.dir.join("udhcpc.script").display().to_string()])
     .collect();
-    let pid = spawn(
+    let child = spawn(
         o,
         &vm_ns,
         &args,
@@ -839,8 +848,8 @@ fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
             lease_file.display().to_string(),
         )],
     )?;
-    st.pids.push((format!("udhcpc-{instance}"), pid));
-    Ok(())
+    st.pids.push((format!("udhcpc-{instance}"), child.id()));
+    Ok(child)
 }
 
 fn kill(pid: u32) {
@@ -947,7 +956,7 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
             if st.vms.iter().any(|v| v.0 == instance) {
                 return Ok(()); // the hypervisor was first
             }
-            plug(&opts, st, &instance)
+            plug(&opts, st, &instance).map(|_| ())
         }),
         LabCmd::Unplug { opts, instance } => with_state(&opts, |st| {
             unplug(&opts, st, &instance)?;
