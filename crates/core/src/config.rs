@@ -116,6 +116,28 @@ pub struct Config {
     pub create_unique_mac_address_attempts: u32,
     /// Lifetime of API tokens, seconds (keystone's `[token] expiration`).
     pub token_expiration: u64,
+    /// nova.conf's `[keystone_authtoken]`: when present, API tokens are validated against
+    /// that Keystone instead of novanet's own identity service.
+    pub keystone_authtoken: Option<KeystoneAuthtoken>,
+}
+
+/// keystonemiddleware's options, as a `[keystone_authtoken]` table: the Keystone to ask
+/// (`auth_url`, its v3 endpoint) and the service user that asks.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoneAuthtoken {
+    pub auth_url: String,
+    pub username: String,
+    pub password: String,
+    pub project_name: String,
+    #[serde(default = "default_domain")]
+    pub user_domain_name: String,
+    #[serde(default = "default_domain")]
+    pub project_domain_name: String,
+}
+
+fn default_domain() -> String {
+    "Default".into()
 }
 
 impl Default for Config {
@@ -171,6 +193,7 @@ impl Default for Config {
             quota_security_group_rules: 20,
             create_unique_mac_address_attempts: 5,
             token_expiration: 3600,
+            keystone_authtoken: None,
         }
     }
 }
@@ -197,6 +220,14 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if let Some(k) = &self.keystone_authtoken {
+            if !k.auth_url.starts_with("http://") {
+                return Err(Error::invalid(
+                    "keystone_authtoken.auth_url",
+                    format!("{:?}: give an http:// URL (this build has no TLS client; put a TLS proxy in front)", k.auth_url),
+                ));
+            }
+        }
         for d in &self.dmz_cidr {
             d.parse::<Ipv4Cidr>()
                 .map_err(|e| Error::invalid("dmz_cidr", e))?;
@@ -283,5 +314,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("dhcp_lease_time"), "{e}");
+    }
+
+    #[test]
+    fn keystone_authtoken_is_novas_section() {
+        let c = Config::from_toml(
+            "[keystone_authtoken]\nauth_url = \"http://keystone:5000/v3\"\nusername = \"nova\"\npassword = \"pw\"\nproject_name = \"service\"\n",
+        )
+        .unwrap();
+        let k = c.keystone_authtoken.unwrap();
+        assert_eq!(
+            (k.username.as_str(), k.user_domain_name.as_str()),
+            ("nova", "Default")
+        );
+        let e = Config::from_toml(
+            "[keystone_authtoken]\nauth_url = \"https://k/v3\"\nusername = \"n\"\npassword = \"p\"\nproject_name = \"s\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("keystone_authtoken.auth_url"), "{e}");
+        let e =
+            Config::from_toml("[keystone_authtoken]\nauth_url = \"http://k/v3\"\nuser = \"n\"\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("user"), "{e}");
     }
 }

@@ -30,6 +30,10 @@ impl ApiError {
     pub fn forbidden(msg: impl Into<String>) -> Self {
         ApiError::Nova(StatusCode::FORBIDDEN, msg.into())
     }
+    /// A service this one depends on (an external Keystone) did not answer.
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        ApiError::Nova(StatusCode::SERVICE_UNAVAILABLE, msg.into())
+    }
     pub fn unauthorized() -> Self {
         ApiError::Nova(
             StatusCode::UNAUTHORIZED,

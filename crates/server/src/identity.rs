@@ -14,6 +14,7 @@ use novanet_store::Token;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult, Body};
+use crate::keystone::Refusal;
 use crate::{iso8601, unix_now, AppState};
 
 pub const IDENTITY_VERSION: &str = "v3.14";
@@ -61,11 +62,24 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
             .get("x-auth-token")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(ApiError::unauthorized)?;
-        state
-            .store
-            .token(id, unix_now())
-            .map(|token| Ctx { token })
-            .map_err(|_| ApiError::unauthorized())
+        let Some(k) = state.keystone.clone() else {
+            return state
+                .store
+                .token(id, unix_now())
+                .map(|token| Ctx { token })
+                .map_err(|_| ApiError::unauthorized());
+        };
+        let id = id.to_string();
+        let r = tokio::task::spawn_blocking(move || k.validate(&id, unix_now()))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("token validation failed: {e}")))?;
+        match r {
+            Ok(token) => Ok(Ctx { token }),
+            Err(Refusal::Invalid) => Err(ApiError::unauthorized()),
+            Err(Refusal::Unavailable(why)) => Err(ApiError::unavailable(format!(
+                "cannot validate the token: {why}"
+            ))),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod compute;
 pub mod error;
 pub mod hostapi;
 pub mod identity;
+pub mod keystone;
 pub mod metadata;
 pub mod openapi;
 
@@ -31,16 +32,23 @@ pub struct AppState {
     /// The store's generation, as last seen; agents' long polls wait on it.
     pub generation: watch::Sender<u64>,
     pub metadata_cache: metadata::Cache,
+    /// Set by `[keystone_authtoken]`: tokens are Keystone's, not this server's.
+    pub keystone: Option<Arc<keystone::ExternalKeystone>>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, cfg: Config) -> Arc<AppState> {
         let gen = store.generation().unwrap_or(0);
+        let keystone = cfg
+            .keystone_authtoken
+            .clone()
+            .map(|k| Arc::new(keystone::ExternalKeystone::new(k)));
         Arc::new(AppState {
             store,
             cfg: Arc::new(cfg),
             generation: watch::channel(gen).0,
             metadata_cache: metadata::Cache::default(),
+            keystone,
         })
     }
 
