@@ -15,10 +15,8 @@ use tower::ServiceExt;
 struct TempDir(std::path::PathBuf);
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "novanet-keystone-{name}-{}",
-            std::process::id()
-        ));
+        let p =
+            std::env::temp_dir().join(format!("novanet-keystone-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -68,7 +66,10 @@ async fn call(
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
         .await
         .unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,10 +127,7 @@ async fn tokens_are_validated_by_an_external_keystone() {
     let (s, v) = call(&app, "GET", "/v2.1/os-security-groups", &demo, None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let demo_project = v["security_groups"][0]["tenant_id"].clone();
-    assert!(
-        demo_project.as_str().is_some_and(|p| !p.is_empty()),
-        "{v}"
-    );
+    assert!(demo_project.as_str().is_some_and(|p| !p.is_empty()), "{v}");
     let (s, _) = call(&app, "GET", "/v2.1/os-networks", "not-a-token", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
@@ -141,5 +139,8 @@ async fn tokens_are_validated_by_an_external_keystone() {
     assert_eq!(s, StatusCode::OK);
     let (s, v) = call(&app, "GET", "/v2.1/os-networks", "another-token", None).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert!(v.to_string().contains("keystone") || v.to_string().contains("127.0.0.1"), "{v}");
+    assert!(
+        v.to_string().contains("keystone") || v.to_string().contains("127.0.0.1"),
+        "{v}"
+    );
 }
