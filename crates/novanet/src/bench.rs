@@ -280,9 +280,21 @@ fn hosts_update(hosts: usize) -> Result<(f64, f64, f64)> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("hosts.d")).map_err(|e| err(e.to_string()))?;
     lab::ip(&["netns", "add", &nsname]).map_err(err)?;
-    let cleanup = |pids: &[u32]| {
-        for p in pids {
-            let _ = Command::new("kill").arg(p.to_string()).status();
+    // Also on an early error: every dnsmasq this bench started, found by its pid file and
+    // checked by its command line, which names that file.
+    let cleanup = || {
+        for kind in ["dir", "file"] {
+            let pidf = dir.join(format!("{kind}.pid"));
+            let Some(pid) = std::fs::read_to_string(&pidf)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains(&pidf.display().to_string()) {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
         }
         let _ = lab::ip(&["netns", "del", &nsname]);
         let _ = std::fs::remove_dir_all(&dir);
@@ -405,7 +417,7 @@ fn hosts_update(hosts: usize) -> Result<(f64, f64, f64)> {
         let _ = Command::new("kill").arg(pid_file.to_string()).status();
         Ok((median_ms(ours), median_ms(reuse), median_ms(nova)))
     })();
-    cleanup(&[]);
+    cleanup();
     result.map_err(err)
 }
 
@@ -915,9 +927,13 @@ fn iperf(client: &str, server: &str, server_ip: &str) -> std::result::Result<f64
         .args([
             "netns", "exec", client, "iperf3", "-c", server_ip, "-t", "3", "-J",
         ])
-        .output()
-        .map_err(|e| e.to_string())?;
+        .output();
+    if !out.as_ref().is_ok_and(|o| o.status.success()) {
+        // The server waits for a client that will not come.
+        let _ = srv.kill();
+    }
     let _ = srv.wait();
+    let out = out.map_err(|e| e.to_string())?;
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 output: {e}"))?;
     v["end"]["sum_received"]["bits_per_second"]
