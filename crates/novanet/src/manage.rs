@@ -250,6 +250,10 @@ fn network(store: &SqliteStore, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
         NetworkCmd::Create(a) => {
             let req = a.to_request()?;
             let (nets, warnings) = store.create_networks(&req, cfg)?;
+            novanet_server::compute::claim_for_live_network_host(
+                store,
+                novanet_server::unix_now(),
+            )?;
             for w in warnings {
                 eprintln!("warning: {w}");
             }

@@ -14,7 +14,7 @@ use novanet_core::model::{FloatingIp, Instance, InstanceSpec, Network, Requested
 use novanet_core::planning::{is_uuid, NetworkRequest};
 use novanet_core::secgroup::{validate_group_text, validate_rule};
 use novanet_core::Error;
-use novanet_store::{Keypair, NetworkUpdate, SecurityGroup, SecurityGroupRule};
+use novanet_store::{Keypair, NetworkUpdate, SecurityGroup, SecurityGroupRule, Store};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -342,20 +342,24 @@ async fn create_network(
 /// A service not heard from for this long (seconds) is down, as nova's service_down_time.
 const SERVICE_DOWN_AFTER: i64 = 60;
 
-/// A new single-host network goes at once to the network host heard from last: waiting for
-/// its next heartbeat would leave the network without a gateway or DHCP for up to 10 s.
 fn claim_for_network_host(st: &AppState) -> ApiResult<()> {
-    let now = crate::unix_now();
-    let host = st
-        .store
+    claim_for_live_network_host(st.store.as_ref(), crate::unix_now())?;
+    Ok(())
+}
+
+/// A new single-host network goes at once to the live network host heard from last:
+/// waiting for its next heartbeat would leave the network without a gateway or DHCP for up
+/// to 10 s. Returns how many networks it claimed.
+pub fn claim_for_live_network_host(store: &dyn Store, now: i64) -> novanet_core::Result<usize> {
+    let host = store
         .services()?
         .into_iter()
         .filter(|s| s.network_host && now - s.last_seen < SERVICE_DOWN_AFTER)
         .max_by_key(|s| s.last_seen);
-    if let Some(h) = host {
-        st.store.claim_networks(&h.host)?;
+    match host {
+        Some(h) => store.claim_networks(&h.host),
+        None => Ok(0),
     }
-    Ok(())
 }
 
 async fn delete_network(
