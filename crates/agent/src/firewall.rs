@@ -21,6 +21,12 @@ pub struct Iptables {
 }
 
 impl Iptables {
+    /// Makes the next apply read the kernel's chains again (the periodic resync: somebody
+    /// may have flushed a chain or removed a jump).
+    pub fn recheck(&mut self) {
+        self.applied = None;
+    }
+
     /// Applies `rules` by replacing only the chains that change; returns false when they
     /// were already in place. An agent restart finding its chains in place touches nothing.
     pub fn apply(&mut self, rules: &Ruleset, sec: Option<&SecurityPlan>) -> Result<bool> {
@@ -164,8 +170,15 @@ impl Nftables {
         {
             Some((u, _)) if u.hot.is_empty() && u.retire.is_empty() => return Ok(None),
             Some((u, next)) => {
+                // Until the new state is saved, none is: a crash in between must lead to a
+                // full replace, not to a diff against tables that moved on.
+                let _ = std::fs::remove_file(&self.sec_path);
                 if !u.hot.is_empty() {
-                    self.run_script(&u.hot)?;
+                    if let Err(e) = self.run_script(&u.hot) {
+                        // The kernel did not take the diff: replace the tables next time.
+                        self.sec = None;
+                        return Err(e);
+                    }
                 }
                 self.sec = Some(next);
                 if !u.retire.is_empty() {
@@ -178,6 +191,7 @@ impl Nftables {
                 "incremental"
             }
             None => {
+                let _ = std::fs::remove_file(&self.sec_path);
                 let script = [
                     crate::nft::replace_table("inet", FILTER_TABLE, &filter_table(plan)),
                     crate::nft::replace_table("bridge", SPOOF_TABLE, &spoof_table(plan)),

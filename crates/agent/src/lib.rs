@@ -276,6 +276,7 @@ impl Agent {
                 if last_full.elapsed() > self.opts.resync {
                     // The slow resync trusts nothing this process remembers of the kernel.
                     self.nftables.recheck();
+                    self.iptables.recheck();
                 }
                 last_full = Instant::now();
                 let (errors, what) = self.apply(&plan);

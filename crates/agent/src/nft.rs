@@ -385,7 +385,8 @@ fn ports_of_plan(sec: &SecurityPlan) -> BTreeMap<String, (String, Vec<String>)> 
     let mut m = BTreeMap::new();
     for p in sec.instances.iter().flat_map(|i| i.ports.iter()) {
         if let Some(dev) = &p.device {
-            m.insert(dev.clone(), (p.mac.clone(), sorted(&p.ips)));
+            // nft prints MACs in lower case; so does the state, whatever the store holds.
+            m.insert(dev.clone(), (p.mac.to_lowercase(), sorted(&p.ips)));
         }
     }
     m
@@ -474,114 +475,107 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
         }
     }
     next.groups = new_groups.clone();
-    let seen: Vec<i64> = new.instances.iter().map(|i| i.id).collect();
+    // Chains first: a new instance's chain, or the next version of a changed one, reached
+    // at once through a jump put first in the current version (hot); the retire deletes
+    // what is no longer reached.
+    let mut retired_chains = Vec::new();
+    next.instances.clear();
     for i in &new.instances {
         let rules = inst_rules(i, new);
-        let ips = ips_of(i);
-        let elements = |ips: &[&String], v: u32| -> String {
-            let jump = version_chain(i.id, v);
-            join(
-                &ips.iter()
-                    .map(|ip| format!("{ip} : jump {jump}"))
-                    .collect::<Vec<_>>(),
-            )
-        };
-        let st = match old.instances.get(&i.id) {
-            Some(st) => st.clone(),
+        let version = match old.instances.get(&i.id) {
+            Some(st) if st.rules == rules => st.version,
+            Some(st) => {
+                let (old_vc, vc) = (
+                    version_chain(i.id, st.version),
+                    version_chain(i.id, st.version + 1),
+                );
+                let _ = writeln!(u.hot, "add chain {t} {vc}");
+                for r in &rules {
+                    let _ = writeln!(u.hot, "add rule {t} {vc} {r}");
+                }
+                let _ = writeln!(u.hot, "insert rule {t} {old_vc} jump {vc}");
+                retired_chains.push(old_vc);
+                st.version + 1
+            }
             None => {
                 let v0 = version_chain(i.id, 0);
                 let _ = writeln!(u.hot, "add chain {t} {v0}");
                 for r in &rules {
                     let _ = writeln!(u.hot, "add rule {t} {v0} {r}");
                 }
-                if !ips.is_empty() {
-                    let all: Vec<&String> = ips.iter().collect();
-                    let _ = writeln!(
-                        u.hot,
-                        "add element {t} instances {{ {} }}",
-                        elements(&all, 0)
-                    );
-                }
-                next.instances.insert(
-                    i.id,
-                    InstState {
-                        version: 0,
-                        rules,
-                        ips,
-                    },
-                );
-                continue;
+                0
             }
         };
-        // The map points at the current version. A new version is reached at once through a
-        // jump put first in the current one (hot); the retire points the map at it and
-        // deletes the old one, in one transaction, so no packet finds no element.
-        let v = if st.rules != rules {
-            st.version + 1
-        } else {
-            st.version
-        };
-        if v != st.version {
-            let (old_vc, vc) = (version_chain(i.id, st.version), version_chain(i.id, v));
-            let _ = writeln!(u.hot, "add chain {t} {vc}");
-            for r in &rules {
-                let _ = writeln!(u.hot, "add rule {t} {vc} {r}");
-            }
-            let _ = writeln!(u.hot, "insert rule {t} {old_vc} jump {vc}");
-        }
-        let added: Vec<&String> = ips.iter().filter(|x| !st.ips.contains(x)).collect();
-        let kept: Vec<&String> = ips.iter().filter(|x| st.ips.contains(x)).collect();
-        let removed: Vec<&String> = st.ips.iter().filter(|x| !ips.contains(x)).collect();
-        if !added.is_empty() {
-            let _ = writeln!(
-                u.hot,
-                "add element {t} instances {{ {} }}",
-                elements(&added, v)
-            );
-        }
-        let repointed: Vec<&String> = if v != st.version { kept } else { Vec::new() };
-        let gone: Vec<&String> = removed.iter().chain(&repointed).copied().collect();
-        if !gone.is_empty() {
-            let _ = writeln!(
-                u.retire,
-                "delete element {t} instances {{ {} }}",
-                join(&gone)
-            );
-        }
-        if !repointed.is_empty() {
-            let _ = writeln!(
-                u.retire,
-                "add element {t} instances {{ {} }}",
-                elements(&repointed, v)
-            );
-        }
-        if v != st.version {
-            let old_vc = version_chain(i.id, st.version);
-            let _ = writeln!(
-                u.retire,
-                "flush chain {t} {old_vc}\ndelete chain {t} {old_vc}"
-            );
-        }
+        let ips = ips_of(i);
         next.instances.insert(
             i.id,
             InstState {
-                version: v,
+                version,
                 rules,
                 ips,
             },
         );
     }
-    for (id, st) in old.instances.iter().filter(|(id, _)| !seen.contains(id)) {
-        if !st.ips.is_empty() {
+    for (id, st) in old
+        .instances
+        .iter()
+        .filter(|(id, _)| !next.instances.contains_key(id))
+    {
+        retired_chains.push(version_chain(*id, st.version));
+    }
+    // The dispatch map as a whole (an address may move from one instance to another in one
+    // update): new keys go in now; a key gone or pointing elsewhere changes in the retire,
+    // in the same transaction that deletes the chains it pointed at.
+    let map_of = |st: &SecState| -> BTreeMap<String, String> {
+        st.instances
+            .iter()
+            .flat_map(|(id, s)| {
+                s.ips
+                    .iter()
+                    .map(move |ip| (ip.clone(), version_chain(*id, s.version)))
+            })
+            .collect()
+    };
+    let (old_map, new_map) = (map_of(old), map_of(&next));
+    let element = |(ip, chain): (&String, &String)| format!("{ip} : jump {chain}");
+    let added: Vec<String> = new_map
+        .iter()
+        .filter(|(ip, _)| !old_map.contains_key(*ip))
+        .map(element)
+        .collect();
+    if !added.is_empty() {
+        let _ = writeln!(
+            u.hot,
+            "add element {t} instances {{ {} }}",
+            added.join(", ")
+        );
+    }
+    let changed: Vec<&String> = old_map
+        .iter()
+        .filter(|(ip, chain)| new_map.get(*ip) != Some(*chain))
+        .map(|(ip, _)| ip)
+        .collect();
+    if !changed.is_empty() {
+        let _ = writeln!(
+            u.retire,
+            "delete element {t} instances {{ {} }}",
+            join(&changed)
+        );
+        let repointed: Vec<String> = changed
+            .iter()
+            .filter_map(|ip| new_map.get_key_value(*ip))
+            .map(element)
+            .collect();
+        if !repointed.is_empty() {
             let _ = writeln!(
                 u.retire,
-                "delete element {t} instances {{ {} }}",
-                join(&st.ips)
+                "add element {t} instances {{ {} }}",
+                repointed.join(", ")
             );
         }
-        let vc = version_chain(*id, st.version);
+    }
+    for vc in retired_chains {
         let _ = writeln!(u.retire, "flush chain {t} {vc}\ndelete chain {t} {vc}");
-        next.instances.remove(id);
     }
     for g in old.groups.keys().filter(|g| !new_groups.contains_key(g)) {
         let _ = writeln!(u.retire, "delete set {t} grp_{g}");
@@ -947,8 +941,11 @@ mod tests {
         );
     }
 
-    fn run_in_private_netns(scripts: &[String]) -> Result<(), String> {
-        let dir = std::env::temp_dir().join(format!("novanet-nft-{}", std::process::id()));
+    /// Runs the scripts in order in a private network namespace; the final ruleset.
+    fn run_in_private_netns(scripts: &[String]) -> Result<String, String> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("novanet-nft-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = String::from("set -e\n");
         for (n, sc) in scripts.iter().enumerate() {
@@ -971,7 +968,51 @@ mod tests {
                 scripts.join("\n---\n")
             ))
         }
-        .map(|_| ())
+    }
+
+    /// An address moves from a deleted instance to a new one (and its port name with it) in
+    /// one update: the map entry is repointed, never added twice.
+    #[test]
+    fn an_address_moving_between_instances_applies() {
+        let before = plan(true, vec![]);
+        let mut after = before.clone();
+        after.instances[0].id = 11;
+        after.instances[0].ports[0].mac = "FA:16:3E:00:00:11".into();
+        let (u, next) = incremental(&full_state(&before), &after).expect("incremental");
+        assert!(
+            !u.hot.contains("add element inet novanet_filter instances"),
+            "{}",
+            u.hot
+        );
+        assert!(
+            u.retire.contains(
+                "add element inet novanet_filter instances { 10.0.0.2 : jump inst_11_v0 }"
+            ),
+            "{}",
+            u.retire
+        );
+        assert_eq!(next, full_state(&after));
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout == b"0\n");
+        if !root {
+            eprintln!("skipping the kernel half: needs root");
+            return;
+        }
+        let scripts = vec![
+            replace_table("inet", FILTER_TABLE, &filter_table(&before)),
+            replace_table("bridge", SPOOF_TABLE, &spoof_table(&before)),
+            u.hot,
+            u.retire,
+        ];
+        let ruleset = run_in_private_netns(&scripts).unwrap_or_else(|e| panic!("{e}"));
+        assert!(ruleset.contains("10.0.0.2 : jump inst_11_v0"), "{ruleset}");
+        assert!(!ruleset.contains("inst_9_v0"), "{ruleset}");
+        assert!(
+            ruleset.contains("\"vnet0\" . fa:16:3e:00:00:11"),
+            "{ruleset}"
+        );
     }
 
     /// Every kind of incremental change applies on a real kernel after a full render.

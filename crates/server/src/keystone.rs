@@ -47,12 +47,18 @@ impl ExternalKeystone {
     }
 
     fn service_token(&self, now: i64) -> Result<String, Refusal> {
-        let mut cur = self.service.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((t, exp)) = cur.as_ref() {
+        if let Some((t, exp)) = self
+            .service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             if *exp > now + 30 {
                 return Ok(t.clone());
             }
         }
+        // Logged in without the lock: a Keystone slow to answer must not queue every
+        // request behind one login.
         let body = json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {
                 "name": self.conf.username, "password": self.conf.password,
@@ -75,7 +81,7 @@ impl ExternalKeystone {
             .as_str()
             .and_then(parse_iso8601)
             .unwrap_or(now + 300);
-        *cur = Some((token.clone(), exp));
+        *self.service.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.clone(), exp));
         Ok(token)
     }
 
@@ -98,7 +104,7 @@ impl ExternalKeystone {
             let service = self.service_token(now)?;
             let resp = self
                 .agent
-                .get(&self.url())
+                .get(&format!("{}?nocatalog", self.url()))
                 .set("X-Auth-Token", &service)
                 .set("X-Subject-Token", token)
                 .call();
