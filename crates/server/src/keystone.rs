@@ -23,7 +23,12 @@ pub struct ExternalKeystone {
     service: Mutex<Option<(String, i64)>>,
     /// Caller's token -> (what Keystone said, when it said it).
     cache: Mutex<HashMap<String, (Token, i64)>>,
+    /// Tokens Keystone refused, and when: a client retrying a bad token costs Keystone one
+    /// request per `REFUSED_CACHE_SECS`, not one per request.
+    refused: Mutex<HashMap<String, i64>>,
 }
+
+const REFUSED_CACHE_SECS: i64 = 10;
 
 /// Why a token was not accepted: the caller's fault (401) or Keystone's (503).
 #[derive(Debug, PartialEq)]
@@ -39,6 +44,7 @@ impl ExternalKeystone {
             agent: ureq::AgentBuilder::new().timeout(TIMEOUT).build(),
             service: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
         }
     }
 
@@ -97,6 +103,25 @@ impl ExternalKeystone {
                 return Ok(t.clone());
             }
         }
+        if self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .is_some_and(|at| now - at < REFUSED_CACHE_SECS)
+        {
+            return Err(Refusal::Invalid);
+        }
+        let r = self.ask(token, now);
+        if r == Err(Refusal::Invalid) {
+            let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            refused.retain(|_, at| now - *at < REFUSED_CACHE_SECS);
+            refused.insert(token.to_string(), now);
+        }
+        r
+    }
+
+    fn ask(&self, token: &str, now: i64) -> Result<Token, Refusal> {
         // Keystone answers 404 for a caller's token it does not know and 401 when it no
         // longer takes the service token: then log in again, once.
         let mut retried = false;

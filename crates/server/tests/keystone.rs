@@ -137,6 +137,9 @@ async fn tokens_are_validated_by_an_external_keystone() {
     let _ = server.await;
     let (s, _) = call(&app, "GET", "/v2.1/os-networks", &demo, None).await;
     assert_eq!(s, StatusCode::OK);
+    // A token refused a moment ago is refused again without asking.
+    let (s, _) = call(&app, "GET", "/v2.1/os-networks", "not-a-token", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, v) = call(&app, "GET", "/v2.1/os-networks", "another-token", None).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert!(
