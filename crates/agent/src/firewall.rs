@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use novanet_core::firewall::Ruleset;
 use novanet_core::plan::SecurityPlan;
 
-use crate::nft::{
-    filter_table, full_state, incremental, spoof_table, SecState, FILTER_TABLE, SPOOF_TABLE,
-};
+use crate::nft::{full_state, incremental, replace_security, SecState, FILTER_TABLE, SPOOF_TABLE};
 
 use crate::render::{iptables_restore, jumps, owned_chains, restore_delta, OwnedChains};
 use crate::sys::{run, Result};
@@ -192,12 +190,7 @@ impl Nftables {
             }
             None => {
                 let _ = std::fs::remove_file(&self.sec_path);
-                let script = [
-                    crate::nft::replace_table("inet", FILTER_TABLE, &filter_table(plan)),
-                    crate::nft::replace_table("bridge", SPOOF_TABLE, &spoof_table(plan)),
-                ]
-                .concat();
-                self.run_script(&script)?;
+                self.run_script(&replace_security(plan))?;
                 self.sec = Some(full_state(plan));
                 "full"
             }

@@ -439,6 +439,21 @@ fn join<S: AsRef<str>>(v: &[S]) -> String {
     v.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(", ")
 }
 
+/// `VERB element SET { a, b }` on a line of its own; nothing for no elements.
+fn element_line<S: AsRef<str>>(out: &mut String, verb: &str, set: &str, items: &[S]) {
+    if !items.is_empty() {
+        let _ = writeln!(out, "{verb} element {set} {{ {} }}", join(items));
+    }
+}
+
+/// A chain and its rules, a command each.
+fn add_chain(out: &mut String, table: &str, name: &str, rules: &[String]) {
+    let _ = writeln!(out, "add chain {table} {name}");
+    for r in rules {
+        let _ = writeln!(out, "add rule {table} {name} {r}");
+    }
+}
+
 /// The update from `old` to `new`, and the state after it; None when a full replace is
 /// needed (the same-network switch changes every chain).
 pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecState)> {
@@ -463,16 +478,9 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
         let had = had.unwrap_or_default();
         let added: Vec<&String> = members.iter().filter(|m| !had.contains(m)).collect();
         let removed: Vec<&String> = had.iter().filter(|m| !members.contains(m)).collect();
-        if !added.is_empty() {
-            let _ = writeln!(u.hot, "add element {t} grp_{g} {{ {} }}", join(&added));
-        }
-        if !removed.is_empty() {
-            let _ = writeln!(
-                u.retire,
-                "delete element {t} grp_{g} {{ {} }}",
-                join(&removed)
-            );
-        }
+        let set = format!("{t} grp_{g}");
+        element_line(&mut u.hot, "add", &set, &added);
+        element_line(&mut u.retire, "delete", &set, &removed);
     }
     next.groups = new_groups.clone();
     // Chains first: a new instance's chain, or the next version of a changed one, reached
@@ -489,20 +497,13 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
                     version_chain(i.id, st.version),
                     version_chain(i.id, st.version + 1),
                 );
-                let _ = writeln!(u.hot, "add chain {t} {vc}");
-                for r in &rules {
-                    let _ = writeln!(u.hot, "add rule {t} {vc} {r}");
-                }
+                add_chain(&mut u.hot, &t, &vc, &rules);
                 let _ = writeln!(u.hot, "insert rule {t} {old_vc} jump {vc}");
                 retired_chains.push(old_vc);
                 st.version + 1
             }
             None => {
-                let v0 = version_chain(i.id, 0);
-                let _ = writeln!(u.hot, "add chain {t} {v0}");
-                for r in &rules {
-                    let _ = writeln!(u.hot, "add rule {t} {v0} {r}");
-                }
+                add_chain(&mut u.hot, &t, &version_chain(i.id, 0), &rules);
                 0
             }
         };
@@ -543,37 +544,20 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
         .filter(|(ip, _)| !old_map.contains_key(*ip))
         .map(element)
         .collect();
-    if !added.is_empty() {
-        let _ = writeln!(
-            u.hot,
-            "add element {t} instances {{ {} }}",
-            added.join(", ")
-        );
-    }
+    let map = format!("{t} instances");
+    element_line(&mut u.hot, "add", &map, &added);
     let changed: Vec<&String> = old_map
         .iter()
         .filter(|(ip, chain)| new_map.get(*ip) != Some(*chain))
         .map(|(ip, _)| ip)
         .collect();
-    if !changed.is_empty() {
-        let _ = writeln!(
-            u.retire,
-            "delete element {t} instances {{ {} }}",
-            join(&changed)
-        );
-        let repointed: Vec<String> = changed
-            .iter()
-            .filter_map(|ip| new_map.get_key_value(*ip))
-            .map(element)
-            .collect();
-        if !repointed.is_empty() {
-            let _ = writeln!(
-                u.retire,
-                "add element {t} instances {{ {} }}",
-                repointed.join(", ")
-            );
-        }
-    }
+    let repointed: Vec<String> = changed
+        .iter()
+        .filter_map(|ip| new_map.get_key_value(*ip))
+        .map(element)
+        .collect();
+    element_line(&mut u.retire, "delete", &map, &changed);
+    element_line(&mut u.retire, "add", &map, &repointed);
     for vc in retired_chains {
         let _ = writeln!(u.retire, "flush chain {t} {vc}\ndelete chain {t} {vc}");
     }
@@ -582,65 +566,54 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
     }
     // Ports: elements of the three sets; what a port gains goes in now, what it loses later.
     let ports = ports_of_plan(new);
+    let (port_set, mac_set, ip_set) = (
+        format!("{b} ports"),
+        format!("{b} port_mac"),
+        format!("{b} port_ip"),
+    );
     let none = (String::new(), Vec::new());
     for (dev, (mac, ips)) in &ports {
         let (old_mac, old_ips) = old.ports.get(dev).unwrap_or(&none);
         if !old.ports.contains_key(dev) {
-            let _ = writeln!(u.hot, "add element {b} ports {{ \"{dev}\" }}");
+            element_line(&mut u.hot, "add", &port_set, &[format!("\"{dev}\"")]);
         }
         if mac != old_mac {
-            let _ = writeln!(
-                u.hot,
-                "add element {b} port_mac {{ {} }}",
-                mac_element(dev, mac)
-            );
+            element_line(&mut u.hot, "add", &mac_set, &[mac_element(dev, mac)]);
             if !old_mac.is_empty() {
-                let _ = writeln!(
-                    u.retire,
-                    "delete element {b} port_mac {{ {} }}",
-                    mac_element(dev, old_mac)
+                element_line(
+                    &mut u.retire,
+                    "delete",
+                    &mac_set,
+                    &[mac_element(dev, old_mac)],
                 );
             }
         }
-        let added: Vec<String> = ips
-            .iter()
-            .filter(|ip| !old_ips.contains(ip))
-            .map(|ip| ip_element(dev, ip))
-            .collect();
-        let removed: Vec<String> = old_ips
-            .iter()
-            .filter(|ip| !ips.contains(ip))
-            .map(|ip| ip_element(dev, ip))
-            .collect();
-        if !added.is_empty() {
-            let _ = writeln!(u.hot, "add element {b} port_ip {{ {} }}", added.join(", "));
-        }
-        if !removed.is_empty() {
-            let _ = writeln!(
-                u.retire,
-                "delete element {b} port_ip {{ {} }}",
-                removed.join(", ")
-            );
-        }
+        let pairs = |a: &[String], b: &[String]| -> Vec<String> {
+            a.iter()
+                .filter(|ip| !b.contains(ip))
+                .map(|ip| ip_element(dev, ip))
+                .collect()
+        };
+        element_line(&mut u.hot, "add", &ip_set, &pairs(ips, old_ips));
+        element_line(&mut u.retire, "delete", &ip_set, &pairs(old_ips, ips));
     }
     for (dev, (mac, ips)) in old.ports.iter().filter(|(d, _)| !ports.contains_key(*d)) {
-        let _ = writeln!(u.retire, "delete element {b} ports {{ \"{dev}\" }}");
-        let _ = writeln!(
-            u.retire,
-            "delete element {b} port_mac {{ {} }}",
-            mac_element(dev, mac)
-        );
-        if !ips.is_empty() {
-            let ips: Vec<String> = ips.iter().map(|ip| ip_element(dev, ip)).collect();
-            let _ = writeln!(
-                u.retire,
-                "delete element {b} port_ip {{ {} }}",
-                ips.join(", ")
-            );
-        }
+        element_line(&mut u.retire, "delete", &port_set, &[format!("\"{dev}\"")]);
+        element_line(&mut u.retire, "delete", &mac_set, &[mac_element(dev, mac)]);
+        let ips: Vec<String> = ips.iter().map(|ip| ip_element(dev, ip)).collect();
+        element_line(&mut u.retire, "delete", &ip_set, &ips);
     }
     next.ports = ports;
     Some((u, next))
+}
+
+/// One transaction that replaces both security tables with the full render of `sec`.
+pub fn replace_security(sec: &SecurityPlan) -> String {
+    [
+        replace_table("inet", FILTER_TABLE, &filter_table(sec)),
+        replace_table("bridge", SPOOF_TABLE, &spoof_table(sec)),
+    ]
+    .concat()
 }
 
 /// One transaction that replaces a table with `body` (creating it first so that the
@@ -1000,12 +973,7 @@ mod tests {
             eprintln!("skipping the kernel half: needs root");
             return;
         }
-        let scripts = vec![
-            replace_table("inet", FILTER_TABLE, &filter_table(&before)),
-            replace_table("bridge", SPOOF_TABLE, &spoof_table(&before)),
-            u.hot,
-            u.retire,
-        ];
+        let scripts = vec![replace_security(&before), u.hot, u.retire];
         let ruleset = run_in_private_netns(&scripts).unwrap_or_else(|e| panic!("{e}"));
         assert!(ruleset.contains("10.0.0.2 : jump inst_11_v0"), "{ruleset}");
         assert!(!ruleset.contains("inst_9_v0"), "{ruleset}");
@@ -1027,10 +995,7 @@ mod tests {
             return;
         }
         let mut a = plan(true, vec![]);
-        let mut scripts = vec![
-            replace_table("inet", FILTER_TABLE, &filter_table(&a)),
-            replace_table("bridge", SPOOF_TABLE, &spoof_table(&a)),
-        ];
+        let mut scripts = vec![replace_security(&a)];
         let mut state = full_state(&a);
         // A rule change, a member added, a new instance with a new port.
         a.instances[0].rules.push(SgRule {

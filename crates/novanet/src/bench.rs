@@ -1028,12 +1028,7 @@ pub fn firewall_inner(driver: &str, instances: usize, client: &str, server: &str
         // The same kind of changes split in the transaction that makes them take effect and
         // the one that retires what they replaced, which no packet waits for; from a fresh
         // full apply, whose state this side knows.
-        let script = [
-            nftr::replace_table("inet", nftr::FILTER_TABLE, &nftr::filter_table(&plan)),
-            nftr::replace_table("bridge", nftr::SPOOF_TABLE, &nftr::spoof_table(&plan)),
-        ]
-        .concat();
-        nft_run(&script).map_err(err)?;
+        nft_run(&nftr::replace_security(&plan)).map_err(err)?;
         let mut state = nftr::full_state(&plan);
         let mut step =
             |plan: &SecurityPlan, out: &mut Vec<f64>| -> std::result::Result<(), String> {
