@@ -105,7 +105,11 @@ impl Client {
             None => String::new(),
         };
         let v = self.call("GET", &format!("/novanet/v1/hosts/{host}/plan{q}"), None)?;
-        serde_json::from_value(v).map_err(|e| AgentError::Server(format!("bad host plan: {e}")))
+        let (plan, refused) = crate::plan_check::parse_plan(v)?;
+        for r in &refused {
+            eprintln!("novanet agent: refused part of the plan: {r}");
+        }
+        Ok(plan)
     }
 
     pub fn lease(

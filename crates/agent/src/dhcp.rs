@@ -190,7 +190,7 @@ impl DhcpManager {
                 Some(pid) => {
                     if step.full {
                         signal(pid, "HUP")?;
-                        report.reloaded.push(d.bridge.clone());
+                        report.reloaded.push(d.bridge.to_string());
                     }
                 }
                 None => {
@@ -200,7 +200,7 @@ impl DhcpManager {
                     }
                     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
                     run("dnsmasq", &argv, None)?;
-                    report.started.push(d.bridge.clone());
+                    report.started.push(d.bridge.to_string());
                 }
             }
             if step.full {
@@ -240,11 +240,11 @@ impl DhcpManager {
         let mut errors = Vec::new();
         let want: BTreeSet<(String, String)> = releases
             .iter()
-            .map(|r| (r.address.clone(), r.mac.clone()))
+            .map(|r| (r.address.to_string(), r.mac.to_string()))
             .collect();
         self.released.retain(|k| want.contains(k));
         for r in releases {
-            let key = (r.address.clone(), r.mac.clone());
+            let key = (r.address.to_string(), r.mac.to_string());
             if self.released.contains(&key) {
                 continue;
             }
@@ -260,7 +260,10 @@ impl DhcpManager {
     pub fn pids(&self, plans: &[DhcpPlan]) -> BTreeMap<String, u32> {
         plans
             .iter()
-            .filter_map(|d| self.any_running(&d.bridge).map(|p| (d.bridge.clone(), p)))
+            .filter_map(|d| {
+                self.any_running(&d.bridge)
+                    .map(|p| (d.bridge.to_string(), p))
+            })
             .collect()
     }
 }

@@ -7,6 +7,7 @@ pub mod dhcp;
 pub mod firewall;
 pub mod links;
 pub mod nft;
+pub mod plan_check;
 pub mod render;
 pub mod sys;
 
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use novanet_core::plan::HostPlan;
+use novanet_core::valid::{IfName, Ipv4Text};
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
@@ -45,11 +47,16 @@ struct Owned {
     floating: BTreeSet<(String, String)>,
 }
 
+/// The state file is ours, but its names become `ip` commands: keep only valid ones.
 fn load_owned(p: &Path) -> Owned {
-    std::fs::read_to_string(p)
+    let mut o: Owned = std::fs::read_to_string(p)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    o.bridges.retain(|b| IfName::new(b.as_str()).is_ok());
+    o.floating
+        .retain(|(a, i)| Ipv4Text::new(a.as_str()).is_ok() && IfName::new(i.as_str()).is_ok());
+    o
 }
 
 pub struct Agent {
@@ -152,18 +159,17 @@ impl Agent {
                 );
                 match links::apply_batch(&cmds) {
                     Ok(()) => {
-                        self.owned.bridges = plan.bridges.iter().map(|b| b.name.clone()).collect();
+                        self.owned.bridges =
+                            plan.bridges.iter().map(|b| b.name.to_string()).collect();
                         let before = std::mem::take(&mut self.owned.floating);
                         self.owned.floating = plan
                             .floating
                             .iter()
-                            .map(|f| (f.address.clone(), f.interface.clone()))
+                            .map(|f| (f.address.to_string(), f.interface.to_string()))
                             .collect();
-                        for f in plan
-                            .floating
-                            .iter()
-                            .filter(|f| !before.contains(&(f.address.clone(), f.interface.clone())))
-                        {
+                        for f in plan.floating.iter().filter(|f| {
+                            !before.contains(&(f.address.to_string(), f.interface.to_string()))
+                        }) {
                             // Tell the segment the address moved here (gratuitous ARP).
                             // In the background: arping waits a second for replies.
                             let args = [

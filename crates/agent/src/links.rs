@@ -60,7 +60,7 @@ pub fn diff(
 ) -> Vec<String> {
     let mut cmds = Vec::new();
     for b in bridges {
-        let br = links.get(&b.name);
+        let br = links.get(b.name.as_str());
         if br.is_none() {
             cmds.push(format!(
                 "link add {} type bridge forward_delay 0 stp_state 0",
@@ -68,12 +68,12 @@ pub fn diff(
             ));
         }
         if let Some(mtu) = b.mtu {
-            if br.and_then(|l| l.mtu) != Some(mtu) {
+            if br.and_then(|l| l.mtu) != Some(mtu.get()) {
                 cmds.push(format!("link set {} mtu {mtu}", b.name));
             }
         }
         if let Some(ifname) = &b.interface {
-            if let Some(l) = links.get(ifname) {
+            if let Some(l) = links.get(ifname.as_str()) {
                 if l.master.as_deref() != Some(b.name.as_str()) {
                     cmds.push(format!("link set {ifname} master {}", b.name));
                     // The bridge keeps the interface's MAC, so it never changes (nova).
@@ -107,7 +107,7 @@ pub fn diff(
             }
         }
         if let Some(gw) = &b.gateway {
-            if !br.is_some_and(|l| l.has_v4(gw)) {
+            if !br.is_some_and(|l| l.has_v4(&gw.to_string())) {
                 let brd = b
                     .broadcast
                     .as_ref()
@@ -131,7 +131,7 @@ pub fn diff(
     }
     let want_fl: BTreeSet<(String, String)> = floating
         .iter()
-        .map(|f| (f.address.clone(), f.interface.clone()))
+        .map(|f| (f.address.to_string(), f.interface.to_string()))
         .collect();
     for (addr, dev) in &want_fl {
         let present = links
@@ -168,20 +168,24 @@ mod tests {
     fn link(name: &str, master: Option<&str>, up: bool) -> Link {
         Link {
             ifname: name.into(),
-            master: master.map(Into::into),
-            address: Some("08:00:27:8f:87:fa".into()),
-            flags: if up { vec!["UP".into()] } else { vec![] },
+            master: master.map(|g| g.parse().unwrap()),
+            address: Some("08:00:27:8f:87:fa".parse().unwrap()),
+            flags: if up {
+                vec!["UP".parse().unwrap()]
+            } else {
+                vec![]
+            },
             ..Link::default()
         }
     }
 
     fn br100(gateway: Option<&str>) -> BridgePlan {
         BridgePlan {
-            network_uuid: "u".into(),
-            name: "br100".into(),
-            interface: Some("eth2".into()),
-            gateway: gateway.map(Into::into),
-            broadcast: Some("10.0.0.255".into()),
+            network_uuid: "u".parse().unwrap(),
+            name: "br100".parse().unwrap(),
+            interface: Some("eth2".parse().unwrap()),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            broadcast: Some("10.0.0.255".parse().unwrap()),
             vlan: None,
             mtu: None,
         }
@@ -214,11 +218,11 @@ mod tests {
     #[test]
     fn converged_state_needs_nothing_and_old_bridges_go() {
         let mut eth2 = link("eth2", Some("br100"), true);
-        eth2.flags.push("PROMISC".into());
+        eth2.flags.push("PROMISC".parse().unwrap());
         let mut br = link("br100", None, true);
         br.addr_info.push(AddrInfo {
-            family: "inet".into(),
-            local: "10.0.0.1".into(),
+            family: "inet".parse().unwrap(),
+            local: "10.0.0.1".parse().unwrap(),
             prefixlen: 24,
             broadcast: None,
             scope: None,

@@ -63,10 +63,10 @@ fn floating_pair(m: &Match, t: &Target) -> Option<(String, String)> {
     let plain = m.in_iface.is_none() && m.out_iface.is_none() && m.proto.is_none() && !m.not_dnat;
     match (plain, &m.src, &m.dst, t) {
         (true, None, Some(d), Target::Dnat(to)) if d.ends_with("/32") => {
-            Some((d.trim_end_matches("/32").into(), to.clone()))
+            Some((d.trim_end_matches("/32").into(), to.to_string()))
         }
         (true, Some(s), None, Target::Snat(to)) if s.ends_with("/32") => {
-            Some((s.trim_end_matches("/32").into(), to.clone()))
+            Some((s.trim_end_matches("/32").into(), to.to_string()))
         }
         _ => None,
     }
@@ -234,8 +234,8 @@ pub fn inst_rules(i: &InstanceSecurity, sec: &SecurityPlan) -> Vec<String> {
     }
     if sec.allow_same_net {
         for p in &i.ports {
-            if !p.network_cidr.is_empty() {
-                v.push(format!("ip saddr {} accept", p.network_cidr));
+            if let Some(c) = &p.network_cidr {
+                v.push(format!("ip saddr {c} accept"));
             }
         }
     }
@@ -254,10 +254,18 @@ fn chain_block(name: &str, rules: &[String]) -> String {
 }
 
 /// Group member sets: `set grp_N { type ipv4_addr; elements = {...} }`.
-fn set_block(g: i64, members: &[String]) -> String {
+fn set_block<T: AsRef<str>>(g: i64, members: &[T]) -> String {
     let mut s = format!("\tset grp_{g} {{\n\t\ttype ipv4_addr\n");
     if !members.is_empty() {
-        let _ = writeln!(s, "\t\telements = {{ {} }}", members.join(", "));
+        let _ = writeln!(
+            s,
+            "\t\telements = {{ {} }}",
+            members
+                .iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<&str>>()
+                .join(", ")
+        );
     }
     s.push_str("\t}\n");
     s
@@ -375,7 +383,11 @@ pub struct InstState {
 }
 
 fn ips_of(i: &InstanceSecurity) -> Vec<String> {
-    let mut v: Vec<String> = i.ports.iter().flat_map(|p| p.ips.iter().cloned()).collect();
+    let mut v: Vec<String> = i
+        .ports
+        .iter()
+        .flat_map(|p| p.ips.iter().map(|a| a.to_string()))
+        .collect();
     v.sort();
     v
 }
@@ -386,14 +398,14 @@ fn ports_of_plan(sec: &SecurityPlan) -> BTreeMap<String, (String, Vec<String>)> 
     for p in sec.instances.iter().flat_map(|i| i.ports.iter()) {
         if let Some(dev) = &p.device {
             // nft prints MACs in lower case; so does the state, whatever the store holds.
-            m.insert(dev.clone(), (p.mac.to_lowercase(), sorted(&p.ips)));
+            m.insert(dev.to_string(), (p.mac.to_lowercase(), sorted(&p.ips)));
         }
     }
     m
 }
 
-fn sorted(v: &[String]) -> Vec<String> {
-    let mut v = v.to_vec();
+fn sorted<T: ToString>(v: &[T]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(T::to_string).collect();
     v.sort();
     v.dedup();
     v
@@ -630,34 +642,34 @@ mod tests {
     fn inst() -> InstanceSecurity {
         InstanceSecurity {
             id: 9,
-            uuid: "u".into(),
+            uuid: "u".parse().unwrap(),
             ports: vec![PortSecurity {
-                device: Some("vnet0".into()),
-                mac: "fa:16:3e:2c:e8:ec".into(),
-                ips: vec!["10.0.0.2".into()],
-                network_cidr: "10.0.0.0/24".into(),
-                dhcp_server: Some("10.0.0.1".into()),
+                device: Some("vnet0".parse().unwrap()),
+                mac: "fa:16:3e:2c:e8:ec".parse().unwrap(),
+                ips: vec!["10.0.0.2".parse().unwrap()],
+                network_cidr: Some("10.0.0.0/24".parse().unwrap()),
+                dhcp_server: Some("10.0.0.1".parse().unwrap()),
             }],
             rules: vec![
                 SgRule {
                     proto: Some(Proto::Icmp),
                     from_port: Some(-1),
                     to_port: Some(-1),
-                    cidr: Some("0.0.0.0/0".into()),
+                    cidr: Some("0.0.0.0/0".parse().unwrap()),
                     group: None,
                 },
                 SgRule {
                     proto: Some(Proto::Tcp),
                     from_port: Some(22),
                     to_port: Some(22),
-                    cidr: Some("0.0.0.0/0".into()),
+                    cidr: Some("0.0.0.0/0".parse().unwrap()),
                     group: None,
                 },
                 SgRule {
                     proto: Some(Proto::Tcp),
                     from_port: Some(80),
                     to_port: Some(81),
-                    cidr: Some("192.168.10.0/24".into()),
+                    cidr: Some("192.168.10.0/24".parse().unwrap()),
                     group: None,
                 },
                 SgRule {
@@ -675,7 +687,7 @@ mod tests {
         SecurityPlan {
             allow_same_net: same_net,
             instances: vec![inst()],
-            group_members: BTreeMap::from([(3, vec!["10.0.0.3".to_string()])]),
+            group_members: BTreeMap::from([(3, vec!["10.0.0.3".parse().unwrap()])]),
             provider_rules: provider,
         }
     }
@@ -685,7 +697,7 @@ mod tests {
             proto: Some(Proto::Tcp),
             from_port: Some(25),
             to_port: Some(25),
-            cidr: Some("0.0.0.0/0".into()),
+            cidr: Some("0.0.0.0/0".parse().unwrap()),
             group: None,
         }
     }
@@ -716,7 +728,7 @@ mod tests {
             proto: Some(Proto::Icmp),
             from_port: Some(8),
             to_port: Some(0),
-            cidr: Some("203.0.113.0/24".into()),
+            cidr: Some("203.0.113.0/24".parse().unwrap()),
             group: None,
         };
         let rules = inst_rules(&inst(), &plan(true, vec![smtp_block(), ping_from]));
@@ -786,13 +798,15 @@ mod tests {
         let before = plan(true, vec![]);
         let mut after = before.clone();
         // vnet0 gets a second address and a new MAC; vnet1 comes.
-        after.instances[0].ports[0].ips.push("10.0.0.9".into());
-        after.instances[0].ports[0].mac = "fa:16:3e:00:00:99".into();
+        after.instances[0].ports[0]
+            .ips
+            .push("10.0.0.9".parse().unwrap());
+        after.instances[0].ports[0].mac = "fa:16:3e:00:00:99".parse().unwrap();
         let mut other = inst();
         other.id = 10;
-        other.ports[0].device = Some("vnet1".into());
-        other.ports[0].mac = "fa:16:3e:00:00:10".into();
-        other.ports[0].ips = vec!["10.0.0.10".into()];
+        other.ports[0].device = Some("vnet1".parse().unwrap());
+        other.ports[0].mac = "fa:16:3e:00:00:10".parse().unwrap();
+        other.ports[0].ips = vec!["10.0.0.10".parse().unwrap()];
         after.instances.push(other);
         let (u, next) = incremental(&full_state(&before), &after).expect("incremental");
         let b = format!("bridge {SPOOF_TABLE}");
@@ -846,33 +860,33 @@ mod tests {
         rs.push(
             Chain::NatPrerouting,
             Match {
-                dst: Some("68.99.26.170/32".into()),
+                dst: Some("68.99.26.170/32".parse().unwrap()),
                 ..Match::default()
             },
-            Target::Dnat("10.0.0.2".into()),
+            Target::Dnat("10.0.0.2".parse().unwrap()),
         );
         rs.push(
             Chain::NatFloatSnat,
             Match {
-                src: Some("10.0.0.2/32".into()),
+                src: Some("10.0.0.2/32".parse().unwrap()),
                 ..Match::default()
             },
-            Target::Snat("68.99.26.170".into()),
+            Target::Snat("68.99.26.170".parse().unwrap()),
         );
         rs.push(
             Chain::NatSnat,
             Match {
-                src: Some("10.0.0.0/24".into()),
-                out_iface: Some("eth1".into()),
+                src: Some("10.0.0.0/24".parse().unwrap()),
+                out_iface: Some("eth1".parse().unwrap()),
                 ..Match::default()
             },
-            Target::Snat("192.168.56.200".into()),
+            Target::Snat("192.168.56.200".parse().unwrap()),
         );
         rs.push(
             Chain::NatPostrouting,
             Match {
-                src: Some("10.0.0.0/24".into()),
-                dst: Some("10.0.0.0/24".into()),
+                src: Some("10.0.0.0/24".parse().unwrap()),
+                dst: Some("10.0.0.0/24".parse().unwrap()),
                 not_dnat: true,
                 ..Match::default()
             },
@@ -881,7 +895,7 @@ mod tests {
         rs.push(
             Chain::FilterInput,
             Match {
-                in_iface: Some("br100".into()),
+                in_iface: Some("br100".parse().unwrap()),
                 proto: Some(Proto::Udp),
                 dport: Some(67),
                 ..Match::default()
@@ -950,7 +964,7 @@ mod tests {
         let before = plan(true, vec![]);
         let mut after = before.clone();
         after.instances[0].id = 11;
-        after.instances[0].ports[0].mac = "FA:16:3E:00:00:11".into();
+        after.instances[0].ports[0].mac = "FA:16:3E:00:00:11".parse().unwrap();
         let (u, next) = incremental(&full_state(&before), &after).expect("incremental");
         assert!(
             !u.hot.contains("add element inet novanet_filter instances"),
@@ -1005,12 +1019,15 @@ mod tests {
             cidr: None,
             group: None,
         });
-        a.group_members.get_mut(&3).unwrap().push("10.0.0.9".into());
+        a.group_members
+            .get_mut(&3)
+            .unwrap()
+            .push("10.0.0.9".parse().unwrap());
         let mut second = inst();
         second.id = 10;
-        second.ports[0].device = Some("vnet1".into());
-        second.ports[0].mac = "fa:16:3e:00:00:10".into();
-        second.ports[0].ips = vec!["10.0.0.10".into()];
+        second.ports[0].device = Some("vnet1".parse().unwrap());
+        second.ports[0].mac = "fa:16:3e:00:00:10".parse().unwrap();
+        second.ports[0].ips = vec!["10.0.0.10".parse().unwrap()];
         a.instances.push(second);
         for change in 0..3 {
             if change == 1 {
@@ -1050,29 +1067,29 @@ mod tests {
             rs.push(
                 chain,
                 Match {
-                    dst: Some("68.99.26.170/32".into()),
+                    dst: Some("68.99.26.170/32".parse().unwrap()),
                     ..Match::default()
                 },
-                Target::Dnat("10.0.0.2".into()),
+                Target::Dnat("10.0.0.2".parse().unwrap()),
             );
         }
         rs.push(
             Chain::NatFloatSnat,
             Match {
-                src: Some("10.0.0.2/32".into()),
+                src: Some("10.0.0.2/32".parse().unwrap()),
                 ..Match::default()
             },
-            Target::Snat("68.99.26.170".into()),
+            Target::Snat("68.99.26.170".parse().unwrap()),
         );
         rs.push(
             Chain::NatPrerouting,
             Match {
-                dst: Some("169.254.169.254/32".into()),
+                dst: Some("169.254.169.254/32".parse().unwrap()),
                 proto: Some(Proto::Tcp),
                 dport: Some(80),
                 ..Match::default()
             },
-            Target::Dnat("192.168.56.200:8775".into()),
+            Target::Dnat("192.168.56.200:8775".parse().unwrap()),
         );
         let t = nat_table(&rs);
         assert!(t.contains("elements = { 68.99.26.170 : 10.0.0.2 }"), "{t}");

@@ -170,8 +170,8 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
             }
         }
         if sec.allow_same_net {
-            for p in i.ports.iter().filter(|p| !p.network_cidr.is_empty()) {
-                rules.push(format!("-A {chain} -s {} -j ACCEPT", p.network_cidr));
+            for c in i.ports.iter().filter_map(|p| p.network_cidr.as_ref()) {
+                rules.push(format!("-A {chain} -s {c} -j ACCEPT"));
             }
         }
         for r in &i.rules {
@@ -410,24 +410,24 @@ mod tests {
 
     fn plan() -> DhcpPlan {
         DhcpPlan {
-            network_uuid: "u".into(),
+            network_uuid: "u".parse().unwrap(),
             network_id: 1,
-            label: "vmnet".into(),
-            bridge: "br100".into(),
-            listen_address: "10.0.0.1".into(),
-            dhcp_start: "10.0.0.2".into(),
-            netmask: "255.255.255.0".into(),
-            gateway: "10.0.0.1".into(),
+            label: "vmnet".parse().unwrap(),
+            bridge: "br100".parse().unwrap(),
+            listen_address: "10.0.0.1".parse().unwrap(),
+            dhcp_start: "10.0.0.2".parse().unwrap(),
+            netmask: "255.255.255.0".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
             lease_time: 120,
             lease_max: 256,
-            domain: "novalocal".into(),
+            domain: "novalocal".parse().unwrap(),
             conf_file: String::new(),
             dns_servers: vec![],
             mtu: None,
             hosts: vec![DhcpHost {
-                mac: "fa:16:3e:2c:e8:ec".into(),
-                hostname: "cirros".into(),
-                address: "10.0.0.2".into(),
+                mac: "fa:16:3e:2c:e8:ec".parse().unwrap(),
+                hostname: "cirros".parse().unwrap(),
+                address: "10.0.0.2".parse().unwrap(),
                 leased: true,
             }],
         }
@@ -463,18 +463,18 @@ mod tests {
     fn iptables_shapes_match_the_seed() {
         let dnat = iptables_rule(
             &Match {
-                dst: Some("169.254.169.254/32".into()),
+                dst: Some("169.254.169.254/32".parse().unwrap()),
                 proto: Some(Proto::Tcp),
                 dport: Some(80),
                 ..Match::default()
             },
-            &Target::Dnat("192.168.56.200:8775".into()),
+            &Target::Dnat("192.168.56.200:8775".parse().unwrap()),
         );
         assert_eq!(dnat, "-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.56.200:8775");
         let same = iptables_rule(
             &Match {
-                src: Some("10.0.0.0/24".into()),
-                dst: Some("10.0.0.0/24".into()),
+                src: Some("10.0.0.0/24".parse().unwrap()),
+                dst: Some("10.0.0.0/24".parse().unwrap()),
                 not_dnat: true,
                 ..Match::default()
             },
@@ -486,10 +486,10 @@ mod tests {
         );
         let fl = iptables_rule(
             &Match {
-                src: Some("10.0.0.3".into()),
+                src: Some("10.0.0.3".parse().unwrap()),
                 ..Match::default()
             },
-            &Target::Snat("68.99.26.170".into()),
+            &Target::Snat("68.99.26.170".parse().unwrap()),
         );
         assert_eq!(fl, "-s 10.0.0.3/32 -j SNAT --to-source 68.99.26.170");
     }
@@ -500,7 +500,7 @@ mod tests {
         rs.push(
             Chain::FilterForward,
             Match {
-                in_iface: Some("br100".into()),
+                in_iface: Some("br100".parse().unwrap()),
                 ..Match::default()
             },
             Target::Accept,
@@ -508,7 +508,7 @@ mod tests {
         let text = iptables_restore(
             &rs,
             None,
-            &[("filter", "FORWARD", "novanet-FORWARD".into())],
+            &[("filter", "FORWARD", "novanet-FORWARD".parse().unwrap())],
         );
         let want = "*filter\n:novanet-INPUT - [0:0]\n:novanet-FORWARD - [0:0]\n-A novanet-FORWARD -i br100 -j ACCEPT\n-A FORWARD -j novanet-FORWARD\nCOMMIT\n\
 *nat\n:novanet-PREROUTING - [0:0]\n:novanet-OUTPUT - [0:0]\n:novanet-POSTROUTING - [0:0]\n:novanet-snat - [0:0]\n:novanet-float-snat - [0:0]\n\
@@ -524,20 +524,20 @@ mod tests {
             proto,
             from_port: from,
             to_port: to,
-            cidr: cidr.map(String::from),
+            cidr: cidr.map(|c| c.parse().unwrap()),
             group,
         };
         let sec = SecurityPlan {
             allow_same_net: true,
             instances: vec![InstanceSecurity {
                 id: 9,
-                uuid: "u".into(),
+                uuid: "u".parse().unwrap(),
                 ports: vec![PortSecurity {
-                    device: Some("vnet0".into()),
-                    mac: "fa:16:3e:2c:e8:ec".into(),
-                    ips: vec!["10.0.0.2".into()],
-                    network_cidr: "10.0.0.0/24".into(),
-                    dhcp_server: Some("10.0.0.1".into()),
+                    device: Some("vnet0".parse().unwrap()),
+                    mac: "fa:16:3e:2c:e8:ec".parse().unwrap(),
+                    ips: vec!["10.0.0.2".parse().unwrap()],
+                    network_cidr: Some("10.0.0.0/24".parse().unwrap()),
+                    dhcp_server: Some("10.0.0.1".parse().unwrap()),
                 }],
                 rules: vec![
                     rule(
@@ -571,7 +571,10 @@ mod tests {
                     rule(None, None, None, None, Some(3)),
                 ],
             }],
-            group_members: BTreeMap::from([(3, vec!["10.0.0.3".into(), "10.0.0.4".into()])]),
+            group_members: BTreeMap::from([(
+                3,
+                vec!["10.0.0.3".parse().unwrap(), "10.0.0.4".parse().unwrap()],
+            )]),
             provider_rules: vec![rule(
                 Some(Proto::Udp),
                 Some(53),
@@ -635,7 +638,11 @@ mod tests {
         );
         assert_eq!(restore_delta(&new, &new, &[]), "");
         assert_eq!(
-            restore_delta(&new, &new, &[("nat", "OUTPUT", "novanet-OUTPUT".into())]),
+            restore_delta(
+                &new,
+                &new,
+                &[("nat", "OUTPUT", "novanet-OUTPUT".parse().unwrap())]
+            ),
             "*nat\n-A OUTPUT -j novanet-OUTPUT\nCOMMIT\n"
         );
     }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::valid::{CidrText, IfName, NatTo};
+
 /// The chains novanet owns, in nova-network's layout (seed 004). Each builtin hook jumps to
 /// the chain of the same name; `Snat` hangs off a bottom POSTROUTING chain and starts with a
 /// jump to `FloatSnat`, as nova's did.
@@ -51,11 +53,11 @@ impl Proto {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Match {
-    pub in_iface: Option<String>,
-    pub out_iface: Option<String>,
+    pub in_iface: Option<IfName>,
+    pub out_iface: Option<IfName>,
     /// CIDR or address (a bare address means /32).
-    pub src: Option<String>,
-    pub dst: Option<String>,
+    pub src: Option<CidrText>,
+    pub dst: Option<CidrText>,
     pub proto: Option<Proto>,
     pub dport: Option<u16>,
     /// Only packets whose connection was not DNATed (nova's fixed-to-fixed exception).
@@ -67,9 +69,9 @@ pub enum Target {
     Accept,
     Drop,
     /// DNAT to `address[:port]`.
-    Dnat(String),
+    Dnat(NatTo),
     /// SNAT to an address.
-    Snat(String),
+    Snat(NatTo),
     /// Fill in UDP checksums (DHCP replies to guests that check them).
     ChecksumFill,
 }

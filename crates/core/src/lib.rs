@@ -10,5 +10,6 @@ pub mod net;
 pub mod plan;
 pub mod planning;
 pub mod secgroup;
+pub mod valid;
 
 pub use error::{Error, Result};

@@ -87,6 +87,19 @@ impl Ipv4Cidr {
     }
 }
 
+/// A prefix length as written in a CIDR: decimal digits without a sign or leading zeros
+/// (`/029` is refused, as netaddr's strict mode and the kernel's tools refuse it).
+pub fn parse_prefix_len(s: &str, max: u8) -> Option<u8> {
+    let canonical = !s.is_empty()
+        && s.len() <= 3
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'));
+    canonical
+        .then(|| s.parse::<u8>().ok())
+        .flatten()
+        .filter(|l| *l <= max)
+}
+
 fn mask_v4(prefix: u8) -> u32 {
     if prefix == 0 {
         0
@@ -105,12 +118,22 @@ impl FromStr for Ipv4Cidr {
         let addr: Ipv4Addr = addr
             .parse()
             .map_err(|_| format!("{s:?} is not a CIDR: {addr:?} is not an IPv4 address"))?;
-        let len: u8 = len
-            .parse()
-            .ok()
-            .filter(|l| *l <= 32)
+        let len = parse_prefix_len(len, 32)
             .ok_or_else(|| format!("{s:?} is not a CIDR: prefix length must be 0 to 32"))?;
         Ok(Ipv4Cidr::new(addr, len).expect("prefix checked"))
+    }
+}
+
+impl serde::Serialize for Ipv4Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Ipv4Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -191,10 +214,8 @@ impl FromStr for Ipv6Cidr {
         let addr: Ipv6Addr = addr
             .parse()
             .map_err(|_| format!("{s:?} is not an IPv6 CIDR: {addr:?} is not an IPv6 address"))?;
-        let len: u8 =
-            len.parse().ok().filter(|l| *l <= 128).ok_or_else(|| {
-                format!("{s:?} is not an IPv6 CIDR: prefix length must be 0 to 128")
-            })?;
+        let len = parse_prefix_len(len, 128)
+            .ok_or_else(|| format!("{s:?} is not an IPv6 CIDR: prefix length must be 0 to 128"))?;
         Ok(Ipv6Cidr::new(addr, len).expect("prefix checked"))
     }
 }
@@ -276,6 +297,11 @@ mod tests {
             .contains("not a CIDR"));
         assert!("10.0.0/24".parse::<Ipv4Cidr>().is_err());
         assert!("10.0.0.0".parse::<Ipv4Cidr>().is_err());
+        assert!("10.0.0.0/029".parse::<Ipv4Cidr>().is_err());
+        assert!("10.0.0.0/+8".parse::<Ipv4Cidr>().is_err());
+        assert!("10.0.0.0/".parse::<Ipv4Cidr>().is_err());
+        assert!("0.0.0.0/0".parse::<Ipv4Cidr>().is_ok());
+        assert!("fd00::/048".parse::<Ipv6Cidr>().is_err());
     }
 
     #[test]

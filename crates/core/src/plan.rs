@@ -3,12 +3,17 @@
 //! server computes it; the agent renders and applies it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FirewallDriver};
 use crate::firewall::{Chain, Match, Proto, Rule, Ruleset, Target};
 use crate::model::{BoundAddress, FloatingIp, Network};
+use crate::net::Ipv4Cidr;
+use crate::valid::{
+    CidrText, DhcpTag, DnsDomain, Hostname, IfAddr, IfName, Ipv4Text, MacText, Mtu, NatTo, VlanId,
+};
 
 /// 169.254.169.254:80, where every cloud image looks for its metadata.
 pub const METADATA_ADDRESS: &str = "169.254.169.254";
@@ -27,6 +32,10 @@ pub struct HostPlan {
     /// Leases to end with `dhcp_release` (instances deleted with `force_dhcp_release`).
     pub releases: Vec<DhcpRelease>,
     pub ip_forward: bool,
+    /// What was left out because a stored value failed validation, one line each; the
+    /// server logs them and the agent reports them, the rest of the plan applies.
+    #[serde(default)]
+    pub refused: Vec<String>,
     /// Security groups and anti-spoofing for the instances on this host.
     #[serde(default)]
     pub security: SecurityPlan,
@@ -38,7 +47,7 @@ pub struct SecurityPlan {
     pub allow_same_net: bool,
     pub instances: Vec<InstanceSecurity>,
     /// Members' fixed IPs of each security group some rule here names as its source.
-    pub group_members: BTreeMap<i64, Vec<String>>,
+    pub group_members: BTreeMap<i64, Vec<Ipv4Text>>,
     /// The admin's provider rules: traffic they match is dropped for every instance, right
     /// after ESTABLISHED (nova's `provider_fw_rules`, Liberty and earlier).
     #[serde(default)]
@@ -57,11 +66,11 @@ pub struct InstanceSecurity {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortSecurity {
     /// Host-side device, once the hypervisor reported it; anti-spoofing needs it.
-    pub device: Option<String>,
-    pub mac: String,
-    pub ips: Vec<String>,
-    pub network_cidr: String,
-    pub dhcp_server: Option<String>,
+    pub device: Option<IfName>,
+    pub mac: MacText,
+    pub ips: Vec<Ipv4Text>,
+    pub network_cidr: Option<CidrText>,
+    pub dhcp_server: Option<Ipv4Text>,
 }
 
 /// One ingress rule (nova-network's groups had no egress rules).
@@ -70,7 +79,7 @@ pub struct SgRule {
     pub proto: Option<Proto>,
     pub from_port: Option<i32>,
     pub to_port: Option<i32>,
-    pub cidr: Option<String>,
+    pub cidr: Option<CidrText>,
     /// Source group: its members' addresses.
     pub group: Option<i64>,
 }
@@ -85,40 +94,42 @@ pub struct GroupRule {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BridgePlan {
     pub network_uuid: String,
-    pub name: String,
+    pub name: IfName,
     /// The physical (or VLAN) interface enslaved to the bridge.
-    pub interface: Option<String>,
+    pub interface: Option<IfName>,
     /// `dhcp_server/prefix`, on the network host only.
-    pub gateway: Option<String>,
-    pub broadcast: Option<String>,
-    pub vlan: Option<u32>,
-    pub mtu: Option<u32>,
+    pub gateway: Option<IfAddr>,
+    pub broadcast: Option<Ipv4Text>,
+    pub vlan: Option<VlanId>,
+    pub mtu: Option<Mtu>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DhcpPlan {
     pub network_uuid: String,
     pub network_id: i64,
-    pub label: String,
-    pub bridge: String,
-    pub listen_address: String,
-    pub dhcp_start: String,
-    pub netmask: String,
-    pub gateway: String,
+    /// dnsmasq's tag for the range: the label when it is a valid tag, else `net<id>`.
+    pub label: DhcpTag,
+    pub bridge: IfName,
+    pub listen_address: Ipv4Text,
+    pub dhcp_start: Ipv4Text,
+    pub netmask: Ipv4Text,
+    pub gateway: Ipv4Text,
     pub lease_time: u32,
     pub lease_max: u64,
-    pub domain: String,
+    pub domain: DnsDomain,
+    /// The operator's `dnsmasq_config_file` (checked at start), or empty.
     pub conf_file: String,
-    pub dns_servers: Vec<String>,
-    pub mtu: Option<u32>,
+    pub dns_servers: Vec<Ipv4Text>,
+    pub mtu: Option<Mtu>,
     pub hosts: Vec<DhcpHost>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DhcpHost {
-    pub mac: String,
-    pub hostname: String,
-    pub address: String,
+    pub mac: MacText,
+    pub hostname: Hostname,
+    pub address: Ipv4Text,
     pub leased: bool,
 }
 
@@ -131,16 +142,16 @@ impl DhcpHost {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DhcpRelease {
-    pub bridge: String,
-    pub address: String,
-    pub mac: String,
+    pub bridge: IfName,
+    pub address: Ipv4Text,
+    pub mac: MacText,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FloatingBinding {
-    pub address: String,
-    pub interface: String,
-    pub fixed: String,
+    pub address: Ipv4Text,
+    pub interface: IfName,
+    pub fixed: Ipv4Text,
 }
 
 /// What the host plan is computed from.
@@ -162,6 +173,72 @@ fn is_network_host(n: &Network, host: &str, bound: &[BoundAddress]) -> bool {
     }
 }
 
+/// The values of one network that reach a host, each parsed into its validated type. A
+/// network whose stored values do not parse (a store written by an older version, or by
+/// hand) is left out of every plan and named in [`HostPlan::refused`].
+struct NetValues {
+    bridge: IfName,
+    interface: Option<IfName>,
+    cidr: Option<Ipv4Cidr>,
+    dhcp_server: Option<Ipv4Text>,
+    gateway: Option<Ipv4Text>,
+    broadcast: Option<Ipv4Text>,
+    dhcp_start: Option<Ipv4Text>,
+    netmask: Option<Ipv4Text>,
+    dns: Vec<Ipv4Text>,
+    vlan: Option<VlanId>,
+    mtu: Option<Mtu>,
+}
+
+fn opt<T>(
+    field: &str,
+    v: &Option<String>,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    v.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| parse(s).map_err(|e| format!("{field}: {e}")))
+        .transpose()
+}
+
+fn net_values(n: &Network, cfg: &Config) -> Result<Option<NetValues>, String> {
+    let Some(bridge) = &n.bridge else {
+        return Ok(None);
+    };
+    let bridge = IfName::new(bridge.as_str()).map_err(|e| format!("bridge: {e}"))?;
+    // nova: the configured interface overrides the network's (bug 833426).
+    let interface = cfg
+        .flat_interface
+        .clone()
+        .filter(|_| n.vlan.is_none())
+        .or_else(|| n.vlan.and(cfg.vlan_interface.clone()))
+        .or_else(|| n.bridge_interface.clone());
+    let interface = opt("bridge_interface", &interface, |s| IfName::new(s))?;
+    let cidr = opt("cidr", &n.cidr, |s| s.parse::<Ipv4Cidr>())?;
+    let v4 = |s: &str| Ipv4Text::new(s);
+    let mut dns = Vec::new();
+    for d in [&n.dns1, &n.dns2] {
+        dns.extend(opt("dns", d, v4)?);
+    }
+    Ok(Some(NetValues {
+        bridge,
+        interface,
+        cidr,
+        dhcp_server: opt("dhcp_server", &n.dhcp_server, v4)?,
+        gateway: opt("gateway", &n.gateway, v4)?,
+        broadcast: opt("broadcast", &n.broadcast, v4)?,
+        dhcp_start: opt("dhcp_start", &n.dhcp_start, v4)?,
+        netmask: opt("netmask", &n.netmask, v4)?,
+        dns,
+        vlan: n
+            .vlan
+            .map(VlanId::new)
+            .transpose()
+            .map_err(|e| e.to_string())?,
+        mtu: n.mtu.map(Mtu::new).transpose().map_err(|e| e.to_string())?,
+    }))
+}
+
 pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> HostPlan {
     let mut plan = HostPlan {
         host: host.to_string(),
@@ -174,12 +251,20 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
         .into(),
         ..HostPlan::default()
     };
+    // Host-level values from configuration, checked at start (`Config::validate`).
+    let public_interface = IfName::new(cfg.public_interface.as_str()).ok();
+    let domain = DnsDomain::new(cfg.dhcp_domain.as_str())
+        .unwrap_or_else(|_| DnsDomain::new("novalocal").expect("constant domain"));
+    let cfg_dns: Vec<Ipv4Text> = cfg
+        .dns_server
+        .iter()
+        .filter_map(|d| Ipv4Text::new(d.as_str()).ok())
+        .collect();
+    let routing_source = cfg.routing_source_ip().parse::<Ipv4Addr>().ok();
+    let metadata_host = cfg.metadata_host().parse::<Ipv4Addr>().ok();
     let mut fw = Ruleset::default();
     let mut served_cidrs = Vec::new();
     for n in s.networks {
-        let Some(bridge) = n.bridge.clone() else {
-            continue;
-        };
         let network_host = is_network_host(n, host, s.bound);
         let has_instances = s.bound.iter().any(|b| {
             b.network_id == n.id && b.allocated && b.instance_host.as_deref() == Some(host)
@@ -187,26 +272,31 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
         if !network_host && !has_instances {
             continue;
         }
-        // nova: the configured interface overrides the network's (bug 833426).
-        let interface = cfg
-            .flat_interface
-            .clone()
-            .filter(|_| n.vlan.is_none())
-            .or_else(|| n.vlan.and(cfg.vlan_interface.clone()))
-            .or_else(|| n.bridge_interface.clone());
-        let cidr = n.cidr_v4();
-        let gateway = match (network_host, cidr, &n.dhcp_server) {
-            (true, Some(c), Some(d)) => Some(format!("{d}/{}", c.prefix())),
+        let v = match net_values(n, cfg) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(e) => {
+                plan.refused.push(format!(
+                    "network {} ({}): {e}",
+                    n.uuid,
+                    n.label.escape_debug()
+                ));
+                continue;
+            }
+        };
+        let bridge = v.bridge.clone();
+        let gateway = match (network_host, v.cidr, &v.dhcp_server) {
+            (true, Some(c), Some(d)) => IfAddr::new(d.addr(), c.prefix()),
             _ => None,
         };
         plan.bridges.push(BridgePlan {
             network_uuid: n.uuid.clone(),
             name: bridge.clone(),
-            interface,
+            interface: v.interface.clone(),
             gateway,
-            broadcast: n.broadcast.clone().filter(|_| network_host),
-            vlan: n.vlan,
-            mtu: n.mtu,
+            broadcast: v.broadcast.clone().filter(|_| network_host),
+            vlan: v.vlan,
+            mtu: v.mtu,
         });
         fw.push(
             Chain::FilterForward,
@@ -228,48 +318,55 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
             continue;
         }
         plan.ip_forward = true;
-        let Some(c) = cidr else { continue };
+        let Some(c) = v.cidr else { continue };
         served_cidrs.push(c.to_string());
         let in_net = |b: &&BoundAddress| {
             b.network_id == n.id && (!n.multi_host || b.instance_host.as_deref() == Some(host))
         };
-        if cfg.network_manager.uses_dhcp() && n.enable_dhcp {
-            let listen = n.dhcp_server.clone().unwrap_or_default();
-            let mut dns_servers = cfg.dns_server.clone();
+        let dhcp_values = (
+            v.dhcp_server.clone(),
+            v.dhcp_start.clone(),
+            v.netmask.clone(),
+        );
+        if let (true, (Some(listen), Some(dhcp_start), Some(netmask))) = (
+            cfg.network_manager.uses_dhcp() && n.enable_dhcp,
+            dhcp_values,
+        ) {
+            let mut dns_servers = cfg_dns.clone();
             if cfg.use_network_dns_servers {
-                dns_servers.extend(n.dns1.iter().chain(n.dns2.iter()).cloned());
+                dns_servers.extend(v.dns.iter().cloned());
+            }
+            let mut hosts = Vec::new();
+            for b in s.bound.iter().filter(in_net).filter(|b| b.allocated) {
+                match dhcp_host(b) {
+                    Ok(h) => hosts.push(h),
+                    Err(e) => plan.refused.push(format!(
+                        "address {} on network {}: {e}",
+                        b.address.escape_debug(),
+                        n.uuid
+                    )),
+                }
             }
             plan.dhcp.push(DhcpPlan {
                 network_uuid: n.uuid.clone(),
                 network_id: n.id,
-                label: n.label.clone(),
+                label: DhcpTag::for_network(&n.label, n.id),
                 bridge: bridge.clone(),
                 listen_address: listen.clone(),
-                dhcp_start: n.dhcp_start.clone().unwrap_or_default(),
-                netmask: n.netmask.clone().unwrap_or_default(),
+                dhcp_start,
+                netmask,
                 gateway: if n.multi_host && !n.share_address {
                     listen
                 } else {
-                    n.gateway.clone().unwrap_or_default()
+                    v.gateway.clone().unwrap_or(listen)
                 },
                 lease_time: cfg.dhcp_lease_time,
                 lease_max: c.size(),
-                domain: cfg.dhcp_domain.clone(),
+                domain: domain.clone(),
                 conf_file: cfg.dnsmasq_config_file.clone(),
                 dns_servers,
-                mtu: n.mtu,
-                hosts: s
-                    .bound
-                    .iter()
-                    .filter(in_net)
-                    .filter(|b| b.allocated)
-                    .map(|b| DhcpHost {
-                        mac: b.mac.clone(),
-                        hostname: b.hostname.clone(),
-                        address: b.address.clone(),
-                        leased: b.leased,
-                    })
-                    .collect(),
+                mtu: v.mtu,
+                hosts,
             });
             for port in [67u16, 53] {
                 for proto in [Proto::Udp, Proto::Tcp] {
@@ -296,45 +393,59 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
                 Target::ChecksumFill,
             );
             if cfg.force_dhcp_release {
-                plan.releases.extend(
-                    s.bound
-                        .iter()
-                        .filter(in_net)
-                        .filter(|b| !b.allocated && b.leased)
-                        .map(|b| DhcpRelease {
+                for b in s
+                    .bound
+                    .iter()
+                    .filter(in_net)
+                    .filter(|b| !b.allocated && b.leased)
+                {
+                    if let (Ok(address), Ok(mac)) = (
+                        Ipv4Text::new(b.address.as_str()),
+                        MacText::new(b.mac.as_str()),
+                    ) {
+                        plan.releases.push(DhcpRelease {
                             bridge: bridge.clone(),
-                            address: b.address.clone(),
-                            mac: b.mac.clone(),
-                        }),
-                );
+                            address,
+                            mac,
+                        });
+                    }
+                }
             }
         }
         // nova's init_host order: snat, then the metadata, dmz and fixed-to-fixed exceptions.
-        let cidr_s = c.to_string();
-        fw.push(
-            Chain::NatSnat,
-            Match {
-                src: Some(cidr_s.clone()),
-                out_iface: Some(cfg.public_interface.clone()).filter(|p| !p.is_empty()),
-                ..Match::default()
-            },
-            Target::Snat(cfg.routing_source_ip().to_string()),
-        );
-        fw.push(
-            Chain::NatPostrouting,
-            Match {
-                src: Some(cidr_s.clone()),
-                dst: Some(format!("{}/32", cfg.metadata_host())),
-                ..Match::default()
-            },
-            Target::Accept,
-        );
-        for dmz in &cfg.dmz_cidr {
+        let cidr_t = CidrText::from(c);
+        if let Some(src_ip) = routing_source {
+            fw.push(
+                Chain::NatSnat,
+                Match {
+                    src: Some(cidr_t.clone()),
+                    out_iface: public_interface.clone(),
+                    ..Match::default()
+                },
+                Target::Snat(NatTo::from(src_ip)),
+            );
+        }
+        if let Some(md) = metadata_host {
             fw.push(
                 Chain::NatPostrouting,
                 Match {
-                    src: Some(cidr_s.clone()),
-                    dst: Some(dmz.clone()),
+                    src: Some(cidr_t.clone()),
+                    dst: Some(CidrText::from(Ipv4Cidr::new(md, 32).expect("/32"))),
+                    ..Match::default()
+                },
+                Target::Accept,
+            );
+        }
+        for dmz in cfg
+            .dmz_cidr
+            .iter()
+            .filter_map(|d| d.parse::<Ipv4Cidr>().ok())
+        {
+            fw.push(
+                Chain::NatPostrouting,
+                Match {
+                    src: Some(cidr_t.clone()),
+                    dst: Some(CidrText::from(dmz)),
                     ..Match::default()
                 },
                 Target::Accept,
@@ -343,24 +454,27 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
         fw.push(
             Chain::NatPostrouting,
             Match {
-                src: Some(cidr_s.clone()),
-                dst: Some(cidr_s.clone()),
+                src: Some(cidr_t.clone()),
+                dst: Some(cidr_t.clone()),
                 not_dnat: true,
                 ..Match::default()
             },
             Target::Accept,
         );
     }
-    if !served_cidrs.is_empty() {
+    if let (false, Some(md)) = (served_cidrs.is_empty(), metadata_host) {
+        let md_addr: Ipv4Addr = METADATA_ADDRESS.parse().expect("constant address");
         fw.push(
             Chain::NatPrerouting,
             Match {
-                dst: Some(format!("{METADATA_ADDRESS}/32")),
+                dst: Some(CidrText::from(Ipv4Cidr::new(md_addr, 32).expect("/32"))),
                 proto: Some(Proto::Tcp),
                 dport: Some(METADATA_PORT),
                 ..Match::default()
             },
-            Target::Dnat(format!("{}:{}", cfg.metadata_host(), cfg.metadata_port)),
+            Target::Dnat(
+                NatTo::new(format!("{md}:{}", cfg.metadata_port)).expect("address and port"),
+            ),
         );
     }
     for f in s
@@ -369,13 +483,23 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
         .filter(|f| f.host.as_deref() == Some(host))
     {
         let Some(fixed) = &f.fixed_ip else { continue };
-        let interface = if cfg.public_interface.is_empty() {
-            f.interface.clone()
-        } else {
-            cfg.public_interface.clone()
+        let interface = match &public_interface {
+            Some(p) => Ok(p.clone()),
+            None => IfName::new(f.interface.as_str()),
         };
-        let float32 = format!("{}/32", f.address);
-        let fixed32 = format!("{fixed}/32");
+        let (Ok(address), Ok(fixed), Ok(interface)) = (
+            f.address.parse::<Ipv4Addr>(),
+            fixed.parse::<Ipv4Addr>(),
+            interface,
+        ) else {
+            plan.refused.push(format!(
+                "floating IP {}: a stored address or interface is not valid",
+                f.address.escape_debug()
+            ));
+            continue;
+        };
+        let float32 = CidrText::from(Ipv4Cidr::new(address, 32).expect("/32"));
+        let fixed32 = CidrText::from(Ipv4Cidr::new(fixed, 32).expect("/32"));
         for chain in [Chain::NatPrerouting, Chain::NatOutput] {
             fw.push(
                 chain,
@@ -383,21 +507,21 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
                     dst: Some(float32.clone()),
                     ..Match::default()
                 },
-                Target::Dnat(fixed.clone()),
+                Target::Dnat(NatTo::from(fixed)),
             );
         }
         fw.push(
             Chain::NatFloatSnat,
             Match {
-                src: Some(fixed32.clone()),
+                src: Some(fixed32),
                 ..Match::default()
             },
-            Target::Snat(f.address.clone()),
+            Target::Snat(NatTo::from(address)),
         );
         plan.floating.push(FloatingBinding {
-            address: f.address.clone(),
+            address: address.into(),
             interface,
-            fixed: fixed.clone(),
+            fixed: fixed.into(),
         });
     }
     // Floating DNATs must win over nothing else in PREROUTING, but the metadata DNAT only
@@ -405,12 +529,26 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
     fw.rules.sort_by_key(|r: &Rule| r.chain);
     plan.firewall = fw;
     if cfg.firewall_driver != FirewallDriver::Noop {
-        plan.security = security_plan(s, cfg, host);
+        plan.security = security_plan(s, cfg, host, &mut plan.refused);
     }
     plan
 }
 
-fn security_plan(s: &Snapshot, cfg: &Config, host: &str) -> SecurityPlan {
+fn dhcp_host(b: &BoundAddress) -> Result<DhcpHost, String> {
+    Ok(DhcpHost {
+        mac: MacText::new(b.mac.as_str())?,
+        hostname: Hostname::new(b.hostname.as_str())?,
+        address: Ipv4Text::new(b.address.as_str())?,
+        leased: b.leased,
+    })
+}
+
+fn security_plan(
+    s: &Snapshot,
+    cfg: &Config,
+    host: &str,
+    refused: &mut Vec<String>,
+) -> SecurityPlan {
     let mut by_instance: BTreeMap<&str, Vec<&BoundAddress>> = BTreeMap::new();
     for b in s
         .bound
@@ -428,14 +566,27 @@ fn security_plan(s: &Snapshot, cfg: &Config, host: &str) -> SecurityPlan {
         let mut ports: Vec<PortSecurity> = Vec::new();
         for b in &addrs {
             let net = s.networks.iter().find(|n| n.id == b.network_id);
-            match ports.iter_mut().find(|p| p.mac == b.mac) {
-                Some(p) => p.ips.push(b.address.clone()),
+            let (Ok(mac), Ok(ip), Ok(device)) = (
+                MacText::new(b.mac.as_str()),
+                Ipv4Text::new(b.address.as_str()),
+                b.device.as_deref().map(IfName::new).transpose(),
+            ) else {
+                refused.push(format!(
+                    "port {} of instance {uuid}: a stored MAC, address or device is not valid",
+                    b.vif_uuid
+                ));
+                continue;
+            };
+            match ports.iter_mut().find(|p| p.mac == mac) {
+                Some(p) => p.ips.push(ip),
                 None => ports.push(PortSecurity {
-                    device: b.device.clone(),
-                    mac: b.mac.clone(),
-                    ips: vec![b.address.clone()],
-                    network_cidr: net.and_then(|n| n.cidr.clone()).unwrap_or_default(),
-                    dhcp_server: net.and_then(|n| n.dhcp_server.clone()),
+                    device,
+                    mac,
+                    ips: vec![ip],
+                    network_cidr: net.and_then(|n| n.cidr_v4()).map(CidrText::from),
+                    dhcp_server: net
+                        .and_then(|n| n.dhcp_server.as_deref())
+                        .and_then(|d| Ipv4Text::new(d).ok()),
                 }),
             }
         }
@@ -459,12 +610,13 @@ fn security_plan(s: &Snapshot, cfg: &Config, host: &str) -> SecurityPlan {
             rules,
         });
     }
-    let mut group_members: BTreeMap<i64, Vec<String>> =
+    let mut group_members: BTreeMap<i64, Vec<Ipv4Text>> =
         sources.iter().map(|g| (*g, Vec::new())).collect();
     for b in s.bound.iter().filter(|b| b.allocated) {
         for g in &b.groups {
-            if let Some(m) = group_members.get_mut(g) {
-                m.push(b.address.clone());
+            if let (Some(m), Ok(a)) = (group_members.get_mut(g), Ipv4Text::new(b.address.as_str()))
+            {
+                m.push(a);
             }
         }
     }
@@ -534,7 +686,10 @@ mod tests {
             provider_rules: &[],
         };
         let ctl = host_plan(&s, &cfg, "controller", 7);
-        assert_eq!(ctl.bridges[0].gateway.as_deref(), Some("10.0.0.1/24"));
+        assert_eq!(
+            ctl.bridges[0].gateway.map(|g| g.to_string()).as_deref(),
+            Some("10.0.0.1/24")
+        );
         assert_eq!(ctl.bridges[0].interface.as_deref(), Some("eth2"));
         assert_eq!(ctl.dhcp.len(), 1);
         assert_eq!(
@@ -545,7 +700,7 @@ mod tests {
         assert!(ctl
             .firewall
             .in_chain(Chain::NatPrerouting)
-            .any(|r| r.target == Target::Dnat("192.168.56.200:8775".into())));
+            .any(|r| r.target == Target::Dnat("192.168.56.200:8775".parse().unwrap())));
         let c1 = host_plan(&s, &cfg, "compute-1", 7);
         assert_eq!(c1.bridges.len(), 1);
         assert!(c1.bridges[0].gateway.is_none() && c1.dhcp.is_empty() && !c1.ip_forward);
@@ -571,7 +726,7 @@ mod tests {
                     proto: Some(Proto::Tcp),
                     from_port: Some(22),
                     to_port: Some(22),
-                    cidr: Some("0.0.0.0/0".into()),
+                    cidr: Some("0.0.0.0/0".parse().unwrap()),
                     group: None,
                 },
             },
@@ -591,7 +746,7 @@ mod tests {
                     proto: Some(Proto::Icmp),
                     from_port: Some(-1),
                     to_port: Some(-1),
-                    cidr: Some("0.0.0.0/0".into()),
+                    cidr: Some("0.0.0.0/0".parse().unwrap()),
                     group: None,
                 },
             },

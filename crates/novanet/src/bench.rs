@@ -779,7 +779,7 @@ fn fw_instance(i: usize, device: Option<&str>, ip: &str, variant: i32) -> Instan
         proto: Some(proto),
         from_port: Some(from),
         to_port: Some(to),
-        cidr: Some(cidr.into()),
+        cidr: Some(cidr.parse().expect("bench CIDR")),
         group: None,
     };
     let tcp = |p: i32, cidr: &str| rule(Proto::Tcp, p, p, cidr);
@@ -787,16 +787,18 @@ fn fw_instance(i: usize, device: Option<&str>, ip: &str, variant: i32) -> Instan
         id: i as i64 + 1,
         uuid: format!("bench-{i}"),
         ports: vec![PortSecurity {
-            device: device.map(str::to_string),
+            device: device.map(|d| d.parse().expect("bench device name")),
             mac: format!(
                 "fa:16:3e:{:02x}:{:02x}:{:02x}",
                 (i >> 16) & 0xff,
                 (i >> 8) & 0xff,
                 i & 0xff
-            ),
-            ips: vec![ip.to_string()],
-            network_cidr: "10.1.0.0/16".into(),
-            dhcp_server: Some("10.1.0.1".into()),
+            )
+            .parse()
+            .expect("bench MAC"),
+            ips: vec![ip.parse().expect("bench address")],
+            network_cidr: Some("10.1.0.0/16".parse().expect("bench CIDR")),
+            dhcp_server: Some("10.1.0.1".parse().expect("bench address")),
         }],
         rules: vec![
             tcp(22, "0.0.0.0/0"),

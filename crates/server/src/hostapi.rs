@@ -8,6 +8,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use novanet_core::firewall::Proto;
 use novanet_core::plan::{host_plan, GroupRule, HostPlan, SgRule, Snapshot};
+use novanet_core::valid::{CidrText, IfName};
+use novanet_core::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -59,9 +61,17 @@ struct PlanQuery {
     wait: Option<u64>,
 }
 
-/// A stored rule as the plan's model has it.
-fn sg_rule(r: SecurityGroupRule) -> SgRule {
-    SgRule {
+/// A stored rule as the plan's model has it; None (and a log line) for a rule whose
+/// stored CIDR does not parse, which only a store written by hand can hold.
+fn sg_rule(r: SecurityGroupRule) -> Option<SgRule> {
+    let cidr = match r.cidr.as_deref().map(CidrText::new).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("novanet server: rule {} left out of plans: {e}", r.id);
+            return None;
+        }
+    };
+    Some(SgRule {
         proto: match r.protocol.as_deref() {
             Some("tcp") => Some(Proto::Tcp),
             Some("udp") => Some(Proto::Udp),
@@ -70,9 +80,9 @@ fn sg_rule(r: SecurityGroupRule) -> SgRule {
         },
         from_port: r.from_port,
         to_port: r.to_port,
-        cidr: r.cidr,
+        cidr,
         group: r.group_id,
-    }
+    })
 }
 
 pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
@@ -88,16 +98,16 @@ pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
         .security_groups(None)?
         .into_iter()
         .flat_map(|g| g.rules)
-        .map(|r| GroupRule {
-            group_id: r.parent_group_id,
-            rule: sg_rule(r),
+        .filter_map(|r| {
+            let group_id = r.parent_group_id;
+            sg_rule(r).map(|rule| GroupRule { group_id, rule })
         })
         .collect();
     let provider_rules: Vec<SgRule> = st
         .store
         .provider_rules()?
         .into_iter()
-        .map(sg_rule)
+        .filter_map(sg_rule)
         .collect();
     let snap = Snapshot {
         networks: &networks,
@@ -175,6 +185,7 @@ async fn plug(
     Body(p): Body<Plug>,
 ) -> ApiResult<Json<Value>> {
     ctx.require_admin("VIF plugging")?;
+    IfName::new(p.device.as_str()).map_err(|e| Error::invalid("device", e))?;
     st.store.set_vif_device(&uuid, &p.device)?;
     st.refresh_generation();
     Ok(Json(json!({"vif": uuid, "device": p.device})))

@@ -72,7 +72,22 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/novanet/v1/vifs/{uuid}/plug", "The hypervisor reports a VIF's host-side device (admin)"),
 ];
 
+/// Request and response schemas, kept as data beside this file: `operations` maps
+/// `"METHOD PATH"` (as in [`ROUTES`]) to an OpenAPI operation fragment (`requestBody`,
+/// `responses`, extra `parameters`) merged over the generated one; `components` is copied.
+const SCHEMAS: &str = include_str!("../openapi/schemas.json");
+
+fn schemas() -> Value {
+    serde_json::from_str(SCHEMAS).expect("openapi/schemas.json is valid JSON (tested)")
+}
+
 pub async fn document() -> Json<Value> {
+    Json(build())
+}
+
+/// The whole OpenAPI document.
+pub fn build() -> Value {
+    let extra = schemas();
     let mut paths: Map<String, Value> = Map::new();
     for (method, path, summary) in ROUTES {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
@@ -81,16 +96,53 @@ pub async fn document() -> Json<Value> {
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        entry[*method] = json!({
+        let mut op = json!({
             "summary": summary,
             "parameters": params,
             "responses": {"default": {"description": "JSON body; errors as {\"<fault>\": {\"code\", \"message\"}}"}},
         });
+        let key = format!("{} {path}", method.to_uppercase());
+        if let Some(Value::Object(more)) = extra["operations"].get(&key) {
+            for (k, v) in more {
+                match (k.as_str(), v) {
+                    ("parameters", Value::Array(ps)) => {
+                        if let Some(Value::Array(have)) = op.get_mut("parameters") {
+                            have.extend(ps.iter().cloned());
+                        }
+                    }
+                    _ => op[k] = v.clone(),
+                }
+            }
+        }
+        entry[*method] = op;
     }
-    Json(json!({
+    json!({
         "openapi": "3.0.3",
         "info": {"title": "novanet", "version": env!("CARGO_PKG_VERSION"),
                  "description": "nova-network's APIs: Keystone v3 identity, Nova compute v2.1 (2.1-2.35), host agent API"},
         "paths": paths,
-    }))
+        "components": extra["components"].clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_name_only_known_routes() {
+        let extra = schemas();
+        let ops = extra["operations"]
+            .as_object()
+            .expect("operations is an object");
+        for key in ops.keys() {
+            let (method, path) = key.split_once(' ').expect("METHOD PATH");
+            assert!(
+                ROUTES
+                    .iter()
+                    .any(|(m, p, _)| m.eq_ignore_ascii_case(method) && *p == path),
+                "openapi/schemas.json names {key}, which is not a route"
+            );
+        }
+    }
 }

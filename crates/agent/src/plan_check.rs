@@ -1,0 +1,160 @@
+//! The agent trusts no plan: every value in it is parsed again into the validated types of
+//! `novanet_core::valid` (the plan's own types), one entry at a time, so that an entry a
+//! store written by an older version or by hand got wrong is refused and logged while the
+//! rest of the host keeps running.
+
+use std::collections::BTreeSet;
+
+use novanet_core::firewall::Rule;
+use novanet_core::plan::{
+    BridgePlan, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity, SgRule,
+};
+use novanet_core::valid::Ipv4Text;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{AgentError, Result};
+
+/// Keeps the elements of the array at `v[key]` that parse as `T`; says why for the rest.
+fn keep_valid<T: DeserializeOwned>(v: &mut Value, key: &str, refused: &mut Vec<String>) {
+    let Some(items) = v.get_mut(key).and_then(Value::as_array_mut) else {
+        return;
+    };
+    items.retain(|item| match serde_json::from_value::<T>(item.clone()) {
+        Ok(_) => true,
+        Err(e) => {
+            let net = item
+                .get("network_uuid")
+                .and_then(Value::as_str)
+                .map(|u| format!(" (network {u})"))
+                .unwrap_or_default();
+            refused.push(format!("{key} entry{net}: {e}"));
+            false
+        }
+    });
+}
+
+/// Parses a host plan as the server sent it: what is valid, and one line per part refused.
+/// A network whose bridge was refused loses its DHCP server too. Only a plan whose frame
+/// (host, generation, driver) does not parse is an error.
+pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
+    let mut refused: Vec<String> = v
+        .get("refused")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(|s| format!("server: {s}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let uuids = |v: &Value, key: &str| -> BTreeSet<String> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b.get("network_uuid").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    };
+    let all_bridges = uuids(&v, "bridges");
+    keep_valid::<BridgePlan>(&mut v, "bridges", &mut refused);
+    let kept_bridges = uuids(&v, "bridges");
+    if let Some(dhcp) = v.get_mut("dhcp").and_then(Value::as_array_mut) {
+        dhcp.retain(|d| {
+            let u = d.get("network_uuid").and_then(Value::as_str).unwrap_or("");
+            !(all_bridges.contains(u) && !kept_bridges.contains(u))
+        });
+    }
+    keep_valid::<DhcpPlan>(&mut v, "dhcp", &mut refused);
+    keep_valid::<FloatingBinding>(&mut v, "floating", &mut refused);
+    keep_valid::<DhcpRelease>(&mut v, "releases", &mut refused);
+    if let Some(fw) = v.get_mut("firewall") {
+        keep_valid::<Rule>(fw, "rules", &mut refused);
+    }
+    if let Some(sec) = v.get_mut("security") {
+        keep_valid::<InstanceSecurity>(sec, "instances", &mut refused);
+        keep_valid::<SgRule>(sec, "provider_rules", &mut refused);
+        if let Some(groups) = sec.get_mut("group_members").and_then(Value::as_object_mut) {
+            for (g, members) in groups.iter_mut() {
+                if let Some(m) = members.as_array_mut() {
+                    m.retain(|a| {
+                        let ok = serde_json::from_value::<Ipv4Text>(a.clone()).is_ok();
+                        if !ok {
+                            refused.push(format!("member {a} of group {g}: not an IPv4 address"));
+                        }
+                        ok
+                    });
+                }
+            }
+        }
+    }
+    if let Some(r) = v.get_mut("refused") {
+        *r = Value::Array(Vec::new());
+    }
+    let plan: HostPlan =
+        serde_json::from_value(v).map_err(|e| AgentError::Server(format!("bad host plan: {e}")))?;
+    Ok((plan, refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn plan_with(bridge: &str) -> Value {
+        json!({
+            "host": "controller", "generation": 3, "firewall_driver": "nftables",
+            "bridges": [
+                {"network_uuid": "good", "name": "br100", "interface": "eth2", "gateway": "10.0.0.1/24",
+                 "broadcast": "10.0.0.255", "vlan": null, "mtu": null},
+                {"network_uuid": "bad", "name": bridge, "interface": null, "gateway": null,
+                 "broadcast": null, "vlan": null, "mtu": null},
+            ],
+            "dhcp": [
+                {"network_uuid": "bad", "network_id": 2, "label": "x", "bridge": "br101",
+                 "listen_address": "10.1.0.1", "dhcp_start": "10.1.0.2", "netmask": "255.255.255.0",
+                 "gateway": "10.1.0.1", "lease_time": 120, "lease_max": 256, "domain": "novalocal",
+                 "conf_file": "", "dns_servers": [], "mtu": null, "hosts": []},
+            ],
+            "firewall": {"rules": [
+                {"chain": "FilterForward", "m": {"in_iface": "br100", "out_iface": null, "src": null,
+                 "dst": null, "proto": null, "dport": null, "not_dnat": false}, "target": "Accept"},
+                {"chain": "FilterForward", "m": {"in_iface": bridge, "out_iface": null, "src": null,
+                 "dst": null, "proto": null, "dport": null, "not_dnat": false}, "target": "Accept"},
+            ]},
+            "floating": [], "releases": [], "ip_forward": true,
+        })
+    }
+
+    #[test]
+    fn a_hostile_bridge_is_refused_and_the_rest_applies() {
+        for hostile in [
+            "br101\nlink set eth0 down",
+            "../../etc",
+            "eth0 master x",
+            "",
+            "waytoolongbridgename",
+        ] {
+            let (plan, refused) = parse_plan(plan_with(hostile)).unwrap();
+            assert_eq!(plan.bridges.len(), 1, "{hostile:?}");
+            assert_eq!(plan.bridges[0].name, "br100");
+            assert!(plan.dhcp.is_empty(), "the refused network's DHCP goes too");
+            assert_eq!(plan.firewall.rules.len(), 1);
+            assert_eq!(refused.len(), 2, "{refused:?}");
+            assert!(refused[0].contains("network bad"), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn a_valid_plan_is_kept_whole() {
+        let (plan, refused) = parse_plan(plan_with("br101")).unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!((plan.bridges.len(), plan.dhcp.len()), (2, 1));
+    }
+
+    #[test]
+    fn a_broken_frame_is_an_error() {
+        assert!(parse_plan(json!({"host": 1})).is_err());
+    }
+}
