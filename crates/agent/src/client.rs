@@ -90,11 +90,12 @@ impl Client {
         Err(AgentError::Server("unauthorized".into()))
     }
 
-    pub fn report(&self, host: &str, network_host: bool) -> Result<()> {
+    /// The heartbeat, with the host's own IPv4 networks (no project network may overlap them).
+    pub fn report(&self, host: &str, network_host: bool, networks: &[String]) -> Result<()> {
         self.call(
             "POST",
             &format!("/novanet/v1/hosts/{host}/report"),
-            Some(&json!({"network_host": network_host})),
+            Some(&json!({"network_host": network_host, "networks": networks})),
         )
         .map(|_| ())
     }

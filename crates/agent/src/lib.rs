@@ -257,7 +257,13 @@ impl Agent {
         let mut generation: Option<u64> = None;
         loop {
             if last_report.elapsed() > Duration::from_secs(10) {
-                match self.client.report(&self.opts.host, self.opts.network_host) {
+                let networks = links::read_links()
+                    .map(|l| links::host_networks(&l, &self.owned.bridges))
+                    .unwrap_or_default();
+                match self
+                    .client
+                    .report(&self.opts.host, self.opts.network_host, &networks)
+                {
                     Ok(()) => last_report = Instant::now(),
                     Err(e) => {
                         log(&format!("cannot report to the server: {e}"));

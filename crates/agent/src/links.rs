@@ -49,6 +49,24 @@ pub fn read_links() -> Result<BTreeMap<String, Link>> {
     Ok(links.into_iter().map(|l| (l.ifname.clone(), l)).collect())
 }
 
+/// The host's own IPv4 networks: global addresses on interfaces other than the bridges
+/// novanet made, without single addresses (/32: floating IPs, the metadata address).
+pub fn host_networks(links: &BTreeMap<String, Link>, owned: &BTreeSet<String>) -> Vec<String> {
+    let mut v: Vec<String> = links
+        .values()
+        .filter(|l| !owned.contains(&l.ifname))
+        .flat_map(|l| l.addr_info.iter())
+        .filter(|a| a.family == "inet" && a.scope.as_deref() == Some("global") && a.prefixlen < 32)
+        .filter_map(|a| {
+            let addr = a.local.parse().ok()?;
+            novanet_core::net::Ipv4Cidr::new(addr, a.prefixlen).map(|c| c.to_string())
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// The `ip -batch` lines that make the kernel match the bridge and floating plans, removing
 /// bridges and floating addresses this agent made earlier and that the plan no longer has.
 pub fn diff(

@@ -114,6 +114,17 @@ pub struct Config {
     pub quota_security_groups: i64,
     pub quota_security_group_rules: i64,
     pub create_unique_mac_address_attempts: u32,
+    /// The URL clients reach the API at (Keystone's `public_endpoint`); the catalog
+    /// points there. Default: `http://my_ip:8774`, or the listen address when specific.
+    pub public_endpoint: Option<String>,
+    /// Networks a project may create with `os-tenant-networks` (nova's `quota_networks`).
+    pub quota_networks: i64,
+    /// The largest tenant network, in addresses (a /22 by default); admins are not bound.
+    pub max_tenant_network_size: u64,
+    /// Metadata requests per second one instance may make (0: no limit); a burst of
+    /// `metadata_rate_burst` passes at once, so cloud-init's crawl is never slowed.
+    pub metadata_rate_limit: u32,
+    pub metadata_rate_burst: u32,
     /// Lifetime of API tokens, seconds (keystone's `[token] expiration`).
     pub token_expiration: u64,
     /// nova.conf's `[keystone_authtoken]`: when present, API tokens are validated against
@@ -193,6 +204,11 @@ impl Default for Config {
             quota_security_group_rules: 20,
             create_unique_mac_address_attempts: 5,
             token_expiration: 3600,
+            public_endpoint: None,
+            quota_networks: 3,
+            max_tenant_network_size: 1024,
+            metadata_rate_limit: 0,
+            metadata_rate_burst: 200,
             keystone_authtoken: None,
         }
     }
@@ -235,6 +251,7 @@ impl Config {
         self.fixed_range_v6
             .parse::<Ipv6Cidr>()
             .map_err(|e| Error::invalid("fixed_range_v6", e))?;
+        self.validate_ranges()?;
         if !(1..=4094).contains(&self.vlan_start) {
             return Err(Error::invalid("vlan_start", "must be between 1 and 4094"));
         }
@@ -249,6 +266,104 @@ impl Config {
             if let Some(ip) = ip {
                 ip.parse::<std::net::Ipv4Addr>()
                     .map_err(|_| Error::invalid(name, format!("{ip:?} is not an IPv4 address")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every value that bounds something or reaches a host, checked at start: an error
+    /// names the key.
+    fn validate_ranges(&self) -> Result<()> {
+        use crate::valid::{check_mtu, DnsDomain, IfName};
+        if self.token_expiration == 0 || self.token_expiration > 7 * 86400 {
+            return Err(Error::invalid(
+                "token_expiration",
+                format!("{} s: give 1 s to 7 days", self.token_expiration),
+            ));
+        }
+        for (key, q) in [
+            ("quota_floating_ips", self.quota_floating_ips),
+            ("quota_fixed_ips", self.quota_fixed_ips),
+            ("quota_security_groups", self.quota_security_groups),
+            (
+                "quota_security_group_rules",
+                self.quota_security_group_rules,
+            ),
+            ("quota_networks", self.quota_networks),
+        ] {
+            if q < -1 {
+                return Err(Error::invalid(
+                    key,
+                    format!("{q}: a quota is -1 (unlimited) or at least 0"),
+                ));
+            }
+        }
+        for p in &self.metadata_trusted_proxies {
+            p.parse::<std::net::IpAddr>().map_err(|_| {
+                Error::invalid(
+                    "metadata_trusted_proxies",
+                    format!("{p:?} is not an IP address"),
+                )
+            })?;
+        }
+        for d in &self.dns_server {
+            d.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                Error::invalid("dns_server", format!("{d:?} is not an IPv4 address"))
+            })?;
+        }
+        if !self.public_interface.is_empty() {
+            IfName::new(self.public_interface.as_str())
+                .map_err(|e| Error::invalid("public_interface", e))?;
+        }
+        for (key, v) in [
+            ("flat_interface", &self.flat_interface),
+            ("vlan_interface", &self.vlan_interface),
+            ("flat_network_bridge", &self.flat_network_bridge),
+        ] {
+            if let Some(name) = v {
+                IfName::new(name.as_str()).map_err(|e| Error::invalid(key, e))?;
+            }
+        }
+        DnsDomain::new(self.dhcp_domain.as_str()).map_err(|e| Error::invalid("dhcp_domain", e))?;
+        if let Some(m) = self.network_device_mtu {
+            check_mtu("network_device_mtu", m)?;
+        }
+        if self.dhcp_lease_time < 120 {
+            return Err(Error::invalid(
+                "dhcp_lease_time",
+                format!(
+                    "{} s: dnsmasq's shortest lease is 120 s",
+                    self.dhcp_lease_time
+                ),
+            ));
+        }
+        let f = &self.dnsmasq_config_file;
+        if !f.is_empty() && (!f.starts_with('/') || f.chars().any(char::is_control)) {
+            return Err(Error::invalid(
+                "dnsmasq_config_file",
+                format!("{f:?}: give an absolute path"),
+            ));
+        }
+        for (key, v) in [
+            ("network_size", self.network_size),
+            ("max_tenant_network_size", self.max_tenant_network_size),
+        ] {
+            if !(4..=1 << 24).contains(&v) {
+                return Err(Error::invalid(
+                    key,
+                    format!("{v}: give 4 to 16777216 addresses"),
+                ));
+            }
+        }
+        if self.metadata_port == 0 {
+            return Err(Error::invalid("metadata_port", "must not be 0"));
+        }
+        if let Some(e) = &self.public_endpoint {
+            if !e.starts_with("http://") || e.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(Error::invalid(
+                    "public_endpoint",
+                    format!("{e:?}: give an http:// URL"),
+                ));
             }
         }
         Ok(())
@@ -314,6 +429,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("dhcp_lease_time"), "{e}");
+    }
+
+    #[test]
+    fn ranges_are_checked_at_start() {
+        for (text, key) in [
+            ("token_expiration = 0", "token_expiration"),
+            ("quota_floating_ips = -2", "quota_floating_ips"),
+            ("quota_networks = -5", "quota_networks"),
+            (
+                "metadata_trusted_proxies = [\"proxy\"]",
+                "metadata_trusted_proxies",
+            ),
+            ("public_interface = \"eth0\\nx\"", "public_interface"),
+            ("flat_interface = \"../etc\"", "flat_interface"),
+            ("dhcp_domain = \"a b\"", "dhcp_domain"),
+            ("network_device_mtu = 20", "network_device_mtu"),
+            ("dhcp_lease_time = 5", "dhcp_lease_time"),
+            ("dns_server = [\"8.8.8.8; x\"]", "dns_server"),
+            ("public_endpoint = \"ftp://x\"", "public_endpoint"),
+        ] {
+            let e = Config::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        assert!(Config::from_toml("quota_networks = -1").is_ok());
     }
 
     #[test]

@@ -83,6 +83,39 @@ pub fn is_uuid(s: &str) -> bool {
 }
 
 /// Plans the networks a create request makes, given the networks that exist.
+/// The request's values that end up on a host, checked as the plan will carry them: names
+/// as interface names, MTU and VLAN in range, addresses as addresses.
+fn check_host_values(req: &NetworkRequest) -> Result<()> {
+    use crate::valid::{check_mtu, check_vlan, IfName};
+    for (field, v) in [
+        ("bridge", &req.bridge),
+        ("bridge_interface", &req.bridge_interface),
+    ] {
+        if let Some(name) = v {
+            IfName::new(name.as_str()).map_err(|e| Error::invalid(field, e))?;
+        }
+    }
+    if let Some(m) = req.mtu {
+        check_mtu("mtu", m)?;
+    }
+    if let Some(v) = req.vlan {
+        check_vlan("vlan", v)?;
+    }
+    for (field, v) in [
+        ("gateway", &req.gateway),
+        ("dns1", &req.dns1),
+        ("dns2", &req.dns2),
+        ("dhcp_server", &req.dhcp_server),
+        ("allowed_start", &req.allowed_start),
+        ("allowed_end", &req.allowed_end),
+    ] {
+        if let Some(a) = v.as_deref().filter(|a| !a.is_empty()) {
+            crate::valid::Ipv4Text::new(a).map_err(|e| Error::invalid(field, e))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn plan_networks(
     req: &NetworkRequest,
     manager: Manager,
@@ -101,6 +134,8 @@ pub fn plan_networks(
             format!("longer than {MAX_LABEL} characters"),
         ));
     }
+    crate::valid::check_name("label", label)?;
+    check_host_values(req)?;
     if req.cidr.is_none() && req.cidr_v6.is_none() {
         return Err(Error::invalid(
             "fixed_range_v4",
@@ -139,6 +174,15 @@ pub fn plan_networks(
         .as_deref()
         .map(|c| c.parse().map_err(|e| Error::invalid("fixed_range_v4", e)))
         .transpose()?;
+    if let Some(why) = cidr.as_ref().and_then(crate::valid::special_purpose_v4) {
+        return Err(Error::invalid(
+            "fixed_range_v4",
+            format!(
+                "{} overlaps {why}, which a host or the cloud itself uses",
+                req.cidr.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
     let cidr_v6: Option<Ipv6Cidr> = req
         .cidr_v6
         .as_deref()

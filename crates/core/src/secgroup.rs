@@ -136,9 +136,10 @@ pub fn validate_rule(
 /// Group names and descriptions: strings of 1 to 255 characters after trimming.
 pub fn validate_group_text(field: &str, s: &str) -> Result<String> {
     let t = s.trim();
-    if t.is_empty() || t.len() > 255 {
+    if t.is_empty() || t.chars().count() > crate::valid::MAX_NAME_LEN {
         return Err(Error::invalid(field, "must be 1 to 255 characters"));
     }
+    crate::valid::check_name(field, t)?;
     Ok(t.to_string())
 }
 

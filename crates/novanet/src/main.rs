@@ -107,6 +107,12 @@ fn run_server(a: ServerArgs) -> Result<(), String> {
         .metadata_listen
         .clone()
         .unwrap_or_else(|| format!("{}:{}", cfg.metadata_listen, cfg.metadata_listen_port));
+    let mut cfg = cfg;
+    if cfg.public_endpoint.is_none() && !a.listen.ip().is_unspecified() {
+        cfg.public_endpoint = Some(format!("http://{}", a.listen));
+    } else if cfg.public_endpoint.is_none() {
+        cfg.public_endpoint = Some(format!("http://{}:{}", cfg.my_ip, a.listen.port()));
+    }
     let state = novanet_server::AppState::new(Arc::new(store), cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,21 +5,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use novanet_core::floating::parse_range;
 use novanet_core::model::{FloatingIp, Instance, InstanceSpec, Network, RequestedNetwork};
+use novanet_core::net::Ipv4Cidr;
 use novanet_core::planning::{is_uuid, NetworkRequest};
 use novanet_core::secgroup::{validate_group_text, validate_rule};
+use novanet_core::valid::check_name;
 use novanet_core::Error;
 use novanet_store::{Keypair, NetworkUpdate, SecurityGroup, SecurityGroupRule, Store};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult, Body};
-use crate::identity::{base_url, Ctx};
+use crate::identity::Ctx;
 use crate::{iso8601, unix_now, AppState};
 
 pub const MAX_MICROVERSION: &str = "2.35";
@@ -137,8 +139,8 @@ pub fn version_doc(base: &str) -> Value {
     })
 }
 
-async fn version(headers: HeaderMap) -> Json<Value> {
-    Json(json!({"version": version_doc(&base_url(&headers))}))
+async fn version(State(st): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({"version": version_doc(&st.public_base)}))
 }
 
 fn ok_empty(code: StatusCode) -> Response {
@@ -460,30 +462,142 @@ async fn show_tenant_network(
     Ok(Json(json!({ "network": tenant_view(&n) })))
 }
 
+/// What a project may send to `os-tenant-networks`: a label and a CIDR (nova's `ipam` flag
+/// is accepted and means nothing here). Everything that reaches a host (bridge, interface,
+/// MTU, DHCP server, gateway...) comes from the configuration, as nova's did.
+const TENANT_NETWORK_FIELDS: &[&str] = &["label", "cidr", "ipam"];
+
 async fn create_tenant_network(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
-    Body(b): Body<NetworkCreateBody>,
+    Body(b): Body<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
-    let mut req = b.network.to_request(true)?;
-    if let Some(c) = req
-        .cidr
-        .as_deref()
-        .and_then(|c| c.parse::<novanet_core::net::Ipv4Cidr>().ok())
+    let net = b
+        .get("network")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::invalid("network", "the body needs a \"network\" object"))?;
+    if let Some(k) = net
+        .keys()
+        .find(|k| !TENANT_NETWORK_FIELDS.contains(&k.as_str()))
     {
-        if c.size() < 4 {
-            return Err(ApiError::bad_request(
-                "Requested network does not contain enough (2+) usable hosts",
-            ));
-        }
+        return Err(Error::invalid(
+            k.as_str(),
+            "may not be set on a project network: give only label and cidr; the rest comes from the configuration",
+        )
+        .into());
     }
-    req.project_id = Some(ctx.project_id().to_string());
-    if req.bridge.is_none() {
-        req.bridge = st.cfg.flat_network_bridge.clone();
+    let text = |field: &str| -> ApiResult<String> {
+        net.get(field)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Error::invalid(field, "is required and must be a string").into())
+    };
+    let label = text("label")?;
+    let cidr_text = text("cidr")?;
+    let cidr: Ipv4Cidr = cidr_text
+        .parse()
+        .map_err(|e: String| Error::invalid("cidr", e))?;
+    if cidr.size() < 4 {
+        return Err(ApiError::bad_request(
+            "Requested network does not contain enough (2+) usable hosts",
+        ));
     }
+    if !ctx.is_admin() && cidr.size() > st.cfg.max_tenant_network_size {
+        return Err(Error::invalid(
+            "cidr",
+            format!(
+                "{cidr} has {} addresses; a project network may have at most {} (max_tenant_network_size)",
+                cidr.size(),
+                st.cfg.max_tenant_network_size
+            ),
+        )
+        .into());
+    }
+    tenant_range_free(&st, &cidr)?;
+    let quota = st.cfg.quota_networks;
+    let own = st
+        .store
+        .networks()?
+        .iter()
+        .filter(|n| n.project_id.as_deref() == Some(ctx.project_id()))
+        .count() as i64;
+    if quota >= 0 && own >= quota {
+        return Err(Error::OverLimit(format!(
+            "quota exceeded for networks: the project has {own} of {quota} (quota_networks)"
+        ))
+        .into());
+    }
+    let req = NetworkRequest {
+        label,
+        cidr: Some(cidr.to_string()),
+        num_networks: Some(1),
+        network_size: Some(cidr.size()),
+        project_id: Some(ctx.project_id().to_string()),
+        bridge: st.cfg.flat_network_bridge.clone(),
+        ..NetworkRequest::default()
+    };
     let (nets, _) = st.store.create_networks(&req, &st.cfg)?;
     claim_for_network_host(&st)?;
     Ok(Json(json!({ "network": tenant_view(&nets[0]) })))
+}
+
+/// A project's range may not overlap what the hosts themselves use (their configured
+/// addresses and the DMZ) or a floating IP pool; overlaps with other networks are the
+/// planner's conflict.
+fn tenant_range_free(st: &AppState, cidr: &Ipv4Cidr) -> ApiResult<()> {
+    let cfg = &st.cfg;
+    for (what, ip) in [
+        ("my_ip", Some(cfg.my_ip.as_str())),
+        ("routing_source_ip", cfg.routing_source_ip.as_deref()),
+        ("metadata_host", cfg.metadata_host.as_deref()),
+        ("vpn_ip", cfg.vpn_ip.as_deref()),
+    ] {
+        if let Some(a) = ip.and_then(|a| a.parse::<std::net::Ipv4Addr>().ok()) {
+            if cidr.contains(a) {
+                return Err(Error::invalid(
+                    "cidr",
+                    format!("{cidr} holds the hosts' own address {a} ({what})"),
+                )
+                .into());
+            }
+        }
+    }
+    for d in cfg
+        .dmz_cidr
+        .iter()
+        .filter_map(|d| d.parse::<Ipv4Cidr>().ok())
+    {
+        if d.overlaps(cidr) {
+            return Err(Error::invalid("cidr", format!("{cidr} overlaps dmz_cidr {d}")).into());
+        }
+    }
+    for s in st.store.services()? {
+        for n in s.networks.iter().filter_map(|n| n.parse::<Ipv4Cidr>().ok()) {
+            if n.overlaps(cidr) {
+                return Err(Error::invalid(
+                    "cidr",
+                    format!("{cidr} overlaps {n}, a network of host {}", s.host),
+                )
+                .into());
+            }
+        }
+    }
+    if let Some(f) = st
+        .store
+        .floating_ips(None)?
+        .iter()
+        .find(|f| f.address.parse().is_ok_and(|a| cidr.contains(a)))
+    {
+        return Err(Error::invalid(
+            "cidr",
+            format!(
+                "{cidr} overlaps the floating IP pool {} ({})",
+                f.pool, f.address
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 async fn delete_tenant_network(
@@ -1429,8 +1543,16 @@ async fn create_server(
 ) -> ApiResult<Response> {
     let s = b.server;
     let _ = (s.config_drive, s.block_device_mapping_v2);
-    if s.name.trim().is_empty() || s.name.len() > 255 {
-        return Err(Error::invalid("name", "must be 1 to 255 characters").into());
+    if s.name.trim().is_empty() {
+        return Err(Error::invalid("name", "must not be empty").into());
+    }
+    check_name("name", &s.name)?;
+    for (k, v) in s.metadata.iter().flatten() {
+        if k.is_empty() {
+            return Err(Error::invalid("metadata", "keys must not be empty").into());
+        }
+        check_name("metadata", k)?;
+        check_name("metadata", v)?;
     }
     let flavor_id = match &s.flavor_ref {
         None | Some(Value::Null) => "1".to_string(),
@@ -1452,16 +1574,18 @@ async fn create_server(
             )));
         }
     }
-    let count = match (
-        int_field::<u32>("min_count", &s.min_count)?,
-        int_field::<u32>("max_count", &s.max_count)?,
-    ) {
-        (_, Some(m)) => m,
-        (Some(m), None) => m,
-        (None, None) => 1,
-    };
-    if count == 0 || count > 100 {
-        return Err(Error::invalid("max_count", "must be between 1 and 100").into());
+    // nova: between min_count and max_count servers, or none and an error.
+    let min_count = int_field::<u32>("min_count", &s.min_count)?.unwrap_or(1);
+    let max_count = int_field::<u32>("max_count", &s.max_count)?.unwrap_or(min_count);
+    if min_count == 0 || max_count == 0 || max_count > 100 {
+        return Err(Error::invalid("max_count", "counts must be between 1 and 100").into());
+    }
+    if min_count > max_count {
+        return Err(Error::invalid(
+            "min_count",
+            format!("min_count {min_count} is above max_count {max_count}"),
+        )
+        .into());
     }
     let key_data = match &s.key_name {
         Some(k) => Some(
@@ -1505,15 +1629,25 @@ async fn create_server(
         image_id: s.image_ref.clone(),
         networks: requested_networks(&s.networks)?,
     };
-    let mut first = None;
-    for idx in 0..count {
-        if count > 1 {
+    let mut created: Vec<Instance> = Vec::new();
+    for idx in 0..max_count {
+        if max_count > 1 {
             spec.name = format!("{}-{}", s.name, idx + 1);
         }
-        let inst = st.store.create_instance(&spec, &st.cfg)?;
-        first.get_or_insert(inst);
+        match st.store.create_instance(&spec, &st.cfg) {
+            Ok(inst) => created.push(inst),
+            // Enough made: the rest is what did not fit, as nova's quota check would say.
+            Err(_) if created.len() as u32 >= min_count => break,
+            Err(e) => {
+                // Fewer than asked for at least: undo, so the caller has all or nothing.
+                for i in &created {
+                    let _ = st.store.delete_instance(&i.uuid, &st.cfg, unix_now());
+                }
+                return Err(e.into());
+            }
+        }
     }
-    let inst = first.expect("count >= 1");
+    let inst = created.remove(0);
     let groups: Vec<Value> = st
         .store
         .instance_security_groups(&inst.uuid)?

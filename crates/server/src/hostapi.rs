@@ -35,6 +35,9 @@ pub fn routes() -> Router<Arc<AppState>> {
 struct Report {
     #[serde(default)]
     network_host: bool,
+    /// The host's own IPv4 networks (CIDRs); project networks may not overlap them.
+    #[serde(default)]
+    networks: Vec<String>,
 }
 
 async fn report(
@@ -44,7 +47,16 @@ async fn report(
     Body(r): Body<Report>,
 ) -> ApiResult<Json<Value>> {
     ctx.require_admin("agent reports")?;
-    st.store.report_service(&host, r.network_host, unix_now())?;
+    check_host_name(&host)?;
+    let mut networks = Vec::new();
+    for n in &r.networks {
+        let c: novanet_core::net::Ipv4Cidr = n
+            .parse()
+            .map_err(|e: String| Error::invalid("networks", e))?;
+        networks.push(c.to_string());
+    }
+    st.store
+        .report_service(&host, r.network_host, &networks, unix_now())?;
     let claimed = if r.network_host {
         st.store.claim_networks(&host)?
     } else {
@@ -59,6 +71,20 @@ struct PlanQuery {
     after: Option<u64>,
     /// Seconds to wait for a change.
     wait: Option<u64>,
+}
+
+/// Host names as services report them: DNS names (`compute-1`, `node.example.org`).
+fn check_host_name(host: &str) -> ApiResult<()> {
+    let ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid("host", format!("{host:?} is not a host name")).into())
+    }
 }
 
 /// A stored rule as the plan's model has it; None (and a log line) for a rule whose

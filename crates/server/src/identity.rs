@@ -3,9 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, State};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -35,6 +39,14 @@ impl Ctx {
     pub fn is_admin(&self) -> bool {
         self.token.roles.iter().any(|r| r == "admin")
     }
+    /// Keystone's default roles: `admin` implies `member` implies `reader`; only the first
+    /// two change anything (`_member_` is the old spelling of `member`).
+    pub fn can_write(&self) -> bool {
+        self.token
+            .roles
+            .iter()
+            .any(|r| matches!(r.as_str(), "admin" | "member" | "_member_"))
+    }
     pub fn require_admin(&self, what: &str) -> ApiResult<()> {
         if self.is_admin() {
             Ok(())
@@ -57,29 +69,42 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let id = parts
-            .headers
-            .get("x-auth-token")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(ApiError::unauthorized)?;
-        let Some(k) = state.keystone.clone() else {
-            return state
-                .store
-                .token(id, unix_now())
-                .map(|token| Ctx { token })
-                .map_err(|_| ApiError::unauthorized());
-        };
-        let id = id.to_string();
-        let r = tokio::task::spawn_blocking(move || k.validate(&id, unix_now()))
-            .await
-            .map_err(|e| ApiError::unavailable(format!("token validation failed: {e}")))?;
-        match r {
-            Ok(token) => Ok(Ctx { token }),
-            Err(Refusal::Invalid) => Err(ApiError::unauthorized()),
-            Err(Refusal::Unavailable(why)) => Err(ApiError::unavailable(format!(
-                "cannot validate the token: {why}"
-            ))),
+        let ctx = authenticate(parts, state).await?;
+        // A reader changes nothing; identity routes are exempt (anyone may end their own
+        // token, and Keystone's token routes check the subject instead).
+        let changes = !matches!(parts.method, Method::GET | Method::HEAD);
+        if changes && !ctx.can_write() && !parts.uri.path().starts_with("/identity") {
+            return Err(ApiError::forbidden(
+                "Policy doesn't allow this to be performed: the reader role is read-only.",
+            ));
         }
+        Ok(ctx)
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &Arc<AppState>) -> Result<Ctx, ApiError> {
+    let id = parts
+        .headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(ApiError::unauthorized)?;
+    let Some(k) = state.keystone.clone() else {
+        return state
+            .store
+            .token(id, unix_now())
+            .map(|token| Ctx { token })
+            .map_err(|_| ApiError::unauthorized());
+    };
+    let id = id.to_string();
+    let r = tokio::task::spawn_blocking(move || k.validate(&id, unix_now()))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("token validation failed: {e}")))?;
+    match r {
+        Ok(token) => Ok(Ctx { token }),
+        Err(Refusal::Invalid) => Err(ApiError::unauthorized()),
+        Err(Refusal::Unavailable(why)) => Err(ApiError::unavailable(format!(
+            "cannot validate the token: {why}"
+        ))),
     }
 }
 
@@ -95,14 +120,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
 }
 
-pub fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1:8774");
-    format!("http://{host}")
-}
-
 fn version_doc(base: &str) -> Value {
     json!({
         "id": IDENTITY_VERSION,
@@ -113,17 +130,17 @@ fn version_doc(base: &str) -> Value {
     })
 }
 
-async fn versions(headers: HeaderMap) -> Response {
-    let base = base_url(&headers);
+async fn versions(State(st): State<Arc<AppState>>) -> Response {
+    let base = st.public_base.as_str();
     (
         StatusCode::MULTIPLE_CHOICES,
-        Json(json!({"versions": {"values": [version_doc(&base)]}})),
+        Json(json!({"versions": {"values": [version_doc(base)]}})),
     )
         .into_response()
 }
 
-async fn version(headers: HeaderMap) -> Json<Value> {
-    Json(json!({"version": version_doc(&base_url(&headers))}))
+async fn version(State(st): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({"version": version_doc(&st.public_base)}))
 }
 
 fn endpoint(id: &str, url: &str) -> Value {
@@ -165,7 +182,7 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 async fn issue(
     State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ext: Extensions,
     body: Result<Body<Value>, ApiError>,
 ) -> ApiResult<Response> {
     let bad = |m: &str| ApiError::Keystone(StatusCode::BAD_REQUEST, m.to_string());
@@ -198,32 +215,51 @@ async fn issue(
     let project_key = str_at(project, &["name"])
         .or_else(|| str_at(project, &["id"]))
         .ok_or_else(|| bad("auth.scope.project needs a name or an id"))?;
-    let t = st
-        .store
-        .issue_token(
-            user_key,
-            password,
-            project_key,
-            unix_now(),
-            st.cfg.token_expiration as i64,
-        )
-        .map_err(|e| match e {
-            Error::Forbidden(_) => {
-                unauthorized("The request you have made requires authentication.")
-            }
-            other => ApiError::from(other),
-        })?;
-    let mut resp = (
-        StatusCode::CREATED,
-        Json(token_body(&t, &base_url(&headers))),
-    )
-        .into_response();
+    let source = ext
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let keys = LoginGuard::keys(user_key, source.as_deref());
+    let now = unix_now();
+    if let Some(wait) = st.logins.refused(&keys, now) {
+        return Err(ApiError::Keystone(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed logins for this user or from this address; try again in {wait} s."
+            ),
+        ));
+    }
+    let (store, ttl) = (st.store.clone(), st.cfg.token_expiration as i64);
+    let (u, p, pr) = (
+        user_key.to_string(),
+        password.to_string(),
+        project_key.to_string(),
+    );
+    // Password hashing is slow on purpose: off the async workers.
+    let issued = tokio::task::spawn_blocking(move || store.issue_token(&u, &p, &pr, now, ttl))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("login failed: {e}")))?;
+    let t = match issued {
+        Ok(t) => {
+            st.logins.succeeded(&keys);
+            t
+        }
+        Err(Error::Forbidden(_)) => {
+            st.logins.failed(&keys, now);
+            return Err(unauthorized(
+                "The request you have made requires authentication.",
+            ));
+        }
+        Err(other) => return Err(ApiError::from(other)),
+    };
+    let mut resp = (StatusCode::CREATED, Json(token_body(&t, &st.public_base))).into_response();
     resp.headers_mut()
         .insert("x-subject-token", t.id.parse().expect("token is ascii"));
     Ok(resp)
 }
 
-fn subject(st: &AppState, headers: &HeaderMap) -> ApiResult<Token> {
+/// The token named by `X-Subject-Token`, which only its owner or an admin may look at or end
+/// (Keystone's `admin_or_token_subject`).
+fn subject(st: &AppState, ctx: &Ctx, headers: &HeaderMap) -> ApiResult<Token> {
     let id = headers
         .get("x-subject-token")
         .and_then(|v| v.to_str().ok())
@@ -233,18 +269,26 @@ fn subject(st: &AppState, headers: &HeaderMap) -> ApiResult<Token> {
                 "X-Subject-Token header is required".into(),
             )
         })?;
-    st.store
+    let t = st
+        .store
         .token(id, unix_now())
-        .map_err(|e| ApiError::Keystone(StatusCode::NOT_FOUND, e.to_string()))
+        .map_err(|e| ApiError::Keystone(StatusCode::NOT_FOUND, e.to_string()))?;
+    if t.user.id != ctx.user_id() && !ctx.is_admin() {
+        return Err(ApiError::Keystone(
+            StatusCode::FORBIDDEN,
+            "You are not authorized to perform the requested action: only the token's owner or an admin may.".into(),
+        ));
+    }
+    Ok(t)
 }
 
 async fn validate(
     State(st): State<Arc<AppState>>,
-    _ctx: Ctx,
+    ctx: Ctx,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let t = subject(&st, &headers)?;
-    let mut resp = Json(token_body(&t, &base_url(&headers))).into_response();
+    let t = subject(&st, &ctx, &headers)?;
+    let mut resp = Json(token_body(&t, &st.public_base)).into_response();
     resp.headers_mut()
         .insert("x-subject-token", t.id.parse().expect("ascii"));
     Ok(resp)
@@ -252,19 +296,80 @@ async fn validate(
 
 async fn check(
     State(st): State<Arc<AppState>>,
-    _ctx: Ctx,
+    ctx: Ctx,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    subject(&st, &headers)?;
+    subject(&st, &ctx, &headers)?;
     Ok(StatusCode::OK)
 }
 
 async fn revoke(
     State(st): State<Arc<AppState>>,
-    _ctx: Ctx,
+    ctx: Ctx,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let t = subject(&st, &headers)?;
+    let t = subject(&st, &ctx, &headers)?;
     st.store.revoke_token(&t.id)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Failed-login throttling, per user name and per source address (Keystone's
+/// `lockout_failure_attempts`, and what a proxy in front of it adds per address).
+#[derive(Default)]
+pub struct LoginGuard {
+    /// key -> (failures, start of the window).
+    failures: Mutex<HashMap<String, (u32, i64)>>,
+}
+
+impl LoginGuard {
+    /// Failures a user name may see in a window before its logins are refused.
+    pub const USER_LIMIT: u32 = 5;
+    /// Failures one source address may cause in a window, over every user name.
+    pub const SOURCE_LIMIT: u32 = 30;
+    /// Seconds a window lasts; a refused key waits for its window to end.
+    pub const WINDOW: i64 = 300;
+    /// Entries kept at most; expired ones go first (names are the caller's choice).
+    const MAX_ENTRIES: usize = 100_000;
+
+    pub fn keys(user: &str, source: Option<&str>) -> Vec<(String, u32)> {
+        let mut k = vec![(format!("user:{user}"), Self::USER_LIMIT)];
+        if let Some(s) = source {
+            k.push((format!("source:{s}"), Self::SOURCE_LIMIT));
+        }
+        k
+    }
+
+    /// Seconds to wait, when any key is over its limit.
+    pub fn refused(&self, keys: &[(String, u32)], now: i64) -> Option<i64> {
+        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .filter_map(|(k, limit)| {
+                f.get(k)
+                    .filter(|(n, start)| *n >= *limit && now - start < Self::WINDOW)
+                    .map(|(_, start)| start + Self::WINDOW - now)
+            })
+            .max()
+    }
+
+    pub fn failed(&self, keys: &[(String, u32)], now: i64) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if f.len() >= Self::MAX_ENTRIES {
+            f.retain(|_, (_, start)| now - *start < Self::WINDOW);
+        }
+        for (k, _) in keys {
+            let e = f.entry(k.clone()).or_insert((0, now));
+            if now - e.1 >= Self::WINDOW {
+                *e = (0, now);
+            }
+            e.0 += 1;
+        }
+    }
+
+    /// A good password clears the user's count (not the source's).
+    pub fn succeeded(&self, keys: &[(String, u32)]) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, _)) = keys.first() {
+            f.remove(k);
+        }
+    }
 }

@@ -34,6 +34,10 @@ pub struct AppState {
     pub metadata_cache: metadata::Cache,
     /// Set by `[keystone_authtoken]`: tokens are Keystone's, not this server's.
     pub keystone: Option<Arc<keystone::ExternalKeystone>>,
+    /// Where clients reach this server (`public_endpoint`, else `http://my_ip:8774`): the
+    /// catalog and version documents point there, never at a request's `Host` header.
+    pub public_base: String,
+    pub logins: identity::LoginGuard,
 }
 
 impl AppState {
@@ -43,8 +47,16 @@ impl AppState {
             .keystone_authtoken
             .clone()
             .map(|k| Arc::new(keystone::ExternalKeystone::new(k)));
+        let public_base = cfg
+            .public_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:8774", cfg.my_ip))
+            .trim_end_matches('/')
+            .to_string();
         Arc::new(AppState {
             store,
+            public_base,
+            logins: identity::LoginGuard::default(),
             cfg: Arc::new(cfg),
             generation: watch::channel(gen).0,
             metadata_cache: metadata::Cache::default(),
@@ -106,9 +118,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn root(headers: axum::http::HeaderMap) -> Response {
-    let base = identity::base_url(&headers);
-    let mut v21 = compute::version_doc(&base);
+async fn root(axum::extract::State(st): axum::extract::State<Arc<AppState>>) -> Response {
+    let base = st.public_base.as_str();
+    let mut v21 = compute::version_doc(base);
     v21["status"] = json!("CURRENT");
     let v20 = json!({"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
                      "updated": "2011-01-21T11:33:21Z", "links": [{"rel": "self", "href": format!("{base}/v2/")}]});
@@ -189,7 +201,14 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> s
         }
     });
     let service = app(state);
-    axum::serve(listener, tower::make::Shared::new(service)).await
+    // The peer address reaches handlers as `ConnectInfo` (login throttling per source).
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(
+            service,
+        ),
+    )
+    .await
 }
 
 /// Serves the metadata API (on its own port, as nova-api-metadata did).

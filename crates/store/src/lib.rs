@@ -89,6 +89,10 @@ pub struct Service {
     pub host: String,
     pub network_host: bool,
     pub last_seen: i64,
+    /// IPv4 networks on the host's own interfaces (its agent's report), which no project
+    /// network may overlap.
+    #[serde(default)]
+    pub networks: Vec<String>,
 }
 
 /// What a scrub removed.
@@ -217,6 +221,8 @@ pub trait Store: Send + Sync {
     fn create_user(&self, name: &str, password: &str) -> Result<User>;
     fn user(&self, name: &str) -> Result<User>;
     fn assign_role(&self, user_id: &str, project_id: &str, role: &str) -> Result<()>;
+    /// Takes a role away; live tokens lose it at once (roles are read at every check).
+    fn remove_role(&self, user_id: &str, project_id: &str, role: &str) -> Result<()>;
     /// Checks a password and issues a token for the project, or says which part failed.
     fn issue_token(
         &self,
@@ -234,6 +240,12 @@ pub trait Store: Send + Sync {
     fn keypairs(&self, user_id: &str) -> Result<Vec<Keypair>>;
     fn keypair(&self, user_id: &str, name: &str) -> Result<Keypair>;
     fn delete_keypair(&self, user_id: &str, name: &str) -> Result<()>;
-    fn report_service(&self, host: &str, network_host: bool, now: i64) -> Result<()>;
+    fn report_service(
+        &self,
+        host: &str,
+        network_host: bool,
+        networks: &[String],
+        now: i64,
+    ) -> Result<()>;
     fn services(&self) -> Result<Vec<Service>>;
 }

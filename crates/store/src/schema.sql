@@ -140,5 +140,7 @@ CREATE TABLE IF NOT EXISTS keypairs (
 CREATE TABLE IF NOT EXISTS services (
     host TEXT PRIMARY KEY,
     network_host INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL
+    last_seen INTEGER NOT NULL,
+    -- JSON list of the IPv4 networks on the host's own interfaces, as its agent reports them.
+    networks TEXT NOT NULL DEFAULT '[]'
 );

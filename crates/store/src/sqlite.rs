@@ -112,6 +112,21 @@ impl SqliteStore {
         };
         store.write_raw(|tx| {
             tx.execute_batch(SCHEMA).map_err(db)?;
+            // Stores made before services had `networks`.
+            let has_networks: bool = tx
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('services') WHERE name = 'networks'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(db)?
+                > 0;
+            if !has_networks {
+                tx.execute_batch(
+                    "ALTER TABLE services ADD COLUMN networks TEXT NOT NULL DEFAULT '[]'",
+                )
+                .map_err(db)?;
+            }
             exec(tx,
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0'), ('schema', '1')",
                 [],
@@ -392,6 +407,16 @@ fn create_vif(
 }
 
 /// The networks an instance is put on when it asks for none (nova's `_get_networks_for_instance`).
+/// Whether a project may put an instance on a network: its own, or (outside VLAN mode,
+/// where every network belongs to one project) a shared one. Another project's network is
+/// answered as not found, so its existence is not told either.
+fn usable_by(n: &Network, project_id: &str, manager: Manager) -> bool {
+    match n.project_id.as_deref() {
+        Some(p) => p == project_id,
+        None => manager != Manager::Vlan,
+    }
+}
+
 fn default_networks(tx: &Transaction, manager: Manager, project_id: &str) -> Result<Vec<Network>> {
     match manager {
         // nova took every network without a VLAN; a tenant network of another project is
@@ -660,12 +685,48 @@ fn ensure_default_group_tx(tx: &Transaction, project_id: &str) -> Result<Securit
     Ok(load_groups(tx, "WHERE id = ?1", &[&id])?.remove(0))
 }
 
-fn hash_password(salt: &str, password: &str) -> String {
+/// The hash of the first versions: one salted SHA-256. Still read, so that old stores keep
+/// working; replaced by Argon2id at the user's next login.
+fn legacy_hash(salt: &str, password: &str) -> String {
     let mut h = Sha256::new();
     h.update(salt.as_bytes());
     h.update([0u8]);
     h.update(password.as_bytes());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Argon2id with OWASP's minimum (19 MiB, 2 passes, 1 lane): ~20 ms per login here, so a
+/// guesser gets tens of tries a second per core instead of thousands. PHC string format.
+fn hash_password(password: &str) -> Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
+        .map_err(|e| Error::Store(format!("password salt: {e}")))?;
+    let params = argon2::Params::new(19 * 1024, 2, 1, None)
+        .map_err(|e| Error::Store(format!("argon2 parameters: {e}")))?;
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Store(format!("password hash: {e}")))
+}
+
+/// Whether `password` matches the stored hash, and whether the hash is the legacy kind.
+fn verify_password(hash: &str, salt: &str, password: &str) -> (bool, bool) {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    match PasswordHash::new(hash) {
+        Ok(h) => (
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok(),
+            false,
+        ),
+        Err(_) => (legacy_hash(salt, password) == hash, true),
+    }
+}
+
+/// An Argon2id hash of a password nobody has, checked against when the user does not exist.
+fn dummy_hash() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| hash_password("novanet: no such user").unwrap_or_default())
 }
 
 fn roles_of(c: &Connection, user_id: &str, project_id: &str) -> Result<Vec<String>> {
@@ -1047,7 +1108,7 @@ impl Store for SqliteStore {
                 let mut v = Vec::new();
                 for r in &spec.networks {
                     let n = find_network(tx, &r.uuid)?;
-                    if cfg.network_manager == Manager::Vlan && n.project_id.as_deref() != Some(&spec.project_id) {
+                    if !usable_by(&n, &spec.project_id, cfg.network_manager) {
                         return Err(Error::not_found(format!("network {} not found", r.uuid)));
                     }
                     v.push((n, r.fixed_ip.clone()));
@@ -1158,9 +1219,7 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let inst = load_instance(tx, uuid)?;
             let n = find_network(tx, network_key)?;
-            if cfg.network_manager == Manager::Vlan
-                && n.project_id.as_deref() != Some(&inst.spec.project_id)
-            {
+            if !usable_by(&n, &inst.spec.project_id, cfg.network_manager) {
                 return Err(Error::not_found(format!("network {network_key} not found")));
             }
             let (vif_id, _, _) =
@@ -1662,6 +1721,7 @@ impl Store for SqliteStore {
         if name.trim().is_empty() {
             return Err(Error::invalid("name", "a project needs a name"));
         }
+        novanet_core::valid::check_name("name", name)?;
         self.write(|tx| {
             let id = uuid::Uuid::new_v4().simple().to_string();
             exec(
@@ -1710,16 +1770,17 @@ impl Store for SqliteStore {
         if name.trim().is_empty() {
             return Err(Error::invalid("name", "a user needs a name"));
         }
+        novanet_core::valid::check_name("name", name)?;
         if password.is_empty() {
             return Err(Error::invalid("password", "must not be empty"));
         }
+        let hash = hash_password(password)?;
         self.write(|tx| {
             let id = uuid::Uuid::new_v4().simple().to_string();
-            let salt = uuid::Uuid::new_v4().simple().to_string();
             exec(
                 tx,
-                "INSERT INTO users(id, name, password_hash, salt) VALUES (?1, ?2, ?3, ?4)",
-                params![id, name, hash_password(&salt, password), salt],
+                "INSERT INTO users(id, name, password_hash, salt) VALUES (?1, ?2, ?3, '')",
+                params![id, name, hash],
             )
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -1771,6 +1832,23 @@ impl Store for SqliteStore {
         })
     }
 
+    fn remove_role(&self, user_id: &str, project_id: &str, role: &str) -> Result<()> {
+        self.write_raw(|tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM role_assignments WHERE user_id = ?1 AND project_id = ?2 AND role = ?3",
+                    [user_id, project_id, role],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(Error::not_found(format!(
+                    "the user has no role {role} on that project"
+                )));
+            }
+            Ok(())
+        })
+    }
+
     fn issue_token(
         &self,
         user: &str,
@@ -1779,19 +1857,41 @@ impl Store for SqliteStore {
         now: i64,
         ttl: i64,
     ) -> Result<Token> {
-        self.write(|tx| {
-            let row: Option<(String, String, String, String)> = tx
-                .query_row(
-                    "SELECT id, name, password_hash, salt FROM users WHERE name = ?1 OR id = ?1",
-                    [user],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        let unauthorized =
+            || Error::Forbidden("the request you have made requires authentication".into());
+        // The hash is checked outside any lock: it is slow on purpose.
+        let row: Option<(String, String, String, String)> = self.read(|c| {
+            c.query_row(
+                "SELECT id, name, password_hash, salt FROM users WHERE name = ?1 OR id = ?1",
+                [user],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(db)
+        })?;
+        let Some((uid, uname, hash, salt)) = row else {
+            // As slow as a wrong password, so that timing does not tell which users exist.
+            let _ = verify_password(dummy_hash(), "", password);
+            return Err(unauthorized());
+        };
+        let (ok, legacy) = verify_password(&hash, &salt, password);
+        if !ok {
+            return Err(unauthorized());
+        }
+        let upgraded = if legacy {
+            Some(hash_password(password)?)
+        } else {
+            None
+        };
+        // Tokens are not state agents render: issuing one does not bump the generation.
+        self.write_raw(|tx| {
+            if let Some(h) = &upgraded {
+                exec(
+                    tx,
+                    "UPDATE users SET password_hash = ?1, salt = '' WHERE id = ?2 AND password_hash = ?3",
+                    params![h, uid, hash],
                 )
-                .optional()
                 .map_err(db)?;
-            let unauthorized = || Error::Forbidden("the request you have made requires authentication".into());
-            let (uid, uname, hash, salt) = row.ok_or_else(unauthorized)?;
-            if hash_password(&salt, password) != hash {
-                return Err(unauthorized());
             }
             let p = find_project(tx, project).map_err(|_| unauthorized())?;
             let roles = roles_of(tx, &uid, &p.id)?;
@@ -1842,7 +1942,14 @@ impl Store for SqliteStore {
                 })
                 .map_err(db)?;
             let project = find_project(c, &pid)?;
+            // Roles are read now, not when the token was issued: a removed role takes
+            // effect on live tokens at once, and a token with no role left is no token.
             let roles = roles_of(c, &uid, &pid)?;
+            if roles.is_empty() {
+                return Err(Error::not_found(
+                    "the token's user no longer has a role on its project".to_string(),
+                ));
+            }
             Ok(Token {
                 id: id.into(),
                 user,
@@ -1855,7 +1962,7 @@ impl Store for SqliteStore {
     }
 
     fn revoke_token(&self, id: &str) -> Result<()> {
-        self.write(|tx| {
+        self.write_raw(|tx| {
             let n = tx
                 .execute("DELETE FROM tokens WHERE id = ?1", [id])
                 .map_err(db)?;
@@ -1924,13 +2031,21 @@ impl Store for SqliteStore {
         })
     }
 
-    fn report_service(&self, host: &str, network_host: bool, now: i64) -> Result<()> {
+    fn report_service(
+        &self,
+        host: &str,
+        network_host: bool,
+        networks: &[String],
+        now: i64,
+    ) -> Result<()> {
+        let networks = to_json(&networks);
         // Heartbeats do not bump the generation: they change no host's plan.
         self.write_raw(|tx| {
             exec(tx,
-                "INSERT INTO services(host, network_host, last_seen) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(host) DO UPDATE SET network_host = excluded.network_host, last_seen = excluded.last_seen",
-                params![host, network_host, now],
+                "INSERT INTO services(host, network_host, last_seen, networks) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(host) DO UPDATE SET network_host = excluded.network_host, last_seen = excluded.last_seen, \
+                 networks = excluded.networks",
+                params![host, network_host, now, networks],
             )
             .map_err(db)?;
             Ok(())
@@ -1940,14 +2055,18 @@ impl Store for SqliteStore {
     fn services(&self) -> Result<Vec<Service>> {
         self.read(|c| {
             let mut st = c
-                .prepare_cached("SELECT host, network_host, last_seen FROM services ORDER BY host")
+                .prepare_cached(
+                    "SELECT host, network_host, last_seen, networks FROM services ORDER BY host",
+                )
                 .map_err(db)?;
             let rows = st
                 .query_map([], |r| {
+                    let networks: String = r.get(3)?;
                     Ok(Service {
                         host: r.get(0)?,
                         network_host: r.get(1)?,
                         last_seen: r.get(2)?,
+                        networks: serde_json::from_str(&networks).unwrap_or_default(),
                     })
                 })
                 .map_err(db)?
