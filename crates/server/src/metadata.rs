@@ -64,13 +64,101 @@ impl InstanceMeta {
     }
 }
 
-/// When an entry was built, and the instance it found (None: the address is no instance's).
-type CacheEntry = (Instant, Option<Arc<InstanceMeta>>);
+/// One address's cached answer: when it was built, the store generation it was last
+/// checked against, and the instance it found (None: the address is no instance's).
+struct CacheEntry {
+    built: Instant,
+    generation: u64,
+    meta: Option<Arc<InstanceMeta>>,
+}
+
+/// IMDSv2 session tokens: each bound to the address that asked for it.
+#[derive(Default)]
+struct Tokens {
+    by_token: HashMap<String, (Instant, IpAddr)>,
+    /// Per address, its tokens oldest first (at most [`MAX_TOKENS_PER_INSTANCE`]).
+    by_ip: HashMap<IpAddr, std::collections::VecDeque<String>>,
+    mints: u64,
+}
+
+/// A token bucket per instance (`metadata_rate_limit`, `metadata_rate_burst`).
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
 
 #[derive(Default)]
 pub struct Cache {
     by_ip: Mutex<HashMap<String, CacheEntry>>,
-    tokens: Mutex<HashMap<String, Instant>>,
+    tokens: Mutex<Tokens>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// IMDSv2 tokens one instance may hold; minting another drops its oldest.
+pub const MAX_TOKENS_PER_INSTANCE: usize = 16;
+
+impl Cache {
+    /// Mints a token for `ip`, in O(1) amortised: expired tokens go in a sweep every 1,024
+    /// mints, and an address over its cap loses its oldest token.
+    fn mint(&self, ip: IpAddr, ttl: Duration) -> String {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let now = Instant::now();
+        let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        t.mints += 1;
+        if t.mints % 1024 == 0 {
+            t.by_token.retain(|_, (exp, _)| *exp > now);
+            let Tokens {
+                by_token, by_ip, ..
+            } = &mut *t;
+            by_ip.retain(|_, q| {
+                q.retain(|k| by_token.contains_key(k));
+                !q.is_empty()
+            });
+        }
+        let q = t.by_ip.entry(ip).or_default();
+        q.push_back(token.clone());
+        let evicted = (q.len() > MAX_TOKENS_PER_INSTANCE)
+            .then(|| q.pop_front())
+            .flatten();
+        if let Some(old) = evicted {
+            t.by_token.remove(&old);
+        }
+        t.by_token.insert(token.clone(), (now + ttl, ip));
+        token
+    }
+
+    /// Whether `token` is live and was minted for `ip`.
+    fn token_ok(&self, token: &str, ip: IpAddr) -> bool {
+        let t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        t.by_token
+            .get(token)
+            .is_some_and(|(exp, owner)| *exp > Instant::now() && *owner == ip)
+    }
+
+    /// Takes one request from the instance's bucket; false when it is empty.
+    fn allow(&self, instance: &str, rate: u32, burst: u32) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() > 100_000 {
+            b.retain(|_, x| now.duration_since(x.at) < Duration::from_secs(60));
+        }
+        let e = b.entry(instance.to_string()).or_insert(Bucket {
+            tokens: f64::from(burst.max(1)),
+            at: now,
+        });
+        let refill = now.duration_since(e.at).as_secs_f64() * f64::from(rate);
+        e.tokens = (e.tokens + refill).min(f64::from(burst.max(1)));
+        e.at = now;
+        if e.tokens >= 1.0 {
+            e.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What a path resolves to.
@@ -448,27 +536,52 @@ fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
     })
 }
 
-/// The instance for a source address, through the per-address cache.
+/// The instance for a source address. Answers are cached per address for
+/// `metadata_cache_expiration`, but an entry belongs to the instance it was built for: once
+/// the store has changed since the entry was last checked, the address is looked up again
+/// and an entry of another instance (the address was released or reused) is dropped at once.
 fn meta_for_ip(st: &AppState, ip: &str) -> Option<Arc<InstanceMeta>> {
     let ttl = Duration::from_secs(st.cfg.metadata_cache_expiration);
+    let generation = st.store.generation().unwrap_or(u64::MAX);
+    let lookup = || st.store.instance_by_fixed_ip(ip).ok().flatten();
+    let mut owner = None;
     if !ttl.is_zero() {
-        if let Some((at, m)) = st
+        let cached = st
             .metadata_cache
             .by_ip
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(ip)
-        {
-            if at.elapsed() < ttl {
-                return m.clone();
+            .filter(|e| e.built.elapsed() < ttl)
+            .map(|e| (e.generation, e.meta.clone()));
+        match cached {
+            Some((g, m)) if g == generation => return m,
+            Some((_, m)) => {
+                let now_owner = lookup();
+                let same = match (&m, &now_owner) {
+                    (Some(m), Some(i)) => m.instance.uuid == i.uuid,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if same {
+                    if let Some(e) = st
+                        .metadata_cache
+                        .by_ip
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(ip)
+                    {
+                        e.generation = generation;
+                    }
+                    return m;
+                }
+                owner = Some(now_owner);
             }
+            None => {}
         }
     }
-    let m = st
-        .store
-        .instance_by_fixed_ip(ip)
-        .ok()
-        .flatten()
+    let m = owner
+        .unwrap_or_else(lookup)
         .and_then(|i| build_meta(st, i))
         .map(Arc::new);
     if !ttl.is_zero() {
@@ -478,9 +591,16 @@ fn meta_for_ip(st: &AppState, ip: &str) -> Option<Arc<InstanceMeta>> {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if cache.len() > 100_000 {
-            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            cache.retain(|_, e| e.built.elapsed() < ttl);
         }
-        cache.insert(ip.to_string(), (Instant::now(), m.clone()));
+        cache.insert(
+            ip.to_string(),
+            CacheEntry {
+                built: Instant::now(),
+                generation,
+                meta: m.clone(),
+            },
+        );
     }
     m
 }
@@ -532,6 +652,41 @@ async fn handle(
 ) -> Response {
     let path = uri.path();
     let norm = path.trim_end_matches('/');
+    let is_root = norm.is_empty() || norm == "/ec2";
+    let root = || match lookup("/", None, None) {
+        Answer::Text(t) => text(StatusCode::OK, t),
+        _ => not_found(),
+    };
+    let session = header(&headers, "x-aws-ec2-metadata-token");
+    if is_root && method != Method::PUT && session.is_none() {
+        return root();
+    }
+    // A listener on `::` sees IPv4 clients as `::ffff:a.b.c.d`.
+    let peer_ip = peer.ip().to_canonical();
+    let m = match requester(&st, peer_ip, &headers) {
+        Ok(Some(m)) => m,
+        Ok(None) => return not_found(),
+        Err(resp) => return *resp,
+    };
+    if !st.metadata_cache.allow(
+        &m.instance.uuid,
+        st.cfg.metadata_rate_limit,
+        st.cfg.metadata_rate_burst,
+    ) {
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many metadata requests from this instance; slow down.",
+        );
+    }
+    // The address a token is bound to: the instance's own (through a proxy, the one the
+    // proxy vouched for).
+    let bound_ip: IpAddr = m
+        .fixed_ips
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .find(|a: &IpAddr| *a == peer_ip)
+        .or_else(|| m.fixed_ips.first().and_then(|a| a.parse().ok()))
+        .unwrap_or(peer_ip);
     // IMDSv2 session tokens.
     if method == Method::PUT && norm == "/latest/api/token" {
         let ttl = header(&headers, "x-aws-ec2-metadata-token-ttl-seconds")
@@ -542,43 +697,20 @@ async fn handle(
                 "X-aws-ec2-metadata-token-ttl-seconds must be 1 to 21600",
             );
         };
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut tokens = st
-            .metadata_cache
-            .tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        tokens.retain(|_, exp| *exp > Instant::now());
-        tokens.insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
+        let token = st.metadata_cache.mint(bound_ip, Duration::from_secs(ttl));
         return text(StatusCode::OK, token);
     }
-    if let Some(t) = header(&headers, "x-aws-ec2-metadata-token") {
-        let ok = st
-            .metadata_cache
-            .tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(t)
-            .is_some_and(|exp| *exp > Instant::now());
-        if !ok {
+    if let Some(t) = session {
+        if !st.metadata_cache.token_ok(t, bound_ip) {
             return text(
                 StatusCode::UNAUTHORIZED,
                 "Invalid or expired metadata token.",
             );
         }
     }
-    if norm.is_empty() || norm == "/ec2" {
-        return match lookup("/", None, None) {
-            Answer::Text(t) => text(StatusCode::OK, t),
-            _ => not_found(),
-        };
+    if is_root {
+        return root();
     }
-    // A listener on `::` sees IPv4 clients as `::ffff:a.b.c.d`.
-    let m = match requester(&st, peer.ip().to_canonical(), &headers) {
-        Ok(Some(m)) => m,
-        Ok(None) => return not_found(),
-        Err(resp) => return *resp,
-    };
     let is_password = norm.starts_with("/openstack/") && norm.ends_with("/password");
     if is_password && method == Method::POST {
         // Only where GET would show a password (not 2012-08-10, not an unknown version).

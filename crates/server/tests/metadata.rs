@@ -1087,3 +1087,98 @@ async fn cache_keeps_a_build_for_its_lifetime() {
     assert_eq!(e.ok(TEST_IP, p).await, FLOATING);
     assert_ne!(random_seed(e.ok(TEST_IP, seed).await), s1);
 }
+
+// ---- 8. tenant safety ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_reused_address_never_shows_the_previous_owner() {
+    let e = setup("reuse", |_| {});
+    let store = &e.state.store;
+    let host = "/latest/meta-data/hostname";
+    assert_eq!(e.ok(TEST_IP, host).await, "test.novalocal");
+    assert_eq!(e.ok(TEST_IP, "/latest/user-data").await, USER_DATA);
+    // The instance goes and its lease ends: the cached answer goes with it, at once.
+    let mac = store.instance_addresses(&e.test.uuid).unwrap()[0]
+        .mac
+        .clone();
+    store
+        .delete_instance(&e.test.uuid, &Config::default(), 1)
+        .unwrap();
+    store.release_fixed_ip(TEST_IP, Some(&mac), 2).unwrap();
+    e.missing(TEST_IP, host).await;
+    // Another project's instance gets the address: it sees itself, never the previous owner.
+    let net = store.networks().unwrap()[0].uuid.clone();
+    let cfg = Config {
+        flat_network_bridge: Some("br100".into()),
+        ..Config::default()
+    };
+    store
+        .create_instance(
+            &InstanceSpec {
+                name: "newcomer".into(),
+                project_id: "another-project".into(),
+                networks: vec![novanet_core::model::RequestedNetwork {
+                    uuid: net,
+                    fixed_ip: Some(TEST_IP.into()),
+                }],
+                ..InstanceSpec::default()
+            },
+            &cfg,
+        )
+        .unwrap();
+    assert_eq!(e.ok(TEST_IP, host).await, "newcomer.novalocal");
+    e.missing(TEST_IP, "/latest/user-data").await;
+    let keys = e.get(TEST_IP, "/latest/meta-data/public-keys/").await;
+    assert_ne!(keys.0, StatusCode::OK, "{keys:?}");
+}
+
+#[tokio::test]
+async fn imdsv2_tokens_are_bound_to_their_instance_and_capped() {
+    let e = setup("imds-bound", |_| {});
+    let tok = "x-aws-ec2-metadata-token";
+    let host = "/latest/meta-data/hostname";
+    let ttl = [("x-aws-ec2-metadata-token-ttl-seconds", "600")];
+    let mint = |src: &'static str| {
+        let e = &e;
+        async move { e.call("PUT", src, "/latest/api/token", &ttl, b"").await }
+    };
+    let r = mint(TEST_IP).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let first = r.body;
+    // Another instance cannot use it; an address that is no instance cannot mint.
+    let r = e.get_with(PLAIN_IP, host, &[(tok, &first)]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert_eq!(mint(UNKNOWN_IP).await.status, StatusCode::NOT_FOUND);
+    // At most MAX_TOKENS_PER_INSTANCE live tokens: the oldest goes.
+    let mut last = String::new();
+    for _ in 0..metadata::MAX_TOKENS_PER_INSTANCE {
+        last = mint(TEST_IP).await.body;
+    }
+    let r = e.get_with(TEST_IP, host, &[(tok, &first)]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "the oldest token is gone"
+    );
+    let r = e.get_with(TEST_IP, host, &[(tok, &last)]).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (StatusCode::OK, "test.novalocal")
+    );
+}
+
+#[tokio::test]
+async fn requests_are_rate_limited_per_instance() {
+    let e = setup("rate", |c| {
+        c.metadata_rate_limit = 1;
+        c.metadata_rate_burst = 5;
+    });
+    let host = "/latest/meta-data/hostname";
+    for _ in 0..5 {
+        assert_eq!(e.ok(TEST_IP, host).await, "test.novalocal");
+    }
+    let (s, _) = e.get(TEST_IP, host).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    // Another instance has its own bucket.
+    assert_eq!(e.ok(PLAIN_IP, host).await, "plain.novalocal");
+}
