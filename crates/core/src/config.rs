@@ -119,6 +119,8 @@ pub struct Config {
     pub public_endpoint: Option<String>,
     /// Networks a project may create with `os-tenant-networks` (nova's `quota_networks`).
     pub quota_networks: i64,
+    /// The largest network anyone may create, in addresses (a /16 by default).
+    pub max_network_size: u64,
     /// The largest tenant network, in addresses (a /22 by default); admins are not bound.
     pub max_tenant_network_size: u64,
     /// Metadata requests per second one instance may make (0: no limit); a burst of
@@ -207,6 +209,7 @@ impl Default for Config {
             public_endpoint: None,
             quota_networks: 3,
             max_tenant_network_size: 1024,
+            max_network_size: 65536,
             metadata_rate_limit: 0,
             metadata_rate_burst: 200,
             keystone_authtoken: None,
@@ -347,6 +350,7 @@ impl Config {
         for (key, v) in [
             ("network_size", self.network_size),
             ("max_tenant_network_size", self.max_tenant_network_size),
+            ("max_network_size", self.max_network_size),
         ] {
             if !(4..=1 << 24).contains(&v) {
                 return Err(Error::invalid(

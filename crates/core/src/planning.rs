@@ -215,6 +215,17 @@ pub fn plan_networks(
             format!("{network_size} is too small: a network needs at least 4 addresses"),
         ));
     }
+    // Each address is a row written in one transaction: a /8 would be 16 million rows and
+    // minutes of a locked store.
+    if network_size > cfg.max_network_size {
+        return Err(Error::invalid(
+            "network_size",
+            format!(
+                "{network_size} addresses is more than max_network_size ({}): give a smaller range or more networks",
+                cfg.max_network_size
+            ),
+        ));
+    }
     let multi_host = req.multi_host.unwrap_or(cfg.multi_host);
     let vlan_start = req.vlan_start.unwrap_or(cfg.vlan_start);
     let vpn_start = req.vpn_start.unwrap_or(cfg.vpn_start);

@@ -135,11 +135,11 @@ pub fn validate_rule(
 
 /// Group names and descriptions: strings of 1 to 255 characters after trimming.
 pub fn validate_group_text(field: &str, s: &str) -> Result<String> {
+    crate::valid::check_name(field, s)?;
     let t = s.trim();
-    if t.is_empty() || t.chars().count() > crate::valid::MAX_NAME_LEN {
+    if t.is_empty() {
         return Err(Error::invalid(field, "must be 1 to 255 characters"));
     }
-    crate::valid::check_name(field, t)?;
     Ok(t.to_string())
 }
 

@@ -143,6 +143,21 @@ async fn version(State(st): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"version": version_doc(&st.public_base)}))
 }
 
+/// The one action a body names (`{"reserve": null}`): a body with several is refused,
+/// never half-done.
+fn one_action(b: &Map<String, Value>) -> ApiResult<(&String, &Value)> {
+    let mut it = b.iter();
+    match (it.next(), it.next()) {
+        (Some(a), None) => Ok(a),
+        (None, _) => Err(ApiError::bad_request("the body names no action")),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(format!(
+            "the body names {} actions ({}): give exactly one",
+            b.len(),
+            b.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
 fn ok_empty(code: StatusCode) -> Response {
     code.into_response()
 }
@@ -402,10 +417,7 @@ async fn network_action(
     Body(b): Body<Map<String, Value>>,
 ) -> ApiResult<Response> {
     ctx.require_admin("os_compute_api:os-networks-associate")?;
-    let (action, arg) = b
-        .iter()
-        .next()
-        .ok_or_else(|| ApiError::bad_request("the body names no action"))?;
+    let (action, arg) = one_action(&b)?;
     let update = match action.as_str() {
         "disassociate" => NetworkUpdate {
             project_id: Some(None),
@@ -497,6 +509,9 @@ async fn create_tenant_network(
     let cidr: Ipv4Cidr = cidr_text
         .parse()
         .map_err(|e: String| Error::invalid("cidr", e))?;
+    if let Some(why) = novanet_core::valid::special_purpose_v4(&cidr) {
+        return Err(Error::invalid("cidr", format!("{cidr} overlaps {why}")).into());
+    }
     if cidr.size() < 4 {
         return Err(ApiError::bad_request(
             "Requested network does not contain enough (2+) usable hosts",
@@ -644,9 +659,9 @@ async fn fixed_ip_action(
     Body(b): Body<Map<String, Value>>,
 ) -> ApiResult<Response> {
     ctx.require_admin("os_compute_api:os-fixed-ips")?;
-    let reserve = match b.keys().next().map(String::as_str) {
-        Some("reserve") => true,
-        Some("unreserve") => false,
+    let reserve = match one_action(&b)?.0.as_str() {
+        "reserve" => true,
+        "unreserve" => false,
         _ => {
             return Err(ApiError::bad_request(
                 "the action must be reserve or unreserve",
@@ -928,15 +943,21 @@ async fn create_group(
     Ok(Json(json!({ "security_group": group_view(&g) })))
 }
 
+/// Nova's rename: clients send this PUT on every update of a group, changed or not.
 async fn update_group(
-    State(_st): State<Arc<AppState>>,
-    _ctx: Ctx,
-    Path(_id): Path<String>,
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Body(b): Body<GroupBody>,
 ) -> ApiResult<Json<Value>> {
-    Err(ApiError::Nova(
-        StatusCode::NOT_IMPLEMENTED,
-        "renaming security groups is not supported".into(),
-    ))
+    let g = own_group(&st, &ctx, &id)?;
+    let name = validate_group_text("name", &b.security_group.name)?;
+    let desc = validate_group_text("description", &b.security_group.description)?;
+    if g.name == "default" && name != "default" {
+        return Err(Error::invalid("name", "the default group cannot be renamed").into());
+    }
+    let g = st.store.update_security_group(g.id, &name, &desc)?;
+    Ok(Json(json!({ "security_group": group_view(&g) })))
 }
 
 async fn delete_group(
@@ -1681,10 +1702,7 @@ async fn server_action(
     Body(b): Body<Map<String, Value>>,
 ) -> ApiResult<Response> {
     let i = find_server(&st, &ctx, &id)?;
-    let (action, arg) = b
-        .iter()
-        .next()
-        .ok_or_else(|| ApiError::bad_request("the body names no action"))?;
+    let (action, arg) = one_action(&b)?;
     let scope = ctx.scope();
     match action.as_str() {
         "addFloatingIp" => {

@@ -42,7 +42,7 @@ impl ApiError {
     }
 }
 
-fn nova_key(code: StatusCode) -> &'static str {
+pub fn nova_key(code: StatusCode) -> &'static str {
     match code.as_u16() {
         400 => "badRequest",
         401 => "unauthorized",

@@ -115,7 +115,48 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/v2.1", compute::routes())
         .merge(hostapi::routes())
         .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { error::ApiError::not_found("The resource could not be found.") })
+        .layer(axum::middleware::from_fn(json_faults))
         .with_state(state)
+}
+
+/// axum's own rejections (a path segment that is not UTF-8, a query string that does not
+/// parse, an unknown method) are plain text; clients expect every fault in the API's shape.
+async fn json_faults(req: Request, next: axum::middleware::Next) -> Response {
+    let identity = req.uri().path().starts_with("/identity");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = if identity {
+        error::ApiError::Keystone(status, message)
+    } else {
+        error::ApiError::Nova(status, message)
+    }
+    .into_response();
+    // Keep what the rejection said beyond its body (Allow on 405, for one).
+    for (k, v) in parts.headers.iter() {
+        if k != "content-type" && k != "content-length" {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 async fn root(axum::extract::State(st): axum::extract::State<Arc<AppState>>) -> Response {

@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v2.1/os-security-groups", "List security groups"),
     ("post", "/v2.1/os-security-groups", "Create a security group"),
     ("get", "/v2.1/os-security-groups/{id}", "Show a security group"),
+    ("put", "/v2.1/os-security-groups/{id}", "Rename a security group or change its description"),
     ("delete", "/v2.1/os-security-groups/{id}", "Delete a security group"),
     ("post", "/v2.1/os-security-group-rules", "Add a rule"),
     ("delete", "/v2.1/os-security-group-rules/{id}", "Delete a rule"),

@@ -192,6 +192,13 @@ pub trait Store: Send + Sync {
         quota: i64,
     ) -> Result<SecurityGroup>;
     fn delete_security_group(&self, id: i64) -> Result<()>;
+    /// Renames a group and sets its description (its rules and members stay).
+    fn update_security_group(
+        &self,
+        id: i64,
+        name: &str,
+        description: &str,
+    ) -> Result<SecurityGroup>;
     fn add_security_group_rule(
         &self,
         group_id: i64,

@@ -421,9 +421,10 @@ fn default_networks(tx: &Transaction, manager: Manager, project_id: &str) -> Res
     match manager {
         // nova took every network without a VLAN; a tenant network of another project is
         // not one to put this project's instance on.
+        // Only networks with IPv4 addresses to give: an IPv6-only network has no fixed IP.
         Manager::Flat | Manager::FlatDhcp => load_networks(
             tx,
-            "WHERE vlan IS NULL AND (project_id IS NULL OR project_id = ?1)",
+            "WHERE vlan IS NULL AND cidr IS NOT NULL AND (project_id IS NULL OR project_id = ?1)",
             &[&project_id],
         ),
         Manager::Vlan => {
@@ -1487,6 +1488,33 @@ impl Store for SqliteStore {
                 }
             })?;
             let id = tx.last_insert_rowid();
+            Ok(load_groups(tx, "WHERE id = ?1", &[&id])?.remove(0))
+        })
+    }
+
+    fn update_security_group(
+        &self,
+        id: i64,
+        name: &str,
+        description: &str,
+    ) -> Result<SecurityGroup> {
+        // A name or a description changes no rule a host renders: no generation bump.
+        self.write_raw(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE security_groups SET name = ?1, description = ?2 WHERE id = ?3",
+                    params![name, description, id],
+                )
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        Error::conflict(format!("security group {name} already exists"))
+                    } else {
+                        db(e)
+                    }
+                })?;
+            if n == 0 {
+                return Err(Error::not_found(format!("security group {id} not found")));
+            }
             Ok(load_groups(tx, "WHERE id = ?1", &[&id])?.remove(0))
         })
     }
