@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: formatting, lints, unit, store, API, novaclient and the
+# Sets up and runs every test: formatting, lints, unit, store, API, novaclient, the API fuzz and the
 # end-to-end lab tests (these need root; as non-root they skip with a message).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,4 +9,6 @@ cargo clippy --all-targets -q -- -D warnings
 # Lab tests build namespaces and start daemons: one at a time keeps them predictable on 2 cores.
 cargo test --workspace -q -- --test-threads=1
 scripts/novaclient-test.sh
+# Schema-driven fuzz of the API (schemathesis, a bounded number of cases per route): no 5xx.
+scripts/fuzz-test.sh
 echo "all tests passed"
