@@ -1058,3 +1058,136 @@ fn noop_driver_opens_everything() {
         &["ping", "-c", "1", "-W", "2", "-I", "10.0.0.50", "10.0.0.1"]
     ));
 }
+
+/// Everything of a host that a plan could change: links, addresses, routes, rules, the
+/// agent's files and its processes.
+fn host_state(lab: &Lab, node: &str) -> String {
+    let mut s = String::new();
+    for cmd in [
+        &["ip", "-o", "link", "show"][..],
+        &["ip", "-o", "addr", "show"],
+        &["ip", "route", "show"],
+        &["iptables-save"],
+        &["nft", "list", "tables"],
+    ] {
+        let out = lab.ok(node, cmd);
+        // Counters and byte totals move with any traffic; the rules themselves must not.
+        for l in out.lines().filter(|l| !l.starts_with('#')) {
+            s.push_str(
+                &l.split(" [")
+                    .next()
+                    .unwrap_or(l)
+                    .replace("state UNKNOWN", ""),
+            );
+            s.push('\n');
+        }
+    }
+    let dir = lab.dir.join(format!("agent-{node}/networks"));
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    s.push_str(&files.join("\n"));
+    s
+}
+
+#[test]
+fn a_hostile_project_changes_no_host() {
+    let Some(lab) = Lab::up("h", &[]) else {
+        return;
+    };
+    // A member of a project of its own.
+    let store = lab.store();
+    let p = store.create_project("mallory").unwrap();
+    let u = store.create_user("mallory", "pw").unwrap();
+    store.assign_role(&u.id, &p.id, "member").unwrap();
+    let api = "http://192.168.56.200:8774";
+    let login = format!(
+        r#"{{"auth":{{"identity":{{"methods":["password"],"password":{{"user":{{"name":"mallory","password":"pw","domain":{{"id":"default"}}}}}}}},"scope":{{"project":{{"name":"mallory","domain":{{"id":"default"}}}}}}}}}}"#
+    );
+    let headers = lab.ok(
+        "controller",
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &login,
+            &format!("{api}/identity/v3/auth/tokens"),
+        ],
+    );
+    let token = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-subject-token: "))
+        .expect("a token")
+        .trim()
+        .to_string();
+    let post = |path: &str, body: &str| -> String {
+        lab.ok(
+            "controller",
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                &format!("X-Auth-Token: {token}"),
+                "-d",
+                body,
+                &format!("{api}{path}"),
+            ],
+        )
+    };
+    // Let the cloud settle, then take every host's state.
+    std::thread::sleep(Duration::from_secs(2));
+    let nodes = ["controller", "compute-1"];
+    let before: Vec<String> = nodes.iter().map(|n| host_state(&lab, n)).collect();
+    for body in [
+        r#"{"network": {"label": "x", "cidr": "10.9.0.0/24", "bridge": "br9\nlink set eth1 down"}}"#,
+        r#"{"network": {"label": "x", "cidr": "10.9.0.0/24", "bridge": "../../etc"}}"#,
+        r#"{"network": {"label": "x", "cidr": "10.9.0.0/24", "bridge_interface": "eth1"}}"#,
+        r#"{"network": {"label": "x", "cidr": "169.254.169.248/29"}}"#,
+        r#"{"network": {"label": "x", "cidr": "127.0.0.0/24"}}"#,
+        r#"{"network": {"label": "x", "cidr": "192.168.56.0/25"}}"#,
+        r#"{"network": {"label": "x\nlink del br100", "cidr": "10.9.0.0/24"}}"#,
+    ] {
+        assert_eq!(post("/v2.1/os-tenant-networks", body), "400", "{body}");
+    }
+    // The admin API types the same values at its edge.
+    let out = lab.exec(
+        "controller",
+        &[
+            "novanet",
+            "network-create",
+            "x",
+            "--fixed-range-v4",
+            "10.9.0.0/24",
+            "--bridge",
+            "../x",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("bridge"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Give the agents several polls to act on anything that slipped through.
+    std::thread::sleep(Duration::from_secs(3));
+    for (n, b) in nodes.iter().zip(&before) {
+        assert_eq!(b, &host_state(&lab, n), "{n} changed");
+    }
+    assert_eq!(store.networks().unwrap().len(), 1, "only the lab's vmnet");
+}
