@@ -63,7 +63,7 @@ pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
     if let Some(dhcp) = v.get_mut("dhcp").and_then(Value::as_array_mut) {
         dhcp.retain(|d| {
             let u = d.get("network_uuid").and_then(Value::as_str).unwrap_or("");
-            !(all_bridges.contains(u) && !kept_bridges.contains(u))
+            !all_bridges.contains(u) || kept_bridges.contains(u)
         });
     }
     keep_valid::<DhcpPlan>(&mut v, "dhcp", &mut refused);

@@ -23,6 +23,9 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+    fn one_in(&mut self, n: u64) -> bool {
+        self.next().is_multiple_of(n)
+    }
     fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
         v[(self.next() % v.len() as u64) as usize]
     }
@@ -48,7 +51,7 @@ const HOSTILE: &[&str] = &[
 ];
 
 fn value(rng: &mut Rng, valid: &[&'static str]) -> String {
-    if rng.next() % 12 == 0 {
+    if rng.one_in(12) {
         rng.pick(HOSTILE).to_string()
     } else {
         rng.pick(valid).to_string()
@@ -56,7 +59,7 @@ fn value(rng: &mut Rng, valid: &[&'static str]) -> String {
 }
 
 fn opt(rng: &mut Rng, valid: &[&'static str]) -> Option<String> {
-    (rng.next() % 10 != 0).then(|| value(rng, valid))
+    (!rng.one_in(10)).then(|| value(rng, valid))
 }
 
 const WORD: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:/-";
@@ -98,8 +101,8 @@ fn property_no_hostile_string_reaches_a_command_or_a_path() {
                 dns1: opt(&mut rng, &["8.8.8.8"]),
                 bridge: Some(value(&mut rng, &["br100", "br101", "brq-1.2"])),
                 bridge_interface: opt(&mut rng, &["eth2", "bond0.7"]),
-                vlan: (rng.next() % 8 == 0).then(|| (rng.next() % 5000) as u32),
-                mtu: (rng.next() % 8 == 0).then(|| (rng.next() % 70000) as u32),
+                vlan: (rng.one_in(8)).then(|| (rng.next() % 5000) as u32),
+                mtu: (rng.one_in(8)).then(|| (rng.next() % 70000) as u32),
                 dhcp_start: opt(&mut rng, &["10.0.0.2"]),
                 dhcp_server: opt(&mut rng, &["10.0.0.1"]),
                 host: Some("controller".into()),
@@ -116,8 +119,8 @@ fn property_no_hostile_string_reaches_a_command_or_a_path() {
                     instance_id: id * 10 + n,
                     hostname: value(&mut rng, &["cirros", "vm-1"]),
                     instance_host: Some("controller".into()),
-                    allocated: rng.next() % 4 != 0,
-                    leased: rng.next() % 2 == 0,
+                    allocated: !rng.one_in(4),
+                    leased: rng.one_in(2),
                     device: opt(&mut rng, &["vnet0", "tap1234"]),
                     groups: vec![1],
                 });

@@ -671,7 +671,16 @@ pub fn metadata(instances: usize, clients: usize, secs: f64) -> Result<()> {
             );
         }
     }
-    let state = novanet_server::AppState::new(std::sync::Arc::new(store), cfg);
+    let store: std::sync::Arc<dyn novanet_store::Store> = std::sync::Arc::new(store);
+    // The same service with the per-instance rate limit on, set so high that it never
+    // refuses: what its bookkeeping costs.
+    let limited_cfg = Config {
+        metadata_rate_limit: 1_000_000_000,
+        metadata_rate_burst: 1_000_000_000,
+        ..cfg.clone()
+    };
+    let limited = novanet_server::AppState::new(store.clone(), limited_cfg);
+    let state = novanet_server::AppState::new(store, cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -712,6 +721,14 @@ pub fn metadata(instances: usize, clients: usize, secs: f64) -> Result<()> {
         std::fs::write(&f, fetch(p).map_err(err)?).map_err(|e| err(e.to_string()))?;
     }
     let mut md = http_load(md_addr, &sources, &paths, secs);
+    let limited_listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .map_err(|e| err(e.to_string()))?;
+    let limited_addr = limited_listener
+        .local_addr()
+        .map_err(|e| err(e.to_string()))?;
+    rt.spawn(novanet_server::serve_metadata(limited, limited_listener));
+    let lim = http_load(limited_addr, &sources, &paths, secs);
     // nginx serving the same bytes from files, same clients, same paths.
     let port = 20000 + (std::process::id() % 20000) as u16;
     let conf = dir.0.join("nginx.conf");
@@ -755,6 +772,16 @@ pub fn metadata(instances: usize, clients: usize, secs: f64) -> Result<()> {
     let st_rate = st.requests as f64 / secs;
     println!("metadata req/s: {md_rate:.0}");
     println!("metadata p99 ms: {:.2}", p99_ms(&mut md.latencies_us));
+    let lim_rate = lim.requests as f64 / secs;
+    println!("metadata req/s with the rate limit on (never refusing): {lim_rate:.0}");
+    println!(
+        "rate limit cost: {:.1} %",
+        if md_rate > 0.0 {
+            (1.0 - lim_rate / md_rate) * 100.0
+        } else {
+            0.0
+        }
+    );
     println!("static req/s: {st_rate:.0}");
     println!(
         "ratio: {:.2}",

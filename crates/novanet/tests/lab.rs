@@ -1105,9 +1105,7 @@ fn a_hostile_project_changes_no_host() {
     let u = store.create_user("mallory", "pw").unwrap();
     store.assign_role(&u.id, &p.id, "member").unwrap();
     let api = "http://192.168.56.200:8774";
-    let login = format!(
-        r#"{{"auth":{{"identity":{{"methods":["password"],"password":{{"user":{{"name":"mallory","password":"pw","domain":{{"id":"default"}}}}}}}},"scope":{{"project":{{"name":"mallory","domain":{{"id":"default"}}}}}}}}}}"#
-    );
+    let login = r#"{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"mallory","password":"pw","domain":{"id":"default"}}}},"scope":{"project":{"name":"mallory","domain":{"id":"default"}}}}}"#;
     let headers = lab.ok(
         "controller",
         &[
@@ -1120,7 +1118,7 @@ fn a_hostile_project_changes_no_host() {
             "-H",
             "Content-Type: application/json",
             "-d",
-            &login,
+            login,
             &format!("{api}/identity/v3/auth/tokens"),
         ],
     );

@@ -105,7 +105,7 @@ impl Cache {
         let now = Instant::now();
         let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         t.mints += 1;
-        if t.mints % 1024 == 0 {
+        if t.mints.is_multiple_of(1024) {
             t.by_token.retain(|_, (exp, _)| *exp > now);
             let Tokens {
                 by_token, by_ip, ..

@@ -9,7 +9,6 @@ use common::*;
 
 use axum::http::StatusCode;
 use novanet_server::openapi::ROUTES;
-use novanet_store::Store;
 use serde_json::{json, Value};
 
 /// Who may call a route.
