@@ -91,11 +91,17 @@ impl Client {
     }
 
     /// The heartbeat, with the host's own IPv4 networks (no project network may overlap them).
-    pub fn report(&self, host: &str, network_host: bool, networks: &[String]) -> Result<()> {
+    pub fn report(
+        &self,
+        host: &str,
+        network_host: bool,
+        networks: &[String],
+        options: &novanet_core::config::HostOptions,
+    ) -> Result<()> {
         self.call(
             "POST",
             &format!("/novanet/v1/hosts/{host}/report"),
-            Some(&json!({"network_host": network_host, "networks": networks})),
+            Some(&json!({"network_host": network_host, "networks": networks, "options": options})),
         )
         .map(|_| ())
     }

@@ -38,6 +38,8 @@ pub struct AgentOptions {
     pub resync: Duration,
     /// Stop after the first successful apply (for tests and one-shot runs).
     pub once: bool,
+    /// This host's own options from its configuration, reported with each heartbeat.
+    pub host_options: novanet_core::config::HostOptions,
 }
 
 /// What this agent created, kept across restarts so that it removes only its own things.
@@ -260,10 +262,12 @@ impl Agent {
                 let networks = links::read_links()
                     .map(|l| links::host_networks(&l, &self.owned.bridges))
                     .unwrap_or_default();
-                match self
-                    .client
-                    .report(&self.opts.host, self.opts.network_host, &networks)
-                {
+                match self.client.report(
+                    &self.opts.host,
+                    self.opts.network_host,
+                    &networks,
+                    &self.opts.host_options,
+                ) {
                     Ok(()) => last_report = Instant::now(),
                     Err(e) => {
                         log(&format!("cannot report to the server: {e}"));

@@ -134,6 +134,88 @@ pub struct Config {
     pub keystone_authtoken: Option<KeystoneAuthtoken>,
 }
 
+/// The options that belong to one host, not to the cloud: each agent reads them from its
+/// own configuration and reports them; the server plans that host with them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct HostOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat_interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_source_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub my_ip: Option<String>,
+}
+
+impl HostOptions {
+    /// What a host's configuration says of itself: only what it sets, so that an agent
+    /// without a configuration leaves the server's values alone.
+    pub fn from_config(c: &Config) -> HostOptions {
+        let d = Config::default();
+        HostOptions {
+            flat_interface: c.flat_interface.clone(),
+            public_interface: (c.public_interface != d.public_interface)
+                .then(|| c.public_interface.clone()),
+            vlan_interface: c.vlan_interface.clone(),
+            routing_source_ip: c.routing_source_ip.clone(),
+            my_ip: (c.my_ip != d.my_ip).then(|| c.my_ip.clone()),
+        }
+    }
+
+    /// Checks each value as what it is (interface name or IPv4 address): a report with a
+    /// bad value is refused whole, with the key named.
+    pub fn validate(&self) -> Result<()> {
+        use crate::valid::IfName;
+        for (key, v) in [
+            ("flat_interface", &self.flat_interface),
+            ("public_interface", &self.public_interface),
+            ("vlan_interface", &self.vlan_interface),
+        ] {
+            if let Some(v) = v {
+                IfName::new(v.as_str()).map_err(|e| Error::invalid(key, e))?;
+            }
+        }
+        for (key, v) in [
+            ("routing_source_ip", &self.routing_source_ip),
+            ("my_ip", &self.my_ip),
+        ] {
+            if let Some(v) = v {
+                v.parse::<std::net::Ipv4Addr>()
+                    .map_err(|_| Error::invalid(key, format!("{v:?} is not an IPv4 address")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's configuration as this host sees it.
+    pub fn apply(&self, cfg: &Config) -> Config {
+        let mut c = cfg.clone();
+        if let Some(v) = &self.flat_interface {
+            c.flat_interface = Some(v.clone());
+        }
+        if let Some(v) = &self.public_interface {
+            c.public_interface = v.clone();
+        }
+        if let Some(v) = &self.vlan_interface {
+            c.vlan_interface = Some(v.clone());
+        }
+        if let Some(v) = &self.routing_source_ip {
+            c.routing_source_ip = Some(v.clone());
+        }
+        if let Some(v) = &self.my_ip {
+            c.my_ip = v.clone();
+        }
+        c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self == &HostOptions::default()
+    }
+}
+
 /// keystonemiddleware's options, as a `[keystone_authtoken]` table: the Keystone to ask
 /// (`auth_url`, its v3 endpoint) and the service user that asks.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -116,6 +116,21 @@ fn check_host_values(req: &NetworkRequest) -> Result<()> {
     Ok(())
 }
 
+/// The edge's check of a requested range (API and `manage`, not the store, so that benches
+/// may use loopback ranges): no range a host or the cloud itself uses.
+pub fn check_requested_range(req: &NetworkRequest) -> Result<()> {
+    if let Some(c) = req.cidr.as_deref() {
+        let cidr: Ipv4Cidr = c.parse().map_err(|e| Error::invalid("fixed_range_v4", e))?;
+        if let Some(why) = crate::valid::special_purpose_v4(&cidr) {
+            return Err(Error::invalid(
+                "fixed_range_v4",
+                format!("{c} overlaps {why}, which a host or the cloud itself uses"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn plan_networks(
     req: &NetworkRequest,
     manager: Manager,
@@ -174,15 +189,6 @@ pub fn plan_networks(
         .as_deref()
         .map(|c| c.parse().map_err(|e| Error::invalid("fixed_range_v4", e)))
         .transpose()?;
-    if let Some(why) = cidr.as_ref().and_then(crate::valid::special_purpose_v4) {
-        return Err(Error::invalid(
-            "fixed_range_v4",
-            format!(
-                "{} overlaps {why}, which a host or the cloud itself uses",
-                req.cidr.as_deref().unwrap_or_default()
-            ),
-        ));
-    }
     let cidr_v6: Option<Ipv6Cidr> = req
         .cidr_v6
         .as_deref()

@@ -89,6 +89,10 @@ struct AgentArgs {
     /// Apply once and exit
     #[arg(long)]
     once: bool,
+    /// nova.conf (INI, flag file or TOML): this host's own options (flat_interface,
+    /// public_interface, vlan_interface, routing_source_ip, my_ip) come from here
+    #[arg(long, env = "NOVANET_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 fn fail(msg: impl std::fmt::Display, code: i32) -> ! {
@@ -146,7 +150,9 @@ fn run_agent(a: AgentArgs, auth: &client::Auth) -> Result<(), String> {
         project: auth.project.clone(),
     };
     let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+    let cfg = manage::load_config(a.config.as_deref()).map_err(|e| format!("error: {e}"))?;
     let opts = novanet_agent::AgentOptions {
+        host_options: novanet_core::config::HostOptions::from_config(&cfg),
         state_dir: a
             .state_dir
             .unwrap_or_else(|| PathBuf::from(format!("/var/lib/novanet/agent-{}", a.host))),

@@ -249,6 +249,7 @@ fn network(store: &SqliteStore, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
     match cmd {
         NetworkCmd::Create(a) => {
             let req = a.to_request()?;
+            novanet_core::planning::check_requested_range(&req)?;
             let (nets, warnings) = store.create_networks(&req, cfg)?;
             novanet_server::compute::claim_for_live_network_host(
                 store,

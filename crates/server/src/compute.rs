@@ -351,6 +351,7 @@ async fn create_network(
 ) -> ApiResult<Json<Value>> {
     ctx.require_admin("os_compute_api:os-networks:create")?;
     let req = b.network.to_request(true)?;
+    novanet_core::planning::check_requested_range(&req)?;
     let (nets, _) = st.store.create_networks(&req, &st.cfg)?;
     claim_for_network_host(&st)?;
     Ok(Json(json!({ "network": network_view(&nets[0], true) })))

@@ -38,6 +38,9 @@ struct Report {
     /// The host's own IPv4 networks (CIDRs); project networks may not overlap them.
     #[serde(default)]
     networks: Vec<String>,
+    /// The host's own options (flat_interface, public_interface, ...) from its configuration.
+    #[serde(default)]
+    options: novanet_core::config::HostOptions,
 }
 
 async fn report(
@@ -55,8 +58,16 @@ async fn report(
             .map_err(|e: String| Error::invalid("networks", e))?;
         networks.push(c.to_string());
     }
-    st.store
-        .report_service(&host, r.network_host, &networks, unix_now())?;
+    r.options.validate()?;
+    st.store.report_service(
+        &novanet_store::ServiceReport {
+            host: host.clone(),
+            network_host: r.network_host,
+            networks,
+            options: r.options.clone(),
+        },
+        unix_now(),
+    )?;
     let claimed = if r.network_host {
         st.store.claim_networks(&host)?
     } else {
@@ -142,7 +153,20 @@ pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
         rules: &rules,
         provider_rules: &provider_rules,
     };
-    Ok(host_plan(&snap, &st.cfg, host, generation))
+    // The host's own options (its agent's configuration) over the server's.
+    let options = st
+        .store
+        .services()?
+        .into_iter()
+        .find(|s| s.host == host)
+        .map(|s| s.options)
+        .unwrap_or_default();
+    let cfg = if options.is_empty() {
+        st.cfg.clone()
+    } else {
+        Arc::new(options.apply(&st.cfg))
+    };
+    Ok(host_plan(&snap, &cfg, host, generation))
 }
 
 async fn plan(

@@ -93,6 +93,18 @@ pub struct Service {
     /// network may overlap.
     #[serde(default)]
     pub networks: Vec<String>,
+    /// The host's own options (interfaces, addresses) from its agent's configuration.
+    #[serde(default)]
+    pub options: novanet_core::config::HostOptions,
+}
+
+/// An agent's heartbeat.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceReport {
+    pub host: String,
+    pub network_host: bool,
+    pub networks: Vec<String>,
+    pub options: novanet_core::config::HostOptions,
 }
 
 /// What a scrub removed.
@@ -247,12 +259,6 @@ pub trait Store: Send + Sync {
     fn keypairs(&self, user_id: &str) -> Result<Vec<Keypair>>;
     fn keypair(&self, user_id: &str, name: &str) -> Result<Keypair>;
     fn delete_keypair(&self, user_id: &str, name: &str) -> Result<()>;
-    fn report_service(
-        &self,
-        host: &str,
-        network_host: bool,
-        networks: &[String],
-        now: i64,
-    ) -> Result<()>;
+    fn report_service(&self, report: &ServiceReport, now: i64) -> Result<()>;
     fn services(&self) -> Result<Vec<Service>>;
 }

@@ -142,5 +142,7 @@ CREATE TABLE IF NOT EXISTS services (
     network_host INTEGER NOT NULL,
     last_seen INTEGER NOT NULL,
     -- JSON list of the IPv4 networks on the host's own interfaces, as its agent reports them.
-    networks TEXT NOT NULL DEFAULT '[]'
+    networks TEXT NOT NULL DEFAULT '[]',
+    -- JSON object of the host's own options (HostOptions).
+    options TEXT NOT NULL DEFAULT '{}'
 );

@@ -112,20 +112,21 @@ impl SqliteStore {
         };
         store.write_raw(|tx| {
             tx.execute_batch(SCHEMA).map_err(db)?;
-            // Stores made before services had `networks`.
-            let has_networks: bool = tx
-                .query_row(
-                    "SELECT count(*) FROM pragma_table_info('services') WHERE name = 'networks'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(db)?
-                > 0;
-            if !has_networks {
-                tx.execute_batch(
-                    "ALTER TABLE services ADD COLUMN networks TEXT NOT NULL DEFAULT '[]'",
-                )
-                .map_err(db)?;
+            // Stores made before services had `networks` and `options`.
+            for (column, default) in [("networks", "'[]'"), ("options", "'{}'")] {
+                let has: i64 = tx
+                    .query_row(
+                        "SELECT count(*) FROM pragma_table_info('services') WHERE name = ?1",
+                        [column],
+                        |r| r.get(0),
+                    )
+                    .map_err(db)?;
+                if has == 0 {
+                    tx.execute_batch(&format!(
+                        "ALTER TABLE services ADD COLUMN {column} TEXT NOT NULL DEFAULT {default}"
+                    ))
+                    .map_err(db)?;
+                }
             }
             exec(tx,
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0'), ('schema', '1')",
@@ -2059,23 +2060,35 @@ impl Store for SqliteStore {
         })
     }
 
-    fn report_service(
-        &self,
-        host: &str,
-        network_host: bool,
-        networks: &[String],
-        now: i64,
-    ) -> Result<()> {
-        let networks = to_json(&networks);
-        // Heartbeats do not bump the generation: they change no host's plan.
+    fn report_service(&self, r: &ServiceReport, now: i64) -> Result<()> {
+        let networks = to_json(&r.networks);
+        let options = to_json(&r.options);
         self.write_raw(|tx| {
+            let before: Option<String> = tx
+                .query_row(
+                    "SELECT options FROM services WHERE host = ?1",
+                    [&r.host],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(db)?;
             exec(tx,
-                "INSERT INTO services(host, network_host, last_seen, networks) VALUES (?1, ?2, ?3, ?4) \
+                "INSERT INTO services(host, network_host, last_seen, networks, options) VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT(host) DO UPDATE SET network_host = excluded.network_host, last_seen = excluded.last_seen, \
-                 networks = excluded.networks",
-                params![host, network_host, now, networks],
+                 networks = excluded.networks, options = excluded.options",
+                params![r.host, r.network_host, now, networks, options],
             )
             .map_err(db)?;
+            // Heartbeats do not bump the generation, unless the host's own options changed:
+            // then its plan did.
+            if before.is_some_and(|b| b != options) {
+                exec(
+                    tx,
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'",
+                    [],
+                )
+                .map_err(db)?;
+            }
             Ok(())
         })
     }
@@ -2084,17 +2097,19 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT host, network_host, last_seen, networks FROM services ORDER BY host",
+                    "SELECT host, network_host, last_seen, networks, options FROM services ORDER BY host",
                 )
                 .map_err(db)?;
             let rows = st
                 .query_map([], |r| {
                     let networks: String = r.get(3)?;
+                    let options: String = r.get(4)?;
                     Ok(Service {
                         host: r.get(0)?,
                         network_host: r.get(1)?,
                         last_seen: r.get(2)?,
                         networks: serde_json::from_str(&networks).unwrap_or_default(),
+                        options: serde_json::from_str(&options).unwrap_or_default(),
                     })
                 })
                 .map_err(db)?
