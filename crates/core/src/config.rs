@@ -1,14 +1,15 @@
 //! The configuration file: nova.conf's option names and nova's defaults, so that what an
 //! operator knows about nova-network carries over. Unknown keys are refused by name.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::net::{Ipv4Cidr, Ipv6Cidr};
+use toml::Value;
 
 /// Which of nova's three network managers plans the networks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Manager {
     Flat,
     FlatDhcp,
@@ -43,6 +44,12 @@ impl Manager {
     }
 }
 
+impl From<Manager> for String {
+    fn from(m: Manager) -> String {
+        m.name().to_string()
+    }
+}
+
 impl TryFrom<String> for Manager {
     type Error = String;
     fn try_from(s: String) -> std::result::Result<Self, String> {
@@ -50,16 +57,53 @@ impl TryFrom<String> for Manager {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum FirewallDriver {
     Iptables,
     Nftables,
     Noop,
 }
 
+impl FirewallDriver {
+    /// novanet's names, and nova's class paths (`nova.virt.firewall.NoopFirewallDriver`,
+    /// `nova.virt.libvirt.firewall.IptablesFirewallDriver`), so nova.conf values work.
+    pub fn parse(s: &str) -> Result<FirewallDriver> {
+        let short = s.rsplit('.').next().unwrap_or(s).to_ascii_lowercase();
+        match short.trim_end_matches("firewalldriver") {
+            "iptables" => Ok(FirewallDriver::Iptables),
+            "nftables" => Ok(FirewallDriver::Nftables),
+            "noop" => Ok(FirewallDriver::Noop),
+            _ => Err(Error::invalid(
+                "firewall_driver",
+                format!("{s:?} is not one of nftables, iptables, noop (or nova's class paths)"),
+            )),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            FirewallDriver::Iptables => "iptables",
+            FirewallDriver::Nftables => "nftables",
+            FirewallDriver::Noop => "noop",
+        }
+    }
+}
+
+impl TryFrom<String> for FirewallDriver {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        FirewallDriver::parse(&s).map_err(|e| e.to_string())
+    }
+}
+
+impl From<FirewallDriver> for String {
+    fn from(d: FirewallDriver) -> String {
+        d.name().to_string()
+    }
+}
+
 /// nova.conf options novanet understands. Field names are nova's option names.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// This host's address; the default of `routing_source_ip`, `metadata_host` and `vpn_ip`.
@@ -85,6 +129,8 @@ pub struct Config {
     pub fixed_range: Option<String>,
     pub fixed_range_v6: String,
     pub use_ipv6: bool,
+    pub gateway_v6: Option<String>,
+    pub ipv6_backend: String,
     pub dhcp_domain: String,
     pub dhcp_lease_time: u32,
     pub force_dhcp_release: bool,
@@ -92,17 +138,28 @@ pub struct Config {
     pub dns_server: Vec<String>,
     pub use_network_dns_servers: bool,
     pub dnsmasq_config_file: String,
+    /// Accepted, not needed: the agent is dnsmasq's dhcp-script itself.
+    pub dhcpbridge: Option<String>,
+    pub dhcpbridge_flagfile: Option<String>,
+    pub use_single_default_gateway: bool,
     pub metadata_host: Option<String>,
     pub metadata_port: u16,
     pub metadata_listen: String,
     pub metadata_listen_port: u16,
     pub metadata_cache_expiration: u64,
+    /// Accepted, not needed (nova's metadata service plumbing).
+    pub metadata_workers: Option<u32>,
+    pub metadata_manager: Option<String>,
+    pub vendordata_driver: Option<String>,
+    pub enabled_apis: Vec<String>,
     pub vendordata_jsonfile_path: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed (with a valid signature).
     pub metadata_trusted_proxies: Vec<String>,
     pub metadata_proxy_shared_secret: String,
     pub auto_assign_floating_ip: bool,
     pub default_floating_pool: String,
+    /// Accepted, not needed: floating IPs come from `manage floating create`.
+    pub floating_range: Option<String>,
     pub dmz_cidr: Vec<String>,
     pub multi_host: bool,
     pub allow_same_net_traffic: bool,
@@ -127,6 +184,8 @@ pub struct Config {
     /// `metadata_rate_burst` passes at once, so cloud-init's crawl is never slowed.
     pub metadata_rate_limit: u32,
     pub metadata_rate_burst: u32,
+    /// Seconds without a heartbeat after which a host is down (nova's `service_down_time`).
+    pub service_down_time: u64,
     /// Lifetime of API tokens, seconds (keystone's `[token] expiration`).
     pub token_expiration: u64,
     /// nova.conf's `[keystone_authtoken]`: when present, API tokens are validated against
@@ -218,7 +277,7 @@ impl HostOptions {
 
 /// keystonemiddleware's options, as a `[keystone_authtoken]` table: the Keystone to ask
 /// (`auth_url`, its v3 endpoint) and the service user that asks.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KeystoneAuthtoken {
     pub auth_url: String,
@@ -259,6 +318,8 @@ impl Default for Config {
             fixed_range: None,
             fixed_range_v6: "fd00::/48".into(),
             use_ipv6: false,
+            gateway_v6: None,
+            ipv6_backend: "rfc2462".into(),
             dhcp_domain: "novalocal".into(),
             dhcp_lease_time: 86400,
             force_dhcp_release: true,
@@ -266,16 +327,24 @@ impl Default for Config {
             dns_server: Vec::new(),
             use_network_dns_servers: false,
             dnsmasq_config_file: String::new(),
+            dhcpbridge: None,
+            dhcpbridge_flagfile: None,
+            use_single_default_gateway: false,
             metadata_host: None,
             metadata_port: 8775,
             metadata_listen: "0.0.0.0".into(),
             metadata_listen_port: 8775,
             metadata_cache_expiration: 15,
+            metadata_workers: None,
+            metadata_manager: None,
+            vendordata_driver: None,
+            enabled_apis: vec!["osapi_compute".into(), "metadata".into()],
             vendordata_jsonfile_path: None,
             metadata_trusted_proxies: Vec::new(),
             metadata_proxy_shared_secret: String::new(),
             auto_assign_floating_ip: false,
             default_floating_pool: "nova".into(),
+            floating_range: None,
             dmz_cidr: Vec::new(),
             multi_host: false,
             allow_same_net_traffic: true,
@@ -287,6 +356,7 @@ impl Default for Config {
             quota_security_groups: 10,
             quota_security_group_rules: 20,
             create_unique_mac_address_attempts: 5,
+            service_down_time: 60,
             token_expiration: 3600,
             public_endpoint: None,
             quota_networks: 3,
@@ -299,9 +369,79 @@ impl Default for Config {
     }
 }
 
+/// A configuration with what an operator should know about it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// Which form the file was in: `toml`, `ini` or `flag file`.
+    pub format: &'static str,
+    /// Option -> where its value came from (`line N`); options absent are nova's defaults.
+    pub sources: std::collections::BTreeMap<String, String>,
+    /// Said once at start: options not used, accepted but not needed, or not done yet.
+    pub warnings: Vec<String>,
+}
+
 impl Config {
+    /// Reads any of the three forms an operator may have: nova.conf's INI, seed 004's flag
+    /// file, or novanet's TOML. `origin` names the file in messages.
+    pub fn load(text: &str, origin: &str) -> Result<Loaded> {
+        let at = |e: Error| match e {
+            Error::Invalid { field, problem } => {
+                Error::invalid(format!("{origin}: {field}"), problem)
+            }
+            other => other,
+        };
+        let (config, format, lines, mut warnings, present) = if crate::nova_conf::is_flag_file(text)
+            || crate::nova_conf::is_ini(text)
+        {
+            let p = crate::nova_conf::parse(text).map_err(at)?;
+            let present: Vec<String> = p.lines.keys().cloned().collect();
+            let cfg: Config = Value::Table(p.table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    at(Error::invalid("configuration", e.message().to_string()))
+                })?;
+            let format = if crate::nova_conf::is_flag_file(text) {
+                "flag file"
+            } else {
+                "ini"
+            };
+            (cfg, format, p.lines, p.warnings, present)
+        } else {
+            let cfg = Config::from_toml_unchecked(text).map_err(at)?;
+            let mut lines = std::collections::BTreeMap::new();
+            for (n, l) in text.lines().enumerate() {
+                if let Some((k, _)) = l.split_once('=') {
+                    let k = k.trim();
+                    if !k.is_empty() && !k.starts_with('#') {
+                        lines.insert(k.to_string(), n + 1);
+                    }
+                }
+            }
+            let present = lines.keys().cloned().collect();
+            (cfg, "toml", lines, Vec::new(), present)
+        };
+        config.validate().map_err(at)?;
+        warnings.extend(crate::nova_conf::notes_for(&present, &config));
+        Ok(Loaded {
+            sources: lines
+                .into_iter()
+                .map(|(k, n)| (k, format!("{origin}:{n}")))
+                .collect(),
+            config,
+            format,
+            warnings,
+        })
+    }
+
     /// Parses a TOML file's text. Unknown keys and bad values are errors naming the key.
     pub fn from_toml(text: &str) -> Result<Config> {
+        let cfg = Config::from_toml_unchecked(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn from_toml_unchecked(text: &str) -> Result<Config> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             // toml reports a bad value by position only; name the key on that line.
             let key = e
@@ -316,7 +456,6 @@ impl Config {
                 .unwrap_or_else(|| "configuration".into());
             Error::invalid(key, e.message().to_string())
         })?;
-        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -515,6 +654,105 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("dhcp_lease_time"), "{e}");
+    }
+
+    #[test]
+    fn every_option_has_an_ini_kind() {
+        let v = serde_json::to_value(Config::default()).unwrap();
+        let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.retain(|f| *f != "keystone_authtoken");
+        fields.sort();
+        let mut kinds: Vec<&str> = crate::nova_conf::OPTIONS.iter().map(|(k, _)| *k).collect();
+        kinds.sort();
+        assert_eq!(fields, kinds);
+    }
+
+    /// Each seed's configuration lines, verbatim, with the warnings they should bring.
+    #[test]
+    fn the_seeds_configuration_is_accepted() {
+        // Seed 004's flag file (one option a line, as nova read it).
+        let l = Config::load(
+            "--public_interface=eth1\n--fixed_range=10.0.0.0/24\n--flat_interface=eth2\n--flat_network_bridge=br100\n--network_manager=nova.network.manager.FlatDHCPManager\n",
+            "nova.conf",
+        )
+        .unwrap();
+        assert_eq!(l.format, "flag file");
+        assert_eq!(l.config.flat_interface.as_deref(), Some("eth2"));
+        assert_eq!(l.config.network_manager, Manager::FlatDhcp);
+        assert_eq!(l.sources["flat_interface"], "nova.conf:3");
+        assert!(
+            l.warnings.iter().any(|w| w.starts_with("fixed_range")),
+            "{:?}",
+            l.warnings
+        );
+        // Seeds 000-003's nova.conf lines and option tables.
+        let ini = "[DEFAULT]\n\
+            dnsmasq_config_file=/etc/dnsmasq-nova.conf\n\
+            dns_server=8.8.8.8\n\
+            firewall_driver=nova.virt.firewall.NoopFirewallDriver\n\
+            dmz_cidr=10.128.0.0/24\n\
+            auto_assign_floating_ip=True\n\
+            force_dhcp_release=True\n\
+            public_interface=VLAN100\n\
+            multi_host=True\n\
+            allow_same_net_traffic=false\n\
+            fixed_range_v6 = fd00::/48\n\
+            use_ipv6 = False\n\
+            gateway_v6 = None\n\
+            ipv6_backend = rfc2462\n\
+            metadata_host = 192.168.56.200\n\
+            metadata_port = 8775\n\
+            metadata_listen = 0.0.0.0\n\
+            metadata_listen_port = 8775\n\
+            metadata_cache_expiration = 15\n\
+            metadata_workers = None\n\
+            metadata_manager = nova.api.manager.MetadataManager\n\
+            vendordata_driver = nova.api.metadata.vendordata_json.JsonFileVendorData\n\
+            vendordata_jsonfile_path = None\n\
+            enabled_apis = ec2,osapi_compute,metadata\n\
+            dhcpbridge = /usr/bin/nova-dhcpbridge\n\
+            dhcpbridge_flagfile = /etc/nova/nova.conf\n\
+            floating_range = 68.99.26.170/31\n\
+            use_single_default_gateway = False\n\
+            send_arp_for_ha = True\n\
+            flat_injected = False\n\
+            fixed_range = 10.0.0.0/24\n\
+            sql_connection = mysql://nova@localhost/nova\n\
+            [libvirt]\nvirt_type = qemu\n";
+        let l = Config::load(ini, "nova.conf").unwrap();
+        assert_eq!(l.format, "ini");
+        let c = &l.config;
+        assert_eq!(c.firewall_driver, FirewallDriver::Noop);
+        assert_eq!(c.dns_server, ["8.8.8.8"]);
+        assert!(c.multi_host && c.auto_assign_floating_ip && !c.allow_same_net_traffic);
+        assert_eq!(c.public_interface, "VLAN100");
+        for key in [
+            "sql_connection",
+            "[libvirt]",
+            "dhcpbridge is accepted",
+            "metadata_manager is accepted",
+            "floating_range is accepted",
+            "fixed_range is accepted",
+            "send_arp_for_ha",
+            "use_single_default_gateway",
+        ] {
+            assert!(
+                l.warnings.iter().any(|w| w.contains(key)),
+                "{key}: {:?}",
+                l.warnings
+            );
+        }
+        // novanet's TOML keeps refusing unknown keys.
+        assert!(Config::load("flat_interfce = \"eth2\"", "x").is_err());
+        let t = Config::load(
+            "firewall_driver = \"nova.virt.firewall.NoopFirewallDriver\"\nmulti_host = true",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            (t.format, t.config.firewall_driver),
+            ("toml", FirewallDriver::Noop)
+        );
     }
 
     #[test]

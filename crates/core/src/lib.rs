@@ -7,6 +7,7 @@ pub mod firewall;
 pub mod floating;
 pub mod model;
 pub mod net;
+pub mod nova_conf;
 pub mod plan;
 pub mod planning;
 pub mod secgroup;

@@ -144,7 +144,11 @@ pub fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
             let text = std::fs::read_to_string(p).map_err(|e| {
                 Error::invalid("config", format!("cannot read {}: {e}", p.display()))
             })?;
-            Config::from_toml(&text)
+            let l = Config::load(&text, &p.display().to_string())?;
+            for w in &l.warnings {
+                eprintln!("novanet: {}: {w}", p.display());
+            }
+            Ok(l.config)
         }
     }
 }
