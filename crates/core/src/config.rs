@@ -594,6 +594,29 @@ impl Config {
         Ok(())
     }
 
+    /// Nova's quota resources and their defaults: the networking ones from this
+    /// configuration (enforced), the rest at nova's defaults (instances enforced; the others
+    /// shown and settable for clients, as a network controller has nothing of theirs to count).
+    pub fn default_quotas(&self) -> Vec<(&'static str, i64)> {
+        vec![
+            ("instances", 10),
+            ("cores", 20),
+            ("ram", 51200),
+            ("floating_ips", self.quota_floating_ips),
+            ("fixed_ips", self.quota_fixed_ips),
+            ("metadata_items", 128),
+            ("injected_files", 5),
+            ("injected_file_content_bytes", 10240),
+            ("injected_file_path_bytes", 255),
+            ("key_pairs", 100),
+            ("security_groups", self.quota_security_groups),
+            ("security_group_rules", self.quota_security_group_rules),
+            ("server_groups", 10),
+            ("server_group_members", 10),
+            ("networks", self.quota_networks),
+        ]
+    }
+
     pub fn routing_source_ip(&self) -> &str {
         self.routing_source_ip.as_deref().unwrap_or(&self.my_ip)
     }

@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult, Body};
 use crate::identity::Ctx;
+use crate::version::Microversion;
 use crate::{iso8601, unix_now, AppState};
 
 pub const MAX_MICROVERSION: &str = "2.35";
@@ -122,6 +123,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/servers/{id}/os-virtual-interfaces", get(list_vifs))
         .route("/servers/{id}/os-security-groups", get(server_groups))
         .route("/limits", get(limits))
+        .merge(crate::quotas::routes())
 }
 
 pub fn image_routes() -> Router<Arc<AppState>> {
@@ -530,7 +532,7 @@ async fn create_tenant_network(
         .into());
     }
     tenant_range_free(&st, &cidr)?;
-    let quota = st.cfg.quota_networks;
+    let quota = crate::quotas::limit(&st, ctx.project_id(), "networks")?;
     let own = st
         .store
         .networks()?
@@ -735,7 +737,11 @@ async fn allocate_floating(
         .unwrap_or_else(|| st.cfg.default_floating_pool.clone());
     let f = st
         .store
-        .allocate_floating_ip(ctx.project_id(), &pool, st.cfg.quota_floating_ips)
+        .allocate_floating_ip(
+            ctx.project_id(),
+            &pool,
+            crate::quotas::limit(&st, ctx.project_id(), "floating_ips")?,
+        )
         .map_err(|e| match e {
             Error::Exhausted(_) => {
                 ApiError::not_found(format!("No more floating IPs in pool {pool}."))
@@ -939,7 +945,7 @@ async fn create_group(
         ctx.project_id(),
         &name,
         &desc,
-        st.cfg.quota_security_groups,
+        crate::quotas::limit(&st, ctx.project_id(), "security_groups")?,
     )?;
     Ok(Json(json!({ "security_group": group_view(&g) })))
 }
@@ -1022,9 +1028,11 @@ async fn create_rule(
         r.cidr.as_deref(),
         group_id,
     )?;
-    let created =
-        st.store
-            .add_security_group_rule(parent.id, &rule, st.cfg.quota_security_group_rules)?;
+    let created = st.store.add_security_group_rule(
+        parent.id,
+        &rule,
+        crate::quotas::limit(&st, &parent.project_id, "security_group_rules")?,
+    )?;
     Ok(Json(json!({ "security_group_rule": rule_view(&created) })))
 }
 
@@ -1288,7 +1296,7 @@ async fn list_services(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<J
         .map(|(i, s)| {
             json!({"id": i + 1, "binary": if s.network_host { "nova-network" } else { "nova-compute" },
                    "host": s.host, "zone": "nova", "status": "enabled",
-                   "state": if now - s.last_seen < SERVICE_DOWN_AFTER { "up" } else { "down" },
+                   "state": if now - s.last_seen < st.cfg.service_down_time as i64 { "up" } else { "down" },
                    "updated_at": iso8601(s.last_seen), "disabled_reason": null})
         })
         .collect();
@@ -1339,12 +1347,9 @@ async fn show_image(_ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>>
         .ok_or_else(|| ApiError::not_found(format!("Image {id} could not be found.")))
 }
 
-async fn limits(State(st): State<Arc<AppState>>, _ctx: Ctx) -> Json<Value> {
-    Json(json!({"limits": {"rate": [], "absolute": {
-        "maxTotalFloatingIps": st.cfg.quota_floating_ips,
-        "maxSecurityGroups": st.cfg.quota_security_groups,
-        "maxSecurityGroupRules": st.cfg.quota_security_group_rules,
-    }}}))
+async fn limits(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    let absolute = crate::quotas::absolute(&st, ctx.project_id())?;
+    Ok(Json(json!({"limits": {"rate": [], "absolute": absolute}})))
 }
 
 // ---- servers -------------------------------------------------------------------------------
@@ -1358,7 +1363,19 @@ fn find_server(st: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Instance> {
     Ok(i)
 }
 
-fn server_view(st: &AppState, i: &Instance) -> ApiResult<Value> {
+/// Nova's `host_status` (2.16): UP while the host's agent reports within
+/// `service_down_time`, DOWN after, UNKNOWN for a host never heard from, "" for none.
+fn host_status(st: &AppState, host: Option<&str>) -> ApiResult<&'static str> {
+    let Some(h) = host else { return Ok("") };
+    let now = unix_now();
+    Ok(match st.store.services()?.iter().find(|s| s.host == h) {
+        Some(s) if now - s.last_seen < st.cfg.service_down_time as i64 => "UP",
+        Some(_) => "DOWN",
+        None => "UNKNOWN",
+    })
+}
+
+fn server_view(st: &AppState, i: &Instance, v: Microversion, ctx: &Ctx) -> ApiResult<Value> {
     let mut addresses: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for a in st.store.instance_addresses(&i.uuid)? {
         let e = addresses.entry(a.network_label.clone()).or_default();
@@ -1374,7 +1391,7 @@ fn server_view(st: &AppState, i: &Instance) -> ApiResult<Value> {
         .map(|g| json!({"name": g.name}))
         .collect();
     let created = iso8601(i.created_at);
-    Ok(json!({
+    let mut view = json!({
         "id": i.uuid, "name": i.spec.name, "status": "ACTIVE",
         "tenant_id": i.spec.project_id, "user_id": i.spec.user_id,
         "image": {"id": i.spec.image_id.clone().unwrap_or_default(), "links": []},
@@ -1385,7 +1402,12 @@ fn server_view(st: &AppState, i: &Instance) -> ApiResult<Value> {
         "OS-EXT-AZ:availability_zone": i.spec.availability_zone.clone().unwrap_or_else(|| "nova".into()),
         "created": created, "updated": created, "hostId": "", "accessIPv4": "", "accessIPv6": "",
         "OS-DCF:diskConfig": "MANUAL", "progress": 0, "links": [],
-    }))
+    });
+    // Nova's default policy shows the host's status to admins only.
+    if v.at_least(16) && ctx.is_admin() {
+        view["host_status"] = json!(host_status(st, i.spec.host.as_deref())?);
+    }
+    Ok(view)
 }
 
 #[derive(Deserialize)]
@@ -1423,11 +1445,12 @@ async fn list_servers(
 async fn list_servers_detail(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
+    v: Microversion,
     Query(q): Query<ServerQuery>,
 ) -> ApiResult<Json<Value>> {
     let servers = listed(&st, &ctx, &q)?
         .iter()
-        .map(|i| server_view(&st, i))
+        .map(|i| server_view(&st, i, v, &ctx))
         .collect::<ApiResult<Vec<Value>>>()?;
     Ok(Json(json!({ "servers": servers })))
 }
@@ -1435,10 +1458,11 @@ async fn list_servers_detail(
 async fn show_server(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
+    v: Microversion,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let i = find_server(&st, &ctx, &id)?;
-    Ok(Json(json!({ "server": server_view(&st, &i)? })))
+    Ok(Json(json!({ "server": server_view(&st, &i, v, &ctx)? })))
 }
 
 #[derive(Deserialize)]
@@ -1650,6 +1674,21 @@ async fn create_server(
         flavor_id: Some(flavor_id),
         image_id: s.image_ref.clone(),
         networks: requested_networks(&s.networks)?,
+    };
+    // The instances quota, as nova checked it: as many as fit between min and max.
+    let quota = crate::quotas::limit(&st, ctx.project_id(), "instances")?;
+    let max_count = if quota >= 0 {
+        let used = st.store.instances(Some(ctx.project_id()))?.len() as i64;
+        let room = (quota - used).max(0) as u32;
+        if room < min_count {
+            return Err(Error::OverLimit(format!(
+                "Quota exceeded for instances: requested {min_count}, but already used {used} of {quota} instances"
+            ))
+            .into());
+        }
+        max_count.min(room)
+    } else {
+        max_count
     };
     let mut created: Vec<Instance> = Vec::new();
     for idx in 0..max_count {

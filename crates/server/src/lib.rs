@@ -25,6 +25,8 @@ pub mod identity;
 pub mod keystone;
 pub mod metadata;
 pub mod openapi;
+pub mod quotas;
+pub mod version;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -117,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { error::ApiError::not_found("The resource could not be found.") })
         .layer(axum::middleware::from_fn(json_faults))
+        .layer(axum::middleware::from_fn(version::headers))
         .with_state(state)
 }
 

@@ -1576,6 +1576,159 @@ fn route_match(template: &str, path: &str) -> Option<usize> {
     Some(params)
 }
 
+/// os-quota-sets as nova had it, the limits it feeds, microversion headers and host_status.
+async fn routes_quotas_and_versions(h: &Harness, server: &str) {
+    let demo = h.state.store.project("demo").unwrap().id;
+    let q = format!("/v2.1/os-quota-sets/{demo}");
+    let v = h.expect(200, "GET", &q, h.demo(), None).await;
+    assert_eq!(v["quota_set"]["id"], demo.as_str());
+    assert_eq!(v["quota_set"]["floating_ips"], 10);
+    assert_eq!(v["quota_set"]["networks"], 3);
+    let v = h
+        .expect(200, "GET", &format!("{q}/defaults"), h.demo(), None)
+        .await;
+    assert_eq!(v["quota_set"]["security_groups"], 10);
+    let v = h
+        .expect(200, "GET", &format!("{q}/detail"), h.demo(), None)
+        .await;
+    assert!(v["quota_set"]["instances"]["in_use"].is_i64(), "{v}");
+    // Only admins set quotas; a bad value changes nothing.
+    let body = json!({"quota_set": {"floating_ips": 1, "instances": 50}});
+    h.expect(403, "PUT", &q, h.demo(), Some(body.clone())).await;
+    let bad = json!({"quota_set": {"floating_ips": 2, "instances": -7}});
+    h.expect(400, "PUT", &q, h.admin(), Some(bad)).await;
+    let v = h.expect(200, "GET", &q, h.demo(), None).await;
+    assert_eq!(v["quota_set"]["floating_ips"], 10);
+    let v = h.expect(200, "PUT", &q, h.admin(), Some(body)).await;
+    assert_eq!(v["quota_set"]["floating_ips"], 1);
+    let v = h.expect(200, "GET", "/v2.1/limits", h.demo(), None).await;
+    let abs = &v["limits"]["absolute"];
+    assert_eq!(abs["maxTotalFloatingIps"], 1);
+    assert_eq!(abs["maxTotalInstances"], 50);
+    assert!(abs["totalInstancesUsed"].is_i64(), "{v}");
+    // The quota holds: the project has its floating IP already.
+    let used = h.state.store.floating_ips(Some(&demo)).unwrap().len();
+    let (s, _, _) = h
+        .req(
+            "POST",
+            "/v2.1/os-floating-ips",
+            h.demo(),
+            Some(json!({"pool": "nova"})),
+        )
+        .await;
+    if used >= 1 {
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    h.expect(202, "DELETE", &q, h.admin(), None).await;
+    let v = h.expect(200, "GET", &q, h.demo(), None).await;
+    assert_eq!(v["quota_set"]["floating_ips"], 10);
+
+    // Microversions: echoed on every compute response, checked, and honoured.
+    let (s, hd, _) = h.send("GET", "/v2.1/servers", h.demo(), &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(hd["x-openstack-nova-api-version"], "2.1");
+    assert_eq!(hd["openstack-api-version"], "compute 2.1");
+    assert!(hd["vary"]
+        .to_str()
+        .unwrap()
+        .contains("OpenStack-API-Version"));
+    let id = hd["x-openstack-request-id"].to_str().unwrap();
+    assert!(id.starts_with("req-") && id.len() == 40, "{id}");
+    assert_eq!(hd["x-compute-request-id"], id);
+    let v216 = [("openstack-api-version", "compute 2.16")];
+    let (_, hd, v) = h
+        .send(
+            "GET",
+            &format!("/v2.1/servers/{server}"),
+            h.admin(),
+            &v216,
+            None,
+        )
+        .await;
+    assert_eq!(hd["x-openstack-nova-api-version"], "2.16");
+    // Its host's agent never reported: UNKNOWN; stale: DOWN; fresh: UP.
+    let host = v["server"]["OS-EXT-SRV-ATTR:host"]
+        .as_str()
+        .map(str::to_string);
+    let status = v["server"]["host_status"].as_str().unwrap().to_string();
+    if let Some(host) = host {
+        let report = novanet_store::ServiceReport {
+            host: host.clone(),
+            ..Default::default()
+        };
+        h.state.store.report_service(&report, 1).unwrap();
+        let (_, _, v) = h
+            .send(
+                "GET",
+                &format!("/v2.1/servers/{server}"),
+                h.admin(),
+                &v216,
+                None,
+            )
+            .await;
+        assert_eq!(v["server"]["host_status"], "DOWN", "was {status}");
+        let svc = h
+            .expect(200, "GET", "/v2.1/os-services", h.admin(), None)
+            .await;
+        assert!(
+            svc["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["host"] == host.as_str() && s["state"] == "down"),
+            "{svc}"
+        );
+        h.state
+            .store
+            .report_service(&report, novanet_server::unix_now())
+            .unwrap();
+        let (_, _, v) = h
+            .send(
+                "GET",
+                &format!("/v2.1/servers/{server}"),
+                h.admin(),
+                &v216,
+                None,
+            )
+            .await;
+        assert_eq!(v["server"]["host_status"], "UP");
+    }
+    // Not at 2.15, and not for members.
+    let (_, _, v) = h
+        .send(
+            "GET",
+            &format!("/v2.1/servers/{server}"),
+            h.admin(),
+            &[("x-openstack-nova-api-version", "2.15")],
+            None,
+        )
+        .await;
+    assert!(v["server"].get("host_status").is_none());
+    let (_, _, v) = h
+        .send(
+            "GET",
+            &format!("/v2.1/servers/{server}"),
+            h.demo(),
+            &v216,
+            None,
+        )
+        .await;
+    assert!(v["server"].get("host_status").is_none());
+    for (bad, code) in [("2.36", 406), ("3.0", 400), ("garbage", 400)] {
+        let (s, hd, v) = h
+            .send(
+                "GET",
+                "/v2.1/servers",
+                h.demo(),
+                &[("x-openstack-nova-api-version", bad)],
+                None,
+            )
+            .await;
+        assert_eq!(s.as_u16(), code, "{bad}: {v}");
+        assert!(hd.contains_key("x-openstack-request-id"));
+    }
+}
+
 #[tokio::test]
 async fn every_openapi_route_succeeds() {
     let h = Harness::new("routes").await;
@@ -1590,6 +1743,7 @@ async fn every_openapi_route_succeeds() {
     let server = routes_servers(&h).await;
     routes_server_actions(&h, &server).await;
     routes_security_groups(&h).await;
+    routes_quotas_and_versions(&h, &server).await;
     routes_delete_server(&h, &server).await;
     routes_openapi(&h).await;
 

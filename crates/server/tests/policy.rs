@@ -54,7 +54,11 @@ fn policy(method: &str, path: &str) -> Policy {
         | ("delete", "/v2.1/os-networks/{id}")
         | ("post", "/v2.1/os-networks/{id}/action") => Admin,
         ("get", "/v2.1/os-keypairs/{name}") | ("delete", "/v2.1/os-keypairs/{name}") => UserOwned,
-        ("get", "/v2.1/flavors/{id}") | ("get", "/image/v2/images/{id}") => AnyToken,
+        ("get", "/v2.1/flavors/{id}")
+        | ("get", "/image/v2/images/{id}")
+        | ("get", "/v2.1/os-quota-sets/{tenant_id}/defaults") => AnyToken,
+        ("put", "/v2.1/os-quota-sets/{tenant_id}")
+        | ("delete", "/v2.1/os-quota-sets/{tenant_id}") => Admin,
         ("get", p) if p.contains('{') => OwnedRead,
         ("get", _) => AnyToken,
         ("post", "/v2.1/os-tenant-networks")
@@ -116,6 +120,7 @@ struct Fixtures {
     provider_rule: Value,
     reader: String,
     expired: String,
+    project: String,
 }
 
 async fn fixtures(h: &Harness) -> Fixtures {
@@ -251,6 +256,7 @@ async fn fixtures(h: &Harness) -> Fixtures {
         provider_rule,
         reader,
         expired,
+        project: demo.id,
     }
 }
 
@@ -281,6 +287,7 @@ fn concrete(path: &str, f: &Fixtures) -> String {
         .replace("{name}", "demokey")
         .replace("{host}", "compute-1")
         .replace("{uuid}", &f.vif)
+        .replace("{tenant_id}", &f.project)
 }
 
 /// A valid body for each route that takes one, so that policy, not validation, decides.
@@ -321,6 +328,7 @@ fn body(method: &str, path: &str, f: &Fixtures) -> Option<Value> {
             json!({"action": "old", "address": f.address, "mac": f.mac})
         }
         ("post", "/novanet/v1/vifs/{uuid}/plug") => json!({"device": "vnet9"}),
+        ("put", "/v2.1/os-quota-sets/{tenant_id}") => json!({"quota_set": {"instances": 20}}),
         (_, _) => return None,
     })
 }

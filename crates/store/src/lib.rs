@@ -261,4 +261,11 @@ pub trait Store: Send + Sync {
     fn delete_keypair(&self, user_id: &str, name: &str) -> Result<()>;
     fn report_service(&self, report: &ServiceReport, now: i64) -> Result<()>;
     fn services(&self) -> Result<Vec<Service>>;
+
+    // Quotas
+    /// The project's overrides (resource -> limit); defaults come from the configuration.
+    fn quota_overrides(&self, project_id: &str) -> Result<Vec<(String, i64)>>;
+    fn set_quota(&self, project_id: &str, resource: &str, limit: i64) -> Result<()>;
+    /// Back to the defaults.
+    fn delete_quotas(&self, project_id: &str) -> Result<()>;
 }

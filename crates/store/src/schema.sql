@@ -137,6 +137,13 @@ CREATE TABLE IF NOT EXISTS keypairs (
     fingerprint TEXT NOT NULL,
     PRIMARY KEY (user_id, name)
 );
+-- Per-project quota overrides (os-quota-sets); absent rows take the configured defaults.
+CREATE TABLE IF NOT EXISTS quotas (
+    project_id TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    hard_limit INTEGER NOT NULL,
+    PRIMARY KEY (project_id, resource)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS services (
     host TEXT PRIMARY KEY,
     network_host INTEGER NOT NULL,
