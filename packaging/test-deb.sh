@@ -18,7 +18,7 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
-cd "$top"
+cd "$top" || exit 2
 bin=${NOVANET_BIN:-target/release/novanet}
 export NOVANET_BIN="$bin"
 
@@ -353,14 +353,22 @@ EOF
         exec chroot "$o/root" sh /novanet-inside.sh </dev/null
     ' sh "$ovl"
 }
-if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null 2>&1 && command -v chroot >/dev/null 2>&1 &&
+# The overlay shows the root file system alone: /usr, /var or /etc mounted apart would be
+# empty in it.
+split=
+for d in /usr /var /etc /lib /bin; do
+    if [ ! -L "$d" ] && mountpoint -q "$d" 2>/dev/null; then split="$split $d"; fi
+done
+if [ -n "$split" ]; then
+    skip "installation in an overlay root:$split mounted apart from / (extracted contents checked above)"
+elif [ "$(id -u)" = 0 ] && command -v unshare >/dev/null 2>&1 && command -v chroot >/dev/null 2>&1 &&
     unshare --mount --propagation private sh -c "mkdir -p '$tmp/probe/u' '$tmp/probe/w' '$tmp/probe/m' &&
         mount -t overlay overlay -o 'lowerdir=/,upperdir=$tmp/probe/u,workdir=$tmp/probe/w' '$tmp/probe/m'" 2>/dev/null; then
     install_test >"$tmp/install.out" 2>&1
     cat "$tmp/install.out"
     n=$(grep -c '^FAIL' "$tmp/install.out")
     if [ "$n" != 0 ] || ! grep -q '^ok   dpkg -P purges it' "$tmp/install.out"; then
-        failures=$((failures + ${n:-1} + 1))
+        failures=$((failures + ${n:-0}))
         fail "installation in an overlay root"
     fi
 else

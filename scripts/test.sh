@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: formatting, lints, unit, store, API, novaclient, the API fuzz and the
+# Sets up and runs every test: formatting, lints, unit, store, API, novaclient, the API fuzz, the package and the
 # end-to-end lab tests (these need root; as non-root they skip with a message).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,4 +11,7 @@ cargo test --workspace -q -- --test-threads=1
 scripts/novaclient-test.sh
 # Schema-driven fuzz of the API (schemathesis, a bounded number of cases per route): no 5xx.
 scripts/fuzz-test.sh
+# The Debian package: contents, dependencies, units (systemd-analyze verify), man page, and
+# an install/remove in a throw-away overlay of /.
+NOVANET_BIN=target/debug/novanet packaging/test-deb.sh
 echo "all tests passed"
