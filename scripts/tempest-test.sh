@@ -34,6 +34,7 @@ fi
 
 work=$(mktemp -d /tmp/novanet-tempest.XXXXXX)
 server=
+# shellcheck disable=SC2317  # (called by the EXIT trap)
 cleanup() {
   if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
   rm -rf "$work"
@@ -111,7 +112,9 @@ if [ "$creds_mode" = auto ]; then
   fi
 fi
 
-HOME="$work" "$venv/bin/tempest" init --workspace-path "$work/workspace.yaml" "$ws" >/dev/null 2>&1
+# HOME: tempest keeps its workspace registry and a config dir under ~/.tempest.
+HOME="$work" "$venv/bin/tempest" init --workspace-path "$work/workspace.yaml" "$ws" >"$work/init.log" 2>&1 ||
+  { cat "$work/init.log" >&2; exit 1; }
 accounts="$ws/etc/accounts.yaml"
 if [ "$creds_mode" = preprovisioned ]; then
   # Each worker holds at most primary, alt, project_reader and admin at once. Members are also
@@ -240,7 +243,7 @@ run_validation = False
 CONF
 
 status=0
-(cd "$ws" && HOME="$work" OS_TEST_TIMEOUT=300 timeout "$run_timeout" "$venv/bin/tempest" run \
+(cd "$ws" && HOME="$work" OS_TEST_TIMEOUT=300 timeout --kill-after=30 "$run_timeout" "$venv/bin/tempest" run \
   --regex "$regex" --exclude-list "$skip_list" --concurrency "$concurrency") >"$work/run.log" 2>&1 || status=$?
 
 if [ -n "${TEMPEST_LOG_DIR:-}" ]; then
