@@ -22,6 +22,7 @@ pub mod compute;
 pub mod error;
 pub mod hostapi;
 pub mod identity;
+pub mod identity_admin;
 pub mod keystone;
 pub mod metadata;
 pub mod openapi;
@@ -113,6 +114,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(root))
         .merge(identity::routes())
+        .merge(identity_admin::routes())
         .merge(compute::image_routes())
         .nest("/v2.1", compute::routes())
         .merge(hostapi::routes())

@@ -49,6 +49,13 @@ fn policy(method: &str, path: &str) -> Policy {
     match (method, path) {
         ("get", "/identity/v3") | ("get", "/v2.1") | ("post", "/identity/v3/auth/tokens") => Public,
         (_, "/identity/v3/auth/tokens") => Subject,
+        ("get", "/identity/v3/domains")
+        | ("get", "/identity/v3/domains/{id}")
+        | ("get", "/identity/v3/roles")
+        | ("get", "/identity/v3/roles/{id}") => AnyToken,
+        ("get", "/identity/v3/projects/{id}") => OwnedRead,
+        ("get", "/identity/v3/users/{id}") | ("get", "/identity/v3/users/{id}/projects") => Subject,
+        (_, p) if p.starts_with("/identity/v3/") => Admin,
         ("post", "/v2.1/os-networks")
         | ("post", "/v2.1/os-networks/add")
         | ("delete", "/v2.1/os-networks/{id}")
@@ -121,6 +128,7 @@ struct Fixtures {
     reader: String,
     expired: String,
     project: String,
+    user: String,
 }
 
 async fn fixtures(h: &Harness) -> Fixtures {
@@ -257,12 +265,21 @@ async fn fixtures(h: &Harness) -> Fixtures {
         reader,
         expired,
         project: demo.id,
+        user: store.user("demo").unwrap().id,
     }
 }
 
 fn concrete(path: &str, f: &Fixtures) -> String {
     let id = |p: &str| -> String {
-        if p.starts_with("/v2.1/os-networks") || p.starts_with("/v2.1/os-tenant-networks") {
+        if p.starts_with("/identity/v3/projects") {
+            f.project.clone()
+        } else if p.starts_with("/identity/v3/users") {
+            f.user.clone()
+        } else if p.starts_with("/identity/v3/domains") {
+            "default".into()
+        } else if p.starts_with("/identity/v3/roles") {
+            "member".into()
+        } else if p.starts_with("/v2.1/os-networks") || p.starts_with("/v2.1/os-tenant-networks") {
             f.network.clone()
         } else if p.starts_with("/v2.1/os-floating-ips/") {
             f.floating.clone()
@@ -288,6 +305,9 @@ fn concrete(path: &str, f: &Fixtures) -> String {
         .replace("{host}", "compute-1")
         .replace("{uuid}", &f.vif)
         .replace("{tenant_id}", &f.project)
+        .replace("{project}", &f.project)
+        .replace("{user}", &f.user)
+        .replace("{role}", "member")
 }
 
 /// A valid body for each route that takes one, so that policy, not validation, decides.
@@ -329,6 +349,13 @@ fn body(method: &str, path: &str, f: &Fixtures) -> Option<Value> {
         }
         ("post", "/novanet/v1/vifs/{uuid}/plug") => json!({"device": "vnet9"}),
         ("put", "/v2.1/os-quota-sets/{tenant_id}") => json!({"quota_set": {"instances": 20}}),
+        ("post", "/identity/v3/projects") => {
+            json!({"project": {"name": "p2", "domain_id": "default"}})
+        }
+        ("patch", "/identity/v3/projects/{id}") => json!({"project": {"name": "demo2"}}),
+        ("post", "/identity/v3/users") => json!({"user": {"name": "u2", "password": "pw"}}),
+        ("patch", "/identity/v3/users/{id}") => json!({"user": {"name": "demo-renamed"}}),
+        ("post", "/identity/v3/roles") => json!({"role": {"name": "member"}}),
         (_, _) => return None,
     })
 }
@@ -350,6 +377,9 @@ fn state_of(h: &Harness, f: &Fixtures) -> Value {
         "provider_rules": format!("{:?}", s.provider_rules().unwrap()),
         "keypairs": format!("{:?}", users.iter().map(|u| s.keypairs(u).unwrap()).collect::<Vec<_>>()),
         "services": format!("{:?}", s.services().unwrap().iter().map(|x| (&x.host, x.network_host)).collect::<Vec<_>>()),
+        "projects": format!("{:?}", s.projects().unwrap()),
+        "users": format!("{:?}", s.users().unwrap()),
+        "roles": format!("{:?}", s.role_assignments(None, None).unwrap()),
         "owner_token": s.token(h.demo.as_str(), novanet_server::unix_now()).is_ok(),
         "reader_token": s.token(f.reader.as_str(), novanet_server::unix_now()).is_ok(),
     })

@@ -240,6 +240,22 @@ pub trait Store: Send + Sync {
     fn create_user(&self, name: &str, password: &str) -> Result<User>;
     fn user(&self, name: &str) -> Result<User>;
     fn assign_role(&self, user_id: &str, project_id: &str, role: &str) -> Result<()>;
+    fn users(&self) -> Result<Vec<User>>;
+    /// Renames a project.
+    fn rename_project(&self, id: &str, name: &str) -> Result<Project>;
+    /// Deletes a project, its role assignments and its tokens (what it owns in compute
+    /// stays until `project scrub`, as Keystone never told Nova).
+    fn delete_project(&self, id: &str) -> Result<()>;
+    /// Changes a user's name and/or password; a new password ends the user's tokens.
+    fn update_user(&self, id: &str, name: Option<&str>, password: Option<&str>) -> Result<User>;
+    /// Deletes a user with its role assignments, tokens and key pairs.
+    fn delete_user(&self, id: &str) -> Result<()>;
+    /// (user id, project id, role) for every assignment matching the filters.
+    fn role_assignments(
+        &self,
+        user_id: Option<&str>,
+        project_id: Option<&str>,
+    ) -> Result<Vec<(String, String, String)>>;
     /// Takes a role away; live tokens lose it at once (roles are read at every check).
     fn remove_role(&self, user_id: &str, project_id: &str, role: &str) -> Result<()>;
     /// Checks a password and issues a token for the project, or says which part failed.

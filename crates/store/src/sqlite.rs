@@ -1861,6 +1861,153 @@ impl Store for SqliteStore {
         })
     }
 
+    fn users(&self) -> Result<Vec<User>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id, name FROM users ORDER BY name")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+
+    fn rename_project(&self, id: &str, name: &str) -> Result<Project> {
+        if name.trim().is_empty() {
+            return Err(Error::invalid("name", "a project needs a name"));
+        }
+        novanet_core::valid::check_name("name", name)?;
+        self.write_raw(|tx| {
+            let n = tx
+                .execute("UPDATE projects SET name = ?1 WHERE id = ?2", [name, id])
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        Error::conflict(format!("project {name} already exists"))
+                    } else {
+                        db(e)
+                    }
+                })?;
+            if n == 0 {
+                return Err(Error::not_found(format!("project {id} not found")));
+            }
+            find_project(tx, id)
+        })
+    }
+
+    fn delete_project(&self, id: &str) -> Result<()> {
+        self.write_raw(|tx| {
+            let n = tx
+                .execute("DELETE FROM projects WHERE id = ?1", [id])
+                .map_err(db)?;
+            if n == 0 {
+                return Err(Error::not_found(format!("project {id} not found")));
+            }
+            exec(
+                tx,
+                "DELETE FROM role_assignments WHERE project_id = ?1",
+                [id],
+            )
+            .map_err(db)?;
+            exec(tx, "DELETE FROM tokens WHERE project_id = ?1", [id]).map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn update_user(&self, id: &str, name: Option<&str>, password: Option<&str>) -> Result<User> {
+        if let Some(n) = name {
+            if n.trim().is_empty() {
+                return Err(Error::invalid("name", "a user needs a name"));
+            }
+            novanet_core::valid::check_name("name", n)?;
+        }
+        if password.is_some_and(str::is_empty) {
+            return Err(Error::invalid("password", "must not be empty"));
+        }
+        let hash = password.map(hash_password).transpose()?;
+        self.write_raw(|tx| {
+            let exists: Option<String> = tx
+                .query_row("SELECT id FROM users WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            if exists.is_none() {
+                return Err(Error::not_found(format!("user {id} not found")));
+            }
+            if let Some(n) = name {
+                tx.execute("UPDATE users SET name = ?1 WHERE id = ?2", [n, id])
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            Error::conflict(format!("user {n} already exists"))
+                        } else {
+                            db(e)
+                        }
+                    })?;
+            }
+            if let Some(h) = &hash {
+                exec(
+                    tx,
+                    "UPDATE users SET password_hash = ?1, salt = '' WHERE id = ?2",
+                    [h.as_str(), id],
+                )
+                .map_err(db)?;
+                exec(tx, "DELETE FROM tokens WHERE user_id = ?1", [id]).map_err(db)?;
+            }
+            tx.query_row("SELECT id, name FROM users WHERE id = ?1", [id], |r| {
+                Ok(User {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })
+            .map_err(db)
+        })
+    }
+
+    fn delete_user(&self, id: &str) -> Result<()> {
+        self.write_raw(|tx| {
+            let n = tx
+                .execute("DELETE FROM users WHERE id = ?1", [id])
+                .map_err(db)?;
+            if n == 0 {
+                return Err(Error::not_found(format!("user {id} not found")));
+            }
+            for t in ["role_assignments", "tokens", "keypairs"] {
+                exec(tx, &format!("DELETE FROM {t} WHERE user_id = ?1"), [id]).map_err(db)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn role_assignments(
+        &self,
+        user_id: Option<&str>,
+        project_id: Option<&str>,
+    ) -> Result<Vec<(String, String, String)>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT user_id, project_id, role FROM role_assignments \
+                     WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR project_id = ?2) \
+                     ORDER BY user_id, project_id, role",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![user_id, project_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+
     fn remove_role(&self, user_id: &str, project_id: &str, role: &str) -> Result<()> {
         self.write_raw(|tx| {
             let n = tx

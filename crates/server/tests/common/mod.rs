@@ -183,12 +183,16 @@ impl Harness {
     }
 
     pub async fn token(&self, user: &str, project: &str) -> String {
+        self.token_with(user, "pw", project).await
+    }
+
+    pub async fn token_with(&self, user: &str, password: &str, project: &str) -> String {
         let (s, h, v) = self
             .req(
                 "POST",
                 "/identity/v3/auth/tokens",
                 None,
-                Some(password_body(user, "pw", project)),
+                Some(password_body(user, password, project)),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
