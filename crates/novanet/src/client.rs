@@ -222,10 +222,10 @@ pub enum ClientCmd {
     /// Disassociate host and/or project from the given network (admin)
     NetworkDisassociate {
         /// 1: disassociate only the host
-        #[arg(long = "host-only", value_name = "0|1", default_value = "0", num_args = 0..=1, default_missing_value = "1")]
+        #[arg(long = "host-only", value_name = "0|1", default_value = "0", value_parser = ["0", "1"])]
         host_only: String,
         /// 1: disassociate only the project
-        #[arg(long = "project-only", value_name = "0|1", default_value = "0", num_args = 0..=1, default_missing_value = "1")]
+        #[arg(long = "project-only", value_name = "0|1", default_value = "0", value_parser = ["0", "1"])]
         project_only: String,
         /// UUID, label or CIDR of the network
         network: String,

@@ -472,4 +472,177 @@ mod tests {
         let e = parse("secgroup-add-rule default tcp twenty-two 22 0.0.0.0/0").unwrap_err();
         assert!(e.to_string().contains("FROM_PORT"), "{e}");
     }
+
+    /// Every visible command says what it does, and every visible argument too; no two
+    /// commands side by side say the same (one showing another's text).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("`{path}` argument {}: no help", a.get_id()));
+                }
+                let names = a.get_value_names().unwrap_or_default();
+                if names.iter().any(|n| n.ends_with("_POS")) {
+                    missing.push(format!("`{path}` argument {}: named {names:?}", a.get_id()));
+                }
+            }
+            let mut abouts = std::collections::HashMap::new();
+            for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+                let p = format!("{path} {}", sub.get_name());
+                match sub.get_about() {
+                    None => missing.push(format!("`{p}`: no about")),
+                    Some(about) => {
+                        if let Some(other) = abouts.insert(about.to_string(), sub.get_name()) {
+                            missing.push(format!("`{p}` shows the text of `{path} {other}`"));
+                        }
+                    }
+                }
+                walk(sub, &p, missing);
+            }
+        }
+        let mut cmd = cli_command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "novanet", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    fn has_os_options(cmd: &clap::Command) -> bool {
+        cmd.get_arguments()
+            .any(|a| a.get_id().as_str().starts_with("os_") || a.get_id() == "output_json")
+    }
+
+    /// The `--os-*` options are the client's: `server`, `manage`, `lab` and `bench` neither
+    /// take nor show them; the client commands show them under their own heading.
+    #[test]
+    fn global_options_only_where_they_belong() {
+        let mut cmd = cli_command();
+        cmd.build();
+        fn none_below(cmd: &clap::Command, path: &str) {
+            assert!(!has_os_options(cmd), "`{path}` takes the --os-* options");
+            for sub in cmd.get_subcommands() {
+                none_below(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        for name in ["server", "manage", "lab", "bench", "completions"] {
+            none_below(cmd.find_subcommand(name).unwrap(), name);
+        }
+        for name in [
+            "agent",
+            "network-create",
+            "list",
+            "quota-update",
+            "service-list",
+        ] {
+            let sub = cmd.find_subcommand(name).unwrap();
+            assert!(has_os_options(sub), "`{name}` lacks the --os-* options");
+        }
+        let heading = |c: &clap::Command| {
+            c.get_arguments()
+                .find(|a| a.get_id() == "os_auth_url")
+                .and_then(|a| a.get_help_heading())
+                .map(str::to_string)
+        };
+        assert_eq!(heading(&cmd).as_deref(), Some("Global options"));
+        let list = cmd.find_subcommand("list").unwrap();
+        assert_eq!(heading(list).as_deref(), Some("Global options"));
+        assert!(parse("manage --os-username x network list").is_err());
+        assert!(parse("server --os-password x").is_err());
+    }
+
+    #[test]
+    fn os_options_go_before_or_after_the_command() {
+        let c = parse("--os-username demo --os-project-name demo list").unwrap();
+        assert_eq!(
+            (c.auth.username.as_str(), c.auth.project.as_str()),
+            ("demo", "demo")
+        );
+        let c = parse("list --os-username demo --json").unwrap();
+        assert_eq!(c.auth.username, "demo");
+        assert!(c.output.json);
+        // After the command wins, as the nearer word.
+        let c = parse("--os-username a list --os-username b").unwrap();
+        assert_eq!(c.auth.username, "b");
+        let c = parse("--os-auth-url http://h:1/identity/v3 agent --host h --server http://h:1")
+            .unwrap();
+        assert_eq!(c.auth.auth_url, "http://h:1/identity/v3");
+    }
+
+    /// manage's `--project` is its own: without it, nothing is scrubbed or modified in the
+    /// name of the client's project (`--os-project-name`, default admin).
+    #[test]
+    fn manage_project_is_not_the_client_project() {
+        let c = parse("--os-project-name admin manage project scrub").unwrap();
+        let Command::Manage(m) = c.command else {
+            panic!("not manage")
+        };
+        match m.command {
+            manage::ManageCommand::Project(manage::ProjectCmd::Scrub {
+                project,
+                project_pos,
+            }) => assert_eq!((project, project_pos), (None, None)),
+            other => panic!("{other:?}"),
+        }
+        let c = parse("manage network modify --fixed_range 10.0.0.0/24 --host compute-1").unwrap();
+        let Command::Manage(m) = c.command else {
+            panic!("not manage")
+        };
+        match m.command {
+            manage::ManageCommand::Network(manage::NetworkCmd::Modify { project, .. }) => {
+                assert_eq!(project, None)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn completions_know_the_commands() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cli_command(), "novanet", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for word in [
+                "network-create",
+                "secgroup-delete-group-rule",
+                "os-auth-url",
+            ] {
+                assert!(script.contains(word), "{shell}: no {word}");
+            }
+        }
+        assert!(parse("completions bash").is_ok());
+        assert!(parse("completions tcsh").is_err());
+    }
+
+    #[test]
+    fn the_new_commands_parse() {
+        let lines = [
+            "service-list",
+            "service-list --host compute-1 --binary nova-network",
+            "quota-show",
+            "quota-show --tenant demo",
+            "quota-defaults",
+            "quota-update 4b1c --floating-ips 10 --fixed-ips 100 --security-groups 5",
+            "tenant-network-list",
+            "tenant-network-create mynet 172.16.0.0/24",
+            "tenant-network-show mynet",
+            "tenant-network-delete mynet",
+            "secgroup-update web web2 servers",
+            "list-secgroup cirros",
+            "secgroup-delete-group-rule default web tcp 80 80",
+            "secgroup-delete-group-rule default web icmp -1 -1",
+            "network-disassociate --host-only 1 vmnet",
+            "manage --create project create demo",
+        ];
+        all_parse(&lines);
+        // Each of a rule's numbers is named when it is wrong.
+        let e = parse("secgroup-add-rule default tcp 22 twenty-two 0.0.0.0/0").unwrap_err();
+        assert!(e.to_string().contains("TO_PORT"), "{e}");
+        let e = parse("quota-update demo --floating-ips many").unwrap_err();
+        assert!(e.to_string().contains("--floating-ips"), "{e}");
+    }
 }

@@ -154,7 +154,7 @@ struct Failure {
     code: u16,
     key: Option<String>,
     message: String,
-    /// The server said nothing (no fault body): for a 404, no such route.
+    /// The server named nothing: for a 404, no such route.
     bare: bool,
 }
 
@@ -173,8 +173,9 @@ fn read_failure(method: &str, url: &str, code: u16, resp: ureq::Response) -> Fai
     let status = resp.status_text().to_string();
     let text = resp.into_string().unwrap_or_default();
     let (key, mut message) = fault(&text);
-    let bare = message.is_empty();
-    if bare {
+    // No fault body, or nova's (and our server's) answer to a path it has no route for.
+    let bare = message.is_empty() || message == "The resource could not be found.";
+    if message.is_empty() {
         message = format!("{method} {url} answered {code} {status}");
     }
     Failure {
@@ -243,11 +244,15 @@ impl Session {
                 return Err(err(format!("{}\n{hint}", f.line())));
             }
             Err(ureq::Error::Transport(t)) => {
+                let kind = match t.kind() {
+                    ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => "CommandError",
+                    _ => "ConnectionRefused",
+                };
                 return Err(err(format!(
-                    "ERROR (ConnectionRefused): cannot reach the identity service at {url}: {}\n{}",
+                    "ERROR ({kind}): cannot reach the identity service at {url}: {}\n{}",
                     transport_reason(&t),
                     auth_url_hint(a)
-                )))
+                )));
             }
         };
         let not_identity = |why: &str| {
@@ -356,12 +361,14 @@ impl Session {
     fn explain(&self, method: &str, url: &str, e: ureq::Error) -> ClientError {
         let f = match e {
             ureq::Error::Status(code, resp) => read_failure(method, url, code, resp),
-            ureq::Error::Transport(t) => return err(format!(
+            ureq::Error::Transport(t) => {
+                return err(format!(
                 "ERROR (ConnectionRefused): cannot reach {url}: {}\nThat address comes from the \
                      identity service's catalog: check that the server runs there, and its \
                      public_endpoint setting.",
                 transport_reason(&t)
-            )),
+            ))
+            }
         };
         let hint = match (f.code, f.key.as_deref()) {
             (_, Some("overLimit")) => format!(
