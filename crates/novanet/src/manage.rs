@@ -229,9 +229,15 @@ pub fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
 }
 
 fn either(field: &str, a: &Option<String>, b: &Option<String>) -> Result<String> {
-    a.clone()
-        .or_else(|| b.clone())
-        .ok_or_else(|| Error::invalid(field, format!("give --{field}")))
+    a.clone().or_else(|| b.clone()).ok_or_else(|| {
+        Error::invalid(
+            field,
+            format!(
+                "give --{field} {} (or it alone, as the first argument)",
+                field.to_uppercase()
+            ),
+        )
+    })
 }
 
 fn none(v: &Option<String>) -> &str {
