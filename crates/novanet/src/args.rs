@@ -5,71 +5,110 @@ use clap::Args;
 use novanet_core::planning::NetworkRequest;
 use novanet_core::{Error, Result};
 
+// No doc comment on the struct: clap would show it as the about of the commands using it.
 #[derive(Args, Debug, Clone, Default)]
 pub struct NetworkCreateArgs {
-    /// Label (nova-manage also takes it as the first positional word)
+    /// Label for the network (or --label)
+    #[arg(value_name = "LABEL")]
     pub label_pos: Option<String>,
     /// The old positional form: CIDR, NUM_NETWORKS, NETWORK_SIZE
     #[arg(hide = true)]
     pub rest: Vec<String>,
-    #[arg(long)]
+    /// Label for the network (instead of the positional LABEL)
+    #[arg(long, value_name = "LABEL")]
     pub label: Option<String>,
+    /// IPv4 subnet (ex: 10.0.0.0/24)
     #[arg(
         long = "fixed-range-v4",
         alias = "fixed_range_v4",
         alias = "fixed_range",
         alias = "fixed-range",
         alias = "ip-range",
-        alias = "ip_range"
+        alias = "ip_range",
+        value_name = "CIDR"
     )]
     pub fixed_range_v4: Option<String>,
-    #[arg(long = "fixed-cidr", alias = "fixed_cidr")]
+    /// IPv4 subnet for fixed IPs, inside the range (ex: 10.20.0.0/16)
+    #[arg(long = "fixed-cidr", alias = "fixed_cidr", value_name = "CIDR")]
     pub fixed_cidr: Option<String>,
-    #[arg(long)]
+    /// VIFs on this network are connected to this bridge
+    #[arg(long, value_name = "BRIDGE")]
     pub bridge: Option<String>,
-    #[arg(long = "bridge-interface", alias = "bridge_interface")]
+    /// The bridge is connected to this interface (default: flat_interface or vlan_interface)
+    #[arg(
+        long = "bridge-interface",
+        alias = "bridge_interface",
+        value_name = "INTERFACE"
+    )]
     pub bridge_interface: Option<String>,
-    #[arg(long)]
+    /// The VLAN ID to be assigned to the project (VlanManager)
+    #[arg(long, value_name = "VLAN_ID")]
     pub vlan: Option<u32>,
-    #[arg(long = "vlan-start", alias = "vlan_start")]
+    /// First VLAN ID to be assigned; subsequent networks get the next ones (VlanManager)
+    #[arg(long = "vlan-start", alias = "vlan_start", value_name = "VLAN_ID")]
     pub vlan_start: Option<u32>,
     /// First VPN port (cloudpipe)
-    #[arg(long)]
+    #[arg(long, value_name = "PORT")]
     pub vpn: Option<u32>,
-    #[arg(long = "fixed-range-v6", alias = "fixed_range_v6")]
+    /// IPv6 subnet (ex: fd00:1::/48)
+    #[arg(long = "fixed-range-v6", alias = "fixed_range_v6", value_name = "CIDR")]
     pub fixed_range_v6: Option<String>,
-    #[arg(long)]
+    /// IPv4 gateway (default: the range's first address)
+    #[arg(long, value_name = "ADDRESS")]
     pub gateway: Option<String>,
-    #[arg(long = "gateway-v6", alias = "gateway_v6")]
+    /// IPv6 gateway
+    #[arg(long = "gateway-v6", alias = "gateway_v6", value_name = "ADDRESS")]
     pub gateway_v6: Option<String>,
-    #[arg(long)]
+    /// First DNS server given to instances
+    #[arg(long, value_name = "ADDRESS")]
     pub dns1: Option<String>,
-    #[arg(long)]
+    /// Second DNS server given to instances
+    #[arg(long, value_name = "ADDRESS")]
     pub dns2: Option<String>,
-    /// T/F, true/false, 1/0
-    #[arg(long = "multi-host", alias = "multi_host")]
+    /// Multi host: every compute host serves the network to its own instances
+    #[arg(long = "multi-host", alias = "multi_host", value_name = "T|F")]
     pub multi_host: Option<String>,
-    #[arg(long = "project-id", alias = "project_id", alias = "project")]
+    /// The project the network belongs to (its ID, or its name)
+    #[arg(
+        long = "project-id",
+        alias = "project_id",
+        alias = "project",
+        value_name = "PROJECT"
+    )]
     pub project_id: Option<String>,
-    #[arg(long = "dhcp-server", alias = "dhcp_server")]
+    /// DHCP server address (default: the gateway address)
+    #[arg(long = "dhcp-server", alias = "dhcp_server", value_name = "ADDRESS")]
     pub dhcp_server: Option<String>,
-    #[arg(long = "allowed-start", alias = "allowed_start")]
+    /// Start of the addresses handed to instances
+    #[arg(
+        long = "allowed-start",
+        alias = "allowed_start",
+        value_name = "ADDRESS"
+    )]
     pub allowed_start: Option<String>,
-    #[arg(long = "allowed-end", alias = "allowed_end")]
+    /// End of the addresses handed to instances
+    #[arg(long = "allowed-end", alias = "allowed_end", value_name = "ADDRESS")]
     pub allowed_end: Option<String>,
-    #[arg(long = "num-networks", alias = "num_networks")]
+    /// Number of networks to split the range into (nova-manage)
+    #[arg(long = "num-networks", alias = "num_networks", value_name = "N")]
     pub num_networks: Option<u32>,
-    #[arg(long = "network-size", alias = "network_size")]
+    /// Number of addresses in each network (nova-manage)
+    #[arg(long = "network-size", alias = "network_size", value_name = "N")]
     pub network_size: Option<u64>,
-    #[arg(long)]
+    /// The network's UUID (default: a new one)
+    #[arg(long, value_name = "UUID")]
     pub uuid: Option<String>,
-    #[arg(long)]
+    /// MTU for the network
+    #[arg(long, value_name = "MTU")]
     pub mtu: Option<u32>,
-    #[arg(long = "enable-dhcp", alias = "enable_dhcp")]
+    /// Enable DHCP
+    #[arg(long = "enable-dhcp", alias = "enable_dhcp", value_name = "T|F")]
     pub enable_dhcp: Option<String>,
-    #[arg(long = "share-address", alias = "share_address")]
+    /// Share the gateway address between hosts (multi-host)
+    #[arg(long = "share-address", alias = "share_address", value_name = "T|F")]
     pub share_address: Option<String>,
-    #[arg(long)]
+    /// Network interface priority
+    #[arg(long, value_name = "N")]
     pub priority: Option<i64>,
 }
 

@@ -1,6 +1,6 @@
 //! `novanet manage`: nova-manage's commands, working on the store directly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use novanet_core::config::Config;
@@ -9,13 +9,24 @@ use novanet_core::{Error, Result};
 use novanet_store::{NetworkUpdate, SqliteStore, Store};
 
 use crate::args::NetworkCreateArgs;
+use crate::table::out;
 
+/// The store's file inside a data dir (`SqliteStore::open_dir`).
+const STORE_FILE: &str = "state.sqlite";
+
+// No doc comment on the struct: clap would show it as the about of `manage`.
 #[derive(Args, Debug)]
 pub struct ManageArgs {
+    /// The server's data dir, where its store (state.sqlite) is
     #[arg(long, env = "NOVANET_DATA_DIR", default_value = "/var/lib/novanet")]
     pub data_dir: PathBuf,
+    /// The configuration (TOML, nova.conf's option names): the defaults for new networks
+    /// and floating IPs come from here
     #[arg(long, env = "NOVANET_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Make a new, empty store if the data dir holds none (bootstrap always may)
+    #[arg(long)]
+    pub create: bool,
     #[command(subcommand)]
     pub command: ManageCommand,
 }
@@ -30,18 +41,27 @@ pub enum ManageCommand {
     /// Fixed IPs: reserve, unreserve, list
     #[command(subcommand)]
     Fixed(FixedCmd),
-    /// Floating IP pools: create, list, delete
+    /// Floating IPs: create, list, delete
     #[command(subcommand)]
     Floating(FloatingCmd),
-    /// Projects: create, scrub
+    /// Projects: create, list, scrub
     #[command(subcommand)]
     Project(ProjectCmd),
     /// Users: create
     #[command(subcommand)]
     User(UserCmd),
-    /// Creates project admin and user admin with role admin (as keystone-manage bootstrap)
+    /// Create the store if needed, project admin and user admin with role admin (as
+    /// keystone-manage bootstrap; idempotent)
+    #[command(
+        after_help = "Example:\n  novanet manage --data-dir /var/lib/novanet bootstrap --bootstrap-password PW"
+    )]
     Bootstrap {
-        #[arg(long = "bootstrap-password", alias = "bootstrap_password")]
+        /// The admin user's password (kept if the user exists)
+        #[arg(
+            long = "bootstrap-password",
+            alias = "bootstrap_password",
+            value_name = "PASSWORD"
+        )]
         bootstrap_password: String,
     },
 }
@@ -49,24 +69,46 @@ pub enum ManageCommand {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum NetworkCmd {
+    /// Create networks (nova-manage splits the range into --num-networks of --network-size)
+    #[command(after_help = "Example:\n  \
+        novanet manage network create --label vmnet --fixed_range_v4 10.0.0.0/24 --bridge br100")]
     Create(NetworkCreateArgs),
+    /// List all networks
+    #[command(after_help = "Example:\n  novanet manage network list")]
     List,
+    /// Delete a network (it must have no project and no instances)
+    #[command(after_help = "Examples:\n  \
+        novanet manage network delete 2f3b9e17-4f20-4b05-842a-8d735fbb89cb\n  \
+        novanet manage network delete --fixed_range 10.0.0.0/24")]
     Delete {
+        /// UUID or CIDR of the network
+        #[arg(value_name = "NETWORK")]
         fixed_range_pos: Option<String>,
-        #[arg(long = "fixed_range", alias = "fixed-range")]
+        /// CIDR of the network
+        #[arg(long = "fixed_range", alias = "fixed-range", value_name = "CIDR")]
         fixed_range: Option<String>,
-        #[arg(long)]
+        /// UUID of the network
+        #[arg(long, value_name = "UUID")]
         uuid: Option<String>,
     },
+    /// Associate a network with a project or a host, or disassociate it
+    #[command(after_help = "Examples:\n  \
+        novanet manage network modify --fixed_range 10.0.0.0/24 --project demo --host compute-1\n  \
+        novanet manage network modify --fixed_range 10.0.0.0/24 --disassociate-project")]
     Modify {
-        #[arg(long = "fixed_range", alias = "fixed-range")]
+        /// CIDR (or UUID) of the network
+        #[arg(long = "fixed_range", alias = "fixed-range", value_name = "CIDR")]
         fixed_range: String,
-        #[arg(long)]
+        /// Associate the network with this project (ID or name)
+        #[arg(long, value_name = "PROJECT")]
         project: Option<String>,
-        #[arg(long)]
+        /// Associate the network with this host (its network host)
+        #[arg(long, value_name = "HOST")]
         host: Option<String>,
+        /// Take the network away from its project
         #[arg(long = "disassociate-project", alias = "disassociate_project")]
         disassociate_project: bool,
+        /// Take the network away from its host
         #[arg(long = "disassociate-host", alias = "disassociate_host")]
         disassociate_host: bool,
     },
@@ -74,64 +116,101 @@ pub enum NetworkCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum FixedCmd {
+    /// Reserve a fixed IP: it is never handed to an instance
+    #[command(after_help = "Example:\n  novanet manage fixed reserve --address 10.0.0.5")]
     Reserve {
-        #[arg(long)]
+        /// The fixed IP address
+        #[arg(long, value_name = "ADDRESS")]
         address: String,
     },
+    /// Unreserve a fixed IP
     Unreserve {
-        #[arg(long)]
+        /// The fixed IP address
+        #[arg(long, value_name = "ADDRESS")]
         address: String,
     },
+    /// List fixed IPs: network, address, hostname, host
     List {
-        #[arg(long)]
+        /// Only those of instances on this host
+        #[arg(long, value_name = "HOST")]
         host: Option<String>,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum FloatingCmd {
+    /// Create floating IPs for a range
+    #[command(after_help = "Example:\n  \
+        novanet manage floating create --pool nova --ip_range 68.99.26.170/31")]
     Create {
+        /// The range (CIDR or a single address), or --ip_range
+        #[arg(value_name = "IP_RANGE")]
         ip_range_pos: Option<String>,
-        #[arg(long = "ip_range", alias = "ip-range")]
+        /// The range (CIDR or a single address)
+        #[arg(long = "ip_range", alias = "ip-range", value_name = "IP_RANGE")]
         ip_range: Option<String>,
-        #[arg(long)]
+        /// The pool (default: default_floating_pool, nova)
+        #[arg(long, value_name = "POOL")]
         pool: Option<String>,
-        #[arg(long)]
+        /// The interface the addresses go on (default: public_interface)
+        #[arg(long, value_name = "INTERFACE")]
         interface: Option<String>,
     },
+    /// List floating IPs: project, address, instance, pool, interface
+    #[command(after_help = "Example:\n  novanet manage floating list")]
     List {
-        #[arg(long)]
+        /// Only those of this host
+        #[arg(long, value_name = "HOST")]
         host: Option<String>,
     },
+    /// Delete the floating IPs of a range
+    #[command(after_help = "Example:\n  novanet manage floating delete 68.99.26.170/31")]
     Delete {
+        /// The range (CIDR or a single address), or --ip_range
+        #[arg(value_name = "IP_RANGE")]
         ip_range_pos: Option<String>,
-        #[arg(long = "ip_range", alias = "ip-range")]
+        /// The range (CIDR or a single address)
+        #[arg(long = "ip_range", alias = "ip-range", value_name = "IP_RANGE")]
         ip_range: Option<String>,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ProjectCmd {
+    /// Create a project (prints its ID)
     Create {
+        /// The project's name
         name: String,
     },
+    /// List projects: ID and name
     List,
-    /// Disassociates the project's networks and deletes its security groups
+    /// Disassociate the project's networks and delete its security groups
+    #[command(after_help = "Example:\n  novanet manage project scrub --project 4b1c")]
     Scrub {
+        /// The project (ID or name), or --project
+        #[arg(value_name = "PROJECT")]
         project_pos: Option<String>,
-        #[arg(long)]
+        /// The project (ID or name)
+        #[arg(long, value_name = "PROJECT")]
         project: Option<String>,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum UserCmd {
+    /// Create a user with a role in a project (prints its ID)
+    #[command(after_help = "Example:\n  \
+        novanet manage user create demo --password PW --project demo --role member")]
     Create {
+        /// The user's name
         name: String,
+        /// The user's password
         #[arg(long)]
         password: String,
-        #[arg(long)]
+        /// The project the user gets a role in (ID or name)
+        #[arg(long, value_name = "PROJECT")]
         project: String,
+        /// The role: member, or admin (every project, every policy)
         #[arg(long, default_value = "member")]
         role: String,
     },
@@ -154,51 +233,104 @@ pub fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
 }
 
 fn either(field: &str, a: &Option<String>, b: &Option<String>) -> Result<String> {
-    a.clone()
-        .or_else(|| b.clone())
-        .ok_or_else(|| Error::invalid(field, format!("give --{field}")))
+    a.clone().or_else(|| b.clone()).ok_or_else(|| {
+        Error::invalid(
+            field,
+            format!(
+                "give --{field} {} (or it alone, as the first argument)",
+                field.to_uppercase()
+            ),
+        )
+    })
 }
 
 fn none(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("None")
 }
 
+/// Opens the store of `data_dir`, refusing to make one there unless asked: a mistyped
+/// `--data-dir` would otherwise get a new, empty store and every command would seem to work.
+fn open_store(data_dir: &Path, create: bool) -> Result<SqliteStore> {
+    if !create && !data_dir.join(STORE_FILE).is_file() {
+        return Err(Error::invalid(
+            "data_dir",
+            format!(
+                "{} holds no novanet store ({STORE_FILE}). Check --data-dir (or NOVANET_DATA_DIR): \
+                 it must be the server's data dir. To start a new one, run `novanet manage \
+                 --data-dir {} bootstrap --bootstrap-password PW` (or give --create).",
+                data_dir.display(),
+                data_dir.display()
+            ),
+        ));
+    }
+    SqliteStore::open_dir(data_dir)
+}
+
+/// A project's ID from its ID or name. An ID the store does not know is taken as it is
+/// (projects may live in an external Keystone); a name must be known.
+pub fn project_id(store: &dyn Store, key: &str) -> Result<String> {
+    match store.project(key) {
+        Ok(p) => Ok(p.id),
+        Err(Error::NotFound(_)) if crate::session::looks_like_id(key) => {
+            eprintln!(
+                "warning: no project {key} in this store; taking it as the ID of a project kept elsewhere (an external Keystone)"
+            );
+            Ok(key.to_string())
+        }
+        Err(Error::NotFound(_)) => Err(Error::not_found(format!(
+            "project {key} not found: `novanet manage project list` shows the projects (ID and name)"
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn run(args: ManageArgs) -> Result<()> {
     let cfg = load_config(args.config.as_deref())?;
-    let store = SqliteStore::open_dir(&args.data_dir)?;
+    let create = args.create || matches!(args.command, ManageCommand::Bootstrap { .. });
+    let store = open_store(&args.data_dir, create)?;
     match args.command {
         ManageCommand::Network(cmd) => network(&store, &cfg, cmd),
         ManageCommand::Fixed(FixedCmd::Reserve { address }) => {
-            store.set_fixed_reserved(&address, true)
+            store.set_fixed_reserved(&address, true)?;
+            eprintln!("reserved fixed IP {address}");
+            Ok(())
         }
         ManageCommand::Fixed(FixedCmd::Unreserve { address }) => {
-            store.set_fixed_reserved(&address, false)
+            store.set_fixed_reserved(&address, false)?;
+            eprintln!("unreserved fixed IP {address}");
+            Ok(())
         }
         ManageCommand::Fixed(FixedCmd::List { host }) => {
-            println!(
+            let mut text = format!(
                 "{:<18}\t{:<15}\t{:<15}\thost",
                 "network", "IP address", "hostname"
             );
             for f in store.fixed_ips(host.as_deref())? {
-                println!(
-                    "{:<18}\t{:<15}\t{:<15}\t{}",
+                text.push_str(&format!(
+                    "\n{:<18}\t{:<15}\t{:<15}\t{}",
                     f.network_cidr,
                     f.fixed.address,
                     none(&f.hostname),
                     none(&f.instance_host)
-                );
+                ));
             }
+            out(&text);
             Ok(())
         }
         ManageCommand::Floating(cmd) => floating(&store, &cfg, cmd),
         ManageCommand::Project(ProjectCmd::Create { name }) => {
             let p = store.create_project(&name)?;
-            println!("{}", p.id);
+            out(&p.id);
             Ok(())
         }
         ManageCommand::Project(ProjectCmd::List) => {
-            for p in store.projects()? {
-                println!("{}\t{}", p.id, p.name);
+            let lines: Vec<String> = store
+                .projects()?
+                .iter()
+                .map(|p| format!("{}\t{}", p.id, p.name))
+                .collect();
+            if !lines.is_empty() {
+                out(&lines.join("\n"));
             }
             Ok(())
         }
@@ -207,8 +339,7 @@ pub fn run(args: ManageArgs) -> Result<()> {
             project,
         }) => {
             let key = either("project", &project, &project_pos)?;
-            // Accept a project's name as well as its id.
-            let id = store.project(&key).map(|p| p.id).unwrap_or(key);
+            let id = project_id(&store, &key)?;
             let r = store.scrub_project(&id)?;
             eprintln!(
                 "scrubbed project {id}: {} networks disassociated, {} security groups deleted",
@@ -222,13 +353,25 @@ pub fn run(args: ManageArgs) -> Result<()> {
             project,
             role,
         }) => {
-            let p = store.project(&project)?;
+            let p = store.project(&project).map_err(|e| match e {
+                Error::NotFound(_) => Error::not_found(format!(
+                    "project {project} not found: `novanet manage project create {project}` makes it"
+                )),
+                e => e,
+            })?;
             let u = store.create_user(&name, &password)?;
             store.assign_role(&u.id, &p.id, &role)?;
-            println!("{}", u.id);
+            out(&u.id);
             Ok(())
         }
-        ManageCommand::Bootstrap { bootstrap_password } => bootstrap(&store, &bootstrap_password),
+        ManageCommand::Bootstrap { bootstrap_password } => {
+            bootstrap(&store, &bootstrap_password)?;
+            eprintln!(
+                "bootstrapped {}: project admin, user admin with role admin",
+                args.data_dir.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -252,7 +395,10 @@ pub fn bootstrap(store: &dyn Store, password: &str) -> Result<()> {
 fn network(store: &SqliteStore, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
     match cmd {
         NetworkCmd::Create(a) => {
-            let req = a.to_request()?;
+            let mut req = a.to_request()?;
+            if let Some(p) = &req.project_id {
+                req.project_id = Some(project_id(store, p)?);
+            }
             novanet_core::planning::check_requested_range(&req)?;
             let (nets, warnings) = store.create_networks(&req, cfg)?;
             novanet_server::compute::claim_for_live_network_host(
@@ -262,27 +408,35 @@ fn network(store: &SqliteStore, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
             for w in warnings {
                 eprintln!("warning: {w}");
             }
-            for n in nets {
-                println!(
-                    "{}\t{}\t{}",
-                    n.uuid,
-                    n.label,
-                    n.cidr.as_deref().or(n.cidr_v6.as_deref()).unwrap_or("")
-                );
-            }
+            let lines: Vec<String> = nets
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{}\t{}\t{}",
+                        n.uuid,
+                        n.label,
+                        n.cidr.as_deref().or(n.cidr_v6.as_deref()).unwrap_or("")
+                    )
+                })
+                .collect();
+            out(&lines.join("\n"));
             Ok(())
         }
         NetworkCmd::List => {
             let nets = store.networks()?;
             if nets.is_empty() {
-                println!("No networks found");
+                out("No networks found");
                 return Ok(());
             }
-            let row = |c: [&str; 9]| {
-                println!(
+            let mut text = String::new();
+            let mut row = |c: [&str; 9]| {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&format!(
                     "{:<5}\t{:<18}\t{:<15}\t{:<15}\t{:<15}\t{:<15}\t{:<15}\t{:<15}\t{:<15}",
                     c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
-                )
+                ))
             };
             row([
                 "id",
@@ -309,6 +463,7 @@ fn network(store: &SqliteStore, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
                     &n.uuid,
                 ]);
             }
+            out(&text);
             Ok(())
         }
         NetworkCmd::Delete {
@@ -337,6 +492,13 @@ fn network(store: &SqliteStore, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
                     "a disassociate flag cannot be mixed with a value for the same field",
                 ));
             }
+            if project.is_none() && host.is_none() && !disassociate_project && !disassociate_host {
+                return Err(Error::invalid(
+                    "modify",
+                    "nothing to change: give --project, --host, --disassociate-project or --disassociate-host",
+                ));
+            }
+            let project = project.map(|p| project_id(store, &p)).transpose()?;
             let update = NetworkUpdate {
                 project_id: if disassociate_project {
                     Some(None)
@@ -349,7 +511,14 @@ fn network(store: &SqliteStore, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
                     host.map(Some)
                 },
             };
-            store.update_network(&fixed_range, &update)?;
+            let n = store.update_network(&fixed_range, &update)?;
+            eprintln!(
+                "network {} ({}): project {}, host {}",
+                n.label,
+                n.cidr.as_deref().unwrap_or(&n.uuid),
+                none(&n.project_id),
+                none(&n.host)
+            );
             Ok(())
         }
     }
@@ -368,22 +537,34 @@ fn floating(store: &SqliteStore, cfg: &Config, cmd: FloatingCmd) -> Result<()> {
             let pool = pool.unwrap_or_else(|| cfg.default_floating_pool.clone());
             let interface = interface.unwrap_or_else(|| cfg.public_interface.clone());
             store.create_floating_ips(&pool, &interface, &addrs)?;
+            eprintln!(
+                "created {} floating IPs ({range}) in pool {pool} on {interface}",
+                addrs.len()
+            );
             Ok(())
         }
         FloatingCmd::List { host } => {
             let all = store.floating_ips(None)?;
             if all.is_empty() {
-                println!("No floating IP addresses have been defined.");
+                out("No floating IP addresses have been defined.");
+                return Ok(());
             }
-            for f in all.iter().filter(|f| host.is_none() || f.host == host) {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    none(&f.project_id),
-                    f.address,
-                    none(&f.instance_uuid),
-                    f.pool,
-                    f.interface
-                );
+            let lines: Vec<String> = all
+                .iter()
+                .filter(|f| host.is_none() || f.host == host)
+                .map(|f| {
+                    format!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        none(&f.project_id),
+                        f.address,
+                        none(&f.instance_uuid),
+                        f.pool,
+                        f.interface
+                    )
+                })
+                .collect();
+            if !lines.is_empty() {
+                out(&lines.join("\n"));
             }
             Ok(())
         }
@@ -393,7 +574,8 @@ fn floating(store: &SqliteStore, cfg: &Config, cmd: FloatingCmd) -> Result<()> {
         } => {
             let range = either("ip_range", &ip_range, &ip_range_pos)?;
             let addrs = parse_range("ip_range", &range)?;
-            store.delete_floating_ips(&addrs)?;
+            let n = store.delete_floating_ips(&addrs)?;
+            eprintln!("deleted {n} floating IPs ({range})");
             Ok(())
         }
     }

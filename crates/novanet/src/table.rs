@@ -1,6 +1,39 @@
 //! Tables as the nova client prints them (prettytable: headers centred the way Python's
 //! `str.center` does, cells left-aligned, one space of padding).
 
+use std::io::Write;
+
+/// Prints `text` and a newline on standard output. A closed pipe (`novanet manage fixed list
+/// | head`) ends the process quietly with status 0, as the reader asked for no more; any
+/// other write failure ends it with status 1 and says why. Every command's output goes
+/// through here: `println!` would panic on a closed pipe.
+pub fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_all(text.as_bytes())
+        .and_then(|()| o.write_all(b"\n"))
+        .and_then(|()| o.flush());
+    if let Err(e) = r {
+        stdout_failed(&e);
+    }
+}
+
+/// Prints raw bytes on standard output, as `out` does.
+pub fn out_bytes(bytes: &[u8]) {
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(bytes).and_then(|()| o.flush()) {
+        stdout_failed(&e);
+    }
+}
+
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(1)
+}
+
 pub struct Table {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
