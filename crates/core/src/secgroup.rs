@@ -63,11 +63,13 @@ pub fn validate_rule(
             };
             match p.as_str() {
                 "tcp" | "udp" => {
-                    if !(1..=65535).contains(&f) || !(1..=65535).contains(&t) {
-                        return Err(Error::invalid(
-                            "from_port",
-                            format!("{p} ports must be between 1 and 65535, got {f} to {t}"),
-                        ));
+                    for (field, v) in [("from_port", f), ("to_port", t)] {
+                        if !(1..=65535).contains(&v) {
+                            return Err(Error::invalid(
+                                field,
+                                format!("{p} ports must be between 1 and 65535, got {v}"),
+                            ));
+                        }
                     }
                     if f > t {
                         return Err(Error::invalid(
@@ -77,13 +79,15 @@ pub fn validate_rule(
                     }
                 }
                 "icmp" => {
-                    if !(-1..=255).contains(&f) || !(-1..=255).contains(&t) {
-                        return Err(Error::invalid(
-                            "from_port",
-                            format!(
-                                "ICMP type and code must be between -1 and 255, got {f} and {t}"
-                            ),
-                        ));
+                    for (field, v) in [("from_port", f), ("to_port", t)] {
+                        if !(-1..=255).contains(&v) {
+                            return Err(Error::invalid(
+                                field,
+                                format!(
+                                    "the ICMP type (from_port) and code (to_port) must be between -1 and 255, got {v}"
+                                ),
+                            ));
+                        }
                     }
                 }
                 other => {
