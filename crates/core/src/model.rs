@@ -84,6 +84,29 @@ pub struct InstanceSpec {
     pub image_id: Option<String>,
     /// Requested networks: (network uuid, optional fixed address). Empty: nova's default set.
     pub networks: Vec<RequestedNetwork>,
+    /// Nova's accessIPv4/accessIPv6: addresses the user says the server is reached at.
+    #[serde(default)]
+    pub access_ip_v4: Option<String>,
+    #[serde(default)]
+    pub access_ip_v6: Option<String>,
+    /// Free text (microversion 2.19).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Server tags (2.26).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A change to an instance's record (rename, access addresses, metadata, tags); `None`
+/// leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstanceUpdate {
+    pub name: Option<String>,
+    pub access_ip_v4: Option<Option<String>>,
+    pub access_ip_v6: Option<Option<String>>,
+    pub description: Option<Option<String>>,
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    pub tags: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,6 +127,9 @@ pub struct Instance {
     /// Set once by the guest through the metadata service (`password`).
     #[serde(default)]
     pub password: Option<String>,
+    /// Last change of the record (0: never changed since created).
+    #[serde(default)]
+    pub updated_at: i64,
     #[serde(flatten)]
     pub spec: InstanceSpec,
 }

@@ -16,7 +16,7 @@ use novanet_core::planning::{is_uuid, NetworkRequest};
 use novanet_core::secgroup::{validate_group_text, validate_rule};
 use novanet_core::valid::check_name;
 use novanet_core::Error;
-use novanet_store::{Keypair, NetworkUpdate, SecurityGroup, SecurityGroupRule, Store};
+use novanet_store::{NetworkUpdate, SecurityGroup, SecurityGroupRule, Store};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -34,8 +34,11 @@ pub const IMAGES: &[(&str, &str)] = &[
     ("5c9a5c0e-7b8f-4a54-9d6f-6a3e0d3f1a01", "cloudpipe"),
 ];
 
+/// A flavor: id, name, ram MiB, disk GB, vcpus.
+pub type Flavor = (&'static str, &'static str, u32, u32, u32);
+
 /// Nova's default flavors (id, name, ram MiB, disk GB, vcpus).
-pub const FLAVORS: &[(&str, &str, u32, u32, u32)] = &[
+pub const FLAVORS: &[Flavor] = &[
     ("1", "m1.tiny", 512, 1, 1),
     ("2", "m1.small", 2048, 20, 1),
     ("3", "m1.medium", 4096, 40, 2),
@@ -107,18 +110,20 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(|s, c, p| show_admin_rule(AdminRules::Provider, s, c, p))
                 .delete(|s, c, p| delete_admin_rule(AdminRules::Provider, s, c, p)),
         )
-        .route("/os-keypairs", get(list_keypairs).post(create_keypair))
-        .route(
-            "/os-keypairs/{name}",
-            get(show_keypair).delete(delete_keypair),
-        )
+        .merge(crate::keypairs::routes())
         .route("/os-services", get(list_services))
         .route("/flavors", get(list_flavors))
-        .route("/flavors/detail", get(list_flavors))
+        .route("/flavors/detail", get(list_flavors_detail))
         .route("/flavors/{id}", get(show_flavor))
         .route("/servers", get(list_servers).post(create_server))
         .route("/servers/detail", get(list_servers_detail))
-        .route("/servers/{id}", get(show_server).delete(delete_server))
+        .route(
+            "/servers/{id}",
+            get(show_server)
+                .delete(delete_server)
+                .put(crate::servers::update_server),
+        )
+        .merge(crate::servers::routes())
         .route("/servers/{id}/action", post(server_action))
         .route("/servers/{id}/os-virtual-interfaces", get(list_vifs))
         .route("/servers/{id}/os-security-groups", get(server_groups))
@@ -645,14 +650,20 @@ async fn delete_tenant_network(
 async fn show_fixed_ip(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
+    v: Microversion,
     Path(address): Path<String>,
 ) -> ApiResult<Json<Value>> {
     ctx.require_admin("os_compute_api:os-fixed-ips")?;
     let f = st.store.fixed_ip(&address)?;
-    Ok(Json(json!({"fixed_ip": {
+    let mut view = json!({
         "address": f.fixed.address, "cidr": f.network_cidr, "hostname": f.hostname,
-        "host": f.instance_host, "reserved": f.fixed.reserved,
-    }})))
+        "host": f.instance_host,
+    });
+    // `reserved` came with 2.4.
+    if v.at_least(4) {
+        view["reserved"] = json!(f.fixed.reserved);
+    }
+    Ok(Json(json!({ "fixed_ip": view })))
 }
 
 async fn fixed_ip_action(
@@ -1192,100 +1203,17 @@ async fn delete_admin_rule(
 
 // ---- keypairs, services, flavors, images, limits -------------------------------------------
 
-fn keypair_view(k: &Keypair) -> Value {
-    json!({"keypair": {"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint, "user_id": k.user_id}})
-}
-
-async fn list_keypairs(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
-    let kps: Vec<Value> = st
-        .store
-        .keypairs(ctx.user_id())?
-        .iter()
-        .map(keypair_view)
-        .collect();
-    Ok(Json(json!({ "keypairs": kps })))
-}
-
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeypairBody {
-    keypair: KeypairFields,
+struct ServiceQuery {
+    binary: Option<String>,
+    host: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeypairFields {
-    name: String,
-    public_key: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    user_id: Option<String>,
-}
-
-/// An OpenSSH-style MD5 fingerprint would need an MD5; the key's SHA-256 prefix serves as
-/// a stable identifier instead (shown as nova's colon-separated hex).
-fn fingerprint(key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(key.trim().as_bytes());
-    d.iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-async fn create_keypair(
+async fn list_services(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
-    Body(b): Body<KeypairBody>,
+    Query(q): Query<ServiceQuery>,
 ) -> ApiResult<Json<Value>> {
-    let k = b.keypair;
-    let _ = (k.kind, k.user_id);
-    let name = validate_group_text("name", &k.name)?;
-    let public_key = k.public_key.ok_or_else(|| {
-        Error::invalid(
-            "public_key",
-            "key generation is not offered: import a public key",
-        )
-    })?;
-    let mut parts = public_key.split_whitespace();
-    let valid = matches!(parts.next(), Some(t) if t.starts_with("ssh-") || t.starts_with("ecdsa-"))
-        && parts.next().is_some();
-    if !valid {
-        return Err(Error::invalid(
-            "public_key",
-            "is not an OpenSSH public key (ssh-rsa AAAA... comment)",
-        )
-        .into());
-    }
-    let kp = Keypair {
-        name,
-        user_id: ctx.user_id().to_string(),
-        fingerprint: fingerprint(&public_key),
-        public_key,
-    };
-    st.store.create_keypair(&kp)?;
-    Ok(Json(keypair_view(&kp)))
-}
-
-async fn show_keypair(
-    State(st): State<Arc<AppState>>,
-    ctx: Ctx,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(keypair_view(&st.store.keypair(ctx.user_id(), &name)?)))
-}
-
-async fn delete_keypair(
-    State(st): State<Arc<AppState>>,
-    ctx: Ctx,
-    Path(name): Path<String>,
-) -> ApiResult<Response> {
-    st.store.delete_keypair(ctx.user_id(), &name)?;
-    Ok(ok_empty(StatusCode::ACCEPTED))
-}
-
-async fn list_services(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
     ctx.require_admin("os_compute_api:os-services")?;
     let now = unix_now();
     let services: Vec<Value> = st
@@ -1299,6 +1227,10 @@ async fn list_services(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<J
                    "state": if now - s.last_seen < st.cfg.service_down_time as i64 { "up" } else { "down" },
                    "updated_at": iso8601(s.last_seen), "disabled_reason": null})
         })
+        .filter(|s: &Value| {
+            q.binary.as_deref().is_none_or(|b| s["binary"] == b)
+                && q.host.as_deref().is_none_or(|h| s["host"] == h)
+        })
         .collect();
     Ok(Json(json!({ "services": services })))
 }
@@ -1308,8 +1240,60 @@ fn flavor_view(f: &(&str, &str, u32, u32, u32)) -> Value {
            "OS-FLV-EXT-DATA:ephemeral": 0, "os-flavor-access:is_public": true, "rxtx_factor": 1.0, "links": []})
 }
 
-async fn list_flavors(_ctx: Ctx) -> Json<Value> {
-    Json(json!({"flavors": FLAVORS.iter().map(flavor_view).collect::<Vec<_>>()}))
+#[derive(Deserialize)]
+struct FlavorQuery {
+    #[serde(rename = "minDisk")]
+    min_disk: Option<String>,
+    #[serde(rename = "minRam")]
+    min_ram: Option<String>,
+    limit: Option<String>,
+    marker: Option<String>,
+}
+
+/// Nova's flavor filters and paging: minDisk, minRam, marker (a flavor id), limit.
+fn flavors_for(q: &FlavorQuery) -> ApiResult<Vec<&'static Flavor>> {
+    let num = |field: &str, v: &Option<String>| -> ApiResult<Option<u32>> {
+        v.as_deref()
+            .map(|s| {
+                s.parse::<u32>().map_err(|_| {
+                    Error::invalid(field, format!("{s:?} is not a non-negative integer")).into()
+                })
+            })
+            .transpose()
+    };
+    let (disk, ram, limit) = (
+        num("minDisk", &q.min_disk)?,
+        num("minRam", &q.min_ram)?,
+        num("limit", &q.limit)?,
+    );
+    let mut list: Vec<_> = FLAVORS
+        .iter()
+        .filter(|f| disk.is_none_or(|d| f.3 >= d) && ram.is_none_or(|r| f.2 >= r))
+        .collect();
+    if let Some(m) = &q.marker {
+        let at = list
+            .iter()
+            .position(|f| f.0 == m)
+            .ok_or_else(|| ApiError::bad_request(format!("marker [{m}] not found")))?;
+        list.drain(..=at);
+    }
+    if let Some(l) = limit {
+        list.truncate(l as usize);
+    }
+    Ok(list)
+}
+
+async fn list_flavors(_ctx: Ctx, Query(q): Query<FlavorQuery>) -> ApiResult<Json<Value>> {
+    let list: Vec<Value> = flavors_for(&q)?
+        .into_iter()
+        .map(|f| json!({"id": f.0, "name": f.1, "links": []}))
+        .collect();
+    Ok(Json(json!({ "flavors": list })))
+}
+
+async fn list_flavors_detail(_ctx: Ctx, Query(q): Query<FlavorQuery>) -> ApiResult<Json<Value>> {
+    let list: Vec<Value> = flavors_for(&q)?.into_iter().map(flavor_view).collect();
+    Ok(Json(json!({ "flavors": list })))
 }
 
 async fn show_flavor(_ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -1354,7 +1338,7 @@ async fn limits(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Val
 
 // ---- servers -------------------------------------------------------------------------------
 
-fn find_server(st: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Instance> {
+pub fn find_server(st: &AppState, ctx: &Ctx, id: &str) -> ApiResult<Instance> {
     let not_found = || ApiError::not_found(format!("Instance {id} could not be found."));
     let i = st.store.instance(id).map_err(|_| not_found())?;
     if !ctx.is_admin() && i.spec.project_id != ctx.project_id() {
@@ -1375,7 +1359,8 @@ fn host_status(st: &AppState, host: Option<&str>) -> ApiResult<&'static str> {
     })
 }
 
-fn server_view(st: &AppState, i: &Instance, v: Microversion, ctx: &Ctx) -> ApiResult<Value> {
+/// A server's addresses by network label, as `addresses` and `/ips` show them.
+pub fn server_addresses(st: &AppState, i: &Instance) -> ApiResult<BTreeMap<String, Vec<Value>>> {
     let mut addresses: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for a in st.store.instance_addresses(&i.uuid)? {
         let e = addresses.entry(a.network_label.clone()).or_default();
@@ -1384,6 +1369,11 @@ fn server_view(st: &AppState, i: &Instance, v: Microversion, ctx: &Ctx) -> ApiRe
             e.push(json!({"addr": f, "version": 4, "OS-EXT-IPS:type": "floating", "OS-EXT-IPS-MAC:mac_addr": a.mac}));
         }
     }
+    Ok(addresses)
+}
+
+pub fn server_view(st: &AppState, i: &Instance, v: Microversion, ctx: &Ctx) -> ApiResult<Value> {
+    let addresses = server_addresses(st, i)?;
     let groups: Vec<Value> = st
         .store
         .instance_security_groups(&i.uuid)?
@@ -1400,9 +1390,27 @@ fn server_view(st: &AppState, i: &Instance, v: Microversion, ctx: &Ctx) -> ApiRe
         "key_name": i.spec.key_name, "OS-EXT-STS:task_state": null, "OS-EXT-STS:vm_state": "active",
         "OS-EXT-STS:power_state": 1, "OS-EXT-SRV-ATTR:host": i.spec.host,
         "OS-EXT-AZ:availability_zone": i.spec.availability_zone.clone().unwrap_or_else(|| "nova".into()),
-        "created": created, "updated": created, "hostId": "", "accessIPv4": "", "accessIPv6": "",
+        "created": created, "updated": iso8601(i.updated_at.max(i.created_at)), "hostId": "",
+        "accessIPv4": i.spec.access_ip_v4.clone().unwrap_or_default(),
+        "accessIPv6": i.spec.access_ip_v6.clone().unwrap_or_default(),
         "OS-DCF:diskConfig": "MANUAL", "progress": 0, "links": [],
     });
+    // Nova leaves the key out for a server in no group.
+    if view["security_groups"]
+        .as_array()
+        .is_some_and(Vec::is_empty)
+    {
+        view.as_object_mut().map(|o| o.remove("security_groups"));
+    }
+    if v.at_least(9) {
+        view["locked"] = json!(false);
+    }
+    if v.at_least(19) {
+        view["description"] = json!(i.spec.description);
+    }
+    if v.at_least(26) {
+        view["tags"] = json!(i.spec.tags);
+    }
     // Nova's default policy shows the host's status to admins only.
     if v.at_least(16) && ctx.is_admin() {
         view["host_status"] = json!(host_status(st, i.spec.host.as_deref())?);
@@ -1414,20 +1422,162 @@ fn server_view(st: &AppState, i: &Instance, v: Microversion, ctx: &Ctx) -> ApiRe
 struct ServerQuery {
     name: Option<String>,
     all_tenants: Option<String>,
+    tenant_id: Option<String>,
+    project_id: Option<String>,
+    image: Option<String>,
+    flavor: Option<String>,
+    status: Option<String>,
+    ip: Option<String>,
+    host: Option<String>,
+    #[serde(rename = "changes-since")]
+    changes_since: Option<String>,
+    limit: Option<String>,
+    marker: Option<String>,
+    reservation_id: Option<String>,
+    availability_zone: Option<String>,
 }
 
+/// `2026-12-04T20:37:32Z`, with optional fraction and offset (ISO 8601, as Nova takes it).
+fn parse_time(field: &str, s: &str) -> ApiResult<i64> {
+    let bad = || -> ApiError {
+        Error::invalid(
+            field,
+            format!("{s:?} is not an ISO 8601 time (2026-12-04T20:37:32Z)"),
+        )
+        .into()
+    };
+    let (date, rest) = s
+        .split_once('T')
+        .or_else(|| s.split_once(' '))
+        .ok_or_else(bad)?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<ApiResult<_>>()?;
+    let (time, offset) = match rest.find(['Z', 'z', '+', '-']) {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, ""),
+    };
+    let t: Vec<f64> = time
+        .split(':')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<ApiResult<_>>()?;
+    if d.len() != 3 || t.len() < 2 || !(1..=12).contains(&d[1]) || !(1..=31).contains(&d[2]) {
+        return Err(bad());
+    }
+    let off = match offset {
+        "" | "Z" | "z" => 0,
+        o => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let (h, m) = o[1..].split_once(':').unwrap_or((&o[1..], "0"));
+            sign * (h.parse::<i64>().map_err(|_| bad())? * 3600
+                + m.parse::<i64>().map_err(|_| bad())? * 60)
+        }
+    };
+    // Howard Hinnant's days_from_civil.
+    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = t[0] as i64 * 3600 + t[1] as i64 * 60 + t.get(2).copied().unwrap_or(0.0) as i64;
+    Ok(days * 86400 + secs - off)
+}
+
+fn regex(field: &str, pattern: &str) -> ApiResult<regex_lite::Regex> {
+    regex_lite::Regex::new(pattern).map_err(|e| {
+        Error::invalid(
+            field,
+            format!("{pattern:?} is not a regular expression: {e}"),
+        )
+        .into()
+    })
+}
+
+/// The servers a list shows, with Nova's filters: name and ip as regular expressions,
+/// image, flavor, status, host (admins), changes-since, reservation and zone; newest first,
+/// paged by marker and limit.
 fn listed(st: &AppState, ctx: &Ctx, q: &ServerQuery) -> ApiResult<Vec<Instance>> {
     let all = ctx.is_admin()
         && q.all_tenants
             .as_deref()
-            .is_some_and(|v| v != "0" && v != "false");
-    let scope = if all { None } else { Some(ctx.project_id()) };
-    Ok(st
-        .store
-        .instances(scope)?
-        .into_iter()
-        .filter(|i| q.name.as_deref().is_none_or(|n| i.spec.name.contains(n)))
-        .collect())
+            .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"));
+    let tenant = q.tenant_id.as_deref().or(q.project_id.as_deref());
+    let scope = match (all, tenant) {
+        (true, Some(t)) => Some(t.to_string()),
+        (true, None) => None,
+        (false, _) => Some(ctx.project_id().to_string()),
+    };
+    let name = q.name.as_deref().map(|n| regex("name", n)).transpose()?;
+    let ip = q.ip.as_deref().map(|n| regex("ip", n)).transpose()?;
+    let since = q
+        .changes_since
+        .as_deref()
+        .map(|c| parse_time("changes-since", c))
+        .transpose()?;
+    let limit = q
+        .limit
+        .as_deref()
+        .map(|l| {
+            l.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("limit {l:?} is not a non-negative integer"))
+            })
+        })
+        .transpose()?;
+    let image = q
+        .image
+        .as_deref()
+        .map(|i| i.rsplit('/').next().unwrap_or(i));
+    let flavor = q
+        .flavor
+        .as_deref()
+        .map(|f| f.rsplit('/').next().unwrap_or(f));
+    let mut list: Vec<Instance> = Vec::new();
+    for i in st.store.instances(scope.as_deref())?.into_iter().rev() {
+        let s = &i.spec;
+        let keep = name.as_ref().is_none_or(|r| r.is_match(&s.name))
+            && image.is_none_or(|m| s.image_id.as_deref() == Some(m))
+            && flavor.is_none_or(|f| s.flavor_id.as_deref().unwrap_or("1") == f)
+            && q.status
+                .as_deref()
+                .is_none_or(|x| x.eq_ignore_ascii_case("ACTIVE"))
+            && (!ctx.is_admin()
+                || q.host
+                    .as_deref()
+                    .is_none_or(|h| s.host.as_deref() == Some(h)))
+            && since.is_none_or(|t| i.updated_at.max(i.created_at) >= t)
+            && q.reservation_id
+                .as_deref()
+                .is_none_or(|r| i.reservation_id == r)
+            && q.availability_zone
+                .as_deref()
+                .is_none_or(|z| s.availability_zone.as_deref().unwrap_or("nova") == z);
+        if !keep {
+            continue;
+        }
+        if let Some(r) = &ip {
+            let addrs = st.store.instance_addresses(&i.uuid)?;
+            if !addrs
+                .iter()
+                .any(|a| r.is_match(&a.address) || a.floating.iter().any(|f| r.is_match(f)))
+            {
+                continue;
+            }
+        }
+        list.push(i);
+    }
+    if let Some(m) = &q.marker {
+        let at = list
+            .iter()
+            .position(|i| i.uuid == *m)
+            .ok_or_else(|| ApiError::bad_request(format!("marker [{m}] not found")))?;
+        list.drain(..=at);
+    }
+    if let Some(l) = limit {
+        list.truncate(l);
+    }
+    Ok(list)
 }
 
 async fn list_servers(
@@ -1492,7 +1642,13 @@ struct CreateServer {
     #[serde(rename = "OS-DCF:diskConfig")]
     _disk_config: Option<String>,
     #[serde(rename = "adminPass")]
-    _admin_pass: Option<String>,
+    admin_pass: Option<String>,
+    #[serde(rename = "accessIPv4")]
+    access_ip_v4: Option<Value>,
+    #[serde(rename = "accessIPv6")]
+    access_ip_v6: Option<Value>,
+    description: Option<Value>,
+    return_reservation_id: Option<Value>,
     config_drive: Option<Value>,
     block_device_mapping_v2: Option<Value>,
 }
@@ -1585,6 +1741,7 @@ fn schedule(st: &AppState, ctx: &Ctx, az: Option<&str>) -> ApiResult<Option<Stri
 async fn create_server(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
+    v: Microversion,
     Body(b): Body<CreateServerBody>,
 ) -> ApiResult<Response> {
     let s = b.server;
@@ -1652,6 +1809,58 @@ async fn create_server(
         }
     }
     let host = schedule(&st, &ctx, s.availability_zone.as_deref())?;
+    // The named security groups must exist (nova: 400 before anything is made).
+    let names: Vec<&str> = s
+        .security_groups
+        .iter()
+        .flatten()
+        .map(|g| g.name.as_str())
+        .collect();
+    if names.iter().any(|n| *n != "default") {
+        let have = st.store.security_groups(Some(ctx.project_id()))?;
+        if let Some(n) = names.iter().find(|n| {
+            **n != "default"
+                && !have
+                    .iter()
+                    .any(|g| g.name == **n || g.id.to_string() == **n)
+        }) {
+            return Err(ApiError::bad_request(format!(
+                "Security group {n} not found for project {}.",
+                ctx.project_id()
+            )));
+        }
+    }
+    let metadata = s.metadata.clone().unwrap_or_default();
+    let meta_quota = crate::quotas::limit(&st, ctx.project_id(), "metadata_items")?;
+    if meta_quota >= 0 && metadata.len() as i64 > meta_quota {
+        return Err(Error::OverLimit(format!(
+            "Quota exceeded for metadata_items: {} items, at most {meta_quota}",
+            metadata.len()
+        ))
+        .into());
+    }
+    let mut access = Map::new();
+    for (k, v) in [
+        ("accessIPv4", &s.access_ip_v4),
+        ("accessIPv6", &s.access_ip_v6),
+    ] {
+        if let Some(v) = v {
+            access.insert(k.to_string(), v.clone());
+        }
+    }
+    let (access_ip_v4, access_ip_v6) = crate::servers::access_ips(&access)?;
+    let description = match (&s.description, v.at_least(19)) {
+        (None, _) | (Some(Value::Null), _) => None,
+        (Some(d), true) => Some(crate::servers::check_server_text("description", d, true)?),
+        (Some(_), false) => {
+            return Err(Error::invalid("description", "needs microversion 2.19 or later").into())
+        }
+    };
+    let admin_pass = match &s.admin_pass {
+        Some(p) => p.clone(),
+        // nova's generate_password: 12 characters; the guest sets its own through metadata.
+        None => uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+    };
     let mut spec = InstanceSpec {
         name: s.name.clone(),
         project_id: ctx.project_id().to_string(),
@@ -1664,7 +1873,11 @@ async fn create_server(
         key_name: s.key_name.clone(),
         key_data,
         user_data: s.user_data.clone(),
-        metadata: s.metadata.clone().unwrap_or_default(),
+        metadata,
+        access_ip_v4: access_ip_v4.flatten(),
+        access_ip_v6: access_ip_v6.flatten(),
+        description,
+        tags: Vec::new(),
         security_groups: s
             .security_groups
             .iter()
@@ -1715,7 +1928,17 @@ async fn create_server(
         .iter()
         .map(|g| json!({"name": g.name}))
         .collect();
-    let body = json!({"server": {"id": inst.uuid, "links": [], "adminPass": "", "OS-DCF:diskConfig": "MANUAL", "security_groups": groups}});
+    if s.return_reservation_id
+        .as_ref()
+        .is_some_and(|r| r == &json!(true) || r == "true" || r == "True")
+    {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"reservation_id": inst.reservation_id})),
+        )
+            .into_response());
+    }
+    let body = json!({"server": {"id": inst.uuid, "links": [], "adminPass": admin_pass, "OS-DCF:diskConfig": "MANUAL", "security_groups": groups}});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
@@ -1789,6 +2012,8 @@ async fn server_action(
                 .ok_or_else(|| ApiError::bad_request("addFixedIp needs \"networkId\""))?;
             st.store.add_fixed_ip(&i.uuid, &net, &st.cfg)?;
         }
+        // A record has no guest to reboot or re-network; nova-network's own actions too.
+        "reboot" | "resetNetwork" | "injectNetworkInfo" => {}
         "removeFixedIp" => {
             let address = str_arg(arg, "address", action)?;
             st.store.remove_fixed_ip(&i.uuid, address, unix_now())?;
@@ -1825,6 +2050,7 @@ async fn server_action(
 async fn list_vifs(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
+    v: Microversion,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let i = find_server(&st, &ctx, &id)?;
@@ -1834,7 +2060,14 @@ async fn list_vifs(
         .instance_addresses(&i.uuid)?
         .into_iter()
         .filter(|a| seen.insert(a.vif_uuid.clone()))
-        .map(|a| json!({"id": a.vif_uuid, "mac_address": a.mac, "net_id": a.network_uuid, "OS-EXT-VIF-NET:net_id": a.network_uuid}))
+        .map(|a| {
+            let mut x = json!({"id": a.vif_uuid, "mac_address": a.mac, "OS-EXT-VIF-NET:net_id": a.network_uuid});
+            // `net_id` came with 2.12.
+            if v.at_least(12) {
+                x["net_id"] = json!(a.network_uuid);
+            }
+            x
+        })
         .collect();
     Ok(Json(json!({ "virtual_interfaces": vifs })))
 }

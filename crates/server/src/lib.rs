@@ -23,10 +23,12 @@ pub mod error;
 pub mod hostapi;
 pub mod identity;
 pub mod identity_admin;
+pub mod keypairs;
 pub mod keystone;
 pub mod metadata;
 pub mod openapi;
 pub mod quotas;
+pub mod servers;
 pub mod version;
 
 pub struct AppState {

@@ -791,6 +791,7 @@ mod tests {
                 reservation_id: "r-abcd1234".into(),
                 created_at: 0,
                 password: None,
+                updated_at: 0,
                 spec,
             },
             domain: "novalocal".into(),

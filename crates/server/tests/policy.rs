@@ -61,6 +61,10 @@ fn policy(method: &str, path: &str) -> Policy {
         | ("delete", "/v2.1/os-networks/{id}")
         | ("post", "/v2.1/os-networks/{id}/action") => Admin,
         ("get", "/v2.1/os-keypairs/{name}") | ("delete", "/v2.1/os-keypairs/{name}") => UserOwned,
+        ("get", "/v2.1/os-availability-zone/detail") | (_, "/v2.1/os-quota-class-sets/{id}") => {
+            Admin
+        }
+        ("get", "/v2.1/extensions/{alias}") => AnyToken,
         ("get", "/v2.1/flavors/{id}")
         | ("get", "/image/v2/images/{id}")
         | ("get", "/v2.1/os-quota-sets/{tenant_id}/defaults") => AnyToken,
@@ -183,6 +187,24 @@ async fn fixtures(h: &Harness) -> Fixtures {
         .unwrap()
         .to_string();
     let address = addrs_of(&addresses(h, h.demo(), &server).await, "vmnet")[0].clone();
+    h.expect(
+        200,
+        "POST",
+        &format!("/v2.1/servers/{server}/metadata"),
+        h.demo(),
+        Some(json!({"metadata": {"k1": "v1"}})),
+    )
+    .await;
+    let (s, _, _) = h
+        .send(
+            "PUT",
+            &format!("/v2.1/servers/{server}/tags/t1"),
+            h.demo(),
+            &[("openstack-api-version", "compute 2.26")],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
     let v = h
         .expect(
             200,
@@ -291,6 +313,8 @@ fn concrete(path: &str, f: &Fixtures) -> String {
             f.default_rule.to_string()
         } else if p.starts_with("/v2.1/os-provider-firewall-rules/") {
             f.provider_rule.to_string()
+        } else if p.starts_with("/v2.1/os-quota-class-sets/") {
+            "default".into()
         } else if p.starts_with("/v2.1/flavors/") {
             "1".into()
         } else if p.starts_with("/image/") {
@@ -308,6 +332,10 @@ fn concrete(path: &str, f: &Fixtures) -> String {
         .replace("{project}", &f.project)
         .replace("{user}", &f.user)
         .replace("{role}", "member")
+        .replace("{key}", "k1")
+        .replace("{tag}", "t1")
+        .replace("{network}", "vmnet")
+        .replace("{alias}", "os-keypairs")
 }
 
 /// A valid body for each route that takes one, so that policy, not validation, decides.
@@ -349,6 +377,13 @@ fn body(method: &str, path: &str, f: &Fixtures) -> Option<Value> {
         }
         ("post", "/novanet/v1/vifs/{uuid}/plug") => json!({"device": "vnet9"}),
         ("put", "/v2.1/os-quota-sets/{tenant_id}") => json!({"quota_set": {"instances": 20}}),
+        ("put", "/v2.1/servers/{id}") => json!({"server": {"name": "renamed"}}),
+        ("put", "/v2.1/servers/{id}/metadata") | ("post", "/v2.1/servers/{id}/metadata") => {
+            json!({"metadata": {"k2": "v2"}})
+        }
+        ("put", "/v2.1/servers/{id}/metadata/{key}") => json!({"meta": {"k1": "v9"}}),
+        ("put", "/v2.1/servers/{id}/tags") => json!({"tags": ["t2"]}),
+        ("put", "/v2.1/os-quota-class-sets/{id}") => json!({"quota_class_set": {"instances": 12}}),
         ("post", "/identity/v3/projects") => {
             json!({"project": {"name": "p2", "domain_id": "default"}})
         }
@@ -370,6 +405,7 @@ fn state_of(h: &Harness, f: &Fixtures) -> Value {
     json!({
         "networks": format!("{:?}", s.networks().unwrap()),
         "instances": format!("{:?}", s.instances(None).unwrap()),
+        "quotas": format!("{:?}", s.quota_overrides("quota-class:default").unwrap()),
         "fixed": format!("{:?}", s.fixed_ips(None).unwrap()),
         "floating": format!("{:?}", s.floating_ips(None).unwrap()),
         "groups": format!("{:?}", s.security_groups(None).unwrap()),
@@ -412,6 +448,8 @@ async fn every_route_by_every_kind_of_caller() {
             let subject = h.demo.clone();
             let headers: Vec<(&str, &str)> = if path.starts_with("/identity/v3/auth/tokens") {
                 vec![("x-subject-token", subject.as_str())]
+            } else if path.contains("/tags") {
+                vec![("openstack-api-version", "compute 2.26")]
             } else {
                 vec![]
             };

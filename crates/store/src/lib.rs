@@ -4,7 +4,9 @@
 //! or none of it.
 
 use novanet_core::config::Config;
-use novanet_core::model::{FixedIp, FloatingIp, Instance, InstanceAddress, InstanceSpec, Network};
+use novanet_core::model::{
+    FixedIp, FloatingIp, Instance, InstanceAddress, InstanceSpec, InstanceUpdate, Network,
+};
 use novanet_core::planning::NetworkRequest;
 use novanet_core::Result;
 use serde::{Deserialize, Serialize};
@@ -78,10 +80,22 @@ pub struct Token {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Keypair {
+    /// Row id (Nova shows it from `GET /os-keypairs/{name}`); 0 until stored.
+    #[serde(default)]
+    pub id: i64,
     pub name: String,
     pub user_id: String,
     pub public_key: String,
     pub fingerprint: String,
+    /// `ssh` (or `x509`), as Nova's `type` (2.2).
+    #[serde(default = "ssh")]
+    pub kind: String,
+    #[serde(default)]
+    pub created_at: i64,
+}
+
+fn ssh() -> String {
+    "ssh".into()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -160,6 +174,8 @@ pub trait Store: Send + Sync {
     fn instance_by_fixed_ip(&self, address: &str) -> Result<Option<Instance>>;
     fn add_fixed_ip(&self, uuid: &str, network_key: &str, cfg: &Config) -> Result<InstanceAddress>;
     fn remove_fixed_ip(&self, uuid: &str, address: &str, now: i64) -> Result<()>;
+    /// Changes what the user may change of an instance's record.
+    fn update_instance(&self, uuid: &str, update: &InstanceUpdate, now: i64) -> Result<Instance>;
     /// Stores the instance's password once; false when one is already set.
     fn set_instance_password(&self, uuid: &str, password: &str) -> Result<bool>;
 

@@ -135,6 +135,8 @@ CREATE TABLE IF NOT EXISTS keypairs (
     name TEXT NOT NULL,
     public_key TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
+    type TEXT NOT NULL DEFAULT 'ssh',
+    created_at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, name)
 );
 -- Per-project quota overrides (os-quota-sets); absent rows take the configured defaults.

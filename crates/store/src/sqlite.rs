@@ -112,20 +112,23 @@ impl SqliteStore {
         };
         store.write_raw(|tx| {
             tx.execute_batch(SCHEMA).map_err(db)?;
-            // Stores made before services had `networks` and `options`.
-            for (column, default) in [("networks", "'[]'"), ("options", "'{}'")] {
+            // Stores made before these columns existed.
+            for (table, column, decl) in [
+                ("services", "networks", "TEXT NOT NULL DEFAULT '[]'"),
+                ("services", "options", "TEXT NOT NULL DEFAULT '{}'"),
+                ("keypairs", "type", "TEXT NOT NULL DEFAULT 'ssh'"),
+                ("keypairs", "created_at", "INTEGER NOT NULL DEFAULT 0"),
+            ] {
                 let has: i64 = tx
                     .query_row(
-                        "SELECT count(*) FROM pragma_table_info('services') WHERE name = ?1",
+                        &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
                         [column],
                         |r| r.get(0),
                     )
                     .map_err(db)?;
                 if has == 0 {
-                    tx.execute_batch(&format!(
-                        "ALTER TABLE services ADD COLUMN {column} TEXT NOT NULL DEFAULT {default}"
-                    ))
-                    .map_err(db)?;
+                    tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                        .map_err(db)?;
                 }
             }
             exec(tx,
@@ -1066,6 +1069,7 @@ impl Store for SqliteStore {
                 reservation_id: format!("r-{}", &new_uuid()[..8]),
                 created_at: now,
                 password: None,
+                updated_at: now,
                 spec: spec.clone(),
             };
             if inst.spec.security_groups.is_empty() {
@@ -1247,6 +1251,42 @@ impl Store for SqliteStore {
         })
     }
 
+    fn update_instance(&self, uuid: &str, u: &InstanceUpdate, now: i64) -> Result<Instance> {
+        // Metadata reaches guests (the metadata service checks the generation): bump it.
+        self.write(|tx| {
+            let mut inst = load_instance(tx, uuid)?;
+            if let Some(n) = &u.name {
+                inst.spec.name = n.clone();
+            }
+            if let Some(v) = &u.access_ip_v4 {
+                inst.spec.access_ip_v4 = v.clone();
+            }
+            if let Some(v) = &u.access_ip_v6 {
+                inst.spec.access_ip_v6 = v.clone();
+            }
+            if let Some(v) = &u.description {
+                inst.spec.description = v.clone();
+            }
+            if let Some(m) = &u.metadata {
+                inst.spec.metadata = m.clone();
+            }
+            if let Some(t) = &u.tags {
+                inst.spec.tags = t.clone();
+            }
+            inst.updated_at = now;
+            let id = inst.id;
+            let mut stored = inst.clone();
+            stored.id = 0;
+            exec(
+                tx,
+                "UPDATE instances SET name = ?2, data = ?3 WHERE id = ?1",
+                params![id, stored.spec.name, to_json(&stored)],
+            )
+            .map_err(db)?;
+            Ok(inst)
+        })
+    }
+
     fn set_instance_password(&self, uuid: &str, password: &str) -> Result<bool> {
         self.write(|tx| {
             let mut inst = load_instance(tx, uuid)?;
@@ -1407,11 +1447,11 @@ impl Store for SqliteStore {
                 project_id,
                 &format!("floating IP {address}"),
             )?;
+            // nova answers 409 here, which clients take as "already done".
             if fl.fixed_ip.is_none() {
-                return Err(Error::invalid(
-                    "address",
-                    format!("floating IP {address} is not associated"),
-                ));
+                return Err(Error::conflict(format!(
+                    "floating IP {address} is not associated"
+                )));
             }
             if let Some(u) = instance_uuid {
                 if fl.instance_uuid.as_deref() != Some(u) {
@@ -2155,8 +2195,8 @@ impl Store for SqliteStore {
         self.write(|tx| {
             exec(
                 tx,
-                "INSERT INTO keypairs(user_id, name, public_key, fingerprint) VALUES (?1,?2,?3,?4)",
-                params![kp.user_id, kp.name, kp.public_key, kp.fingerprint],
+                "INSERT INTO keypairs(user_id, name, public_key, fingerprint, type, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
+                params![kp.user_id, kp.name, kp.public_key, kp.fingerprint, kp.kind, kp.created_at],
             )
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -2172,11 +2212,19 @@ impl Store for SqliteStore {
     fn keypairs(&self, user_id: &str) -> Result<Vec<Keypair>> {
         self.read(|c| {
             let mut st = c
-                .prepare_cached("SELECT name, user_id, public_key, fingerprint FROM keypairs WHERE user_id = ?1 ORDER BY name")
+                .prepare_cached("SELECT name, user_id, public_key, fingerprint, type, created_at, rowid FROM keypairs WHERE user_id = ?1 ORDER BY name")
                 .map_err(db)?;
             let rows = st
                 .query_map([user_id], |r| {
-                    Ok(Keypair { name: r.get(0)?, user_id: r.get(1)?, public_key: r.get(2)?, fingerprint: r.get(3)? })
+                    Ok(Keypair {
+                        name: r.get(0)?,
+                        user_id: r.get(1)?,
+                        public_key: r.get(2)?,
+                        fingerprint: r.get(3)?,
+                        kind: r.get(4)?,
+                        created_at: r.get(5)?,
+                        id: r.get(6)?,
+                    })
                 })
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -2419,12 +2467,8 @@ fn associate_floating_tx(
     if fl.fixed_ip.as_deref() == Some(fixed.address.as_str()) {
         return Ok(fl);
     }
-    if let Some(other) = &fl.fixed_ip {
-        return Err(Error::invalid(
-            "address",
-            format!("{what} is already associated with {other}; disassociate it first"),
-        ));
-    }
+    // Associated elsewhere: nova-network moved it (disassociate, then associate), in one
+    // transaction here, so the address is never on two instances.
     let f = get_fixed(tx, &fixed.address)?;
     let net: (String, Option<String>) = tx
         .query_row(

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 pub const HOST: &str = "novanet.test:8774";
 pub const CIRROS: &str = "ed8b2a37-5535-4a5f-a615-443513036d71";
-pub const PUBKEY: &str = "ssh-rsa AAAAB3Nza test";
+pub const PUBKEY: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQCyQiXymFLORE1cWoQTJsZtm1AEB4GlBSt4ydJaYddLtb5y6By6cnWzPV7f6Jt9mkooDQKitGQlf7QwuxM4BuNkzqKnT2Uk+9hJCPu3zOaugcjRVRgaz3bqTMZrl4eN9zhcZTwEP6g7I4WE30zDrcSkhwc8ITP8aCIsYbCF81MmjQ== test";
 
 // ---- harness -------------------------------------------------------------------------------
 
