@@ -106,7 +106,9 @@ pub fn validate_rule(
         (Some(c), None) => {
             let c = c.trim();
             let c = if c.is_empty() { "0.0.0.0/0" } else { c };
-            let normalised = if c.contains(':') {
+            // Checked here, kept as given (Nova shows `10.2.3.124/24` back as sent); the host
+            // plan carries the canonical prefix.
+            let _canonical = if c.contains(':') {
                 let p: Ipv6Cidr = c.parse().map_err(|e| Error::invalid("cidr", e))?;
                 if p.prefix() == 0 && p.network() != std::net::Ipv6Addr::UNSPECIFIED {
                     return Err(Error::invalid(
@@ -125,7 +127,7 @@ pub fn validate_rule(
                 }
                 p.to_string()
             };
-            Some(normalised)
+            Some(c.to_string())
         }
     };
     Ok(NewRule {
@@ -140,11 +142,11 @@ pub fn validate_rule(
 /// Group names and descriptions: strings of 1 to 255 characters after trimming.
 pub fn validate_group_text(field: &str, s: &str) -> Result<String> {
     crate::valid::check_name(field, s)?;
-    let t = s.trim();
-    if t.is_empty() {
+    if s.trim().is_empty() {
         return Err(Error::invalid(field, "must be 1 to 255 characters"));
     }
-    Ok(t.to_string())
+    // Kept as given, spaces included, as Nova keeps them.
+    Ok(s.to_string())
 }
 
 #[cfg(test)]

@@ -80,7 +80,10 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/os-floating-ips-bulk/{host}",
             get(list_bulk_host).put(delete_bulk),
         )
-        .route("/os-security-groups", get(list_groups).post(create_group))
+        .route(
+            "/os-security-groups",
+            get(list_groups).post(create_group).delete(no_group_named),
+        )
         .route(
             "/os-security-groups/{id}",
             get(show_group).put(update_group).delete(delete_group),
@@ -976,6 +979,11 @@ async fn update_group(
     }
     let g = st.store.update_security_group(g.id, &name, &desc)?;
     Ok(Json(json!({ "security_group": group_view(&g) })))
+}
+
+/// `DELETE /os-security-groups/` names no group: Nova answers 404, not 405.
+async fn no_group_named(_ctx: Ctx) -> ApiError {
+    ApiError::not_found("Security group  not found (no id given).")
 }
 
 async fn delete_group(
@@ -1888,21 +1896,35 @@ async fn create_server(
         image_id: s.image_ref.clone(),
         networks: requested_networks(&s.networks)?,
     };
-    // The instances quota, as nova checked it: as many as fit between min and max.
-    let quota = crate::quotas::limit(&st, ctx.project_id(), "instances")?;
-    let max_count = if quota >= 0 {
-        let used = st.store.instances(Some(ctx.project_id()))?.len() as i64;
-        let room = (quota - used).max(0) as u32;
+    // The instances, cores and ram quotas, as nova checked them: as many servers as fit
+    // between min and max.
+    let flavor = FLAVORS
+        .iter()
+        .find(|f| Some(f.0) == spec.flavor_id.as_deref())
+        .copied()
+        .unwrap_or(FLAVORS[0]);
+    let used = crate::quotas::usage(&st, ctx.project_id())?;
+    let mut max_count = max_count;
+    for (resource, each) in [
+        ("instances", 1i64),
+        ("cores", i64::from(flavor.4)),
+        ("ram", i64::from(flavor.2)),
+    ] {
+        let quota = crate::quotas::limit(&st, ctx.project_id(), resource)?;
+        if quota < 0 {
+            continue;
+        }
+        let in_use = used.get(resource).copied().unwrap_or(0);
+        let room = ((quota - in_use).max(0) / each.max(1)) as u32;
         if room < min_count {
             return Err(Error::OverLimit(format!(
-                "Quota exceeded for instances: requested {min_count}, but already used {used} of {quota} instances"
+                "Quota exceeded for {resource}: requested {}, but already used {in_use} of {quota} {resource}",
+                i64::from(min_count) * each
             ))
             .into());
         }
-        max_count.min(room)
-    } else {
-        max_count
-    };
+        max_count = max_count.min(room);
+    }
     let mut created: Vec<Instance> = Vec::new();
     for idx in 0..max_count {
         if max_count > 1 {

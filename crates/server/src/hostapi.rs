@@ -101,7 +101,15 @@ fn check_host_name(host: &str) -> ApiResult<()> {
 /// A stored rule as the plan's model has it; None (and a log line) for a rule whose
 /// stored CIDR does not parse, which only a store written by hand can hold.
 fn sg_rule(r: SecurityGroupRule) -> Option<SgRule> {
-    let cidr = match r.cidr.as_deref().map(CidrText::new).transpose() {
+    let canonical = |c: &str| -> Result<CidrText, String> {
+        let c = if c.contains(':') {
+            c.parse::<novanet_core::net::Ipv6Cidr>()?.to_string()
+        } else {
+            c.parse::<novanet_core::net::Ipv4Cidr>()?.to_string()
+        };
+        CidrText::new(c)
+    };
+    let cidr = match r.cidr.as_deref().map(canonical).transpose() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("novanet server: rule {} left out of plans: {e}", r.id);

@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use novanet_core::config::Config;
 use novanet_store::Store;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::watch;
 use tower::util::MapRequest;
 use tower::ServiceExt;
@@ -115,6 +115,7 @@ pub fn iso8601(secs: i64) -> String {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(root))
+        .route("/v2.0", get(v20))
         .merge(identity::routes())
         .merge(identity_admin::routes())
         .merge(compute::image_routes())
@@ -166,12 +167,21 @@ async fn json_faults(req: Request, next: axum::middleware::Next) -> Response {
     out
 }
 
+fn v20_doc(base: &str) -> Value {
+    json!({"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+           "updated": "2011-01-21T11:33:21Z", "links": [{"rel": "self", "href": format!("{base}/v2/")}],
+           "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}]})
+}
+
+async fn v20(axum::extract::State(st): axum::extract::State<Arc<AppState>>) -> Response {
+    Json(json!({"version": v20_doc(&st.public_base)})).into_response()
+}
+
 async fn root(axum::extract::State(st): axum::extract::State<Arc<AppState>>) -> Response {
     let base = st.public_base.as_str();
     let mut v21 = compute::version_doc(base);
     v21["status"] = json!("CURRENT");
-    let v20 = json!({"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
-                     "updated": "2011-01-21T11:33:21Z", "links": [{"rel": "self", "href": format!("{base}/v2/")}]});
+    let v20 = v20_doc(base);
     Json(json!({"versions": [v20, v21]})).into_response()
 }
 
@@ -184,7 +194,11 @@ pub fn normalise_path(path: &str) -> String {
         .filter(|r| r.starts_with("/v2"))
         .unwrap_or(path)
         .to_string();
-    if p == "/v2" || p.starts_with("/v2/") {
+    // The v2.0 version document keeps its own path (its self link is /v2/).
+    if p == "/v2" || p == "/v2/" {
+        return "/v2.0".into();
+    }
+    if p.starts_with("/v2/") {
         p = format!("/v2.1{}", &p[3..]);
     }
     if let Some(rest) = p.strip_prefix("/v2.1/") {

@@ -54,13 +54,14 @@ fn opt_address(field: &str, v: &Value, v6: bool) -> ApiResult<Option<String>> {
         Value::Null => Ok(None),
         Value::String(s) if s.is_empty() => Ok(None),
         Value::String(s) => {
-            let ok = if v6 {
-                s.parse::<std::net::Ipv6Addr>().is_ok()
+            // Kept in canonical form, as Nova does (`::babe:dc0c:1602`).
+            let canonical = if v6 {
+                s.parse::<std::net::Ipv6Addr>().map(|a| a.to_string()).ok()
             } else {
-                s.parse::<std::net::Ipv4Addr>().is_ok()
+                s.parse::<std::net::Ipv4Addr>().map(|a| a.to_string()).ok()
             };
-            if ok {
-                Ok(Some(s.clone()))
+            if let Some(c) = canonical {
+                Ok(Some(c))
             } else {
                 Err(Error::invalid(
                     field,
@@ -139,7 +140,17 @@ pub async fn update_server(
         ..InstanceUpdate::default()
     };
     let i = st.store.update_instance(&i.uuid, &update, unix_now())?;
-    Ok(Json(json!({ "server": server_view(&st, &i, v, &ctx)? })))
+    // Nova's update answers with the base view, without the extensions' attributes.
+    let mut view = server_view(&st, &i, v, &ctx)?;
+    if let Some(o) = view.as_object_mut() {
+        o.retain(|k, _| {
+            !k.starts_with("OS-EXT-")
+                && k != "key_name"
+                && k != "security_groups"
+                && k != "host_status"
+        });
+    }
+    Ok(Json(json!({ "server": view })))
 }
 
 // ---- metadata ---------------------------------------------------------------------------------
@@ -469,6 +480,8 @@ async fn zones_detail(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Js
 
 /// The v2 extensions a nova-network cloud showed, for clients that still ask.
 const EXTENSIONS: &[(&str, &str, &str)] = &[
+    ("os-consoles", "Consoles", "Interactive Console support."),
+    ("os-hosts", "Hosts", "Admin-only host administration."),
     (
         "os-availability-zone",
         "AvailabilityZone",
