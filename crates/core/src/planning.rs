@@ -429,8 +429,22 @@ pub fn plan_networks(
         };
         let mut fixed_ips = Vec::new();
         if let Some(subnet) = subnets_v4.get(i) {
-            let first = subnet.nth(1).expect("network has at least 4 addresses");
-            let (gateway, mut current) = match &req.gateway {
+            // nova's cursor starts at allowed_start when given (which then becomes the
+            // gateway, unless one is given), else at the subnet's first host.
+            let first = match &req.allowed_start {
+                Some(s) => {
+                    let s = parse_v4("allowed_start", s)?;
+                    if !subnet.contains(s) {
+                        return Err(Error::invalid(
+                            "allowed_start",
+                            format!("{s} is not inside {subnet}"),
+                        ));
+                    }
+                    s
+                }
+                None => subnet.nth(1).expect("network has at least 4 addresses"),
+            };
+            let (gateway, current) = match &req.gateway {
                 Some(g) => {
                     let g = parse_v4("gateway", g)?;
                     if !subnet.contains(g) {
@@ -443,16 +457,6 @@ pub fn plan_networks(
                 }
                 None => (first, next(first)),
             };
-            if let Some(s) = &req.allowed_start {
-                let s = parse_v4("allowed_start", s)?;
-                if !subnet.contains(s) {
-                    return Err(Error::invalid(
-                        "allowed_start",
-                        format!("{s} is not inside {subnet}"),
-                    ));
-                }
-                current = s;
-            }
             let allowed_end = req
                 .allowed_end
                 .as_deref()
@@ -473,7 +477,7 @@ pub fn plan_networks(
                 None => gateway,
             };
             let mut dhcp_start = current;
-            current = next(current);
+            let mut current = next(current);
             if dhcp_start == dhcp_server {
                 dhcp_start = current;
                 current = next(current);
@@ -708,6 +712,33 @@ mod tests {
         );
     }
 
+    /// nova's own expectation (test_network_manager, VLAN, allowed start/end with a DHCP
+    /// server): the gateway is the allowed start, then the DHCP server, the VPN address, the
+    /// first DHCP address; 23 addresses reserved.
+    #[test]
+    fn allowed_start_becomes_the_gateway() {
+        let req = NetworkRequest {
+            label: "n".into(),
+            cidr: Some("192.168.0.0/24".into()),
+            dhcp_server: Some("192.168.0.11".into()),
+            allowed_start: Some("192.168.0.10".into()),
+            allowed_end: Some("192.168.0.245".into()),
+            bridge_interface: Some("eth1".into()),
+            ..Default::default()
+        };
+        let cfg = Config::default();
+        let p = plan_networks(&req, Manager::Vlan, &cfg, &[], || "u".into()).unwrap();
+        let n = &p.networks[0];
+        assert_eq!(n.network.gateway.as_deref(), Some("192.168.0.10"));
+        assert_eq!(n.network.dhcp_server.as_deref(), Some("192.168.0.11"));
+        assert_eq!(
+            n.network.vpn_private_address.as_deref(),
+            Some("192.168.0.12")
+        );
+        assert_eq!(n.network.dhcp_start.as_deref(), Some("192.168.0.13"));
+        assert_eq!(n.fixed_ips.iter().filter(|f| f.1).count(), 23);
+    }
+
     #[test]
     fn allowed_start_end_and_fixed_cidr() {
         let cfg = Config::default();
@@ -723,11 +754,16 @@ mod tests {
             .filter(|(_, r)| !r)
             .map(|(a, _)| a.to_string())
             .collect();
-        assert_eq!(free.first().map(String::as_str), Some("10.0.0.10"));
+        // nova: the allowed start is the gateway; the first free address follows it.
+        assert_eq!(
+            plan.networks[0].network.gateway.as_deref(),
+            Some("10.0.0.10")
+        );
+        assert_eq!(free.first().map(String::as_str), Some("10.0.0.11"));
         assert_eq!(free.last().map(String::as_str), Some("10.0.0.20"));
         assert_eq!(
             plan.networks[0].network.dhcp_start.as_deref(),
-            Some("10.0.0.10")
+            Some("10.0.0.11")
         );
         let bad = NetworkRequest {
             fixed_cidr: Some("10.1.0.0/25".into()),

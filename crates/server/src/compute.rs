@@ -2002,12 +2002,9 @@ async fn server_action(
                     "Cannot associate auto assigned floating IP",
                 ));
             }
-            st.store.associate_floating_ip(
-                address,
-                &i.uuid,
-                fixed,
-                scope.or(Some(&i.spec.project_id)),
-            )?;
+            // Admins (scope None) may use any project's address, or an unallocated one.
+            st.store
+                .associate_floating_ip(address, &i.uuid, fixed, scope)?;
         }
         "removeFloatingIp" => {
             let address = str_arg(arg, "address", action)?;

@@ -635,7 +635,12 @@ fn requester(
                 )));
             }
             let m = meta_for_ip(st, &ip);
-            Ok(m.filter(|m| m.instance.uuid == id))
+            // Nova checks the project the proxy names too (Neutron's agent sends it): an
+            // instance of another project is not found.
+            let tenant = header(headers, "x-tenant-id");
+            Ok(m.filter(|m| {
+                m.instance.uuid == id && tenant.is_none_or(|t| t == m.instance.spec.project_id)
+            }))
         }
         // Anyone else's X-Forwarded-For is ignored: the source address decides.
         _ => Ok(meta_for_ip(st, &peer.to_string())),

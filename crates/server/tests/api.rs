@@ -3130,3 +3130,104 @@ async fn seed_tutorial_flow() {
     assert_eq!(v["floating_ips"][0]["ip"], ip.as_str());
     assert!(v["floating_ips"][0]["instance_id"].is_null(), "{v}");
 }
+
+/// nova-network's floating IP behaviour that clients rely on: an associated address moves to
+/// another server (202), removing an address that is not associated is 409 (clients treat it
+/// as done), and admins may associate any project's address or an unallocated one.
+#[tokio::test]
+async fn floating_ips_behave_as_nova_network() {
+    let h = Harness::new("nova-floating").await;
+    create_network(&h, "vmnet", "10.0.0.0/24").await;
+    h.expect(
+        200,
+        "POST",
+        "/v2.1/os-floating-ips-bulk",
+        h.admin(),
+        Some(json!({"floating_ips_bulk_create": {"ip_range": "68.99.26.168/29"}})),
+    )
+    .await;
+    let a = boot(&h, h.demo(), "a").await;
+    let b = boot(&h, h.demo(), "b").await;
+    let v = h
+        .expect(
+            200,
+            "POST",
+            "/v2.1/os-floating-ips",
+            h.demo(),
+            Some(json!({"pool": "nova"})),
+        )
+        .await;
+    let ip = v["floating_ip"]["ip"].as_str().unwrap().to_string();
+    let add = json!({"addFloatingIp": {"address": ip}});
+    h.expect(
+        202,
+        "POST",
+        &format!("/v2.1/servers/{a}/action"),
+        h.demo(),
+        Some(add.clone()),
+    )
+    .await;
+    h.expect(
+        202,
+        "POST",
+        &format!("/v2.1/servers/{b}/action"),
+        h.demo(),
+        Some(add),
+    )
+    .await;
+    let f = h.state.store.floating_ip(&ip).unwrap();
+    assert_eq!(f.instance_uuid.as_deref(), Some(b.as_str()), "moved to b");
+    let remove = json!({"removeFloatingIp": {"address": ip}});
+    h.expect(
+        202,
+        "POST",
+        &format!("/v2.1/servers/{b}/action"),
+        h.demo(),
+        Some(remove.clone()),
+    )
+    .await;
+    let v = h
+        .expect(
+            409,
+            "POST",
+            &format!("/v2.1/servers/{b}/action"),
+            h.demo(),
+            Some(remove),
+        )
+        .await;
+    fault(&v, "conflictingRequest", 409);
+    // An admin associates an address nobody allocated with the demo project's server.
+    let free = h
+        .state
+        .store
+        .floating_ips(None)
+        .unwrap()
+        .into_iter()
+        .find(|f| f.project_id.is_none())
+        .unwrap()
+        .address;
+    let add = json!({"addFloatingIp": {"address": free}});
+    h.expect(
+        404,
+        "POST",
+        &format!("/v2.1/servers/{a}/action"),
+        h.other(),
+        Some(add.clone()),
+    )
+    .await;
+    h.expect(
+        202,
+        "POST",
+        &format!("/v2.1/servers/{a}/action"),
+        h.admin(),
+        Some(add),
+    )
+    .await;
+    let f = h.state.store.floating_ip(&free).unwrap();
+    assert_eq!(f.instance_uuid.as_deref(), Some(a.as_str()));
+    assert_eq!(
+        f.project_id,
+        Some(h.state.store.project("demo").unwrap().id),
+        "it went to the instance's project"
+    );
+}

@@ -979,6 +979,23 @@ async fn forwarded_for_and_proxy_signature() {
         (r.status, r.body.as_str()),
         (StatusCode::OK, "test.novalocal")
     );
+    // The project the proxy names must be the instance's (nova: not found otherwise).
+    let with_tenant = [
+        (XFF, TEST_IP),
+        (IID, id),
+        (SIG, &good),
+        ("x-tenant-id", PROJECT),
+    ];
+    let r = e.get_with(proxy, host, &with_tenant).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let wrong = [
+        (XFF, TEST_IP),
+        (IID, id),
+        (SIG, &good),
+        ("x-tenant-id", "someone-else"),
+    ];
+    let r = e.get_with(proxy, host, &wrong).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     let chain = format!("{TEST_IP}, {proxy}");
     let upper = good.to_uppercase();
     let r = e

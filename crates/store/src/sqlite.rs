@@ -2429,21 +2429,33 @@ fn associate_floating_tx(
     fixed_address: Option<&str>,
     project_id: Option<&str>,
 ) -> Result<FloatingIp> {
-    let fl = get_floating(tx, address)?;
+    let mut fl = get_floating(tx, address)?;
     let what = format!("floating IP {address}");
+    let inst = load_instance(tx, instance_uuid)?;
+    let admin = project_id.is_none();
     if fl.project_id.is_none() {
-        return Err(Error::not_found(format!(
-            "{what} is not allocated to a project"
-        )));
+        if !admin {
+            return Err(Error::not_found(format!(
+                "{what} is not allocated to a project"
+            )));
+        }
+        // An admin may associate an unallocated address: it goes to the instance's project.
+        exec(
+            tx,
+            "UPDATE floating_ips SET project_id = ?1 WHERE id = ?2",
+            params![inst.spec.project_id, fl.id],
+        )
+        .map_err(db)?;
+        fl.project_id = Some(inst.spec.project_id.clone());
     }
     check_owner(fl.project_id.as_deref(), project_id, &what)?;
-    let inst = load_instance(tx, instance_uuid)?;
     check_owner(
         Some(&inst.spec.project_id),
         project_id,
         &format!("instance {instance_uuid}"),
     )?;
-    if fl.project_id.as_deref() != Some(inst.spec.project_id.as_str()) {
+    // Admins may associate any project's address with any instance, as in nova.
+    if !admin && fl.project_id.as_deref() != Some(inst.spec.project_id.as_str()) {
         return Err(Error::invalid(
             "address",
             format!("{what} belongs to another project than instance {instance_uuid}"),
