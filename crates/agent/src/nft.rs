@@ -45,6 +45,7 @@ fn t_expr(t: &Target) -> Option<String> {
         Target::Snat(to) => format!("snat ip to {to}"),
         // nftables has no checksum-fill; guests with virtio offloads do not need it.
         Target::ChecksumFill => return None,
+        Target::Redirect(port) => format!("redirect to :{port}"),
     })
 }
 

@@ -52,6 +52,17 @@ pub fn jumps() -> Vec<(&'static str, &'static str, String)> {
     ]
 }
 
+/// The jump from a builtin chain into one of novanet's: inserted first, as nova did, so that
+/// a distribution's own rules ending in `-j REJECT` cannot keep packets from reaching it; the
+/// bottom chain is appended, so that its SNAT comes after every other POSTROUTING rule.
+pub fn jump_line(builtin: &str, target: &str) -> String {
+    if target == BOTTOM_CHAIN {
+        format!("-A {builtin} -j {target}")
+    } else {
+        format!("-I {builtin} 1 -j {target}")
+    }
+}
+
 /// One rule in iptables syntax (without `-A chain`), in iptables-save's canonical order.
 pub fn iptables_rule(m: &Match, t: &Target) -> String {
     let mut a: Vec<String> = Vec::new();
@@ -89,6 +100,7 @@ pub fn iptables_rule(m: &Match, t: &Target) -> String {
         Target::Dnat(to) => format!("-j DNAT --to-destination {to}"),
         Target::Snat(to) => format!("-j SNAT --to-source {to}"),
         Target::ChecksumFill => "-j CHECKSUM --checksum-fill".into(),
+        Target::Redirect(port) => format!("-j REDIRECT --to-ports {port}"),
     });
     a.join(" ")
 }
@@ -239,7 +251,7 @@ pub fn restore_delta(
         let jumps: Vec<String> = missing_jumps
             .iter()
             .filter(|(t, _, _)| *t == table)
-            .map(|(_, builtin, target)| format!("-A {builtin} -j {target}"))
+            .map(|(_, builtin, target)| jump_line(builtin, target))
             .collect();
         if changed.is_empty() && gone.is_empty() && jumps.is_empty() {
             continue;
@@ -311,7 +323,7 @@ pub fn iptables_restore(
         tables
             .entry(table)
             .or_default()
-            .push(format!("-A {builtin} -j {target}"));
+            .push(jump_line(builtin, target));
     }
     let mut out = String::new();
     for name in ["filter", "nat", "mangle"] {
@@ -510,7 +522,7 @@ mod tests {
             None,
             &[("filter", "FORWARD", "novanet-FORWARD".parse().unwrap())],
         );
-        let want = "*filter\n:novanet-INPUT - [0:0]\n:novanet-FORWARD - [0:0]\n-A novanet-FORWARD -i br100 -j ACCEPT\n-A FORWARD -j novanet-FORWARD\nCOMMIT\n\
+        let want = "*filter\n:novanet-INPUT - [0:0]\n:novanet-FORWARD - [0:0]\n-A novanet-FORWARD -i br100 -j ACCEPT\n-I FORWARD 1 -j novanet-FORWARD\nCOMMIT\n\
 *nat\n:novanet-PREROUTING - [0:0]\n:novanet-OUTPUT - [0:0]\n:novanet-POSTROUTING - [0:0]\n:novanet-snat - [0:0]\n:novanet-float-snat - [0:0]\n\
 :novanet-postrouting-bottom - [0:0]\n-A novanet-postrouting-bottom -j novanet-snat\n-A novanet-snat -j novanet-float-snat\nCOMMIT\n\
 *mangle\n:novanet-POSTROUTING - [0:0]\nCOMMIT\n";
@@ -619,7 +631,7 @@ mod tests {
     fn a_delta_names_only_what_changed() {
         let old = owned_chains(
             "*filter\n:INPUT ACCEPT [0:0]\n:novanet-local - [0:0]\n:novanet-inst-1 - [0:0]\n:novanet-inst-2 - [0:0]\n\
-             -A INPUT -j novanet-INPUT\n-A novanet-local -d 10.0.0.2/32 -j novanet-inst-1\n\
+             -I INPUT 1 -j novanet-INPUT\n-A novanet-local -d 10.0.0.2/32 -j novanet-inst-1\n\
              -A novanet-local -d 10.0.0.3/32 -j novanet-inst-2\n-A novanet-inst-1 -j DROP\n-A novanet-inst-2 -j DROP\nCOMMIT\n",
         );
         assert_eq!(old.len(), 3, "{old:?}");
@@ -643,7 +655,7 @@ mod tests {
                 &new,
                 &[("nat", "OUTPUT", "novanet-OUTPUT".parse().unwrap())]
             ),
-            "*nat\n-A OUTPUT -j novanet-OUTPUT\nCOMMIT\n"
+            "*nat\n-I OUTPUT 1 -j novanet-OUTPUT\nCOMMIT\n"
         );
     }
 }

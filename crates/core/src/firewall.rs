@@ -72,6 +72,9 @@ pub enum Target {
     Dnat(NatTo),
     /// SNAT to an address.
     Snat(NatTo),
+    /// To this host's own port (nova's `REDIRECT --to-ports` for a loopback metadata host:
+    /// a DNAT to 127.0.0.1 is dropped unless `route_localnet` is set).
+    Redirect(u16),
     /// Fill in UDP checksums (DHCP replies to guests that check them).
     ChecksumFill,
 }

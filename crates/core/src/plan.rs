@@ -463,6 +463,17 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
         );
     }
     if let (false, Some(md)) = (served_cidrs.is_empty(), metadata_host) {
+        // nova's metadata_accept: the redirected requests must pass this host's INPUT.
+        fw.push(
+            Chain::FilterInput,
+            Match {
+                dst: Some(CidrText::from(Ipv4Cidr::new(md, 32).expect("/32"))),
+                proto: Some(Proto::Tcp),
+                dport: Some(cfg.metadata_port),
+                ..Match::default()
+            },
+            Target::Accept,
+        );
         let md_addr: Ipv4Addr = METADATA_ADDRESS.parse().expect("constant address");
         fw.push(
             Chain::NatPrerouting,
@@ -472,9 +483,13 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
                 dport: Some(METADATA_PORT),
                 ..Match::default()
             },
-            Target::Dnat(
-                NatTo::new(format!("{md}:{}", cfg.metadata_port)).expect("address and port"),
-            ),
+            if md.is_loopback() {
+                Target::Redirect(cfg.metadata_port)
+            } else {
+                Target::Dnat(
+                    NatTo::new(format!("{md}:{}", cfg.metadata_port)).expect("address and port"),
+                )
+            },
         );
     }
     for f in s

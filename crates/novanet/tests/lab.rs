@@ -1189,3 +1189,87 @@ fn a_hostile_project_changes_no_host() {
     }
     assert_eq!(store.networks().unwrap().len(), 1, "only the lab's vmnet");
 }
+
+/// nova inserted its jumps first: on a host whose distribution firewall ends INPUT and
+/// FORWARD in `-j REJECT`, DHCP, metadata and forwarding still work (iptables driver).
+#[test]
+fn a_host_firewall_ending_in_reject_does_not_break_the_cloud() {
+    let Some(lab) = Lab::up("r", &["firewall_driver = \"iptables\""]) else {
+        return;
+    };
+    let ipt = |args: &[&str]| {
+        let mut cmd = vec!["iptables"];
+        cmd.extend(args);
+        lab.ok("controller", &cmd);
+    };
+    // The distribution's firewall (RHEL's shape: established, loopback and the API port the
+    // operator opened, then REJECT), and a host where novanet's jumps are not there yet.
+    ipt(&[
+        "-A",
+        "INPUT",
+        "-m",
+        "state",
+        "--state",
+        "ESTABLISHED,RELATED",
+        "-j",
+        "ACCEPT",
+    ]);
+    ipt(&["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
+    ipt(&[
+        "-A", "INPUT", "-p", "tcp", "--dport", "8774", "-j", "ACCEPT",
+    ]);
+    ipt(&["-A", "INPUT", "-j", "REJECT"]);
+    ipt(&["-A", "FORWARD", "-j", "REJECT"]);
+    ipt(&["-D", "INPUT", "-j", "novanet-INPUT"]);
+    ipt(&["-D", "FORWARD", "-j", "novanet-FORWARD"]);
+    let out = lab.lab(&["restart-agent", "controller"]);
+    assert!(out.status.success(), "restart: {}", text(&out.stderr));
+    wait_until(
+        "the jumps back, before the REJECTs",
+        Duration::from_secs(15),
+        || {
+            let rules = lab.ok("controller", &["iptables", "-S", "INPUT"]);
+            let jump = rules.lines().position(|l| l == "-A INPUT -j novanet-INPUT");
+            let reject = rules
+                .lines()
+                .position(|l| l.starts_with("-A INPUT -j REJECT"));
+            matches!((jump, reject), (Some(j), Some(r)) if j < r)
+        },
+    );
+    // A new VM gets its lease and its metadata through the controller.
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    wait_until("vm2's lease", Duration::from_secs(20), || {
+        lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
+    });
+    let host = lab.ok(
+        "vm2",
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "http://169.254.169.254/latest/meta-data/hostname",
+        ],
+    );
+    assert_eq!(host, "vm2.novalocal");
+    let forward = lab.ok("controller", &["iptables", "-S", "FORWARD"]);
+    let jump = forward
+        .lines()
+        .position(|l| l == "-A FORWARD -j novanet-FORWARD");
+    let reject = forward
+        .lines()
+        .position(|l| l.starts_with("-A FORWARD -j REJECT"));
+    assert!(
+        matches!((jump, reject), (Some(j), Some(r)) if j < r),
+        "{forward}"
+    );
+}
