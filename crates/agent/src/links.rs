@@ -21,6 +21,47 @@ pub struct Link {
     pub mtu: Option<u32>,
     #[serde(default)]
     pub addr_info: Vec<AddrInfo>,
+    /// Routes through this link other than the kernel's own (from `ip -j route`).
+    #[serde(default)]
+    pub routes: Vec<RouteInfo>,
+}
+
+/// A route as `ip -j route show` prints it.
+#[derive(Debug, Default, Deserialize)]
+pub struct RouteInfo {
+    pub dst: String,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub dev: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub metric: Option<u32>,
+}
+
+impl RouteInfo {
+    /// The `ip -batch` line that puts this route on `dev`, if its values are plain (they
+    /// come from the kernel, but still become a command line).
+    fn on(&self, dev: &str) -> Option<String> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '/'))
+        };
+        if !plain(&self.dst) || !self.gateway.as_deref().is_none_or(plain) {
+            return None;
+        }
+        let mut l = format!("route replace {}", self.dst);
+        if let Some(g) = &self.gateway {
+            l.push_str(&format!(" via {g}"));
+        }
+        l.push_str(&format!(" dev {dev}"));
+        if let Some(m) = self.metric {
+            l.push_str(&format!(" metric {m}"));
+        }
+        Some(l)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,7 +87,20 @@ pub fn read_links() -> Result<BTreeMap<String, Link>> {
     let out = run("ip", &["-j", "addr", "show"], None)?;
     let links: Vec<Link> = serde_json::from_str(&out)
         .map_err(|e| AgentError::Io(format!("cannot parse `ip -j addr show`: {e}")))?;
-    Ok(links.into_iter().map(|l| (l.ifname.clone(), l)).collect())
+    let mut links: BTreeMap<String, Link> =
+        links.into_iter().map(|l| (l.ifname.clone(), l)).collect();
+    let out = run("ip", &["-j", "route", "show", "table", "main"], None)?;
+    let routes: Vec<RouteInfo> = serde_json::from_str(&out)
+        .map_err(|e| AgentError::Io(format!("cannot parse `ip -j route show`: {e}")))?;
+    for r in routes
+        .into_iter()
+        .filter(|r| r.protocol.as_deref() != Some("kernel"))
+    {
+        if let Some(l) = r.dev.clone().and_then(|d| links.get_mut(&d)) {
+            l.routes.push(r);
+        }
+    }
+    Ok(links)
 }
 
 /// The host's own IPv4 networks: global addresses on interfaces other than the bridges
@@ -78,6 +132,9 @@ pub fn diff(
 ) -> Vec<String> {
     let mut cmds = Vec::new();
     for b in bridges {
+        // Routes through an interface whose addresses move to the bridge go with them (the
+        // kernel drops them with the address), after the bridge is up, as nova moved them.
+        let mut moved_routes = Vec::new();
         let br = links.get(b.name.as_str());
         if br.is_none() {
             cmds.push(format!(
@@ -115,6 +172,12 @@ pub fn diff(
                             a.local, a.prefixlen, b.name
                         ));
                     }
+                    if l.addr_info
+                        .iter()
+                        .any(|a| a.family == "inet" && a.scope.as_deref() == Some("global"))
+                    {
+                        moved_routes.extend(l.routes.iter().filter_map(|r| r.on(&b.name)));
+                    }
                 }
                 if !l.flags.iter().any(|f| f == "PROMISC") {
                     cmds.push(format!("link set {ifname} promisc on"));
@@ -137,6 +200,7 @@ pub fn diff(
         if !br.is_some_and(|l| l.flags.iter().any(|f| f == "UP")) {
             cmds.push(format!("link set {} up", b.name));
         }
+        cmds.extend(moved_routes);
     }
     let wanted: BTreeSet<&str> = bridges.iter().map(|b| b.name.as_str()).collect();
     for old in owned_bridges
@@ -229,6 +293,56 @@ mod tests {
                 "link set eth2 up",
                 "addr add 10.0.0.1/24 brd 10.0.0.255 dev br100",
                 "link set br100 up",
+            ]
+        );
+    }
+
+    /// nova's ensure_bridge moved the interface's address and its routes (the default route
+    /// among them) to the bridge; the kernel drops a route when its address goes.
+    #[test]
+    fn the_flat_interfaces_address_and_routes_move_to_the_bridge() {
+        let mut eth2 = link("eth2", None, true);
+        eth2.addr_info.push(AddrInfo {
+            family: "inet".into(),
+            local: "192.168.56.200".into(),
+            prefixlen: 24,
+            broadcast: Some("192.168.56.255".into()),
+            scope: Some("global".into()),
+        });
+        eth2.routes.push(RouteInfo {
+            dst: "default".into(),
+            gateway: Some("192.168.56.101".into()),
+            dev: Some("eth2".into()),
+            protocol: None,
+            metric: None,
+        });
+        eth2.routes.push(RouteInfo {
+            dst: "10.9.0.0/16".into(),
+            gateway: Some("192.168.56.1".into()),
+            dev: Some("eth2".into()),
+            protocol: Some("static".into()),
+            metric: Some(5),
+        });
+        let links = BTreeMap::from([("eth2".to_string(), eth2)]);
+        let cmds = diff(
+            &links,
+            &[br100(None)],
+            &[],
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+        );
+        assert_eq!(
+            cmds,
+            [
+                "link add br100 type bridge forward_delay 0 stp_state 0",
+                "link set eth2 master br100",
+                "link set br100 address 08:00:27:8f:87:fa",
+                "addr del 192.168.56.200/24 dev eth2",
+                "addr add 192.168.56.200/24 brd 192.168.56.255 dev br100",
+                "link set eth2 promisc on",
+                "link set br100 up",
+                "route replace default via 192.168.56.101 dev br100",
+                "route replace 10.9.0.0/16 via 192.168.56.1 dev br100 metric 5",
             ]
         );
     }

@@ -68,7 +68,7 @@ fn check_batch_line(line: &str) {
     assert!(!line.contains('\n'), "{line:?}");
     let mut words = line.split(' ');
     let first = words.next().unwrap_or("");
-    assert!(first == "link" || first == "addr", "{line:?}");
+    assert!(matches!(first, "link" | "addr" | "route"), "{line:?}");
     for w in line.split(' ') {
         assert!(
             !w.is_empty() && w.chars().all(|c| WORD.contains(c)),

@@ -1273,3 +1273,54 @@ fn a_host_firewall_ending_in_reject_does_not_break_the_cloud() {
         "{forward}"
     );
 }
+
+/// A flat interface that holds the host's address and a default route: when it is enslaved to
+/// the bridge, both move to the bridge, as nova's ensure_bridge moved them.
+#[test]
+fn the_flat_interfaces_address_and_routes_move_to_the_bridge() {
+    let Some(lab) = Lab::up("m", &[]) else {
+        return;
+    };
+    // compute-2 has no VM yet, so no bridge: eth2 is a plain interface with an address.
+    lab.ok(
+        "compute-2",
+        &["ip", "addr", "add", "10.0.0.250/24", "dev", "eth2"],
+    );
+    lab.ok(
+        "compute-2",
+        &[
+            "ip", "route", "add", "default", "via", "10.0.0.1", "dev", "eth2", "metric", "500",
+        ],
+    );
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    wait_until("vm2's lease", Duration::from_secs(20), || {
+        lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
+    });
+    let addrs = lab.ok(
+        "compute-2",
+        &["ip", "-4", "-o", "addr", "show", "dev", "br100"],
+    );
+    assert!(addrs.contains("10.0.0.250/24"), "{addrs}");
+    let routes = lab.ok("compute-2", &["ip", "route", "show", "default"]);
+    assert!(
+        routes.contains("default via 10.0.0.1 dev br100 metric 500"),
+        "{routes}"
+    );
+    assert!(!lab
+        .ok(
+            "compute-2",
+            &["ip", "-4", "-o", "addr", "show", "dev", "eth2"]
+        )
+        .contains("10.0.0.250"));
+    // The host is still reachable on its address, now through the bridge.
+    assert!(lab.succeeds("controller", &["ping", "-c", "1", "-W", "2", "10.0.0.250"]));
+}
