@@ -242,6 +242,7 @@ pub fn inst_rules(i: &InstanceSecurity, sec: &SecurityPlan) -> Vec<String> {
     }
     v.extend(i.rules.iter().filter_map(sg_rule));
     v.push("drop".into());
+    crate::render::dedup_in_order(&mut v);
     v
 }
 
@@ -701,6 +702,37 @@ mod tests {
             cidr: Some("0.0.0.0/0".parse().unwrap()),
             group: None,
         }
+    }
+
+    /// A second fixed IP on the same network is a second port there: the rules it brings are
+    /// the same lines, written once (nova's rule sets never held duplicates).
+    #[test]
+    fn two_ports_on_one_network_write_each_rule_once() {
+        let mut i = inst();
+        let mut second = i.ports[0].clone();
+        second.mac = "fa:16:3e:2c:e8:ed".parse().unwrap();
+        second.ips = vec!["10.0.0.9".parse().unwrap()];
+        i.ports.push(second);
+        let mut sec = plan(true, vec![]);
+        sec.instances = vec![i.clone()];
+        let nft = inst_rules(&i, &sec);
+        let mut unique = nft.clone();
+        crate::render::dedup_in_order(&mut unique);
+        assert_eq!(nft, unique);
+        assert_eq!(
+            nft.iter()
+                .filter(|l| l.contains("ip saddr 10.0.0.0/24 accept"))
+                .count(),
+            1
+        );
+        let (_, ipt) = crate::render::iptables_security(&sec);
+        assert_eq!(
+            ipt.iter()
+                .filter(|l| l.ends_with("-s 10.0.0.0/24 -j ACCEPT"))
+                .count(),
+            1
+        );
+        assert_eq!(ipt.iter().filter(|l| l.contains("--sport 67")).count(), 1);
     }
 
     #[test]

@@ -193,7 +193,15 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
         }
         rules.push(format!("-A {chain} -j {FALLBACK_CHAIN}"));
     }
+    dedup_in_order(&mut rules);
     (decls, rules)
+}
+
+/// Drops repeated lines, keeping the first of each in place: two ports on one network (a
+/// second fixed IP there) would otherwise write its accepts twice; nova's sets never did.
+pub fn dedup_in_order(lines: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    lines.retain(|l| seen.insert(l.clone()));
 }
 
 /// iptables-restore input (for `--noflush`) that replaces the content of every chain novanet
