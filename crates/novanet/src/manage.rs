@@ -20,8 +20,8 @@ pub struct ManageArgs {
     /// The server's data dir, where its store (state.sqlite) is
     #[arg(long, env = "NOVANET_DATA_DIR", default_value = "/var/lib/novanet")]
     pub data_dir: PathBuf,
-    /// The configuration (TOML, nova.conf's option names): the defaults for new networks
-    /// and floating IPs come from here
+    /// The configuration (nova.conf's INI, a flag file, or TOML): the defaults for new
+    /// networks and floating IPs come from here
     #[arg(long, env = "NOVANET_CONFIG")]
     pub config: Option<PathBuf>,
     /// Make a new, empty store if the data dir holds none (bootstrap always may)
@@ -50,6 +50,9 @@ pub enum ManageCommand {
     /// Users: create
     #[command(subcommand)]
     User(UserCmd),
+    /// Configuration: `config show` prints every option's effective value and its source
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Create the store if needed, project admin and user admin with role admin (as
     /// keystone-manage bootstrap; idempotent)
     #[command(
@@ -64,6 +67,16 @@ pub enum ManageCommand {
         )]
         bootstrap_password: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Every option with its effective value and where it came from (the file's line, or
+    /// nova's default); secrets are masked
+    #[command(
+        after_help = "Example:\n  novanet manage --config /etc/novanet/nova.conf config show"
+    )]
+    Show,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -216,6 +229,67 @@ pub enum UserCmd {
     },
 }
 
+/// `manage config show`: what the server and agents would run with, option by option.
+fn config_show(path: Option<&std::path::Path>) -> Result<()> {
+    let loaded = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Error::invalid("config", format!("cannot read {}: {e}", p.display()))
+            })?;
+            Config::load(&text, &p.display().to_string())?
+        }
+        None => Config::load("", "none")?,
+    };
+    let values = serde_json::to_value(&loaded.config)
+        .map_err(|e| Error::Store(format!("cannot show the configuration: {e}")))?;
+    let mut text = format!(
+        "# format: {}\n",
+        if path.is_some() {
+            loaded.format
+        } else {
+            "none (defaults)"
+        }
+    );
+    let secret = |k: &str| k.contains("password") || k.contains("secret");
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for (k, v) in values.as_object().into_iter().flatten() {
+        match v {
+            serde_json::Value::Object(section) => {
+                for (sk, sv) in section {
+                    let key = format!("{k}.{sk}");
+                    let shown = if secret(sk) {
+                        "\"***\"".to_string()
+                    } else {
+                        sv.to_string()
+                    };
+                    lines.push((key, shown));
+                }
+            }
+            v => {
+                let shown = if secret(k) && v.as_str().is_some_and(|s| !s.is_empty()) {
+                    "\"***\"".to_string()
+                } else {
+                    v.to_string()
+                };
+                lines.push((k.clone(), shown));
+            }
+        }
+    }
+    for (k, v) in lines {
+        let source = loaded
+            .sources
+            .get(&k)
+            .cloned()
+            .unwrap_or_else(|| "default".to_string());
+        text.push_str(&format!("{k} = {v}  # {source}\n"));
+    }
+    for w in &loaded.warnings {
+        text.push_str(&format!("# note: {w}\n"));
+    }
+    out(text.trim_end());
+    Ok(())
+}
+
 pub fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
     match path {
         None => Ok(Config::default()),
@@ -285,10 +359,14 @@ pub fn project_id(store: &dyn Store, key: &str) -> Result<String> {
 }
 
 pub fn run(args: ManageArgs) -> Result<()> {
+    if let ManageCommand::Config(ConfigCmd::Show) = args.command {
+        return config_show(args.config.as_deref());
+    }
     let cfg = load_config(args.config.as_deref())?;
     let create = args.create || matches!(args.command, ManageCommand::Bootstrap { .. });
     let store = open_store(&args.data_dir, create)?;
     match args.command {
+        ManageCommand::Config(ConfigCmd::Show) => config_show(args.config.as_deref()),
         ManageCommand::Network(cmd) => network(&store, &cfg, cmd),
         ManageCommand::Fixed(FixedCmd::Reserve { address }) => {
             store.set_fixed_reserved(&address, true)?;

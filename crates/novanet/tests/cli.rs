@@ -505,3 +505,62 @@ fn client_commands_say_what_they_did() {
     assert!(o.status.success(), "{:?} {}", o.status, text(&o.stderr));
     assert!(!text(&o.stderr).contains("panicked"));
 }
+
+/// `manage config show`: each option's effective value and where it came from, secrets masked,
+/// and the notes an operator should read (seed 004's flag file here).
+#[test]
+fn manage_config_show() {
+    let t = TempDir::new("config-show");
+    let conf = t.0.join("nova.conf");
+    std::fs::write(
+        &conf,
+        "--public_interface=eth1\n--fixed_range=10.0.0.0/24\n--flat_interface=eth2\n--flat_network_bridge=br100\n--network_manager=nova.network.manager.FlatDHCPManager\n",
+    )
+    .unwrap();
+    let o = novanet(
+        &[
+            "manage",
+            "--config",
+            &conf.display().to_string(),
+            "config",
+            "show",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("# format: flag file"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "flat_interface = \"eth2\"  # {}:3",
+            conf.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("dhcp_domain = \"novalocal\"  # default"),
+        "{out}"
+    );
+    assert!(
+        out.contains("# note: fixed_range is accepted and not needed"),
+        "{out}"
+    );
+    // A bad value names its key and the file; nothing is shown.
+    std::fs::write(&conf, "[DEFAULT]\nmulti_host = perhaps\n").unwrap();
+    let o = novanet(
+        &[
+            "manage",
+            "--config",
+            &conf.display().to_string(),
+            "config",
+            "show",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("multi_host"),
+        "{}",
+        text(&o.stderr)
+    );
+}

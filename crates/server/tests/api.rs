@@ -3231,3 +3231,48 @@ async fn floating_ips_behave_as_nova_network() {
         "it went to the instance's project"
     );
 }
+
+/// Each agent reports its host's own options (from its nova.conf); the server plans that host
+/// with them, and refuses a report whose values are not interface names or addresses.
+#[tokio::test]
+async fn hosts_are_planned_with_their_own_options() {
+    let h = Harness::new("host-options").await;
+    let report = |opts: Value| json!({"network_host": true, "networks": [], "options": opts});
+    let v = h
+        .expect(
+            400,
+            "POST",
+            "/novanet/v1/hosts/net-1/report",
+            h.admin(),
+            Some(report(json!({"flat_interface": "../eth0"}))),
+        )
+        .await;
+    assert!(fault(&v, "badRequest", 400).contains("flat_interface"));
+    h.expect(
+        200,
+        "POST",
+        "/novanet/v1/hosts/net-1/report",
+        h.admin(),
+        Some(report(json!({"flat_interface": "eth9", "public_interface": "eth7", "routing_source_ip": "192.0.2.9"}))),
+    )
+    .await;
+    create_network(&h, "vmnet", "10.0.0.0/24").await;
+    let plan = h
+        .expect(200, "GET", "/novanet/v1/hosts/net-1/plan", h.admin(), None)
+        .await;
+    assert_eq!(plan["bridges"][0]["interface"], "eth9", "{plan}");
+    let rules = plan["firewall"]["rules"].to_string();
+    assert!(
+        rules.contains("192.0.2.9") && rules.contains("eth7"),
+        "{rules}"
+    );
+    // Another host keeps the server's configuration.
+    h.expect(
+        200,
+        "POST",
+        "/novanet/v1/hosts/compute-1/report",
+        h.admin(),
+        Some(json!({"network_host": false})),
+    )
+    .await;
+}
