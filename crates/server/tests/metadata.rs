@@ -4,8 +4,6 @@
 //! cache. The source address is set through `ConnectInfo`; no request may ever answer 500.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -39,28 +37,8 @@ const META_DATA: &str = "ami-id\nami-launch-index\nami-manifest-path\nblock-devi
 
 // ---- harness -------------------------------------------------------------------------------
 
-/// A directory under the system temp dir, unique per test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!(
-            "novanet-server-metadata-{name}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 /// A store with network vmnet 10.0.0.0/24, the seed's instance `test` (10.0.0.2) and an
 /// instance `plain` without key or user data (10.0.0.3).

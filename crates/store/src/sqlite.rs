@@ -734,6 +734,17 @@ fn dummy_hash() -> &'static str {
     H.get_or_init(|| hash_password("novanet: no such user").unwrap_or_default())
 }
 
+/// `(id, name)` rows of a query without parameters (projects, users).
+fn id_name_rows(c: &Connection, sql: &str) -> Result<Vec<(String, String)>> {
+    let mut st = c.prepare_cached(sql).map_err(db)?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    Ok(rows)
+}
+
 fn roles_of(c: &Connection, user_id: &str, project_id: &str) -> Result<Vec<String>> {
     let mut st = c
         .prepare_cached("SELECT role FROM role_assignments WHERE user_id = ?1 AND project_id = ?2 ORDER BY role")
@@ -1817,22 +1828,11 @@ impl Store for SqliteStore {
     }
 
     fn projects(&self) -> Result<Vec<Project>> {
-        self.read(|c| {
-            let mut st = c
-                .prepare_cached("SELECT id, name FROM projects ORDER BY name")
-                .map_err(db)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(Project {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                    })
-                })
-                .map_err(db)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(db)?;
-            Ok(rows)
-        })
+        let rows = self.read(|c| id_name_rows(c, "SELECT id, name FROM projects ORDER BY name"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name)| Project { id, name })
+            .collect())
     }
 
     fn create_user(&self, name: &str, password: &str) -> Result<User> {
@@ -1902,22 +1902,11 @@ impl Store for SqliteStore {
     }
 
     fn users(&self) -> Result<Vec<User>> {
-        self.read(|c| {
-            let mut st = c
-                .prepare_cached("SELECT id, name FROM users ORDER BY name")
-                .map_err(db)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(User {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                    })
-                })
-                .map_err(db)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(db)?;
-            Ok(rows)
-        })
+        let rows = self.read(|c| id_name_rows(c, "SELECT id, name FROM users ORDER BY name"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name)| User { id, name })
+            .collect())
     }
 
     fn rename_project(&self, id: &str, name: &str) -> Result<Project> {
