@@ -14,6 +14,8 @@ scripts/fuzz-test.sh
 # OpenStack's own conformance suite: Tempest 35.0.0's compute API tests, dynamic credentials;
 # scripts/tempest/skip-list.txt says why each skipped group cannot apply.
 scripts/tempest-test.sh
+# python-openstackclient's identity administration (project/user create, role add).
+scripts/openstackclient-test.sh
 # The Debian package: contents, dependencies, units (systemd-analyze verify), man page, and
 # an install/remove in a throw-away overlay of /.
 NOVANET_BIN=target/debug/novanet packaging/test-deb.sh

@@ -510,6 +510,9 @@ async fn role_assignments(
         admin(&ctx, "list_role_assignments")?;
     }
     let role = q.get("role.id").and_then(Value::as_str);
+    // `openstack role assignment list --names` asks for the names too.
+    let names = q.contains_key("include_names");
+    let domain = json!({"id": "default", "name": "Default"});
     let list: Vec<Value> = st
         .store
         .role_assignments(user, project)
@@ -517,8 +520,17 @@ async fn role_assignments(
         .iter()
         .filter(|(_, _, r)| role.is_none_or(|x| x == r))
         .map(|(u, p, r)| {
-            json!({"role": {"id": r}, "user": {"id": u}, "scope": {"project": {"id": p}},
-                   "links": {"assignment": format!("{}/projects/{p}/users/{u}/roles/{r}", base(&st))}})
+            let mut a = json!({"role": {"id": r}, "user": {"id": u}, "scope": {"project": {"id": p}},
+                   "links": {"assignment": format!("{}/projects/{p}/users/{u}/roles/{r}", base(&st))}});
+            if names {
+                a["role"]["name"] = json!(r);
+                a["user"]["name"] = json!(st.store.user(u).map(|x| x.name).unwrap_or_default());
+                a["user"]["domain"] = domain.clone();
+                a["scope"]["project"]["name"] =
+                    json!(st.store.project(p).map(|x| x.name).unwrap_or_default());
+                a["scope"]["project"]["domain"] = domain.clone();
+            }
+            a
         })
         .collect();
     Ok(Json(
