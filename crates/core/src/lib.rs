@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod firewall;
+pub mod guest;
 pub mod floating;
 pub mod model;
 pub mod net;
