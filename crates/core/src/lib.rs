@@ -4,8 +4,8 @@
 pub mod config;
 pub mod error;
 pub mod firewall;
-pub mod guest;
 pub mod floating;
+pub mod guest;
 pub mod model;
 pub mod net;
 pub mod nova_conf;

@@ -731,6 +731,88 @@ async fn network_data_for_flat_is_static() {
     );
 }
 
+/// `flat_injected`: nova's interfaces file is `openstack/content/0000`, named by
+/// meta_data.json; a second network's VIF gets a stanza without a gateway, and
+/// network_data.json gives one default route.
+#[tokio::test]
+async fn flat_injected_interfaces_and_one_default_route() {
+    let e = setup("flat-injected", |c| {
+        c.network_manager = novanet_core::config::Manager::Flat;
+        c.flat_injected = true;
+        // The answers change below within the cache's 15 s (nova's cache too).
+        c.metadata_cache_expiration = 0;
+    });
+    let md: Value =
+        serde_json::from_str(&e.ok(TEST_IP, "/openstack/latest/meta_data.json").await).unwrap();
+    assert_eq!(
+        md["network_config"],
+        serde_json::json!({"name": "network_config", "content_path": "/content/0000"})
+    );
+    assert_eq!(
+        md["files"],
+        serde_json::json!([{"path": "/etc/network/interfaces", "content_path": "/content/0000"}])
+    );
+    let store = &e.state.store;
+    let second = NetworkRequest {
+        label: "second".into(),
+        cidr: Some("10.1.0.0/24".into()),
+        ..NetworkRequest::default()
+    };
+    let cfg = e.state.cfg.clone();
+    store
+        .create_networks(&second, &cfg)
+        .expect("second network");
+    let added = store
+        .add_fixed_ip(&e.test.uuid, "second", &cfg)
+        .expect("add fixed ip");
+    let addrs = store.instance_addresses(&e.test.uuid).unwrap();
+    let text = e.ok(TEST_IP, "/openstack/content/0000").await;
+    let nets = store.networks().unwrap();
+    let dns_of = |label: &str| {
+        let n = nets.iter().find(|n| n.label == label).unwrap();
+        let d: Vec<String> = n.dns1.iter().chain(n.dns2.iter()).cloned().collect();
+        if d.is_empty() {
+            String::new()
+        } else {
+            format!("    dns-nameservers {}\n", d.join(" "))
+        }
+    };
+    let (dns_line, dns_line2) = (dns_of("vmnet"), dns_of("second"));
+    assert_eq!(
+        text,
+        format!(
+            "# Injected by Nova on instance boot\n#\n\
+             # This file describes the network interfaces available on your system\n\
+             # and how to activate them. For more information, see interfaces(5).\n\n\
+             # The loopback network interface\nauto lo\niface lo inet loopback\n\n\
+             auto eth0\niface eth0 inet static\n    hwaddress ether {}\n    address 10.0.0.2\n\
+             \x20   netmask 255.255.255.0\n    broadcast 10.0.0.255\n    gateway 10.0.0.1\n{dns_line}\n\
+             auto eth1\niface eth1 inet static\n    hwaddress ether {}\n    address {}\n\
+             \x20   netmask 255.255.255.0\n    broadcast 10.1.0.255\n{dns_line2}",
+            addrs[0].mac, added.mac, added.address
+        )
+    );
+    let nd: Value =
+        serde_json::from_str(&e.ok(TEST_IP, "/openstack/latest/network_data.json").await).unwrap();
+    let routes: Vec<&Value> = nd["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["routes"].as_array().unwrap())
+        .collect();
+    assert_eq!(routes.len(), 1, "{nd}");
+    assert_eq!(routes[0]["gateway"], "10.0.0.1");
+    // Not injected: neither the file nor its reference.
+    let plain = setup("flat-not-injected", |c| {
+        c.network_manager = novanet_core::config::Manager::Flat
+    });
+    plain.missing(TEST_IP, "/openstack/content/0000").await;
+    assert!(!plain
+        .ok(TEST_IP, "/openstack/latest/meta_data.json")
+        .await
+        .contains("network_config"));
+}
+
 /// vendor_data.json is the operator's file, as it is.
 #[tokio::test]
 async fn vendor_data_comes_from_the_configured_file() {
