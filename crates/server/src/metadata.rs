@@ -561,7 +561,7 @@ pub fn signature_ok(secret: &str, instance_id: &str, signature: &str) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
-pub(crate) fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
+pub fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
     let addrs = st.store.instance_addresses(&inst.uuid).ok()?;
     let groups = st.store.instance_security_groups(&inst.uuid).ok()?;
     let networks = st.store.networks().ok()?;

@@ -813,6 +813,110 @@ async fn flat_injected_interfaces_and_one_default_route() {
         .contains("network_config"));
 }
 
+/// cloud-init's own ConfigDrive reader (Debian's cloud-init, its Python modules), run on the
+/// files of novanet's ISO extracted into a temporary directory, finds the instance and the
+/// static address novanet meant, both from network_data.json and from the injected
+/// interfaces file; never the host's /etc.
+#[tokio::test]
+async fn cloud_init_reads_the_config_drive() {
+    if !std::path::Path::new("/usr/lib/python3/dist-packages/cloudinit").exists()
+        || std::process::Command::new("isoinfo")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        eprintln!("skipped: cloud-init or isoinfo (genisoimage) is not installed");
+        return;
+    }
+    let e = setup("cloud-init-drive", |c| {
+        c.network_manager = novanet_core::config::Manager::Flat;
+        c.flat_injected = true;
+    });
+    let meta = metadata::build_meta(&e.state, e.test.clone()).unwrap();
+    let iso = novanet_server::configdrive::build_iso(&metadata::config_drive_files(&meta)).unwrap();
+    let dir = TempDir::new("cloud-init-drive-files");
+    let iso_path = dir.0.join("drive.iso");
+    std::fs::write(&iso_path, &iso).unwrap();
+    let root = dir.0.join("drive");
+    let listing = std::process::Command::new("isoinfo")
+        .args(["-R", "-f", "-i"])
+        .arg(&iso_path)
+        .output()
+        .unwrap();
+    for f in String::from_utf8(listing.stdout).unwrap().lines() {
+        let bytes = std::process::Command::new("isoinfo")
+            .args(["-R", "-x", f, "-i"])
+            .arg(&iso_path)
+            .output()
+            .unwrap()
+            .stdout;
+        if bytes.is_empty() && !f.contains('.') && !f.ends_with("data") && !f.ends_with("0000") {
+            continue; // a directory
+        }
+        let p = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    }
+    const READ: &str = r#"
+import json, sys
+from cloudinit.sources.helpers import openstack
+from cloudinit.net import eni
+r = openstack.ConfigDriveReader(sys.argv[1]).read_v2()
+# The guest's own NICs (cloud-init asks the kernel; here the VIFs' MACs in plug order).
+macs = {m: "eth%d" % i for i, m in enumerate(sys.argv[2].split(","))}
+net = openstack.convert_net_json(r["networkdata"], known_macs=macs)
+eni_cfg = eni.convert_eni_data(r["network_config"])
+print(json.dumps({"uuid": r["metadata"]["instance-id"], "net": net, "eni": eni_cfg,
+                  "ec2": r["ec2-metadata"]["local-ipv4"], "files": r.get("files", {}) and list(r["files"])}))
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", READ])
+        .arg(&root)
+        .arg(
+            e.state
+                .store
+                .instance_addresses(&e.test.uuid)
+                .unwrap()
+                .iter()
+                .map(|a| a.mac.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["uuid"], e.test.uuid.as_str());
+    assert_eq!(v["ec2"], TEST_IP);
+    let addrs = e.state.store.instance_addresses(&e.test.uuid).unwrap();
+    // network_data.json, as cloud-init converts it: a static subnet with the default route.
+    let phys = &v["net"]["config"][0];
+    assert_eq!(phys["mac_address"], addrs[0].mac.as_str(), "{v}");
+    let sub = &phys["subnets"][0];
+    assert_eq!(sub["type"], "static", "{v}");
+    assert_eq!(sub["address"], TEST_IP);
+    assert_eq!(sub["netmask"], "255.255.255.0");
+    assert_eq!(sub["routes"][0]["gateway"], "10.0.0.1", "{v}");
+    // The injected interfaces file, as cloud-init's ENI converter reads it.
+    let eth0 = v["eni"]["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "eth0")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(eth0["mac_address"], addrs[0].mac.as_str(), "{v}");
+    let sub = &eth0["subnets"][0];
+    assert_eq!(sub["type"], "static", "{v}");
+    assert_eq!(sub["address"], TEST_IP);
+    assert_eq!(sub["netmask"], "255.255.255.0");
+    assert_eq!(sub["gateway"], "10.0.0.1", "{v}");
+    assert_eq!(v["files"], serde_json::json!(["/etc/network/interfaces"]));
+}
+
 /// vendor_data.json is the operator's file, as it is.
 #[tokio::test]
 async fn vendor_data_comes_from_the_configured_file() {
