@@ -167,7 +167,13 @@ impl DhcpManager {
             let args = dnsmasq_args(d, &self.dir, &hook);
             let running = self.running(&d.bridge, &args);
             let want = by_address(&dnsmasq_hosts(d));
-            let step = if running.is_none() || opts_changed || marker.exists() {
+            // An address taken from a running instance must leave dnsmasq's records, or its
+            // guest keeps renewing it: that takes a re-read.
+            let revoked_held = d.revoked.iter().any(|a| {
+                !want.contains_key(a.as_str())
+                    && (base.contains_key(a.as_str()) || dir.contains_key(a.as_str()))
+            });
+            let step = if running.is_none() || opts_changed || marker.exists() || revoked_held {
                 // A start or a SIGHUP reads everything anyway: do it from the base file.
                 let held: BTreeSet<&String> = base.keys().chain(dir.keys()).collect();
                 reread_step(&want, held.len())

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use novanet_core::firewall::{Chain, Match, Proto, Ruleset, Target};
-use novanet_core::plan::{DhcpPlan, SecurityPlan, SgRule};
+use novanet_core::plan::{DhcpPlan, SecurityPlan, SgRule, NO_DEFAULT_ROUTE_TAG};
 
 /// Chain names, nova-network's layout with novanet's prefix (nova used `nova-network-`).
 pub const PREFIX: &str = "novanet";
@@ -387,9 +387,15 @@ pub fn dnsmasq_args(d: &DhcpPlan, dir: &Path, hook: &Path) -> Vec<String> {
     a
 }
 
-/// The opts file: nova's single default-route line, plus the MTU when the network has one.
+/// The opts file: the default route for every host but those tagged as an instance's other
+/// VIFs, which get an empty router option (nova's `use_single_default_gateway`), plus the
+/// MTU when the network has one. The file does not depend on the hosts, so a host added
+/// through the watched directory needs no reload.
 pub fn dnsmasq_opts(d: &DhcpPlan) -> String {
-    let mut s = format!("3,{}\n", d.gateway);
+    let mut s = format!(
+        "tag:!{NO_DEFAULT_ROUTE_TAG},3,{}\ntag:{NO_DEFAULT_ROUTE_TAG},3\n",
+        d.gateway
+    );
     if let Some(mtu) = d.mtu {
         s.push_str(&format!("26,{mtu}\n"));
     }
@@ -444,12 +450,23 @@ mod tests {
             conf_file: String::new(),
             dns_servers: vec![],
             mtu: None,
-            hosts: vec![DhcpHost {
-                mac: "fa:16:3e:2c:e8:ec".parse().unwrap(),
-                hostname: "cirros".parse().unwrap(),
-                address: "10.0.0.2".parse().unwrap(),
-                leased: true,
-            }],
+            revoked: vec![],
+            hosts: vec![
+                DhcpHost {
+                    mac: "fa:16:3e:2c:e8:ec".parse().unwrap(),
+                    hostname: "cirros".parse().unwrap(),
+                    address: "10.0.0.2".parse().unwrap(),
+                    leased: true,
+                    default_route: true,
+                },
+                DhcpHost {
+                    mac: "fa:16:3e:2c:e8:ed".parse().unwrap(),
+                    hostname: "multi".parse().unwrap(),
+                    address: "10.0.0.3".parse().unwrap(),
+                    leased: false,
+                    default_route: false,
+                },
+            ],
         }
     }
 
@@ -469,10 +486,12 @@ mod tests {
              --dhcp-hostsdir=/var/lib/novanet/networks/nova-br100.hosts.d --dhcp-script=/usr/bin/novanet-dhcpbridge \
              --no-hosts --leasefile-ro --domain=novalocal"
         );
+        // An instance's second VIF is tagged: the opts give it no default route.
         assert_eq!(
             dnsmasq_hosts(&plan()),
-            "fa:16:3e:2c:e8:ec,cirros.novalocal,10.0.0.2\n"
+            "fa:16:3e:2c:e8:ec,cirros.novalocal,10.0.0.2\nfa:16:3e:2c:e8:ed,set:nogw,multi.novalocal,10.0.0.3\n"
         );
+        assert_eq!(dnsmasq_opts(&plan()), "tag:!nogw,3,10.0.0.1\ntag:nogw,3\n");
         assert_eq!(
             lease_lines(&plan(), 1000),
             "1120 fa:16:3e:2c:e8:ec 10.0.0.2 cirros *\n"

@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod firewall;
 pub mod floating;
+pub mod guest;
 pub mod model;
 pub mod net;
 pub mod nova_conf;

@@ -178,6 +178,14 @@ pub struct BoundAddress {
     /// Security groups of the instance.
     #[serde(default)]
     pub groups: Vec<i64>,
+    /// The instance's first VIF (lowest id): the only one whose DHCP answer carries a
+    /// default route (nova's `use_single_default_gateway`).
+    #[serde(default = "yes")]
+    pub default_route: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// nova's hostname rule: lowercase, `[a-z0-9-]` only, at most 63 characters

@@ -123,7 +123,15 @@ pub struct DhcpPlan {
     pub dns_servers: Vec<Ipv4Text>,
     pub mtu: Option<Mtu>,
     pub hosts: Vec<DhcpHost>,
+    /// Addresses taken from instances that still run (`removeFixedIp`): dnsmasq must forget
+    /// their records, or the guest keeps renewing them.
+    #[serde(default)]
+    pub revoked: Vec<Ipv4Text>,
 }
+
+/// The tag of hosts whose network must not give them a default route: every VIF but an
+/// instance's first (nova's `use_single_default_gateway`, `NW-<vif>` per host there).
+pub const NO_DEFAULT_ROUTE_TAG: &str = "nogw";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DhcpHost {
@@ -131,12 +139,27 @@ pub struct DhcpHost {
     pub hostname: Hostname,
     pub address: Ipv4Text,
     pub leased: bool,
+    #[serde(default = "yes")]
+    pub default_route: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl DhcpHost {
-    /// nova's hosts file line: `MAC,HOSTNAME.DOMAIN,IP`.
+    /// nova's hosts file line: `MAC,HOSTNAME.DOMAIN,IP`, tagged `set:nogw` on an instance's
+    /// other VIFs.
     pub fn line(&self, domain: &str) -> String {
-        format!("{},{}.{},{}", self.mac, self.hostname, domain, self.address)
+        let tag = if self.default_route {
+            String::new()
+        } else {
+            format!("set:{NO_DEFAULT_ROUTE_TAG},")
+        };
+        format!(
+            "{},{tag}{}.{},{}",
+            self.mac, self.hostname, domain, self.address
+        )
     }
 }
 
@@ -347,7 +370,16 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
                     )),
                 }
             }
+            // Deallocated while its instance lives on (the instance row is gone once deleted).
+            let revoked = s
+                .bound
+                .iter()
+                .filter(in_net)
+                .filter(|b| !b.allocated && b.instance_id != 0)
+                .filter_map(|b| Ipv4Text::new(b.address.as_str()).ok())
+                .collect();
             plan.dhcp.push(DhcpPlan {
+                revoked,
                 network_uuid: n.uuid.clone(),
                 network_id: n.id,
                 label: DhcpTag::for_network(&n.label, n.id),
@@ -555,6 +587,7 @@ fn dhcp_host(b: &BoundAddress) -> Result<DhcpHost, String> {
         hostname: Hostname::new(b.hostname.as_str())?,
         address: Ipv4Text::new(b.address.as_str())?,
         leased: b.leased,
+        default_route: b.default_route,
     })
 }
 
@@ -680,6 +713,7 @@ mod tests {
             leased: false,
             device: Some("vnet0".into()),
             groups: vec![1],
+            default_route: true,
         }
     }
 

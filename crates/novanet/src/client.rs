@@ -382,6 +382,15 @@ pub enum ClientCmd {
         /// UUID, label or CIDR of the network
         network: String,
     },
+    /// Write a server's config drive (an ISO 9660 image labelled config-2) to a file (admin)
+    #[command(after_help = "Example:\n  novanet config-drive cirros -o cirros-config.iso")]
+    ConfigDrive {
+        /// Name or ID of the server
+        server: String,
+        /// Where to write the image
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: std::path::PathBuf,
+    },
     /// Remove an IP address from a server
     RemoveFixedIp {
         /// Name or ID of the server
@@ -1202,6 +1211,23 @@ pub fn run(auth: &Auth, output: &Output, cmd: ClientCmd) -> Res<()> {
                 "Added a fixed IP on network {} to server {}",
                 cell(&n["label"]),
                 cell(&srv["name"])
+            ));
+        }
+        ClientCmd::ConfigDrive { server, output } => {
+            let srv = s.find_server(&server)?;
+            let id = srv["id"].as_str().unwrap_or_default();
+            let iso = s.get_bytes(
+                &format!("/novanet/v1/instances/{id}/config-drive"),
+                64 << 20,
+            )?;
+            std::fs::write(&output, &iso).map_err(|e| {
+                crate::session::err(format!("ERROR: writing {}: {e}", output.display()))
+            })?;
+            done(format_args!(
+                "Wrote the config drive of server {} to {} ({} bytes)",
+                cell(&srv["name"]),
+                output.display(),
+                iso.len()
             ));
         }
         ClientCmd::RemoveFixedIp { server, address } => {

@@ -341,6 +341,23 @@ impl Session {
         })
     }
 
+    /// A GET whose answer is bytes (a config drive), at most `limit` of them.
+    pub fn get_bytes(&self, path: &str, limit: u64) -> Res<Vec<u8>> {
+        let url = self.url(path);
+        let resp = self
+            .http
+            .request("GET", &url)
+            .set("X-Auth-Token", &self.token)
+            .call()
+            .map_err(|e| self.explain("GET", &url, e))?;
+        let mut out = Vec::new();
+        resp.into_reader()
+            .take(limit)
+            .read_to_end(&mut out)
+            .map_err(|e| err(format!("ERROR: reading the answer to GET {url}: {e}")))?;
+        Ok(out)
+    }
+
     pub fn get(&self, path: &str) -> Res<Value> {
         self.call("GET", path, None)
     }

@@ -19,6 +19,7 @@ use tower::util::MapRequest;
 use tower::ServiceExt;
 
 pub mod compute;
+pub mod configdrive;
 pub mod error;
 pub mod hostapi;
 pub mod identity;
@@ -121,6 +122,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(compute::image_routes())
         .nest("/v2.1", compute::routes())
         .merge(hostapi::routes())
+        .merge(configdrive::routes())
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { error::ApiError::not_found("The resource could not be found.") })
         .layer(axum::middleware::from_fn(json_faults))

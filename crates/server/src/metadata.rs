@@ -50,6 +50,9 @@ pub struct InstanceMeta {
     pub user_data: Option<Vec<u8>>,
     pub network_data: Value,
     pub vendor_data: Value,
+    /// nova's injected `/etc/network/interfaces` (`flat_injected` networks only), served as
+    /// `openstack/content/0000` and named by meta_data.json's `network_config`.
+    pub network_config: Option<String>,
     /// base64 of 512 random bytes, made once per build as nova did (cached with the rest).
     pub random_seed: String,
 }
@@ -348,10 +351,34 @@ fn meta_data_json(v: &str, m: &InstanceMeta) -> String {
             pairs.push(("keys", json!([{"name": name, "type": "ssh", "data": key}])));
         }
     }
+    if m.network_config.is_some() {
+        // nova named the file twice: as network_config (which cloud-init converts) and, as
+        // its file injection did, as the image's /etc/network/interfaces.
+        let content_path = format!("/{CONTENT_DIR}/{NETWORK_CONFIG_KEY}");
+        pairs.push((
+            "files",
+            json!([{"path": "/etc/network/interfaces", "content_path": content_path}]),
+        ));
+        pairs.push((
+            "network_config",
+            json!({"name": "network_config", "content_path": content_path}),
+        ));
+    }
     py_json(&pairs)
 }
 
+/// nova's directory for injected content, beside the versions (`openstack/content/0000`).
+pub const CONTENT_DIR: &str = "content";
+/// The key of the interfaces file: nova numbered content from 0000 and it is the only one.
+pub const NETWORK_CONFIG_KEY: &str = "0000";
+
 fn openstack(rest: &[&str], m: &InstanceMeta, password: Option<&str>) -> Answer {
+    if let [CONTENT_DIR, key] = rest {
+        return match (&m.network_config, *key == NETWORK_CONFIG_KEY) {
+            (Some(c), true) => Answer::Text(c.clone()),
+            _ => Answer::NotFound,
+        };
+    }
     let Some(version) = rest.first() else {
         let mut l: Vec<String> = OPENSTACK_VERSIONS.iter().map(|s| s.to_string()).collect();
         l.push("latest".into());
@@ -422,6 +449,75 @@ pub fn lookup(path: &str, m: Option<&InstanceMeta>, password: Option<&str>) -> A
     ec2(segs[0], &segs[1..], m)
 }
 
+fn answer_bytes(a: Answer) -> Option<Vec<u8>> {
+    match a {
+        Answer::Text(s) | Answer::Json(s) => Some(s.into_bytes()),
+        Answer::Bytes(b) => Some(b),
+        Answer::NotFound => None,
+    }
+}
+
+/// The EC2 tree under `path` (a listing) as JSON, as nova wrote `ec2/*/meta-data.json`:
+/// a subtree per `name/` (and per `0=name`, the public-keys form), a string per leaf.
+fn ec2_json(path: &str, m: &InstanceMeta) -> Value {
+    let Answer::Text(list) = lookup(path, Some(m), None) else {
+        return Value::Null;
+    };
+    let mut out = serde_json::Map::new();
+    for entry in list.lines().filter(|l| !l.is_empty()) {
+        if let Some(sub) = entry
+            .strip_suffix('/')
+            .or_else(|| entry.split_once('=').map(|(k, _)| k))
+        {
+            out.insert(sub.to_string(), ec2_json(&format!("{path}{sub}/"), m));
+        } else if let Some(b) = answer_bytes(lookup(&format!("{path}{entry}"), Some(m), None)) {
+            out.insert(
+                entry.to_string(),
+                Value::String(String::from_utf8_lossy(&b).into_owned()),
+            );
+        }
+    }
+    Value::Object(out)
+}
+
+/// The config drive's files (path, bytes), read from the same trees the metadata service
+/// serves: `openstack/<each version and latest>/` without the password (nova left it out),
+/// `openstack/content/0000` when the interfaces are injected, and `ec2/<2009-04-04 and
+/// latest>/meta-data.json` and `user-data`.
+pub fn config_drive_files(m: &InstanceMeta) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let lines = |a: Answer| match a {
+        Answer::Text(t) => t.lines().map(str::to_string).collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    for v in lines(lookup("/openstack", Some(m), None)) {
+        for f in lines(lookup(&format!("/openstack/{v}/"), Some(m), None)) {
+            if f == "password" {
+                continue;
+            }
+            let path = format!("openstack/{v}/{f}");
+            if let Some(b) = answer_bytes(lookup(&path, Some(m), None)) {
+                files.push((path, b));
+            }
+        }
+    }
+    let content = format!("openstack/{CONTENT_DIR}/{NETWORK_CONFIG_KEY}");
+    if let Some(b) = answer_bytes(lookup(&content, Some(m), None)) {
+        files.push((content, b));
+    }
+    for v in [EC2_VERSIONS[EC2_VERSIONS.len() - 1], "latest"] {
+        let tree = ec2_json(&format!("/{v}/meta-data/"), m);
+        files.push((
+            format!("ec2/{v}/meta-data.json"),
+            py_value(&tree).into_bytes(),
+        ));
+        if let Some(b) = answer_bytes(lookup(&format!("/{v}/user-data"), Some(m), None)) {
+            files.push((format!("ec2/{v}/user-data"), b));
+        }
+    }
+    files
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(handle).with_state(state)
 }
@@ -465,13 +561,15 @@ pub fn signature_ok(secret: &str, instance_id: &str, signature: &str) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
-fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
+pub fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
     let addrs = st.store.instance_addresses(&inst.uuid).ok()?;
     let groups = st.store.instance_security_groups(&inst.uuid).ok()?;
     let networks = st.store.networks().ok()?;
     let mut links = Vec::new();
     let mut nets = Vec::new();
     let mut dns = Vec::new();
+    // One default route, the first network's (nova's use_single_default_gateway).
+    let mut default_given = false;
     for (n, a) in addrs.iter().enumerate() {
         let link = format!("tap{}", &a.vif_uuid[..11.min(a.vif_uuid.len())]);
         if !links.iter().any(|l: &Value| l["id"] == json!(link)) {
@@ -482,7 +580,10 @@ fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
         if dhcp {
             nets.push(json!({"id": format!("network{n}"), "type": "ipv4_dhcp", "link": link, "network_id": a.network_uuid}));
         } else {
-            let gw = net.and_then(|x| x.gateway.clone());
+            let gw = net
+                .and_then(|x| x.gateway.clone())
+                .filter(|_| !default_given);
+            default_given |= gw.is_some();
             nets.push(json!({"id": format!("network{n}"), "type": "ipv4", "link": link, "ip_address": a.address,
                 "netmask": net.and_then(|x| x.netmask.clone()), "network_id": a.network_uuid,
                 "routes": gw.map(|g| vec![json!({"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": g})]).unwrap_or_default()}));
@@ -494,6 +595,21 @@ fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
             }
         }
     }
+    let vifs: Vec<novanet_core::guest::Vif> = addrs
+        .iter()
+        .filter_map(|a| {
+            Some(novanet_core::guest::Vif {
+                network: networks.iter().find(|x| x.uuid == a.network_uuid)?,
+                mac: &a.mac,
+                address: &a.address,
+            })
+        })
+        .collect();
+    // A stored value that is not valid leaves the file out rather than reach the guest.
+    let network_config = novanet_core::guest::guest_interfaces(&vifs, st.cfg.use_ipv6)
+        .ok()
+        .filter(|ifs| !ifs.is_empty())
+        .map(|ifs| novanet_core::guest::interfaces_text(&ifs));
     let vendor_data = st
         .cfg
         .vendordata_jsonfile_path
@@ -527,6 +643,7 @@ fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
         user_data,
         network_data: json!({"links": links, "networks": nets, "services": dns}),
         vendor_data,
+        network_config,
         random_seed: base64::engine::general_purpose::STANDARD.encode(
             (0..32)
                 .flat_map(|_| uuid::Uuid::new_v4().into_bytes())
@@ -808,6 +925,7 @@ mod tests {
             user_data: Some(b"#!/bin/bash\necho 'Extra user data here'\n".to_vec()),
             network_data: json!({"links": [], "networks": [], "services": []}),
             vendor_data: json!({}),
+            network_config: None,
             random_seed: "c2VlZA==".into(),
         }
     }
@@ -907,6 +1025,101 @@ mod tests {
             lookup("/2009-04-04/meta-data/", None, None),
             Answer::NotFound
         );
+    }
+
+    #[test]
+    fn config_drive_contents() {
+        let mut m = meta(true);
+        m.network_config = Some("auto lo\niface lo inet loopback\n".into());
+        let files = config_drive_files(&m);
+        let paths: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+        let mut want = Vec::new();
+        for v in [
+            "2012-08-10",
+            "2013-04-04",
+            "2013-10-17",
+            "2015-10-15",
+            "latest",
+        ] {
+            want.push(format!("openstack/{v}/meta_data.json"));
+            want.push(format!("openstack/{v}/user_data"));
+            if v != "2012-08-10" && v != "2013-04-04" {
+                want.push(format!("openstack/{v}/vendor_data.json"));
+            }
+            if v == "2015-10-15" || v == "latest" {
+                want.push(format!("openstack/{v}/network_data.json"));
+            }
+        }
+        want.push("openstack/content/0000".into());
+        for v in ["2009-04-04", "latest"] {
+            want.push(format!("ec2/{v}/meta-data.json"));
+            want.push(format!("ec2/{v}/user-data"));
+        }
+        assert_eq!(paths, want);
+        let file = |p: &str| {
+            String::from_utf8(files.iter().find(|f| f.0 == p).unwrap().1.clone()).unwrap()
+        };
+        assert_eq!(
+            file("openstack/latest/meta_data.json"),
+            r#"{"uuid": "d8e02d56-2648-49a3-bf97-6be8f1204f38", "availability_zone": "nova", "hostname": "test.novalocal", "launch_index": 0, "meta": {"priority": "low", "role": "webserver"}, "project_id": "f7ac731cc11f40efbc03a9f9e1d1d21f", "public_keys": {"mykey": "ssh-rsa AAAA Generated by Nova\n"}, "name": "test", "random_seed": "c2VlZA==", "keys": [{"data": "ssh-rsa AAAA Generated by Nova\n", "name": "mykey", "type": "ssh"}], "files": [{"content_path": "/content/0000", "path": "/etc/network/interfaces"}], "network_config": {"content_path": "/content/0000", "name": "network_config"}}"#
+        );
+        assert_eq!(
+            file("openstack/content/0000"),
+            "auto lo\niface lo inet loopback\n"
+        );
+        assert_eq!(
+            file("openstack/latest/network_data.json"),
+            r#"{"links": [], "networks": [], "services": []}"#
+        );
+        assert_eq!(
+            file("ec2/latest/meta-data.json"),
+            r#"{"ami-id": "ami-00000001", "ami-launch-index": "0", "ami-manifest-path": "FIXME", "block-device-mapping": {"ami": "vda"}, "hostname": "test.novalocal", "instance-action": "none", "instance-id": "i-00000009", "instance-type": "m1.tiny", "kernel-id": "", "local-hostname": "test.novalocal", "local-ipv4": "10.0.0.2", "placement": {"availability-zone": "nova"}, "public-hostname": "test.novalocal", "public-ipv4": "", "public-keys": {"0": {"openssh-key": "ssh-rsa AAAA Generated by Nova\n"}}, "ramdisk-id": "", "reservation-id": "r-abcd1234", "security-groups": "default"}"#
+        );
+        assert_eq!(
+            file("ec2/2009-04-04/user-data"),
+            "#!/bin/bash\necho 'Extra user data here'\n"
+        );
+        // Without injection: no content, no reference to it.
+        let plain = config_drive_files(&meta(false));
+        assert!(plain.iter().all(|f| !f.0.contains("content")));
+        assert!(!String::from_utf8_lossy(&plain[0].1).contains("network_config"));
+    }
+
+    #[test]
+    fn config_drive_iso_is_labelled_config_2() {
+        if std::process::Command::new("isoinfo")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: isoinfo (genisoimage) is not installed");
+            return;
+        }
+        let mut m = meta(true);
+        m.network_config = Some("auto lo\n".into());
+        let iso = crate::configdrive::build_iso(&config_drive_files(&m)).unwrap();
+        let dir = std::env::temp_dir().join(format!("novanet-iso-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cd.iso");
+        std::fs::write(&path, &iso).unwrap();
+        let isoinfo = |args: &[&str]| {
+            let o = std::process::Command::new("isoinfo")
+                .arg("-i")
+                .arg(&path)
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8(o.stdout).unwrap()
+        };
+        assert!(isoinfo(&["-d"]).contains("Volume id: config-2"));
+        assert_eq!(
+            isoinfo(&["-R", "-x", "/openstack/content/0000"]),
+            "auto lo\n"
+        );
+        assert!(isoinfo(&["-R", "-x", "/openstack/latest/meta_data.json"])
+            .starts_with(r#"{"uuid": "d8e02d56"#));
+        assert!(isoinfo(&["-R", "-f"]).contains("/ec2/latest/meta-data.json"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -118,6 +118,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/novanet/v1/hosts/{host}/plan", "A host's desired state; ?after=GEN long-polls (admin)"),
     ("post", "/novanet/v1/leases", "dnsmasq lease events: add, old, del (admin)"),
     ("post", "/novanet/v1/vifs/{uuid}/plug", "The hypervisor reports a VIF's host-side device (admin)"),
+    ("get", "/novanet/v1/instances/{id}/config-drive", "An instance's config drive, an ISO 9660 image labelled config-2 (admin)"),
 ];
 
 /// Request and response schemas, kept as data beside this file: `operations` maps

@@ -1600,6 +1600,23 @@ fn route_match(template: &str, path: &str) -> Option<usize> {
 /// What Nova keeps of a server beyond its networking: name and access addresses, metadata,
 /// tags, `ips`; list filters; zones, extensions, quota classes; keypairs as Nova made them.
 async fn routes_server_records(h: &Harness, server: &str) {
+    // The config drive: an ISO 9660 image (its volume descriptor at 32 KiB) labelled config-2.
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("/novanet/v1/instances/{server}/config-drive"),
+            h.admin(),
+            None,
+        )
+        .await;
+    let iso = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        v.as_str().expect("ISO bytes"),
+    )
+    .unwrap();
+    assert_eq!(&iso[0x8001..0x8006], b"CD001");
+    assert_eq!(&iso[0x8028..0x8030], b"config-2");
     let s = format!("/v2.1/servers/{server}");
     // The server is the admin's.
     let me = h.admin();

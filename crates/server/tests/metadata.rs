@@ -709,6 +709,192 @@ async fn network_data_for_flat_is_static() {
     );
 }
 
+/// `flat_injected`: nova's interfaces file is `openstack/content/0000`, named by
+/// meta_data.json; a second network's VIF gets a stanza without a gateway, and
+/// network_data.json gives one default route.
+#[tokio::test]
+async fn flat_injected_interfaces_and_one_default_route() {
+    let e = setup("flat-injected", |c| {
+        c.network_manager = novanet_core::config::Manager::Flat;
+        c.flat_injected = true;
+        // The answers change below within the cache's 15 s (nova's cache too).
+        c.metadata_cache_expiration = 0;
+    });
+    let md: Value =
+        serde_json::from_str(&e.ok(TEST_IP, "/openstack/latest/meta_data.json").await).unwrap();
+    assert_eq!(
+        md["network_config"],
+        serde_json::json!({"name": "network_config", "content_path": "/content/0000"})
+    );
+    assert_eq!(
+        md["files"],
+        serde_json::json!([{"path": "/etc/network/interfaces", "content_path": "/content/0000"}])
+    );
+    let store = &e.state.store;
+    let second = NetworkRequest {
+        label: "second".into(),
+        cidr: Some("10.1.0.0/24".into()),
+        ..NetworkRequest::default()
+    };
+    let cfg = e.state.cfg.clone();
+    store
+        .create_networks(&second, &cfg)
+        .expect("second network");
+    let added = store
+        .add_fixed_ip(&e.test.uuid, "second", &cfg)
+        .expect("add fixed ip");
+    let addrs = store.instance_addresses(&e.test.uuid).unwrap();
+    let text = e.ok(TEST_IP, "/openstack/content/0000").await;
+    let nets = store.networks().unwrap();
+    let dns_of = |label: &str| {
+        let n = nets.iter().find(|n| n.label == label).unwrap();
+        let d: Vec<String> = n.dns1.iter().chain(n.dns2.iter()).cloned().collect();
+        if d.is_empty() {
+            String::new()
+        } else {
+            format!("    dns-nameservers {}\n", d.join(" "))
+        }
+    };
+    let (dns_line, dns_line2) = (dns_of("vmnet"), dns_of("second"));
+    assert_eq!(
+        text,
+        format!(
+            "# Injected by Nova on instance boot\n#\n\
+             # This file describes the network interfaces available on your system\n\
+             # and how to activate them. For more information, see interfaces(5).\n\n\
+             # The loopback network interface\nauto lo\niface lo inet loopback\n\n\
+             auto eth0\niface eth0 inet static\n    hwaddress ether {}\n    address 10.0.0.2\n\
+             \x20   netmask 255.255.255.0\n    broadcast 10.0.0.255\n    gateway 10.0.0.1\n{dns_line}\n\
+             auto eth1\niface eth1 inet static\n    hwaddress ether {}\n    address {}\n\
+             \x20   netmask 255.255.255.0\n    broadcast 10.1.0.255\n{dns_line2}",
+            addrs[0].mac, added.mac, added.address
+        )
+    );
+    let nd: Value =
+        serde_json::from_str(&e.ok(TEST_IP, "/openstack/latest/network_data.json").await).unwrap();
+    let routes: Vec<&Value> = nd["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["routes"].as_array().unwrap())
+        .collect();
+    assert_eq!(routes.len(), 1, "{nd}");
+    assert_eq!(routes[0]["gateway"], "10.0.0.1");
+    // Not injected: neither the file nor its reference.
+    let plain = setup("flat-not-injected", |c| {
+        c.network_manager = novanet_core::config::Manager::Flat
+    });
+    plain.missing(TEST_IP, "/openstack/content/0000").await;
+    assert!(!plain
+        .ok(TEST_IP, "/openstack/latest/meta_data.json")
+        .await
+        .contains("network_config"));
+}
+
+/// cloud-init's own ConfigDrive reader (Debian's cloud-init, its Python modules), run on the
+/// files of novanet's ISO extracted into a temporary directory, finds the instance and the
+/// static address novanet meant, both from network_data.json and from the injected
+/// interfaces file; never the host's /etc.
+#[tokio::test]
+async fn cloud_init_reads_the_config_drive() {
+    if !std::path::Path::new("/usr/lib/python3/dist-packages/cloudinit").exists()
+        || std::process::Command::new("isoinfo")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        eprintln!("skipped: cloud-init or isoinfo (genisoimage) is not installed");
+        return;
+    }
+    let e = setup("cloud-init-drive", |c| {
+        c.network_manager = novanet_core::config::Manager::Flat;
+        c.flat_injected = true;
+    });
+    let meta = metadata::build_meta(&e.state, e.test.clone()).unwrap();
+    let iso = novanet_server::configdrive::build_iso(&metadata::config_drive_files(&meta)).unwrap();
+    let dir = TempDir::new("cloud-init-drive-files");
+    let iso_path = dir.0.join("drive.iso");
+    std::fs::write(&iso_path, &iso).unwrap();
+    let root = dir.0.join("drive");
+    let listing = std::process::Command::new("isoinfo")
+        .args(["-R", "-f", "-i"])
+        .arg(&iso_path)
+        .output()
+        .unwrap();
+    for f in String::from_utf8(listing.stdout).unwrap().lines() {
+        let bytes = std::process::Command::new("isoinfo")
+            .args(["-R", "-x", f, "-i"])
+            .arg(&iso_path)
+            .output()
+            .unwrap()
+            .stdout;
+        if bytes.is_empty() && !f.contains('.') && !f.ends_with("data") && !f.ends_with("0000") {
+            continue; // a directory
+        }
+        let p = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    }
+    const READ: &str = r#"
+import json, sys
+from cloudinit.sources.helpers import openstack
+from cloudinit.net import eni
+r = openstack.ConfigDriveReader(sys.argv[1]).read_v2()
+# The guest's own NICs (cloud-init asks the kernel; here the VIFs' MACs in plug order).
+macs = {m: "eth%d" % i for i, m in enumerate(sys.argv[2].split(","))}
+net = openstack.convert_net_json(r["networkdata"], known_macs=macs)
+eni_cfg = eni.convert_eni_data(r["network_config"])
+print(json.dumps({"uuid": r["metadata"]["instance-id"], "net": net, "eni": eni_cfg,
+                  "ec2": r["ec2-metadata"]["local-ipv4"], "files": r.get("files", {}) and list(r["files"])}))
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", READ])
+        .arg(&root)
+        .arg(
+            e.state
+                .store
+                .instance_addresses(&e.test.uuid)
+                .unwrap()
+                .iter()
+                .map(|a| a.mac.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["uuid"], e.test.uuid.as_str());
+    assert_eq!(v["ec2"], TEST_IP);
+    let addrs = e.state.store.instance_addresses(&e.test.uuid).unwrap();
+    // network_data.json, as cloud-init converts it: a static subnet with the default route.
+    let phys = &v["net"]["config"][0];
+    assert_eq!(phys["mac_address"], addrs[0].mac.as_str(), "{v}");
+    let sub = &phys["subnets"][0];
+    assert_eq!(sub["type"], "static", "{v}");
+    assert_eq!(sub["address"], TEST_IP);
+    assert_eq!(sub["netmask"], "255.255.255.0");
+    assert_eq!(sub["routes"][0]["gateway"], "10.0.0.1", "{v}");
+    // The injected interfaces file, as cloud-init's ENI converter reads it.
+    let eth0 = v["eni"]["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "eth0")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(eth0["mac_address"], addrs[0].mac.as_str(), "{v}");
+    let sub = &eth0["subnets"][0];
+    assert_eq!(sub["type"], "static", "{v}");
+    assert_eq!(sub["address"], TEST_IP);
+    assert_eq!(sub["netmask"], "255.255.255.0");
+    assert_eq!(sub["gateway"], "10.0.0.1", "{v}");
+    assert_eq!(v["files"], serde_json::json!(["/etc/network/interfaces"]));
+}
+
 /// vendor_data.json is the operator's file, as it is.
 #[tokio::test]
 async fn vendor_data_comes_from_the_configured_file() {

@@ -1022,7 +1022,8 @@ impl Store for SqliteStore {
             let mut st = c
                 .prepare_cached(
                     "SELECT f.network_id, f.address, v.mac, v.uuid, f.instance_uuid, i.id, i.data, i.host, f.allocated, f.leased, v.device, \
-                       (SELECT group_concat(group_id, ',') FROM instance_security_groups g WHERE g.instance_uuid = f.instance_uuid) \
+                       (SELECT group_concat(group_id, ',') FROM instance_security_groups g WHERE g.instance_uuid = f.instance_uuid), \
+                       v.id = (SELECT min(w.id) FROM vifs w WHERE w.instance_uuid = v.instance_uuid) \
                      FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
                      WHERE f.network_id = ?1 ORDER BY f.address_int",
                 )
@@ -1049,6 +1050,7 @@ impl Store for SqliteStore {
                                     .get::<_, Option<String>>(11)?
                                     .map(|g| g.split(',').filter_map(|x| x.parse().ok()).collect())
                                     .unwrap_or_default(),
+                                default_route: r.get(12)?,
                             },
                             data,
                         ))

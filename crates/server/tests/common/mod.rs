@@ -134,8 +134,17 @@ impl Harness {
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .expect("body");
+        let binary = headers
+            .get("content-type")
+            .is_some_and(|t| t.as_bytes() == b"application/x-iso9660-image");
         let value = if bytes.is_empty() {
             Value::Null
+        } else if binary {
+            // A config drive: base64 of its bytes.
+            Value::String(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                &bytes,
+            ))
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 panic!(
