@@ -1419,7 +1419,11 @@ pub fn server_view(st: &AppState, i: &Instance, v: Microversion, ctx: &Ctx) -> A
     if v.at_least(26) {
         view["tags"] = json!(i.spec.tags);
     }
-    // Nova's default policy shows the host's status to admins only.
+    // Nova's default policy shows the host and its status to admins only.
+    if !ctx.is_admin() {
+        view.as_object_mut()
+            .map(|o| o.remove("OS-EXT-SRV-ATTR:host"));
+    }
     if v.at_least(16) && ctx.is_admin() {
         view["host_status"] = json!(host_status(st, i.spec.host.as_deref())?);
     }
@@ -1470,7 +1474,16 @@ fn parse_time(field: &str, s: &str) -> ApiResult<i64> {
         .split(':')
         .map(|x| x.parse().map_err(|_| bad()))
         .collect::<ApiResult<_>>()?;
-    if d.len() != 3 || t.len() < 2 || !(1..=12).contains(&d[1]) || !(1..=31).contains(&d[2]) {
+    // Every field in its range before any arithmetic (a year of 10^16 would overflow).
+    let in_range = d.len() == 3
+        && (1..=9999).contains(&d[0])
+        && (1..=12).contains(&d[1])
+        && (1..=31).contains(&d[2])
+        && (2..=3).contains(&t.len())
+        && (0.0..24.0).contains(&t[0])
+        && (0.0..60.0).contains(&t[1])
+        && t.get(2).is_none_or(|s| (0.0..61.0).contains(s));
+    if !in_range {
         return Err(bad());
     }
     let off = match offset {
@@ -1478,8 +1491,14 @@ fn parse_time(field: &str, s: &str) -> ApiResult<i64> {
         o => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
             let (h, m) = o[1..].split_once(':').unwrap_or((&o[1..], "0"));
-            sign * (h.parse::<i64>().map_err(|_| bad())? * 3600
-                + m.parse::<i64>().map_err(|_| bad())? * 60)
+            let (h, m) = (
+                h.parse::<i64>().map_err(|_| bad())?,
+                m.parse::<i64>().map_err(|_| bad())?,
+            );
+            if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+                return Err(bad());
+            }
+            sign * (h * 3600 + m * 60)
         }
     };
     // Howard Hinnant's days_from_civil.

@@ -69,7 +69,14 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let ctx = authenticate(parts, state).await?;
+        let identity = parts.uri.path().starts_with("/identity");
+        // Identity routes answer in Keystone's shape, compute routes in Nova's.
+        let ctx = authenticate(parts, state)
+            .await
+            .map_err(|e| match (identity, e) {
+                (true, ApiError::Nova(c, m)) => ApiError::Keystone(c, m),
+                (_, e) => e,
+            })?;
         // A reader changes nothing; identity routes are exempt (anyone may end their own
         // token, and Keystone's token routes check the subject instead).
         let changes = !matches!(parts.method, Method::GET | Method::HEAD);

@@ -119,7 +119,8 @@ fn checked_changes(st: &AppState, set: &Map<String, Value>) -> ApiResult<Vec<(St
         let n = v
             .as_i64()
             .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-            .filter(|n| *n >= -1)
+            // Nova's column is a 32-bit integer.
+            .filter(|n| (-1..=i64::from(i32::MAX)).contains(n))
             .ok_or_else(|| Error::invalid(k.as_str(), format!("{v} is not -1 or a count")))?;
         changes.push((k.clone(), n));
     }

@@ -425,7 +425,9 @@ async fn ips(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let i = find_server(&st, &ctx, &id)?;
-    Ok(Json(json!({"addresses": server_addresses(&st, &i)?})))
+    Ok(Json(
+        json!({"addresses": bare_addresses(server_addresses(&st, &i)?)}),
+    ))
 }
 
 async fn ips_of(
@@ -434,13 +436,25 @@ async fn ips_of(
     Path((id, network)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let i = find_server(&st, &ctx, &id)?;
-    let all = server_addresses(&st, &i)?;
+    let all = bare_addresses(server_addresses(&st, &i)?);
     let addrs = all.get(&network).ok_or_else(|| {
         ApiError::not_found(format!(
             "There are no addresses on network {network} for this server."
         ))
     })?;
     Ok(Json(json!({ network: addrs })))
+}
+
+/// Nova's `ips` shows `version` and `addr` only (the server view adds type and MAC).
+fn bare_addresses(mut a: BTreeMap<String, Vec<Value>>) -> BTreeMap<String, Vec<Value>> {
+    for list in a.values_mut() {
+        for e in list.iter_mut() {
+            if let Some(o) = e.as_object_mut() {
+                o.retain(|k, _| k == "addr" || k == "version");
+            }
+        }
+    }
+    a
 }
 
 // ---- availability zones -----------------------------------------------------------------------

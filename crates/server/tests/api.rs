@@ -1665,6 +1665,16 @@ async fn routes_server_records(h: &Harness, server: &str) {
         None,
     )
     .await;
+    // Out-of-range fields are refused before any arithmetic (they overflowed).
+    for bad in [
+        "2020-01-01T1e18:00",
+        "9999999999999999-01-01T00:00",
+        "2020-01-01T00:00+99999999999999999:00",
+        "2020-13-01T00:00",
+    ] {
+        let path = format!("/v2.1/servers?changes-since={bad}");
+        h.expect(400, "GET", &path, me, None).await;
+    }
     let v = h
         .expect(
             200,
