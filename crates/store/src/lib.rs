@@ -107,6 +107,9 @@ pub struct ServiceReport {
     pub options: novanet_core::config::HostOptions,
 }
 
+/// Called after a commit that touched some host's plan, with the new generation.
+pub type CommitHook = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
 /// What a scrub removed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScrubReport {
@@ -114,11 +117,67 @@ pub struct ScrubReport {
     pub security_groups: usize,
 }
 
+/// One row of the change log: a committed write that may change `host`'s plan. `host` is
+/// `"*"` for a change to every host's plan (provider rules, a scrub). `address` is set when
+/// only that address's DHCP entry changed on `host`, which serves the address's network;
+/// otherwise anything of the host's plan may have changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostChange {
+    pub generation: u64,
+    pub host: String,
+    pub address: Option<(i64, String)>,
+}
+
+/// The change log after a cursor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostChanges {
+    /// The store's generation when read: the next cursor.
+    pub upto: u64,
+    /// False when rows after the cursor were already pruned: the reader must recompute
+    /// every plan it keeps.
+    pub complete: bool,
+    /// Oldest first.
+    pub changes: Vec<HostChange>,
+}
+
+/// What one host's plan is computed from: only what that host renders.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostInputs {
+    /// The host's generation, read before the rest.
+    pub generation: u64,
+    /// Networks the host serves or has instances on, by id.
+    pub networks: Vec<Network>,
+    /// Its instances' bound addresses, every bound address of the single-host networks it
+    /// serves, and the addresses of the members of the groups its instances' rules name;
+    /// ordered as [`Store::bound_addresses`] orders them (network, then address).
+    pub bound: Vec<BoundAddress>,
+    /// Floating IPs bound on the host.
+    pub floating: Vec<FloatingIp>,
+    /// The rules of its instances' groups.
+    pub rules: Vec<SecurityGroupRule>,
+    pub provider_rules: Vec<SecurityGroupRule>,
+    pub options: novanet_core::config::HostOptions,
+}
+
 /// Everything novanet stores. Methods are domain operations, not SQL, so that another engine
 /// (PostgreSQL for several servers) implements the same contract.
 pub trait Store: Send + Sync {
-    /// A number that grows with every committed change; agents watch it.
+    /// A number that grows with every committed change.
     fn generation(&self) -> Result<u64>;
+    /// The generation of the last change that touched this host's plan (agents watch it).
+    fn host_generation(&self, host: &str) -> Result<u64>;
+    /// The change log after `after` (a generation).
+    fn host_changes(&self, after: u64) -> Result<HostChanges>;
+    /// What `host`'s plan is computed from, read with queries scoped to that host.
+    fn host_inputs(&self, host: &str) -> Result<HostInputs>;
+    /// One fixed IP's bound address (None when no VIF holds it).
+    fn bound_address(&self, address: &str) -> Result<Option<BoundAddress>>;
+    fn network_by_id(&self, id: i64) -> Result<Option<Network>>;
+    /// How many instances each host has (hosts without any may be missing).
+    fn instance_counts(&self) -> Result<Vec<(String, u64)>>;
+    /// Calls `hook` after every commit of this process that touched a host's plan (the hook
+    /// may read, never write).
+    fn on_commit(&self, hook: CommitHook);
 
     // Networks
     fn create_networks(

@@ -1,0 +1,484 @@
+//! Host plans kept per host and brought up to date from the store's change log, so that a
+//! change costs what it touches: only the hosts a change names are looked at, a host's plan
+//! is computed from queries scoped to that host, an address that only changed on the DHCP
+//! server of its network is patched in place, and agents get what changed over the plan
+//! they hold (`PlanDelta`) instead of the whole plan.
+//!
+//! The log lives in the store (`Store::host_changes`), so that several servers sharing one
+//! store each follow it with their own cursor; what is kept here is this process's cache.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use novanet_core::config::{Config, HostOptions};
+use novanet_core::delta::{self, DhcpHostsDelta, Hunk, PlanDelta};
+use novanet_core::plan::{host_plan, DhcpPlan, GroupRule, HostPlan, SgRule, Snapshot};
+use novanet_core::Result;
+use novanet_store::Store;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::hostapi::sg_rule;
+
+/// Deltas kept per host for agents a few changes behind; further behind, the whole plan.
+const DELTAS_KEPT: usize = 64;
+/// A host nobody asked for in this long is dropped from the cache (and rebuilt if asked).
+const IDLE: Duration = Duration::from_secs(600);
+
+/// The server's configuration as one host sees it (its agent's own options over it).
+pub fn host_config(cfg: &Arc<Config>, options: &HostOptions) -> Arc<Config> {
+    if options.is_empty() {
+        cfg.clone()
+    } else {
+        Arc::new(options.apply(cfg))
+    }
+}
+
+/// A host's plan from queries scoped to that host (`Store::host_inputs`), with the
+/// configuration it was planned with.
+pub fn scoped_plan(
+    store: &dyn Store,
+    cfg: &Arc<Config>,
+    host: &str,
+) -> Result<(HostPlan, Arc<Config>)> {
+    let inputs = store.host_inputs(host)?;
+    let rules: Vec<GroupRule> = inputs
+        .rules
+        .into_iter()
+        .filter_map(|r| {
+            let group_id = r.parent_group_id;
+            sg_rule(r).map(|rule| GroupRule { group_id, rule })
+        })
+        .collect();
+    let provider_rules: Vec<SgRule> = inputs
+        .provider_rules
+        .into_iter()
+        .filter_map(sg_rule)
+        .collect();
+    let hcfg = host_config(cfg, &inputs.options);
+    let snap = Snapshot {
+        networks: &inputs.networks,
+        bound: &inputs.bound,
+        floating: &inputs.floating,
+        rules: &rules,
+        provider_rules: &provider_rules,
+    };
+    Ok((host_plan(&snap, &hcfg, host, inputs.generation), hcfg))
+}
+
+struct Entry {
+    plan: HostPlan,
+    /// The configuration `plan` was made with (the host's options applied).
+    cfg: Arc<Config>,
+    /// The generation of the last change to the plan's content.
+    content: u64,
+    /// `deltas` hold every change after this generation.
+    floor: u64,
+    /// Non-empty deltas, oldest first.
+    deltas: VecDeque<PlanDelta>,
+    /// Carries `content`: long polls wait on it.
+    tx: watch::Sender<u64>,
+    asked: Instant,
+}
+
+struct Inner {
+    /// The store generation up to which the change log was read.
+    cursor: u64,
+    hosts: HashMap<String, Entry>,
+}
+
+/// What one host's dirty state is after reading the log.
+#[derive(Default)]
+struct Dirty {
+    generation: u64,
+    full: bool,
+    addresses: BTreeSet<(i64, String)>,
+}
+
+/// The answer to an agent's poll.
+pub enum Poll {
+    /// A JSON body: the whole plan or the deltas since the agent's generation.
+    Changed(Vec<u8>),
+    /// Nothing new since the agent's generation; the plan is at this generation.
+    Unchanged(u64),
+}
+
+#[derive(Serialize)]
+struct Reply<'a> {
+    epoch: u64,
+    generation: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<&'a HostPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deltas: Option<Vec<&'a PlanDelta>>,
+}
+
+pub struct Plans {
+    /// Names this process's plans: generations a delta is over mean nothing to another
+    /// process (another server, or this one restarted).
+    pub epoch: u64,
+    inner: Mutex<Inner>,
+}
+
+impl Plans {
+    pub fn new(cursor: u64) -> Plans {
+        let b = uuid::Uuid::new_v4().into_bytes();
+        Plans {
+            // Kept below 2^53 so that JSON readers in any language keep it exact.
+            epoch: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], 0]) >> 3,
+            inner: Mutex::new(Inner {
+                cursor,
+                hosts: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the change log after the cursor and brings the plans it touches up to date.
+    /// Idempotent: a plan is recomputed from the store's current state.
+    pub fn catch_up(&self, store: &dyn Store, cfg: &Arc<Config>) -> Result<()> {
+        let mut inner = self.lock();
+        let changes = store.host_changes(inner.cursor)?;
+        if changes.upto == inner.cursor && changes.complete {
+            return Ok(());
+        }
+        let mut dirty: HashMap<String, Dirty> = HashMap::new();
+        if !changes.complete {
+            for (h, e) in &inner.hosts {
+                let d = dirty.entry(h.clone()).or_default();
+                d.full = true;
+                d.generation = e.plan.generation.max(store.host_generation(h)?);
+            }
+        }
+        for c in changes.changes {
+            let hosts: Vec<String> = if c.host == "*" {
+                inner.hosts.keys().cloned().collect()
+            } else if inner.hosts.contains_key(&c.host) {
+                vec![c.host.clone()]
+            } else {
+                continue;
+            };
+            for h in hosts {
+                let d = dirty.entry(h).or_default();
+                d.generation = d.generation.max(c.generation);
+                match (&c.address, c.host.as_str()) {
+                    (Some(a), h) if h != "*" => {
+                        d.addresses.insert(a.clone());
+                    }
+                    _ => d.full = true,
+                }
+            }
+        }
+        for (host, d) in dirty {
+            let Some(entry) = inner.hosts.get_mut(&host) else {
+                continue;
+            };
+            if let Err(e) = refresh(store, cfg, &host, entry, d) {
+                // Rebuilt when next asked for; its waiters see the entry go and ask again.
+                eprintln!("novanet server: plan of {host}: {e}");
+                inner.hosts.remove(&host);
+            }
+        }
+        inner.cursor = changes.upto;
+        inner.hosts.retain(|_, e| e.asked.elapsed() < IDLE);
+        Ok(())
+    }
+
+    fn entry<'a>(
+        inner: &'a mut Inner,
+        store: &dyn Store,
+        cfg: &Arc<Config>,
+        host: &str,
+    ) -> Result<&'a mut Entry> {
+        if !inner.hosts.contains_key(host) {
+            let (plan, hcfg) = scoped_plan(store, cfg, host)?;
+            let g = plan.generation;
+            inner.hosts.insert(
+                host.to_string(),
+                Entry {
+                    plan,
+                    cfg: hcfg,
+                    content: g,
+                    floor: g,
+                    deltas: VecDeque::new(),
+                    tx: watch::channel(g).0,
+                    asked: Instant::now(),
+                },
+            );
+        }
+        let e = inner.hosts.get_mut(host).expect("just made");
+        e.asked = Instant::now();
+        Ok(e)
+    }
+
+    /// The host's whole plan, as JSON, and a receiver of its content generation.
+    pub fn current(
+        &self,
+        store: &dyn Store,
+        cfg: &Arc<Config>,
+        host: &str,
+    ) -> Result<(Vec<u8>, u64, watch::Receiver<u64>)> {
+        let mut inner = self.lock();
+        let e = Self::entry(&mut inner, store, cfg, host)?;
+        let body = serde_json::to_vec(&e.plan).expect("plans serialize");
+        Ok((body, e.plan.generation, e.tx.subscribe()))
+    }
+
+    /// An agent's poll: it holds the plan of `held` (epoch, generation), if any. Answers
+    /// with the whole plan, the deltas over the held one (`deltas`), or nothing new (then
+    /// wait on the receiver for the content generation to pass the held one).
+    pub fn poll(
+        &self,
+        store: &dyn Store,
+        cfg: &Arc<Config>,
+        host: &str,
+        held: Option<(u64, u64)>,
+        deltas: bool,
+    ) -> Result<(Poll, watch::Receiver<u64>)> {
+        let epoch = self.epoch;
+        let mut inner = self.lock();
+        let e = Self::entry(&mut inner, store, cfg, host)?;
+        let rx = e.tx.subscribe();
+        let generation = e.plan.generation;
+        let reply = |plan, deltas| {
+            let r = Reply {
+                epoch,
+                generation,
+                plan,
+                deltas,
+            };
+            Poll::Changed(serde_json::to_vec(&r).expect("plans serialize"))
+        };
+        let poll = match held {
+            Some((ep, g)) if ep == epoch && g >= e.floor && g <= generation => {
+                if e.content <= g {
+                    Poll::Unchanged(generation)
+                } else if deltas {
+                    let after: Vec<&PlanDelta> =
+                        e.deltas.iter().filter(|d| d.generation > g).collect();
+                    reply(None, Some(after))
+                } else {
+                    reply(Some(&e.plan), None)
+                }
+            }
+            _ => reply(Some(&e.plan), None),
+        };
+        Ok((poll, rx))
+    }
+
+    /// The plans this process keeps (hosts, for tests and the bench).
+    pub fn cached(&self) -> Vec<(String, HostPlan)> {
+        let inner = self.lock();
+        let mut v: Vec<(String, HostPlan)> = inner
+            .hosts
+            .iter()
+            .map(|(h, e)| (h.clone(), e.plan.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+/// Brings one host's plan up to date: patched in place when only addresses of networks it
+/// serves changed, else recomputed from its scoped queries; records what changed.
+fn refresh(
+    store: &dyn Store,
+    cfg: &Arc<Config>,
+    host: &str,
+    e: &mut Entry,
+    d: Dirty,
+) -> Result<()> {
+    let patched = if d.full {
+        None
+    } else {
+        patch_addresses(store, host, e, &d.addresses)?
+    };
+    let mut delta = match patched {
+        Some(delta) => delta,
+        None => {
+            let (new, hcfg) = scoped_plan(store, cfg, host)?;
+            let delta = delta::diff(&e.plan, &new);
+            e.plan = new;
+            e.cfg = hcfg;
+            delta
+        }
+    };
+    let generation = e.plan.generation.max(d.generation);
+    e.plan.generation = generation;
+    delta.generation = generation;
+    if !delta.is_empty() {
+        e.content = generation;
+        e.deltas.push_back(delta);
+        while e.deltas.len() > DELTAS_KEPT {
+            if let Some(old) = e.deltas.pop_front() {
+                e.floor = old.generation;
+            }
+        }
+        e.tx.send_replace(generation);
+    }
+    Ok(())
+}
+
+/// One address's DHCP entry and release as its network's DHCP server has them now.
+struct AddressPatch {
+    server: usize,
+    address: novanet_core::valid::Ipv4Text,
+    host: Option<novanet_core::plan::DhcpHost>,
+    release: Option<novanet_core::plan::DhcpRelease>,
+}
+
+/// Patches the DHCP entries of `addresses` into the plan of the host serving their
+/// networks, with the same code that plans a host (`host_plan` over that one address).
+/// None, with the plan untouched, when a patch cannot be sure to give what a full
+/// recomputation would (then the caller recomputes).
+fn patch_addresses(
+    store: &dyn Store,
+    host: &str,
+    e: &mut Entry,
+    addresses: &BTreeSet<(i64, String)>,
+) -> Result<Option<PlanDelta>> {
+    if !e.plan.refused.is_empty() {
+        return Ok(None);
+    }
+    let mut patches = Vec::new();
+    for (network_id, address) in addresses {
+        let Some(n) = store.network_by_id(*network_id)? else {
+            return Ok(None);
+        };
+        if n.multi_host || n.host.as_deref() != Some(host) {
+            return Ok(None);
+        }
+        let bound: Vec<_> = store.bound_address(address)?.into_iter().collect();
+        if bound.iter().any(|b| b.network_id != n.id) {
+            return Ok(None);
+        }
+        let nets = [n];
+        let snap = Snapshot {
+            networks: &nets,
+            bound: &bound,
+            floating: &[],
+            rules: &[],
+            provider_rules: &[],
+        };
+        let one = host_plan(&snap, &e.cfg, host, 0);
+        let server = e.plan.dhcp.iter().position(|s| s.network_id == nets[0].id);
+        let (server, mine) = match (server, one.dhcp.first()) {
+            (None, None) if one.releases.is_empty() => continue,
+            (Some(i), Some(s)) => (i, s),
+            _ => return Ok(None),
+        };
+        let ours = &e.plan.dhcp[server];
+        // Releases are placed by their server's bridge: it must name one server.
+        let shared_bridge = e
+            .plan
+            .dhcp
+            .iter()
+            .enumerate()
+            .any(|(i, s)| e.plan.dhcp[..i].iter().any(|t| t.bridge == s.bridge));
+        if !one.refused.is_empty()
+            || one.dhcp.len() != 1
+            || one.releases.len() > 1
+            || mine.hosts.len() > 1
+            || shared_bridge
+            || !delta::same_server(ours, mine)
+        {
+            return Ok(None);
+        }
+        let Ok(address) = novanet_core::valid::Ipv4Text::new(address.as_str()) else {
+            return Ok(None);
+        };
+        patches.push(AddressPatch {
+            server,
+            address,
+            host: mine.hosts.first().cloned(),
+            release: one.releases.first().cloned(),
+        });
+    }
+    let mut delta = PlanDelta::default();
+    for p in patches {
+        let key = u32::from(p.address.addr());
+        let server = &mut e.plan.dhcp[p.server];
+        let at = server
+            .hosts
+            .partition_point(|h| u32::from(h.address.addr()) < key);
+        let present = server.hosts.get(at).is_some_and(|h| h.address == p.address);
+        let same = present && server.hosts.get(at) == p.host.as_ref();
+        if !same && (present || p.host.is_some()) {
+            let hunk = Hunk {
+                at,
+                remove: usize::from(present),
+                insert: p.host.into_iter().collect(),
+            };
+            delta::apply_hunks(&mut server.hosts, std::slice::from_ref(&hunk))
+                .expect("made for this list");
+            push_hosts_hunk(&mut delta, &server.network_uuid, hunk);
+        }
+        // Releases are grouped by server, in server order, then by address.
+        let bridge = server.bridge.clone();
+        let order = |r: &novanet_core::plan::DhcpRelease, plan: &[DhcpPlan]| {
+            let s = plan
+                .iter()
+                .position(|s| s.bridge == r.bridge)
+                .unwrap_or(usize::MAX);
+            (s, u32::from(r.address.addr()))
+        };
+        let old = e
+            .plan
+            .releases
+            .iter()
+            .position(|r| r.bridge == bridge && r.address == p.address);
+        if old.is_some() && old.map(|i| &e.plan.releases[i]) == p.release.as_ref() {
+            continue;
+        }
+        if let Some(i) = old {
+            let hunk = Hunk {
+                at: i,
+                remove: 1,
+                insert: Vec::new(),
+            };
+            delta::apply_hunks(&mut e.plan.releases, std::slice::from_ref(&hunk))
+                .expect("made for this list");
+            delta.releases.push(hunk);
+        }
+        if let Some(r) = p.release {
+            let k = order(&r, &e.plan.dhcp);
+            let at = e
+                .plan
+                .releases
+                .iter()
+                .filter(|x| order(x, &e.plan.dhcp) < k)
+                .count();
+            let hunk = Hunk {
+                at,
+                remove: 0,
+                insert: vec![r],
+            };
+            delta::apply_hunks(&mut e.plan.releases, std::slice::from_ref(&hunk))
+                .expect("made for this list");
+            delta.releases.push(hunk);
+        }
+    }
+    Ok(Some(delta))
+}
+
+fn push_hosts_hunk(
+    delta: &mut PlanDelta,
+    network_uuid: &str,
+    hunk: Hunk<novanet_core::plan::DhcpHost>,
+) {
+    match delta
+        .dhcp_hosts
+        .iter_mut()
+        .find(|h| h.network_uuid == network_uuid)
+    {
+        Some(h) => h.hunks.push(hunk),
+        None => delta.dhcp_hosts.push(DhcpHostsDelta {
+            network_uuid: network_uuid.to_string(),
+            hunks: vec![hunk],
+        }),
+    }
+}
