@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use novanet_core::delta::{self, PlanDelta};
 use novanet_core::plan::HostPlan;
 use novanet_core::valid::{IfName, Ipv4Text};
 use serde::{Deserialize, Serialize};
 
-use crate::client::Client;
+use crate::client::{Client, Polled};
 use crate::dhcp::DhcpManager;
 use crate::firewall::{Iptables, Nftables};
 use crate::sys::{io_err, run, AgentError, Result};
@@ -256,7 +257,11 @@ impl Agent {
         self.serve_hook()?;
         let mut last_report = Instant::now() - Duration::from_secs(3600);
         let mut last_full = Instant::now();
-        let mut generation: Option<u64> = None;
+        // The plan held, from which server epoch, and whether deltas may be applied to it
+        // (not when this agent left part of it out: the server's lists would not match).
+        let mut held: Option<(u64, HostPlan, bool)> = None;
+        // Whether the kernel matches the held plan.
+        let mut applied = false;
         loop {
             if last_report.elapsed() > Duration::from_secs(10) {
                 let networks = links::read_links()
@@ -277,24 +282,68 @@ impl Agent {
                 }
             }
             // Long poll: returns at once on a change, else after 2 s so that dnsmasq
-            // supervision runs at least that often.
-            let plan = match self.client.plan(&self.opts.host, generation, 2) {
-                Ok(p) => p,
+            // supervision runs at least that often (at once while a failed apply is retried).
+            let ask = held.as_ref().map(|(e, p, _)| (*e, p.generation));
+            let deltas = held.as_ref().is_none_or(|h| h.2);
+            let wait = if applied { 2 } else { 0 };
+            let changed = match self.client.poll(&self.opts.host, ask, wait, deltas) {
+                Ok((
+                    Polled::Plan {
+                        epoch,
+                        plan,
+                        refused,
+                    },
+                    _,
+                )) => {
+                    for r in &refused {
+                        log(&format!("refused part of the plan: {r}"));
+                    }
+                    let ours = refused.len() > plan.refused.len();
+                    held = Some((epoch, *plan, !ours));
+                    true
+                }
+                Ok((Polled::Deltas { generation, deltas }, _)) => {
+                    let (_, plan, _) = held.as_mut().expect("deltas come over a held plan");
+                    let fit = deltas.iter().try_for_each(|d| delta::apply(plan, d));
+                    if let Err(e) = fit {
+                        log(&format!(
+                            "a plan delta does not fit, asking for the whole plan: {e}"
+                        ));
+                        held = None;
+                        continue;
+                    }
+                    plan.generation = generation;
+                    !deltas.iter().all(PlanDelta::is_empty)
+                }
+                Ok((Polled::Unchanged { generation }, _)) => {
+                    if let Some((_, plan, _)) = held.as_mut() {
+                        plan.generation = generation;
+                    }
+                    false
+                }
                 Err(e) => {
                     log(&format!("cannot fetch the plan: {e}"));
+                    // A refused delta: start again from the whole plan.
+                    held = None;
                     std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }
             };
-            let changed = generation != Some(plan.generation);
-            *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan.clone();
-            let errors = if changed || last_full.elapsed() > self.opts.resync {
-                if last_full.elapsed() > self.opts.resync {
+            let Some((_, plan, _)) = held.as_ref() else {
+                continue;
+            };
+            if changed {
+                *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan.clone();
+            }
+            let resync = last_full.elapsed() > self.opts.resync;
+            let errors = if changed || !applied || resync {
+                if resync {
                     // The slow resync trusts nothing this process remembers of the kernel.
                     self.nftables.recheck();
                     self.iptables.recheck();
                 }
                 last_full = Instant::now();
+                let plan = plan.clone();
                 let (errors, what) = self.apply(&plan);
                 if !errors.is_empty() {
                     log(&format!(
@@ -324,7 +373,7 @@ impl Agent {
                 }
             };
             if errors.is_empty() {
-                generation = Some(plan.generation);
+                applied = true;
                 if self.opts.once {
                     return Ok(());
                 }
@@ -332,8 +381,8 @@ impl Agent {
                 for e in &errors {
                     log(e);
                 }
-                // Retry the whole plan on the next pass.
-                generation = None;
+                // Apply the whole plan again on the next pass.
+                applied = false;
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
