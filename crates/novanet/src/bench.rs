@@ -56,6 +56,19 @@ pub enum BenchCmd {
         #[arg(long)]
         server: String,
     },
+    /// The control plane at cloud scale: one simulated agent per host long-polling the real
+    /// server; what a boot and a rule change cost
+    Scale {
+        #[arg(long, default_value_t = 200)]
+        hosts: usize,
+        #[arg(long, default_value_t = 10000)]
+        instances: usize,
+        /// Boots measured one at a time (a burst of at least 300 follows)
+        #[arg(long, default_value_t = 200)]
+        boots: usize,
+        #[arg(long, default_value_t = 20)]
+        rule_changes: usize,
+    },
     /// Floating IPs: association to reachability, and an agent restart with 1,000 of them
     Floating {
         #[arg(long, default_value_t = 10)]
@@ -70,6 +83,12 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Alloc { count, per_client } => alloc(count, per_client),
         BenchCmd::Dhcp { instances, hosts } => dhcp(instances, hosts),
         BenchCmd::Floating { rounds, count } => floating(rounds, count),
+        BenchCmd::Scale {
+            hosts,
+            instances,
+            boots,
+            rule_changes,
+        } => crate::scale::run(hosts, instances, boots, rule_changes),
         BenchCmd::Firewall { driver, instances } => firewall(&driver, instances),
         BenchCmd::FirewallInner {
             driver,
