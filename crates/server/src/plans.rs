@@ -7,15 +7,19 @@
 //! The log lives in the store (`Store::host_changes`), so that several servers sharing one
 //! store each follow it with their own cursor; what is kept here is this process's cache.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use novanet_core::config::{Config, HostOptions};
 use novanet_core::delta::{self, DhcpHostsDelta, Hunk, PlanDelta};
-use novanet_core::plan::{host_plan, DhcpPlan, GroupRule, HostPlan, SgRule, Snapshot};
+use novanet_core::plan::{
+    host_plan, DhcpHost, DhcpPlan, DhcpRelease, GroupRule, HostPlan, InstanceSecurity, SgRule,
+    Snapshot,
+};
+use novanet_core::valid::Ipv4Text;
 use novanet_core::Result;
-use novanet_store::Store;
+use novanet_store::{ChangeScope, SecurityGroupRule, Store};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -43,14 +47,7 @@ pub fn scoped_plan(
     host: &str,
 ) -> Result<(HostPlan, Arc<Config>)> {
     let inputs = store.host_inputs(host)?;
-    let rules: Vec<GroupRule> = inputs
-        .rules
-        .into_iter()
-        .filter_map(|r| {
-            let group_id = r.parent_group_id;
-            sg_rule(r).map(|rule| GroupRule { group_id, rule })
-        })
-        .collect();
+    let rules = group_rules(inputs.rules);
     let provider_rules: Vec<SgRule> = inputs
         .provider_rules
         .into_iter()
@@ -88,12 +85,14 @@ struct Inner {
     hosts: HashMap<String, Entry>,
 }
 
-/// What one host's dirty state is after reading the log.
+/// What of one host's plan the log says may have changed.
 #[derive(Default)]
 struct Dirty {
     generation: u64,
     full: bool,
     addresses: BTreeSet<(i64, String)>,
+    /// Instances, with the networks they were on.
+    instances: BTreeMap<String, BTreeSet<i64>>,
 }
 
 /// The answer to an agent's poll.
@@ -165,11 +164,21 @@ impl Plans {
             for h in hosts {
                 let d = dirty.entry(h).or_default();
                 d.generation = d.generation.max(c.generation);
-                match (&c.address, c.host.as_str()) {
-                    (Some(a), h) if h != "*" => {
-                        d.addresses.insert(a.clone());
+                match &c.scope {
+                    _ if c.host == "*" => d.full = true,
+                    ChangeScope::Plan => d.full = true,
+                    ChangeScope::Address {
+                        network_id,
+                        address,
+                    } => {
+                        d.addresses.insert((*network_id, address.clone()));
                     }
-                    _ => d.full = true,
+                    ChangeScope::Instance { uuid, networks } => {
+                        d.instances
+                            .entry(uuid.clone())
+                            .or_default()
+                            .extend(networks);
+                    }
                 }
             }
         }
@@ -283,8 +292,19 @@ impl Plans {
     }
 }
 
-/// Brings one host's plan up to date: patched in place when only addresses of networks it
-/// serves changed, else recomputed from its scoped queries; records what changed.
+fn group_rules(rules: Vec<SecurityGroupRule>) -> Vec<GroupRule> {
+    rules
+        .into_iter()
+        .filter_map(|r| {
+            let group_id = r.parent_group_id;
+            sg_rule(r).map(|rule| GroupRule { group_id, rule })
+        })
+        .collect()
+}
+
+/// Brings one host's plan up to date: patched in place when only some of its instances or
+/// the DHCP entries of some addresses changed, else recomputed from its scoped queries;
+/// records what changed for the agents.
 fn refresh(
     store: &dyn Store,
     cfg: &Arc<Config>,
@@ -292,13 +312,13 @@ fn refresh(
     e: &mut Entry,
     d: Dirty,
 ) -> Result<()> {
-    let patched = if d.full {
+    let patch = if d.full {
         None
     } else {
-        patch_addresses(store, host, e, &d.addresses)?
+        prepare(store, host, e, &d)?
     };
-    let mut delta = match patched {
-        Some(delta) => delta,
+    let mut delta = match patch {
+        Some(p) => apply_patch(e, p),
         None => {
             let (new, hcfg) = scoped_plan(store, cfg, host)?;
             let delta = delta::diff(&e.plan, &new);
@@ -326,24 +346,51 @@ fn refresh(
 /// One address's DHCP entry and release as its network's DHCP server has them now.
 struct AddressPatch {
     server: usize,
-    address: novanet_core::valid::Ipv4Text,
-    host: Option<novanet_core::plan::DhcpHost>,
-    release: Option<novanet_core::plan::DhcpRelease>,
+    address: Ipv4Text,
+    host: Option<DhcpHost>,
+    release: Option<DhcpRelease>,
 }
 
-/// Patches the DHCP entries of `addresses` into the plan of the host serving their
-/// networks, with the same code that plans a host (`host_plan` over that one address).
-/// None, with the plan untouched, when a patch cannot be sure to give what a full
-/// recomputation would (then the caller recomputes).
-fn patch_addresses(
-    store: &dyn Store,
-    host: &str,
-    e: &mut Entry,
-    addresses: &BTreeSet<(i64, String)>,
-) -> Result<Option<PlanDelta>> {
+/// What to change in a plan, every part checked to give what a recomputation would.
+struct Patch {
+    addresses: Vec<AddressPatch>,
+    /// An instance's entry as it is now (None: it has none any more).
+    instances: Vec<(String, Option<InstanceSecurity>)>,
+}
+
+/// Computes the parts that changed with the code that plans a host (`host_plan` over the
+/// one address or instance), and checks that nothing else of the plan changed with them.
+/// None when that cannot be made sure of: then the plan is recomputed.
+fn prepare(store: &dyn Store, host: &str, e: &Entry, d: &Dirty) -> Result<Option<Patch>> {
     if !e.plan.refused.is_empty() {
         return Ok(None);
     }
+    let Some(addresses) = prepare_addresses(store, host, e, &d.addresses)? else {
+        return Ok(None);
+    };
+    let Some(instances) = prepare_instances(store, host, e, &d.instances)? else {
+        return Ok(None);
+    };
+    Ok(Some(Patch {
+        addresses,
+        instances,
+    }))
+}
+
+/// The DHCP entries of addresses of single-host networks this host serves.
+fn prepare_addresses(
+    store: &dyn Store,
+    host: &str,
+    e: &Entry,
+    addresses: &BTreeSet<(i64, String)>,
+) -> Result<Option<Vec<AddressPatch>>> {
+    let plan = &e.plan;
+    // Releases are placed by their server's bridge: each must name one server.
+    let shared_bridge = plan
+        .dhcp
+        .iter()
+        .enumerate()
+        .any(|(i, s)| plan.dhcp[..i].iter().any(|t| t.bridge == s.bridge));
     let mut patches = Vec::new();
     for (network_id, address) in addresses {
         let Some(n) = store.network_by_id(*network_id)? else {
@@ -365,30 +412,23 @@ fn patch_addresses(
             provider_rules: &[],
         };
         let one = host_plan(&snap, &e.cfg, host, 0);
-        let server = e.plan.dhcp.iter().position(|s| s.network_id == nets[0].id);
+        let server = plan.dhcp.iter().position(|s| s.network_id == nets[0].id);
         let (server, mine) = match (server, one.dhcp.first()) {
+            // No DHCP on this network: its addresses are in no plan here.
             (None, None) if one.releases.is_empty() => continue,
             (Some(i), Some(s)) => (i, s),
             _ => return Ok(None),
         };
-        let ours = &e.plan.dhcp[server];
-        // Releases are placed by their server's bridge: it must name one server.
-        let shared_bridge = e
-            .plan
-            .dhcp
-            .iter()
-            .enumerate()
-            .any(|(i, s)| e.plan.dhcp[..i].iter().any(|t| t.bridge == s.bridge));
         if !one.refused.is_empty()
             || one.dhcp.len() != 1
             || one.releases.len() > 1
             || mine.hosts.len() > 1
             || shared_bridge
-            || !delta::same_server(ours, mine)
+            || !delta::same_server(&plan.dhcp[server], mine)
         {
             return Ok(None);
         }
-        let Ok(address) = novanet_core::valid::Ipv4Text::new(address.as_str()) else {
+        let Ok(address) = Ipv4Text::new(address.as_str()) else {
             return Ok(None);
         };
         patches.push(AddressPatch {
@@ -398,87 +438,173 @@ fn patch_addresses(
             release: one.releases.first().cloned(),
         });
     }
-    let mut delta = PlanDelta::default();
-    for p in patches {
-        let key = u32::from(p.address.addr());
-        let server = &mut e.plan.dhcp[p.server];
-        let at = server
-            .hosts
-            .partition_point(|h| u32::from(h.address.addr()) < key);
-        let present = server.hosts.get(at).is_some_and(|h| h.address == p.address);
-        let same = present && server.hosts.get(at) == p.host.as_ref();
-        if !same && (present || p.host.is_some()) {
-            let hunk = Hunk {
-                at,
-                remove: usize::from(present),
-                insert: p.host.into_iter().collect(),
-            };
-            delta::apply_hunks(&mut server.hosts, std::slice::from_ref(&hunk))
-                .expect("made for this list");
-            push_hosts_hunk(&mut delta, &server.network_uuid, hunk);
-        }
-        // Releases are grouped by server, in server order, then by address.
-        let bridge = server.bridge.clone();
-        let order = |r: &novanet_core::plan::DhcpRelease, plan: &[DhcpPlan]| {
-            let s = plan
-                .iter()
-                .position(|s| s.bridge == r.bridge)
-                .unwrap_or(usize::MAX);
-            (s, u32::from(r.address.addr()))
-        };
-        let old = e
-            .plan
-            .releases
-            .iter()
-            .position(|r| r.bridge == bridge && r.address == p.address);
-        if old.is_some() && old.map(|i| &e.plan.releases[i]) == p.release.as_ref() {
-            continue;
-        }
-        if let Some(i) = old {
-            let hunk = Hunk {
-                at: i,
-                remove: 1,
-                insert: Vec::new(),
-            };
-            delta::apply_hunks(&mut e.plan.releases, std::slice::from_ref(&hunk))
-                .expect("made for this list");
-            delta.releases.push(hunk);
-        }
-        if let Some(r) = p.release {
-            let k = order(&r, &e.plan.dhcp);
-            let at = e
-                .plan
-                .releases
-                .iter()
-                .filter(|x| order(x, &e.plan.dhcp) < k)
-                .count();
-            let hunk = Hunk {
-                at,
-                remove: 0,
-                insert: vec![r],
-            };
-            delta::apply_hunks(&mut e.plan.releases, std::slice::from_ref(&hunk))
-                .expect("made for this list");
-            delta.releases.push(hunk);
-        }
-    }
-    Ok(Some(delta))
+    Ok(Some(patches))
 }
 
-fn push_hosts_hunk(
-    delta: &mut PlanDelta,
-    network_uuid: &str,
-    hunk: Hunk<novanet_core::plan::DhcpHost>,
-) {
-    match delta
-        .dhcp_hosts
-        .iter_mut()
-        .find(|h| h.network_uuid == network_uuid)
-    {
-        Some(h) => h.hunks.push(hunk),
-        None => delta.dhcp_hosts.push(DhcpHostsDelta {
-            network_uuid: network_uuid.to_string(),
-            hunks: vec![hunk],
-        }),
+/// The entries of instances of this host, on networks other hosts serve, whose changes
+/// leave the host's networks (bridges) and the groups its rules name as they were.
+fn prepare_instances(
+    store: &dyn Store,
+    host: &str,
+    e: &Entry,
+    instances: &BTreeMap<String, BTreeSet<i64>>,
+) -> Result<Option<Vec<(String, Option<InstanceSecurity>)>>> {
+    let plan = &e.plan;
+    let mut out = Vec::new();
+    let mut checked = BTreeSet::new();
+    for (uuid, was_on) in instances {
+        let inputs = store.instance_inputs(uuid)?;
+        let mut networks: BTreeMap<i64, Option<novanet_core::model::Network>> = inputs
+            .networks
+            .iter()
+            .map(|n| (n.id, Some(n.clone())))
+            .collect();
+        for id in was_on {
+            if !networks.contains_key(id) {
+                networks.insert(*id, store.network_by_id(*id)?);
+            }
+        }
+        for (id, n) in &networks {
+            let Some(n) = n else {
+                return Ok(None);
+            };
+            // Served here (gateway, DHCP, NAT): not an instance's business alone.
+            if n.multi_host || n.host.as_deref() == Some(host) {
+                return Ok(None);
+            }
+            if checked.insert(*id) {
+                let want = n.bridge.is_some() && store.host_on_network(host, *id)?;
+                let have = plan.bridges.iter().any(|b| b.network_uuid == n.uuid);
+                if want != have {
+                    return Ok(None);
+                }
+            }
+        }
+        let rules = group_rules(inputs.rules);
+        let snap = Snapshot {
+            networks: &inputs.networks,
+            bound: &inputs.bound,
+            floating: &[],
+            rules: &rules,
+            provider_rules: &[],
+        };
+        let one = host_plan(&snap, &e.cfg, host, 0);
+        let mut entries = one.security.instances;
+        if !one.refused.is_empty()
+            || entries.len() > 1
+            || entries.first().is_some_and(|i| i.uuid != *uuid)
+        {
+            return Ok(None);
+        }
+        out.push((uuid.clone(), entries.pop()));
+    }
+    // The groups whose members the plan lists are those its rules name: the same ones.
+    let patched: BTreeSet<&str> = out.iter().map(|(u, _)| u.as_str()).collect();
+    let sources: BTreeSet<i64> = plan
+        .security
+        .instances
+        .iter()
+        .filter(|i| !patched.contains(i.uuid.as_str()))
+        .chain(out.iter().filter_map(|(_, i)| i.as_ref()))
+        .flat_map(|i| i.rules.iter().filter_map(|r| r.group))
+        .collect();
+    if !sources.iter().eq(plan.security.group_members.keys()) {
+        return Ok(None);
+    }
+    Ok(Some(out))
+}
+
+fn apply_patch(e: &mut Entry, p: Patch) -> PlanDelta {
+    let mut delta = PlanDelta::default();
+    for a in p.addresses {
+        patch_address(&mut e.plan, a, &mut delta);
+    }
+    for (uuid, entry) in p.instances {
+        let list = &mut e.plan.security.instances;
+        let at = list.partition_point(|i| i.uuid < uuid);
+        let present = list.get(at).is_some_and(|i| i.uuid == uuid);
+        if present && list.get(at) == entry.as_ref() || !present && entry.is_none() {
+            continue;
+        }
+        let hunk = Hunk {
+            at,
+            remove: usize::from(present),
+            insert: entry.into_iter().collect(),
+        };
+        delta::apply_hunks(list, std::slice::from_ref(&hunk)).expect("made for this list");
+        delta.instances.push(hunk);
+    }
+    delta
+}
+
+fn patch_address(plan: &mut HostPlan, p: AddressPatch, delta: &mut PlanDelta) {
+    let key = u32::from(p.address.addr());
+    let server = &mut plan.dhcp[p.server];
+    let at = server
+        .hosts
+        .partition_point(|h| u32::from(h.address.addr()) < key);
+    let present = server.hosts.get(at).is_some_and(|h| h.address == p.address);
+    let same = present && server.hosts.get(at) == p.host.as_ref();
+    if !same && (present || p.host.is_some()) {
+        let hunk = Hunk {
+            at,
+            remove: usize::from(present),
+            insert: p.host.into_iter().collect(),
+        };
+        delta::apply_hunks(&mut server.hosts, std::slice::from_ref(&hunk))
+            .expect("made for this list");
+        match delta
+            .dhcp_hosts
+            .iter_mut()
+            .find(|h| h.network_uuid == server.network_uuid)
+        {
+            Some(h) => h.hunks.push(hunk),
+            None => delta.dhcp_hosts.push(DhcpHostsDelta {
+                network_uuid: server.network_uuid.clone(),
+                hunks: vec![hunk],
+            }),
+        }
+    }
+    // Releases are grouped by server, in server order, then by address.
+    let bridge = server.bridge.clone();
+    let order = |r: &DhcpRelease, servers: &[DhcpPlan]| {
+        let s = servers
+            .iter()
+            .position(|s| s.bridge == r.bridge)
+            .unwrap_or(usize::MAX);
+        (s, u32::from(r.address.addr()))
+    };
+    let old = plan
+        .releases
+        .iter()
+        .position(|r| r.bridge == bridge && r.address == p.address);
+    if old.map(|i| &plan.releases[i]) == p.release.as_ref() {
+        return;
+    }
+    if let Some(i) = old {
+        let hunk = Hunk {
+            at: i,
+            remove: 1,
+            insert: Vec::new(),
+        };
+        delta::apply_hunks(&mut plan.releases, std::slice::from_ref(&hunk))
+            .expect("made for this list");
+        delta.releases.push(hunk);
+    }
+    if let Some(r) = p.release {
+        let k = order(&r, &plan.dhcp);
+        let at = plan
+            .releases
+            .iter()
+            .filter(|x| order(x, &plan.dhcp) < k)
+            .count();
+        let hunk = Hunk {
+            at,
+            remove: 0,
+            insert: vec![r],
+        };
+        delta::apply_hunks(&mut plan.releases, std::slice::from_ref(&hunk))
+            .expect("made for this list");
+        delta.releases.push(hunk);
     }
 }

@@ -15,7 +15,7 @@ use novanet_core::planning::NetworkRequest;
 use novanet_server::hostapi::compute_plan;
 use novanet_server::plans::Poll;
 use novanet_server::AppState;
-use novanet_store::{NetworkUpdate, NewRule, ServiceReport, SqliteStore, Store};
+use novanet_store::{ChangeScope, NetworkUpdate, NewRule, ServiceReport, SqliteStore, Store};
 use serde_json::Value;
 
 /// xorshift64*: the same cases on every run, no dependency.
@@ -380,7 +380,7 @@ fn every_host_holds_the_plan_computed_from_scratch() {
     let cases = 24u64;
     let steps = 150;
     let mut changed_total = 0;
-    let mut patched_only = 0;
+    let mut patched_only = (0, 0);
     let mut releases_seen = 0;
     for case in 0..cases {
         let cfg = configs()[case as usize % 3].clone();
@@ -446,21 +446,21 @@ fn every_host_holds_the_plan_computed_from_scratch() {
                 );
             }
         }
-        // The address-only patches ran (not every change recomputed a plan).
-        patched_only += store
-            .host_changes(0)
-            .unwrap()
-            .changes
-            .iter()
-            .filter(|c| c.address.is_some())
-            .count();
+        // Changes to one address or instance of a plan were there to patch.
+        for c in store.host_changes(0).unwrap().changes {
+            match c.scope {
+                ChangeScope::Address { .. } => patched_only.0 += 1,
+                ChangeScope::Instance { .. } => patched_only.1 += 1,
+                ChangeScope::Plan => {}
+            }
+        }
         drop(st2);
     }
     // The cases reach what they are for: agents changed, address-only patches, several
     // leases awaiting their release at once.
     assert!(
-        changed_total > 0 && patched_only > 0 && releases_seen >= 3,
-        "{changed_total} {patched_only} {releases_seen}"
+        changed_total > 0 && patched_only.0 > 0 && patched_only.1 > 0 && releases_seen >= 3,
+        "{changed_total} {patched_only:?} {releases_seen}"
     );
 }
 
@@ -498,16 +498,34 @@ fn a_boot_touches_its_host_and_its_dhcp_host_only() {
     }
     let before = store.generation().unwrap();
     let i = boot("c2");
-    let touched: Vec<(String, bool)> = store
+    let touched: Vec<(String, ChangeScope)> = store
         .host_changes(before)
         .unwrap()
         .changes
         .into_iter()
-        .map(|c| (c.host, c.address.is_some()))
+        .map(|c| (c.host, c.scope))
         .collect();
+    let address = store.instance_addresses(&i.uuid).unwrap()[0]
+        .address
+        .clone();
     assert_eq!(
         touched,
-        [("c2".to_string(), false), ("net-1".to_string(), true)]
+        [
+            (
+                "c2".to_string(),
+                ChangeScope::Instance {
+                    uuid: i.uuid.clone(),
+                    networks: vec![1]
+                }
+            ),
+            (
+                "net-1".to_string(),
+                ChangeScope::Address {
+                    network_id: 1,
+                    address
+                }
+            )
+        ]
     );
     let g = store.generation().unwrap();
     let p = store.create_project("demo").unwrap();

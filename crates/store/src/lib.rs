@@ -117,15 +117,80 @@ pub struct ScrubReport {
     pub security_groups: usize,
 }
 
-/// One row of the change log: a committed write that may change `host`'s plan. `host` is
-/// `"*"` for a change to every host's plan (provider rules, a scrub). `address` is set when
-/// only that address's DHCP entry changed on `host`, which serves the address's network;
-/// otherwise anything of the host's plan may have changed.
+/// How much of a host's plan a change may have changed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeScope {
+    /// Anything.
+    Plan,
+    /// Only the DHCP entry of this address, on the host serving its network.
+    Address { network_id: i64, address: String },
+    /// Only this instance of the host (its ports and rules), and whether the host still
+    /// has instances on the networks it was on.
+    Instance { uuid: String, networks: Vec<i64> },
+}
+
+impl ChangeScope {
+    /// The change log's text for it.
+    pub fn encode(&self) -> String {
+        match self {
+            ChangeScope::Plan => String::new(),
+            ChangeScope::Address {
+                network_id,
+                address,
+            } => format!("a:{network_id}:{address}"),
+            ChangeScope::Instance { uuid, networks } if networks.is_empty() => format!("i:{uuid}"),
+            ChangeScope::Instance { uuid, networks } => {
+                let n: Vec<String> = networks.iter().map(i64::to_string).collect();
+                format!("i:{uuid}:{}", n.join(","))
+            }
+        }
+    }
+
+    /// Reads the change log's text; anything unknown is the whole plan.
+    pub fn decode(what: &str) -> ChangeScope {
+        let parsed = if let Some(rest) = what.strip_prefix("a:") {
+            rest.split_once(':').and_then(|(n, a)| {
+                Some(ChangeScope::Address {
+                    network_id: n.parse().ok()?,
+                    address: a.to_string(),
+                })
+            })
+        } else if let Some(rest) = what.strip_prefix("i:") {
+            let (uuid, nets) = rest.split_once(':').unwrap_or((rest, ""));
+            let networks: Option<Vec<i64>> = nets
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(|n| n.parse().ok())
+                .collect();
+            networks.map(|networks| ChangeScope::Instance {
+                uuid: uuid.to_string(),
+                networks,
+            })
+        } else {
+            None
+        };
+        parsed.unwrap_or(ChangeScope::Plan)
+    }
+}
+
+/// One row of the change log: a committed write that may change `host`'s plan, `"*"` for
+/// every host's (provider rules, a scrub).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostChange {
     pub generation: u64,
     pub host: String,
-    pub address: Option<(i64, String)>,
+    pub scope: ChangeScope,
+}
+
+/// What one instance's entry in its host's plan is computed from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstanceInputs {
+    /// The networks of its bound addresses, by id.
+    pub networks: Vec<Network>,
+    /// Its bound addresses, ordered as [`Store::bound_addresses`] orders them.
+    pub bound: Vec<BoundAddress>,
+    /// The rules of its groups.
+    pub rules: Vec<SecurityGroupRule>,
 }
 
 /// The change log after a cursor.
@@ -172,6 +237,11 @@ pub trait Store: Send + Sync {
     fn host_inputs(&self, host: &str) -> Result<HostInputs>;
     /// One fixed IP's bound address (None when no VIF holds it).
     fn bound_address(&self, address: &str) -> Result<Option<BoundAddress>>;
+    /// What one instance's entry in its host's plan is computed from.
+    fn instance_inputs(&self, uuid: &str) -> Result<InstanceInputs>;
+    /// Whether the host has an instance with an address on the network (then it has the
+    /// network's bridge).
+    fn host_on_network(&self, host: &str, network_id: i64) -> Result<bool>;
     fn network_by_id(&self, id: i64) -> Result<Option<Network>>;
     /// How many instances each host has (hosts without any may be missing).
     fn instance_counts(&self) -> Result<Vec<(String, u64)>>;

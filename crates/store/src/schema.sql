@@ -166,15 +166,16 @@ CREATE TABLE IF NOT EXISTS services (
 
 -- What each change touched, so that a change costs what it touches (NOTES.md, "A change
 -- costs what it touches"). Every write that can change a host's plan records, under the
--- new generation, the hosts whose plans it may change: host '*' for every host; an address
--- (network_id > 0) when only that address's DHCP entry changed on the host serving it.
--- Servers read the log after their cursor; old rows are pruned (meta 'changes_from').
+-- new generation, the hosts whose plans it may change and how much of them: `what` is ''
+-- for anything of the plan (host '*': every host's), 'a:NETWORK_ID:ADDRESS' for one DHCP
+-- entry on the host serving that network, 'i:UUID[:NETWORK_ID,...]' for one instance of
+-- the host (and the networks it was on). Servers read the log after their cursor; old
+-- rows are pruned (meta 'changes_from').
 CREATE TABLE IF NOT EXISTS host_changes (
     generation INTEGER NOT NULL,
     host TEXT NOT NULL,
-    network_id INTEGER NOT NULL DEFAULT 0,
-    address TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (generation, host, network_id, address)
+    what TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (generation, host, what)
 ) WITHOUT ROWID;
 -- The last generation that touched each host: what an agent's long poll waits on.
 CREATE TABLE IF NOT EXISTS host_generations (

@@ -44,6 +44,8 @@ struct Touched {
     hosts: BTreeSet<String>,
     /// Only the DHCP entry of (network id, address) on the host serving that network.
     addresses: BTreeSet<(String, i64, String)>,
+    /// Only one instance of a host, (host, uuid), with the networks it was on.
+    instances: BTreeMap<(String, String), BTreeSet<i64>>,
 }
 
 impl Touched {
@@ -57,8 +59,17 @@ impl Touched {
         self.hosts.extend(hs);
     }
 
+    fn instance(&mut self, host: Option<&str>, uuid: &str, networks: &[i64]) {
+        if let Some(h) = host {
+            self.instances
+                .entry((h.to_string(), uuid.to_string()))
+                .or_default()
+                .extend(networks);
+        }
+    }
+
     fn is_empty(&self) -> bool {
-        !self.all && self.hosts.is_empty() && self.addresses.is_empty()
+        !self.all && self.hosts.is_empty() && self.addresses.is_empty() && self.instances.is_empty()
     }
 }
 
@@ -260,7 +271,7 @@ fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> Result<bool
     let g = generation as i64;
     let mut log = tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO host_changes(generation, host, network_id, address) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR IGNORE INTO host_changes(generation, host, what) VALUES (?1, ?2, ?3)",
         )
         .map_err(db)?;
     let mut gen = tx
@@ -269,16 +280,35 @@ fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> Result<bool
              ON CONFLICT(host) DO UPDATE SET generation = excluded.generation",
         )
         .map_err(db)?;
+    let mut rows: Vec<(&str, ChangeScope)> = Vec::new();
     if t.all {
-        log.execute(params![g, "*", 0, ""]).map_err(db)?;
-        gen.execute(params!["*", g]).map_err(db)?;
+        rows.push(("*", ChangeScope::Plan));
     } else {
-        for h in &t.hosts {
-            log.execute(params![g, h, 0, ""]).map_err(db)?;
-            gen.execute(params![h, g]).map_err(db)?;
-        }
+        rows.extend(t.hosts.iter().map(|h| (h.as_str(), ChangeScope::Plan)));
+        // A host whose whole plan changed needs no finer rows.
         for (h, n, a) in t.addresses.iter().filter(|(h, _, _)| !t.hosts.contains(h)) {
-            log.execute(params![g, h, n, a]).map_err(db)?;
+            let scope = ChangeScope::Address {
+                network_id: *n,
+                address: a.clone(),
+            };
+            rows.push((h.as_str(), scope));
+        }
+        for ((h, uuid), nets) in t
+            .instances
+            .iter()
+            .filter(|((h, _), _)| !t.hosts.contains(h))
+        {
+            let scope = ChangeScope::Instance {
+                uuid: uuid.clone(),
+                networks: nets.iter().copied().collect(),
+            };
+            rows.push((h.as_str(), scope));
+        }
+    }
+    let mut hosts = BTreeSet::new();
+    for (h, scope) in rows {
+        log.execute(params![g, h, scope.encode()]).map_err(db)?;
+        if hosts.insert(h) {
             gen.execute(params![h, g]).map_err(db)?;
         }
     }
@@ -391,22 +421,33 @@ fn touch_referrers(c: &Connection, t: &mut Touched, group_id: i64) -> Result<()>
     Ok(())
 }
 
-/// Hosts with members of a group: they render its rules.
+/// A group's members, on their hosts: their entries carry its rules.
 fn touch_members(c: &Connection, t: &mut Touched, group_id: i64) -> Result<()> {
-    t.hosts(strings(
-        c,
-        "SELECT DISTINCT i.host FROM instance_security_groups m \
-           JOIN instances i ON i.uuid = m.instance_uuid \
-         WHERE m.group_id = ?1 AND i.host IS NOT NULL",
-        [group_id],
-    )?);
+    let mut st = c
+        .prepare_cached(
+            "SELECT i.host, i.uuid FROM instance_security_groups m \
+               JOIN instances i ON i.uuid = m.instance_uuid \
+             WHERE m.group_id = ?1 AND i.host IS NOT NULL",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map([group_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    for (h, u) in rows {
+        t.instance(Some(&h), &u, &[]);
+    }
     Ok(())
 }
 
-/// An instance's host, the hosts serving DHCP for its addresses, the hosts its floating IPs
+/// An instance (on its host, with the networks it is on), the hosts serving DHCP for its
+/// addresses, the hosts its floating IPs
 /// are bound on and the hosts whose rules name one of its groups as their source.
 fn touch_instance(c: &Connection, t: &mut Touched, uuid: &str) -> Result<()> {
-    t.host(instance_host(c, uuid)?.as_deref());
+    let host = instance_host(c, uuid)?;
     let addrs: Vec<(i64, String)> = {
         let mut st = c
             .prepare_cached("SELECT network_id, address FROM fixed_ips WHERE instance_uuid = ?1")
@@ -418,6 +459,8 @@ fn touch_instance(c: &Connection, t: &mut Touched, uuid: &str) -> Result<()> {
             .map_err(db)?;
         rows
     };
+    let networks: Vec<i64> = addrs.iter().map(|(n, _)| *n).collect();
+    t.instance(host.as_deref(), uuid, &networks);
     for (n, a) in &addrs {
         touch_dhcp(c, t, *n, a, Some(uuid))?;
     }
@@ -1217,20 +1260,16 @@ impl Store for SqliteStore {
             .unwrap_or(0);
             let mut st = c
                 .prepare_cached(
-                    "SELECT generation, host, network_id, address FROM host_changes \
+                    "SELECT generation, host, what FROM host_changes \
                      WHERE generation > ?1 AND generation <= ?2 ORDER BY generation",
                 )
                 .map_err(db)?;
             let changes = st
                 .query_map([after as i64, upto as i64], |r| {
-                    let network_id: i64 = r.get(2)?;
                     Ok(HostChange {
                         generation: r.get::<_, i64>(0)? as u64,
                         host: r.get(1)?,
-                        address: (network_id != 0)
-                            .then(|| r.get(3))
-                            .transpose()?
-                            .map(|a| (network_id, a)),
+                        scope: ChangeScope::decode(&r.get::<_, String>(2)?),
                     })
                 })
                 .map_err(db)?
@@ -1259,6 +1298,60 @@ impl Store for SqliteStore {
                 &mut rows,
             )?;
             Ok(rows.pop().map(|(_, b)| b))
+        })
+    }
+
+    fn instance_inputs(&self, uuid: &str) -> Result<InstanceInputs> {
+        self.read(|c| {
+            let mut rows = Vec::new();
+            bound_rows(
+                c,
+                "FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+                 WHERE f.instance_uuid = ?1",
+                [uuid],
+                &mut rows,
+            )?;
+            rows.sort_by_key(|(k, _)| *k);
+            let ids: BTreeSet<i64> = rows.iter().map(|(k, _)| k.0).collect();
+            let mut networks = Vec::new();
+            for id in &ids {
+                networks.extend(load_networks(c, "WHERE id = ?1", &[id])?);
+            }
+            let groups: Vec<i64> = {
+                let mut st = c
+                    .prepare_cached(
+                        "SELECT group_id FROM instance_security_groups WHERE instance_uuid = ?1",
+                    )
+                    .map_err(db)?;
+                let rows = st
+                    .query_map([uuid], |r| r.get(0))
+                    .map_err(db)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(db)?;
+                rows
+            };
+            let mut rules = Vec::new();
+            for g in groups {
+                rules.extend(rules_of(c, g)?);
+            }
+            Ok(InstanceInputs {
+                networks,
+                bound: rows.into_iter().map(|(_, b)| b).collect(),
+                rules,
+            })
+        })
+    }
+
+    fn host_on_network(&self, host: &str, network_id: i64) -> Result<bool> {
+        self.read(|c| {
+            qrow(
+                c,
+                "SELECT EXISTS(SELECT 1 FROM instances i JOIN fixed_ips f ON f.instance_uuid = i.uuid \
+                 WHERE i.host = ?1 AND f.network_id = ?2 AND f.allocated = 1 AND f.vif_id IS NOT NULL)",
+                params![host, network_id],
+                |r| r.get(0),
+            )
+            .map_err(db)
         })
     }
 
@@ -2201,12 +2294,18 @@ impl Store for SqliteStore {
             ));
         }
         self.write_touching(|tx, t| {
-            t.hosts(strings(
+            let owner: Option<(String, String)> = qrow(
                 tx,
-                "SELECT i.host FROM vifs v JOIN instances i ON i.uuid = v.instance_uuid \
+                "SELECT i.host, i.uuid FROM vifs v JOIN instances i ON i.uuid = v.instance_uuid \
                  WHERE v.uuid = ?1 AND i.host IS NOT NULL",
                 [vif_uuid],
-            )?);
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+            if let Some((h, u)) = owner {
+                t.instance(Some(&h), &u, &[]);
+            }
             let n = exec(
                 tx,
                 "UPDATE vifs SET device = ?2 WHERE uuid = ?1",
@@ -2235,7 +2334,7 @@ impl Store for SqliteStore {
     fn add_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()> {
         self.write_touching(|tx, t| {
             load_instance(tx, uuid)?;
-            t.host(instance_host(tx, uuid)?.as_deref());
+            t.instance(instance_host(tx, uuid)?.as_deref(), uuid, &[]);
             touch_referrers(tx, t, group_id)?;
             exec(tx,
                 "INSERT OR IGNORE INTO instance_security_groups(instance_uuid, group_id) VALUES (?1, ?2)",
@@ -2248,7 +2347,7 @@ impl Store for SqliteStore {
 
     fn remove_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()> {
         self.write_touching(|tx, t| {
-            t.host(instance_host(tx, uuid)?.as_deref());
+            t.instance(instance_host(tx, uuid)?.as_deref(), uuid, &[]);
             touch_referrers(tx, t, group_id)?;
             let n = tx
                 .execute(
