@@ -343,8 +343,7 @@ impl Agent {
                     self.iptables.recheck();
                 }
                 last_full = Instant::now();
-                let plan = plan.clone();
-                let (errors, what) = self.apply(&plan);
+                let (errors, what) = self.apply(plan);
                 if !errors.is_empty() {
                     log(&format!(
                         "generation {}: {} step(s) failed",

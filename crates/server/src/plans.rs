@@ -351,11 +351,13 @@ struct AddressPatch {
     release: Option<DhcpRelease>,
 }
 
+/// An instance's entry as it is now (None: it has none any more).
+type InstancePatch = (String, Option<InstanceSecurity>);
+
 /// What to change in a plan, every part checked to give what a recomputation would.
 struct Patch {
     addresses: Vec<AddressPatch>,
-    /// An instance's entry as it is now (None: it has none any more).
-    instances: Vec<(String, Option<InstanceSecurity>)>,
+    instances: Vec<InstancePatch>,
 }
 
 /// Computes the parts that changed with the code that plans a host (`host_plan` over the
@@ -448,7 +450,7 @@ fn prepare_instances(
     host: &str,
     e: &Entry,
     instances: &BTreeMap<String, BTreeSet<i64>>,
-) -> Result<Option<Vec<(String, Option<InstanceSecurity>)>>> {
+) -> Result<Option<Vec<InstancePatch>>> {
     let plan = &e.plan;
     let mut out = Vec::new();
     let mut checked = BTreeSet::new();
