@@ -388,11 +388,17 @@ fn every_host_holds_the_plan_computed_from_scratch() {
             Dir(std::env::temp_dir()
                 .join(format!("novanet-plans-prop-{}-{case}", std::process::id())));
         let _ = std::fs::remove_dir_all(&dir.0);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_dir(&dir.0).unwrap());
+        let sqlite = Arc::new(SqliteStore::open_dir(&dir.0).unwrap());
+        let store: Arc<dyn Store> = sqlite.clone();
         let st = AppState::new(store.clone(), cfg.clone());
         // A second server on the same database: it follows the change log only.
         let other: Arc<dyn Store> = Arc::new(SqliteStore::open_dir(&dir.0).unwrap());
         let mut st2 = AppState::new(other.clone(), cfg.clone());
+        // A third one that reads the log seldom: the log is pruned past its cursor, and it
+        // recomputes every plan it keeps.
+        let st3 = AppState::new(other.clone(), cfg.clone());
+        let mut agents3: BTreeMap<&str, Agent> =
+            HOSTS.iter().map(|h| (*h, Agent::default())).collect();
         let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (case + 1).wrapping_mul(0x9e37_79b9));
         let mut w = World::default();
         let mut agents: BTreeMap<&str, Agent> =
@@ -406,6 +412,25 @@ fn every_host_holds_the_plan_computed_from_scratch() {
                 st2 = AppState::new(other.clone(), cfg.clone());
             }
             st2.catch_up();
+            if step % 25 == 24 {
+                sqlite
+                    .prune_changes(store.generation().unwrap().saturating_sub(2))
+                    .unwrap();
+            }
+            if step % 30 == 29 {
+                st3.catch_up();
+                for host in HOSTS {
+                    let a = agents3.get_mut(host).unwrap();
+                    a.poll(&st3, host);
+                    let want = compute_plan(&st, host).unwrap();
+                    let got = &a.held.as_ref().unwrap().1;
+                    assert!(
+                        got == &want,
+                        "case {case} step {step}: {host} through the third server, by {:?}",
+                        delta::diff(got, &want)
+                    );
+                }
+            }
             for (i, host) in HOSTS.iter().enumerate() {
                 // c3's agent falls far behind (past the deltas kept) before it asks again.
                 let pace = [1, 1, 2, 3, 97][i];
@@ -454,7 +479,7 @@ fn every_host_holds_the_plan_computed_from_scratch() {
                 ChangeScope::Plan => {}
             }
         }
-        drop(st2);
+        drop((st2, st3));
     }
     // The cases reach what they are for: agents changed, address-only patches, several
     // leases awaiting their release at once.

@@ -313,22 +313,26 @@ fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> Result<bool
         }
     }
     if generation.is_multiple_of(1024) && generation > CHANGES_KEPT {
-        let from = generation - CHANGES_KEPT;
-        exec(
-            tx,
-            "DELETE FROM host_changes WHERE generation < ?1",
-            [from as i64],
-        )
-        .map_err(db)?;
-        exec(
-            tx,
-            "INSERT INTO meta(key, value) VALUES ('changes_from', ?1) \
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [from.to_string()],
-        )
-        .map_err(db)?;
+        prune_changes_tx(tx, generation - CHANGES_KEPT)?;
     }
     Ok(true)
+}
+
+fn prune_changes_tx(tx: &Transaction, before: u64) -> Result<()> {
+    exec(
+        tx,
+        "DELETE FROM host_changes WHERE generation < ?1",
+        [before as i64],
+    )
+    .map_err(db)?;
+    exec(
+        tx,
+        "INSERT INTO meta(key, value) VALUES ('changes_from', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [before.to_string()],
+    )
+    .map_err(db)?;
+    Ok(())
 }
 
 fn host_generation_c(c: &Connection, host: &str) -> Result<u64> {
@@ -2962,6 +2966,13 @@ fn associate_floating_tx(
 
 /// For diagnostics and tests: a consistency check of the whole store.
 impl SqliteStore {
+    /// Drops the change log before `generation`, as every write does every 1,024
+    /// generations for what is older than the last 50,000: a server whose cursor is behind
+    /// that recomputes every plan it keeps.
+    pub fn prune_changes(&self, generation: u64) -> Result<()> {
+        self.write_raw(|tx| prune_changes_tx(tx, generation))
+    }
+
     /// Returns every violated invariant (empty when consistent).
     pub fn check_consistency(&self) -> Result<Vec<String>> {
         self.read(|c| {
