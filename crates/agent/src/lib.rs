@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use novanet_core::delta::{self, PlanDelta};
-use novanet_core::plan::HostPlan;
+use novanet_core::plan::{DhcpPlan, HostPlan};
 use novanet_core::valid::{IfName, Ipv4Text};
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +69,8 @@ pub struct Agent {
     iptables: Iptables,
     nftables: Nftables,
     owned: Owned,
-    plan: Arc<Mutex<HostPlan>>,
+    /// The held plan's DHCP servers, for the lease hook (kept by the same deltas).
+    dhcp_plans: Arc<Mutex<Vec<DhcpPlan>>>,
 }
 
 fn log(msg: &str) {
@@ -90,7 +91,7 @@ impl Agent {
             iptables: Iptables::default(),
             nftables,
             owned,
-            plan: Arc::default(),
+            dhcp_plans: Arc::default(),
         })
     }
 
@@ -238,7 +239,7 @@ impl Agent {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(|e| io_err(path.display(), e))?;
         let client = self.client.clone();
-        let plan = self.plan.clone();
+        let plan = self.dhcp_plans.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let client = client.clone();
@@ -299,12 +300,18 @@ impl Agent {
                         log(&format!("refused part of the plan: {r}"));
                     }
                     let ours = refused.len() > plan.refused.len();
+                    *self.dhcp_plans.lock().unwrap_or_else(|p| p.into_inner()) = plan.dhcp.clone();
                     held = Some((epoch, *plan, !ours));
                     true
                 }
                 Ok((Polled::Deltas { generation, deltas }, _)) => {
                     let (_, plan, _) = held.as_mut().expect("deltas come over a held plan");
-                    let fit = deltas.iter().try_for_each(|d| delta::apply(plan, d));
+                    let mut hook = self.dhcp_plans.lock().unwrap_or_else(|p| p.into_inner());
+                    let fit = deltas.iter().try_for_each(|d| {
+                        delta::apply(plan, d)?;
+                        delta::apply_dhcp(&mut hook, d)
+                    });
+                    drop(hook);
                     if let Err(e) = fit {
                         log(&format!(
                             "a plan delta does not fit, asking for the whole plan: {e}"
@@ -332,9 +339,7 @@ impl Agent {
             let Some((_, plan, _)) = held.as_ref() else {
                 continue;
             };
-            if changed {
-                *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan.clone();
-            }
+
             let resync = last_full.elapsed() > self.opts.resync;
             let errors = if changed || !applied || resync {
                 if resync {
@@ -388,7 +393,7 @@ impl Agent {
     }
 }
 
-fn hook_conn(conn: UnixStream, client: &Client, plan: &Mutex<HostPlan>) -> Result<()> {
+fn hook_conn(conn: UnixStream, client: &Client, plan: &Mutex<Vec<DhcpPlan>>) -> Result<()> {
     let mut reader = BufReader::new(conn.try_clone().map_err(|e| io_err("hook socket", e))?);
     let mut line = String::new();
     reader
@@ -404,7 +409,6 @@ fn hook_conn(conn: UnixStream, client: &Client, plan: &Mutex<HostPlan>) -> Resul
                 .unwrap_or(0);
             let p = plan.lock().unwrap_or_else(|p| p.into_inner());
             let text = p
-                .dhcp
                 .iter()
                 .find(|d| d.network_uuid == *network)
                 .map(|d| render::lease_lines(d, now))

@@ -299,6 +299,20 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDelta {
     d
 }
 
+/// Applies a delta's DHCP parts to the DHCP servers of the plan it was made for (what
+/// `apply` does to `plan.dhcp`), for a copy of them kept apart.
+pub fn apply_dhcp(dhcp: &mut Vec<DhcpPlan>, d: &PlanDelta) -> Result<(), String> {
+    apply_hunks(dhcp, &d.dhcp)?;
+    for h in &d.dhcp_hosts {
+        let server = dhcp
+            .iter_mut()
+            .find(|s| s.network_uuid == h.network_uuid)
+            .ok_or_else(|| format!("no DHCP server for network {}", h.network_uuid))?;
+        apply_hunks(&mut server.hosts, &h.hunks)?;
+    }
+    Ok(())
+}
+
 /// Applies a delta to the plan it was made for; on error the plan is left unusable and
 /// the agent asks for the whole plan.
 pub fn apply(plan: &mut HostPlan, d: &PlanDelta) -> Result<(), String> {
@@ -307,15 +321,7 @@ pub fn apply(plan: &mut HostPlan, d: &PlanDelta) -> Result<(), String> {
         plan.firewall_driver = f.clone();
     }
     apply_hunks(&mut plan.bridges, &d.bridges)?;
-    apply_hunks(&mut plan.dhcp, &d.dhcp)?;
-    for h in &d.dhcp_hosts {
-        let server = plan
-            .dhcp
-            .iter_mut()
-            .find(|s| s.network_uuid == h.network_uuid)
-            .ok_or_else(|| format!("no DHCP server for network {}", h.network_uuid))?;
-        apply_hunks(&mut server.hosts, &h.hunks)?;
-    }
+    apply_dhcp(&mut plan.dhcp, d)?;
     apply_hunks(&mut plan.firewall.rules, &d.firewall)?;
     apply_hunks(&mut plan.floating, &d.floating)?;
     apply_hunks(&mut plan.releases, &d.releases)?;
