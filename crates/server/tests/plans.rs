@@ -566,3 +566,90 @@ fn a_boot_touches_its_host_and_its_dhcp_host_only() {
         BTreeMap::from([("c1".into(), 1), ("c2".into(), 1), ("c3".into(), 1)])
     );
 }
+
+mod common;
+
+/// The long poll over HTTP: the whole plan first, then what changed since the plan held,
+/// nothing (after the wait) when nothing did, the whole plan again for another epoch.
+#[tokio::test]
+async fn the_long_poll_sends_what_changed_over_http() {
+    use common::{boot, create_network, Harness};
+    let h = Harness::new("plan-poll").await;
+    h.expect(
+        200,
+        "POST",
+        "/novanet/v1/hosts/net-1/report",
+        h.admin(),
+        Some(serde_json::json!({"network_host": true})),
+    )
+    .await;
+    create_network(&h, "vmnet", "10.0.0.0/24").await;
+    let path = "/novanet/v1/hosts/net-1/plan";
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("{path}?epoch=0&form=full"),
+            h.admin(),
+            None,
+        )
+        .await;
+    let epoch = v["epoch"].as_u64().unwrap();
+    let mut plan: HostPlan = serde_json::from_value(v["plan"].clone()).unwrap();
+    assert_eq!(plan.generation, v["generation"].as_u64().unwrap());
+    assert!(plan.dhcp[0].hosts.is_empty());
+    boot(&h, h.demo(), "vm").await;
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("{path}?epoch={epoch}&after={}&wait=5", plan.generation),
+            h.admin(),
+            None,
+        )
+        .await;
+    assert!(v.get("plan").is_none(), "{v}");
+    let deltas: Vec<PlanDelta> = serde_json::from_value(v["deltas"].clone()).unwrap();
+    for d in &deltas {
+        delta::apply(&mut plan, d).unwrap();
+    }
+    plan.generation = v["generation"].as_u64().unwrap();
+    assert_eq!(plan, compute_plan(&h.state, "net-1").unwrap());
+    assert_eq!(plan.dhcp[0].hosts[0].hostname.as_str(), "vm");
+    assert!(v.to_string().len() < 1000, "a boot's delta is small: {v}");
+    let started = std::time::Instant::now();
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("{path}?epoch={epoch}&after={}&wait=1", plan.generation),
+            h.admin(),
+            None,
+        )
+        .await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert_eq!(
+        v,
+        serde_json::json!({"epoch": epoch, "generation": plan.generation})
+    );
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("{path}?epoch={}&after={}", epoch + 1, plan.generation),
+            h.admin(),
+            None,
+        )
+        .await;
+    assert_eq!(v["plan"], serde_json::to_value(&plan).unwrap());
+    h.expect(
+        400,
+        "GET",
+        &format!("{path}?epoch=1&form=xml"),
+        h.admin(),
+        None,
+    )
+    .await;
+    h.expect(400, "GET", "/novanet/v1/hosts/a%20b/plan", h.admin(), None)
+        .await;
+}
