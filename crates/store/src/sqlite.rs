@@ -28,6 +28,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows of the change log kept behind the newest generation; a server whose cursor falls
 /// further behind recomputes every plan it keeps.
 const CHANGES_KEPT: u64 = 50_000;
+/// More instances of one host changed by one write than this: the host's whole plan.
+const INSTANCES_PER_PATCH: usize = 16;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -281,12 +283,33 @@ fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> Result<bool
         )
         .map_err(db)?;
     let mut rows: Vec<(&str, ChangeScope)> = Vec::new();
+    // A host with many instances changed at once (a rule of a big group) is recomputed
+    // whole: cheaper than one patch per instance.
+    let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
+    for (h, _) in t.instances.keys() {
+        *per_host.entry(h.as_str()).or_default() += 1;
+    }
+    let whole: BTreeSet<&str> = t
+        .hosts
+        .iter()
+        .map(String::as_str)
+        .chain(
+            per_host
+                .into_iter()
+                .filter(|(_, n)| *n > INSTANCES_PER_PATCH)
+                .map(|(h, _)| h),
+        )
+        .collect();
     if t.all {
         rows.push(("*", ChangeScope::Plan));
     } else {
-        rows.extend(t.hosts.iter().map(|h| (h.as_str(), ChangeScope::Plan)));
+        rows.extend(whole.iter().map(|h| (*h, ChangeScope::Plan)));
         // A host whose whole plan changed needs no finer rows.
-        for (h, n, a) in t.addresses.iter().filter(|(h, _, _)| !t.hosts.contains(h)) {
+        for (h, n, a) in t
+            .addresses
+            .iter()
+            .filter(|(h, _, _)| !whole.contains(h.as_str()))
+        {
             let scope = ChangeScope::Address {
                 network_id: *n,
                 address: a.clone(),
@@ -296,7 +319,7 @@ fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> Result<bool
         for ((h, uuid), nets) in t
             .instances
             .iter()
-            .filter(|((h, _), _)| !t.hosts.contains(h))
+            .filter(|((h, _), _)| !whole.contains(h.as_str()))
         {
             let scope = ChangeScope::Instance {
                 uuid: uuid.clone(),
