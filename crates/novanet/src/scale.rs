@@ -49,6 +49,8 @@ struct Seen {
     rules: HashMap<(i32, usize), Instant>,
     /// Agents holding a plan.
     ready: HashSet<usize>,
+    /// The network host's first whole plan: bytes, and ms from its agent's start.
+    network_plan: Option<(usize, f64)>,
 }
 
 struct Shared {
@@ -87,6 +89,7 @@ impl Shared {
 /// One host's agent, without the kernel: polls as `Agent::run` does (2 s long polls,
 /// deltas applied to the plan held) and notes what each change brought.
 fn agent(idx: usize, host: String, client: Client, shared: Arc<Shared>) {
+    let started = Instant::now();
     let mut held: Option<(u64, novanet_core::plan::HostPlan)> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let ask = held.as_ref().map(|(e, p)| (*e, p.generation));
@@ -105,6 +108,9 @@ fn agent(idx: usize, host: String, client: Client, shared: Arc<Shared>) {
                 s.changes += 1;
                 s.bytes += size;
                 s.ready.insert(idx);
+                if idx == 0 && s.network_plan.is_none() {
+                    s.network_plan = Some((size, started.elapsed().as_secs_f64() * 1000.0));
+                }
                 held = Some((epoch, *plan));
             }
             Polled::Deltas { generation, deltas } => {
@@ -328,6 +334,14 @@ pub fn run(hosts: usize, instances: usize, boots: usize, rule_changes: usize) ->
     if !shared.wait(Duration::from_secs(600), |s| s.ready.len() == names.len()) {
         return Err(err("not every agent got its plan"));
     }
+    let first = shared
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .network_plan;
+    if let Some((bytes, _)) = first {
+        eprintln!("bench scale: the network host's whole plan: {bytes} bytes");
+    }
     // Let the start settle (plans built, first polls answered).
     std::thread::sleep(Duration::from_secs(3));
     let groups = instances.div_ceil(GROUP_SIZE).max(1);
@@ -454,6 +468,32 @@ pub fn run(hosts: usize, instances: usize, boots: usize, rule_changes: usize) ->
     std::thread::sleep(Duration::from_millis(200));
     let rule_cpu = (cpu_ms(pid)? - cpu2) / rule_changes.max(1) as f64;
     let (c3, _) = shared.counters();
+    // For the notes (stderr): what recomputing the network host's whole plan costs (a change
+    // of its own options; floating IP and network changes do the same).
+    let rounds = 4;
+    let cpu4 = cpu_ms(pid)?;
+    let mut full_ms = Vec::new();
+    for r in 0..rounds {
+        let before = shared.counters().0;
+        let body = json!({"network_host": true,
+            "options": {"flat_interface": format!("eth{}", 5 + r % 2)}});
+        let t = Instant::now();
+        api.call(
+            "POST",
+            &format!("/novanet/v1/hosts/{NETWORK_HOST}/report"),
+            Some(&body),
+        )
+        .map_err(err)?;
+        if shared.wait(Duration::from_secs(60), |s| s.changes > before) {
+            full_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    eprintln!(
+        "bench scale: the network host's whole plan recomputed: {:.0} ms server CPU, {:.0} ms \
+         to its agent",
+        (cpu_ms(pid)? - cpu4) / rounds as f64,
+        percentile(&mut full_ms, 50)
+    );
     shared.stop.store(true, Ordering::Relaxed);
     drop(server);
     println!(
