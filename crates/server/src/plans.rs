@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use novanet_core::config::{Config, HostOptions};
 use novanet_core::delta::{self, DhcpHostsDelta, Hunk, PlanDelta};
+use novanet_core::firewall::{Chain, Rule};
 use novanet_core::plan::{
-    host_plan, DhcpHost, DhcpPlan, DhcpRelease, GroupRule, HostPlan, InstanceSecurity, SgRule,
-    Snapshot,
+    host_plan, DhcpHost, DhcpPlan, DhcpRelease, FloatingBinding, GroupRule, HostPlan,
+    InstanceSecurity, SgRule, Snapshot,
 };
 use novanet_core::valid::Ipv4Text;
 use novanet_core::Result;
@@ -93,6 +94,8 @@ struct Dirty {
     addresses: BTreeSet<(i64, String)>,
     /// Instances, with the networks they were on.
     instances: BTreeMap<String, BTreeSet<i64>>,
+    /// Floating IPs (bound on the host before or after).
+    floating: BTreeSet<String>,
 }
 
 /// The answer to an agent's poll.
@@ -172,6 +175,9 @@ impl Plans {
                         address,
                     } => {
                         d.addresses.insert((*network_id, address.clone()));
+                    }
+                    ChangeScope::Floating { address } => {
+                        d.floating.insert(address.clone());
                     }
                     ChangeScope::Instance { uuid, networks } => {
                         d.instances
@@ -354,10 +360,18 @@ struct AddressPatch {
 /// An instance's entry as it is now (None: it has none any more).
 type InstancePatch = (String, Option<InstanceSecurity>);
 
+/// A floating IP's binding and NAT rules on the host, before and now (`host_plan` over
+/// that one floating IP).
+struct FloatingPatch {
+    old: Option<(FloatingBinding, Vec<Rule>)>,
+    new: Option<(FloatingBinding, Vec<Rule>)>,
+}
+
 /// What to change in a plan, every part checked to give what a recomputation would.
 struct Patch {
     addresses: Vec<AddressPatch>,
     instances: Vec<InstancePatch>,
+    floating: Vec<FloatingPatch>,
 }
 
 /// Computes the parts that changed with the code that plans a host (`host_plan` over the
@@ -373,9 +387,13 @@ fn prepare(store: &dyn Store, host: &str, e: &Entry, d: &Dirty) -> Result<Option
     let Some(instances) = prepare_instances(store, host, e, &d.instances)? else {
         return Ok(None);
     };
+    let Some(floating) = prepare_floating(store, host, e, &d.floating)? else {
+        return Ok(None);
+    };
     Ok(Some(Patch {
         addresses,
         instances,
+        floating,
     }))
 }
 
@@ -516,8 +534,161 @@ fn prepare_instances(
     Ok(Some(out))
 }
 
+/// The floating IPs' bindings and NAT rules, as the host's plan had them and as it has them
+/// now. A plan's floating rules are, in each of their chains, after the chain's other rules
+/// and in the order of the bindings (by address).
+fn prepare_floating(
+    store: &dyn Store,
+    host: &str,
+    e: &Entry,
+    addresses: &BTreeSet<String>,
+) -> Result<Option<Vec<FloatingPatch>>> {
+    let plan = &e.plan;
+    let one = |f: Option<novanet_core::model::FloatingIp>| {
+        let floating: Vec<_> = f.into_iter().collect();
+        let snap = Snapshot {
+            networks: &[],
+            bound: &[],
+            floating: &floating,
+            rules: &[],
+            provider_rules: &[],
+        };
+        let p = host_plan(&snap, &e.cfg, host, 0);
+        match (
+            p.floating.len(),
+            p.firewall.rules.len(),
+            p.refused.is_empty(),
+        ) {
+            (0, 0, true) => Some(None),
+            (1, n, true) if n == FLOATING_CHAINS.len() => {
+                let b = p.floating.into_iter().next().expect("one");
+                Some(Some((b, p.firewall.rules)))
+            }
+            _ => None,
+        }
+    };
+    let mut out = Vec::new();
+    for address in addresses {
+        // As the plan has it: its rules must be there.
+        let old = match plan.floating.iter().find(|b| b.address.as_str() == address) {
+            None => None,
+            Some(b) => {
+                let f = novanet_core::model::FloatingIp {
+                    id: 0,
+                    address: b.address.to_string(),
+                    pool: String::new(),
+                    interface: b.interface.to_string(),
+                    project_id: None,
+                    fixed_ip: Some(b.fixed.to_string()),
+                    instance_uuid: None,
+                    host: Some(host.to_string()),
+                    auto_assigned: false,
+                };
+                let Some(Some((ob, rules))) = one(Some(f)) else {
+                    return Ok(None);
+                };
+                if ob != *b || !rules.iter().all(|r| plan.firewall.rules.contains(r)) {
+                    return Ok(None);
+                }
+                Some((ob, rules))
+            }
+        };
+        let now = store.floating_ip(address).ok();
+        let Some(new) = one(now) else {
+            return Ok(None);
+        };
+        out.push(FloatingPatch { old, new });
+    }
+    // Each binding has one rule in each floating chain, after the chain's other rules.
+    for chain in FLOATING_CHAINS {
+        let n = plan
+            .firewall
+            .rules
+            .iter()
+            .filter(|r| r.chain == chain)
+            .count();
+        if n < plan.floating.len() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The chains a floating IP has one rule in each of (`host_plan`'s order).
+const FLOATING_CHAINS: [Chain; 3] = [Chain::NatPrerouting, Chain::NatOutput, Chain::NatFloatSnat];
+
+fn patch_floating(plan: &mut HostPlan, p: FloatingPatch, delta: &mut PlanDelta) {
+    if p.old == p.new {
+        return;
+    }
+    let mut edit = |plan: &mut HostPlan, hunk: Hunk<Rule>| {
+        delta::apply_hunks(&mut plan.firewall.rules, std::slice::from_ref(&hunk))
+            .expect("made for this list");
+        delta.firewall.push(hunk);
+    };
+    if let Some((b, rules)) = &p.old {
+        for r in rules {
+            let at = plan
+                .firewall
+                .rules
+                .iter()
+                .position(|x| x == r)
+                .expect("checked");
+            edit(
+                plan,
+                Hunk {
+                    at,
+                    remove: 1,
+                    insert: Vec::new(),
+                },
+            );
+        }
+        let at = plan.floating.iter().position(|x| x == b).expect("checked");
+        let hunk = Hunk {
+            at,
+            remove: 1,
+            insert: Vec::new(),
+        };
+        delta::apply_hunks(&mut plan.floating, std::slice::from_ref(&hunk)).expect("made for it");
+        delta.floating.push(hunk);
+    }
+    if let Some((b, rules)) = p.new {
+        let key = u32::from(b.address.addr());
+        let j = plan
+            .floating
+            .partition_point(|x| u32::from(x.address.addr()) < key);
+        let bindings = plan.floating.len();
+        for r in rules {
+            let start = plan.firewall.rules.partition_point(|x| x.chain < r.chain);
+            let len = plan.firewall.rules[start..]
+                .iter()
+                .take_while(|x| x.chain == r.chain)
+                .count();
+            let at = start + (len - bindings) + j;
+            edit(
+                plan,
+                Hunk {
+                    at,
+                    remove: 0,
+                    insert: vec![r],
+                },
+            );
+        }
+        let hunk = Hunk {
+            at: j,
+            remove: 0,
+            insert: vec![b],
+        };
+        delta::apply_hunks(&mut plan.floating, std::slice::from_ref(&hunk)).expect("made for it");
+        delta.floating.push(hunk);
+    }
+}
+
 fn apply_patch(e: &mut Entry, p: Patch) -> PlanDelta {
     let mut delta = PlanDelta::default();
+    for f in p.floating {
+        patch_floating(&mut e.plan, f, &mut delta);
+    }
     for a in p.addresses {
         patch_address(&mut e.plan, a, &mut delta);
     }

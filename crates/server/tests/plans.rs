@@ -167,7 +167,7 @@ fn rule(rng: &mut Rng, w: &World) -> NewRule {
 /// would for a client.
 fn change(rng: &mut Rng, w: &mut World, store: &dyn Store, cfg: &Config, n: usize) {
     let now = 1_800_000_000;
-    let _ = match rng.below(24) {
+    let _ = match rng.below(26) {
         0 if w.networks.len() < 4 => {
             let k = w.networks.len();
             let req = NetworkRequest {
@@ -254,7 +254,7 @@ fn change(rng: &mut Rng, w: &mut World, store: &dyn Store, cfg: &Config, n: usiz
         15 if rng.one_in(3) => store
             .disassociate_stale_fixed_ips(now + 10_000, 600)
             .map(|_| ()),
-        16 => {
+        16 | 24 | 25 => {
             // Floating IPs: a pool once, then allocate, associate, disassociate, release.
             if w.floating.is_empty() {
                 let addrs: Vec<std::net::Ipv4Addr> = (1..6)
@@ -380,7 +380,7 @@ fn every_host_holds_the_plan_computed_from_scratch() {
     let cases = 24u64;
     let steps = 150;
     let mut changed_total = 0;
-    let mut patched_only = (0, 0);
+    let mut patched_only = (0, 0, 0);
     let mut releases_seen = 0;
     for case in 0..cases {
         let cfg = configs()[case as usize % 3].clone();
@@ -406,7 +406,17 @@ fn every_host_holds_the_plan_computed_from_scratch() {
         let mut agents2: BTreeMap<&str, Agent> =
             HOSTS.iter().map(|h| (*h, Agent::default())).collect();
         for step in 0..steps {
+            let before = store.generation().unwrap();
             change(&mut rng, &mut w, store.as_ref(), &cfg, step);
+            // Changes to one address, instance or floating IP of a plan, to patch.
+            for c in store.host_changes(before).unwrap().changes {
+                match c.scope {
+                    ChangeScope::Address { .. } => patched_only.0 += 1,
+                    ChangeScope::Instance { .. } => patched_only.1 += 1,
+                    ChangeScope::Floating { .. } => patched_only.2 += 1,
+                    ChangeScope::Plan => {}
+                }
+            }
             if rng.one_in(60) {
                 // The second server restarts: its agents' plans are from another epoch.
                 st2 = AppState::new(other.clone(), cfg.clone());
@@ -471,20 +481,17 @@ fn every_host_holds_the_plan_computed_from_scratch() {
                 );
             }
         }
-        // Changes to one address or instance of a plan were there to patch.
-        for c in store.host_changes(0).unwrap().changes {
-            match c.scope {
-                ChangeScope::Address { .. } => patched_only.0 += 1,
-                ChangeScope::Instance { .. } => patched_only.1 += 1,
-                ChangeScope::Plan => {}
-            }
-        }
+
         drop((st2, st3));
     }
     // The cases reach what they are for: agents changed, address-only patches, several
     // leases awaiting their release at once.
     assert!(
-        changed_total > 0 && patched_only.0 > 0 && patched_only.1 > 0 && releases_seen >= 3,
+        changed_total > 0
+            && patched_only.0 > 0
+            && patched_only.1 > 0
+            && patched_only.2 > 0
+            && releases_seen >= 3,
         "{changed_total} {patched_only:?} {releases_seen}"
     );
 }

@@ -127,6 +127,8 @@ pub enum ChangeScope {
     /// Only this instance of the host (its ports and rules), and whether the host still
     /// has instances on the networks it was on.
     Instance { uuid: String, networks: Vec<i64> },
+    /// Only this floating IP's binding and NAT on the host.
+    Floating { address: String },
 }
 
 impl ChangeScope {
@@ -138,6 +140,7 @@ impl ChangeScope {
                 network_id,
                 address,
             } => format!("a:{network_id}:{address}"),
+            ChangeScope::Floating { address } => format!("f:{address}"),
             ChangeScope::Instance { uuid, networks } if networks.is_empty() => format!("i:{uuid}"),
             ChangeScope::Instance { uuid, networks } => {
                 let n: Vec<String> = networks.iter().map(i64::to_string).collect();
@@ -154,6 +157,10 @@ impl ChangeScope {
                     network_id: n.parse().ok()?,
                     address: a.to_string(),
                 })
+            })
+        } else if let Some(address) = what.strip_prefix("f:") {
+            Some(ChangeScope::Floating {
+                address: address.to_string(),
             })
         } else if let Some(rest) = what.strip_prefix("i:") {
             let (uuid, nets) = rest.split_once(':').unwrap_or((rest, ""));

@@ -169,7 +169,7 @@ CREATE TABLE IF NOT EXISTS services (
 -- new generation, the hosts whose plans it may change and how much of them: `what` is ''
 -- for anything of the plan (host '*': every host's), 'a:NETWORK_ID:ADDRESS' for one DHCP
 -- entry on the host serving that network, 'i:UUID[:NETWORK_ID,...]' for one instance of
--- the host (and the networks it was on). Servers read the log after their cursor; old
+-- the host (and the networks it was on), 'f:ADDRESS' for one floating IP bound there. Servers read the log after their cursor; old
 -- rows are pruned (meta 'changes_from').
 CREATE TABLE IF NOT EXISTS host_changes (
     generation INTEGER NOT NULL,

@@ -48,6 +48,8 @@ struct Touched {
     addresses: BTreeSet<(String, i64, String)>,
     /// Only one instance of a host, (host, uuid), with the networks it was on.
     instances: BTreeMap<(String, String), BTreeSet<i64>>,
+    /// Only one floating IP bound on a host, (host, address).
+    floating: BTreeSet<(String, String)>,
 }
 
 impl Touched {
@@ -70,8 +72,18 @@ impl Touched {
         }
     }
 
+    fn floating(&mut self, fl: &FloatingIp) {
+        if let Some(h) = &fl.host {
+            self.floating.insert((h.clone(), fl.address.clone()));
+        }
+    }
+
     fn is_empty(&self) -> bool {
-        !self.all && self.hosts.is_empty() && self.addresses.is_empty() && self.instances.is_empty()
+        !self.all
+            && self.hosts.is_empty()
+            && self.addresses.is_empty()
+            && self.instances.is_empty()
+            && self.floating.is_empty()
     }
 }
 
@@ -316,6 +328,13 @@ fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> Result<bool
             };
             rows.push((h.as_str(), scope));
         }
+        for (h, a) in t
+            .floating
+            .iter()
+            .filter(|(h, _)| !whole.contains(h.as_str()))
+        {
+            rows.push((h.as_str(), ChangeScope::Floating { address: a.clone() }));
+        }
         for ((h, uuid), nets) in t
             .instances
             .iter()
@@ -491,12 +510,22 @@ fn touch_instance(c: &Connection, t: &mut Touched, uuid: &str) -> Result<()> {
     for (n, a) in &addrs {
         touch_dhcp(c, t, *n, a, Some(uuid))?;
     }
-    t.hosts(strings(
-        c,
-        "SELECT DISTINCT fl.host FROM floating_ips fl JOIN fixed_ips f ON f.id = fl.fixed_ip_id \
-         WHERE f.instance_uuid = ?1 AND fl.host IS NOT NULL",
-        [uuid],
-    )?);
+    let floating = {
+        let mut st = c
+            .prepare_cached(&format!(
+                "{FLOATING_SELECT} WHERE f.instance_uuid = ?1 AND fl.host IS NOT NULL"
+            ))
+            .map_err(db)?;
+        let rows = st
+            .query_map([uuid], floating_from_row)
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        rows
+    };
+    for fl in &floating {
+        t.floating(fl);
+    }
     t.hosts(strings(
         c,
         "SELECT DISTINCT i.host FROM instance_security_groups mine \
@@ -2021,7 +2050,7 @@ impl Store for SqliteStore {
     fn release_floating_ip(&self, address: &str, project_id: Option<&str>) -> Result<()> {
         self.write_touching(|tx, t| {
             let fl = get_floating(tx, address)?;
-            t.host(fl.host.as_deref());
+            t.floating(&fl);
             if fl.project_id.is_none() {
                 return Err(Error::not_found(format!("floating IP {address} is not allocated")));
             }
@@ -2043,9 +2072,9 @@ impl Store for SqliteStore {
         project_id: Option<&str>,
     ) -> Result<FloatingIp> {
         self.write_touching(|tx, t| {
-            t.host(get_floating(tx, address)?.host.as_deref());
+            t.floating(&get_floating(tx, address)?);
             let fl = associate_floating_tx(tx, address, instance_uuid, fixed_address, project_id)?;
-            t.host(fl.host.as_deref());
+            t.floating(&fl);
             Ok(fl)
         })
     }
@@ -2058,7 +2087,7 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         self.write_touching(|tx, t| {
             let fl = get_floating(tx, address)?;
-            t.host(fl.host.as_deref());
+            t.floating(&fl);
             check_owner(
                 fl.project_id.as_deref(),
                 project_id,
