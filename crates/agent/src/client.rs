@@ -112,8 +112,13 @@ impl Client {
                     let text = r
                         .into_string()
                         .map_err(|e| AgentError::Server(format!("reading {path}: {e}")))?;
-                    let v = serde_json::from_str(&text)
-                        .map_err(|e| AgentError::Server(format!("bad JSON from {path}: {e}")))?;
+                    // 202 and 204 answers have no body.
+                    let v = if text.trim().is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_str(&text)
+                            .map_err(|e| AgentError::Server(format!("bad JSON from {path}: {e}")))?
+                    };
                     return Ok((v, text.len()));
                 }
                 Err(ureq::Error::Status(401, _)) if attempt == 0 => continue,

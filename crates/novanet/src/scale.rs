@@ -162,15 +162,47 @@ impl Drop for Server {
     }
 }
 
-/// Milliseconds of CPU (user and system) a process has used.
-fn cpu_ms(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(err)?;
-    // The fields after the command name (which may hold spaces) start after its ')'.
-    let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().map_err(err)? + f[12].parse::<f64>().map_err(err)?;
-    // USER_HZ is 100 on Linux.
-    Ok(ticks * 10.0)
+/// CPU time of a process's threads, in ms, by thread: the scheduler's own count, to the
+/// nanosecond (`/proc/PID/task/TID/sched`).
+struct Cpu(HashMap<String, f64>);
+
+impl Cpu {
+    fn now(pid: u32) -> Result<Cpu> {
+        let mut by_task = HashMap::new();
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map_err(err)?
+            .flatten()
+        {
+            let Ok(text) = std::fs::read_to_string(t.path().join("sched")) else {
+                continue;
+            };
+            let ms = text
+                .lines()
+                .find(|l| l.starts_with("se.sum_exec_runtime"))
+                .and_then(|l| l.rsplit(':').next())
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            if let Some(ms) = ms {
+                by_task.insert(t.file_name().to_string_lossy().into_owned(), ms);
+            }
+        }
+        if by_task.is_empty() {
+            return Err(err(
+                "no /proc/PID/task/*/sched here (a kernel without sched_debug)",
+            ));
+        }
+        Ok(Cpu(by_task))
+    }
+
+    /// The ms used since `before` (threads that ended in between are left out: the
+    /// server's are its runtime's, which live as long as it does).
+    fn since(pid: u32, before: &Cpu) -> Result<f64> {
+        let now = Cpu::now(pid)?;
+        Ok(now
+            .0
+            .iter()
+            .map(|(t, ms)| ms - before.0.get(t).copied().unwrap_or(0.0))
+            .sum())
+    }
 }
 
 fn percentile(v: &mut [f64], p: usize) -> f64 {
@@ -199,6 +231,7 @@ fn fill(dir: &Path, hosts: usize, instances: usize) -> Result<String> {
         "ram",
         "security_groups",
         "security_group_rules",
+        "floating_ips",
     ] {
         store.set_quota(&admin, r, -1)?;
     }
@@ -214,6 +247,10 @@ fn fill(dir: &Path, hosts: usize, instances: usize) -> Result<String> {
         ..NetworkRequest::default()
     };
     store.create_networks(&req, &cfg)?;
+    let pool: Vec<std::net::Ipv4Addr> = (1..=40)
+        .map(|i| std::net::Ipv4Addr::new(172, 24, 0, i))
+        .collect();
+    store.create_floating_ips("nova", "eth0", &pool)?;
     let now = novanet_server::unix_now();
     let report = |host: String, network_host: bool| ServiceReport {
         host,
@@ -361,11 +398,13 @@ pub fn run(hosts: usize, instances: usize, boots: usize, rule_changes: usize) ->
     };
     // One boot at a time: until both plans it changes (its host's, its DHCP host's) hold it.
     let (c0, b0) = shared.counters();
-    let cpu0 = cpu_ms(pid)?;
+    let cpu0 = Cpu::now(pid)?;
     let mut latencies = Vec::new();
+    let mut booted = Vec::new();
     for k in 0..boots {
         let t = Instant::now();
         let uuid = boot(k)?;
+        booted.push(uuid.clone());
         if !shared.wait(Duration::from_secs(60), |s| propagated(s, &uuid, k)) {
             return Err(err(format!("boot {k} never reached its hosts' plans")));
         }
@@ -373,7 +412,7 @@ pub fn run(hosts: usize, instances: usize, boots: usize, rule_changes: usize) ->
         let done = s.booted[&uuid].max(s.dhcp[&format!("scale-{k}")]);
         latencies.push(done.duration_since(t).as_secs_f64() * 1000.0);
     }
-    let boot_cpu = (cpu_ms(pid)? - cpu0) / boots as f64;
+    let boot_cpu = Cpu::since(pid, &cpu0)? / boots as f64;
     let (c1, b1) = shared.counters();
     // As fast as four clients can, with every agent polling.
     let burst = boots.max(300);
@@ -434,7 +473,7 @@ pub fn run(hosts: usize, instances: usize, boots: usize, rule_changes: usize) ->
         .collect();
     let step = (groups / rule_changes.max(1)).max(1);
     let (c2, _) = shared.counters();
-    let cpu2 = cpu_ms(pid)?;
+    let cpu2 = Cpu::now(pid)?;
     let mut rule_latencies = Vec::new();
     for r in 0..rule_changes {
         let g = (r * step) % groups;
@@ -466,12 +505,48 @@ pub fn run(hosts: usize, instances: usize, boots: usize, rule_changes: usize) ->
     }
     // Late wakes (a host the bench did not wait for) count too.
     std::thread::sleep(Duration::from_millis(200));
-    let rule_cpu = (cpu_ms(pid)? - cpu2) / rule_changes.max(1) as f64;
+    let rule_cpu = Cpu::since(pid, &cpu2)? / rule_changes.max(1) as f64;
     let (c3, _) = shared.counters();
+    // For the notes (stderr): a floating IP associated, on the network host.
+    let rounds = 10.min(booted.len());
+    let mut float_cpu = 0.0;
+    let mut float_ms = Vec::new();
+    for uuid in booted.iter().take(rounds) {
+        let v = api
+            .call(
+                "POST",
+                "/v2.1/os-floating-ips",
+                Some(&json!({"pool": "nova"})),
+            )
+            .map_err(err)?;
+        let ip = v["floating_ip"]["ip"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let before = shared.counters().0;
+        let cpu = Cpu::now(pid)?;
+        let t = Instant::now();
+        api.call(
+            "POST",
+            &format!("/v2.1/servers/{uuid}/action"),
+            Some(&json!({"addFloatingIp": {"address": ip}})),
+        )
+        .map_err(err)?;
+        if shared.wait(Duration::from_secs(60), |s| s.changes > before) {
+            float_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        float_cpu += Cpu::since(pid, &cpu)?;
+    }
+    eprintln!(
+        "bench scale: a floating IP associated: {:.2} ms server CPU, {:.1} ms to the network \
+         host's plan",
+        float_cpu / rounds.max(1) as f64,
+        percentile(&mut float_ms, 50)
+    );
     // For the notes (stderr): what recomputing the network host's whole plan costs (a change
-    // of its own options; floating IP and network changes do the same).
+    // of its own options; network changes do the same).
     let rounds = 4;
-    let cpu4 = cpu_ms(pid)?;
+    let cpu4 = Cpu::now(pid)?;
     let mut full_ms = Vec::new();
     for r in 0..rounds {
         let before = shared.counters().0;
@@ -491,7 +566,7 @@ pub fn run(hosts: usize, instances: usize, boots: usize, rule_changes: usize) ->
     eprintln!(
         "bench scale: the network host's whole plan recomputed: {:.0} ms server CPU, {:.0} ms \
          to its agent",
-        (cpu_ms(pid)? - cpu4) / rounds as f64,
+        Cpu::since(pid, &cpu4)? / rounds as f64,
         percentile(&mut full_ms, 50)
     );
     shared.stop.store(true, Ordering::Relaxed);
