@@ -1,8 +1,8 @@
 //! Host plans kept per host and brought up to date from the store's change log, so that a
 //! change costs what it touches: only the hosts a change names are looked at, a host's plan
-//! is computed from queries scoped to that host, an address that only changed on the DHCP
-//! server of its network is patched in place, and agents get what changed over the plan
-//! they hold (`PlanDelta`) instead of the whole plan.
+//! is computed from queries scoped to that host, a change of one DHCP entry, instance or
+//! floating IP is patched in (with `host_plan` over that one thing), and agents get what
+//! changed over the plan they hold (`PlanDelta`) instead of the whole plan.
 //!
 //! The log lives in the store (`Store::host_changes`), so that several servers sharing one
 //! store each follow it with their own cursor; what is kept here is this process's cache.
@@ -127,8 +127,9 @@ impl Plans {
     pub fn new(cursor: u64) -> Plans {
         let b = uuid::Uuid::new_v4().into_bytes();
         Plans {
-            // Kept below 2^53 so that JSON readers in any language keep it exact.
-            epoch: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], 0]) >> 3,
+            // Kept below 2^53 so that JSON readers in any language keep it exact; never 0,
+            // which agents send when they hold no plan.
+            epoch: (u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], 0]) >> 3) | 1,
             inner: Mutex::new(Inner {
                 cursor,
                 hosts: HashMap::new(),
