@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use novanet_core::plan::HostPlan;
+use novanet_core::delta::{self, PlanDelta};
+use novanet_core::plan::{DhcpPlan, HostPlan};
 use novanet_core::valid::{IfName, Ipv4Text};
 use serde::{Deserialize, Serialize};
 
-use crate::client::Client;
+use crate::client::{Client, Polled};
 use crate::dhcp::DhcpManager;
 use crate::firewall::{Iptables, Nftables};
 use crate::sys::{io_err, run, AgentError, Result};
@@ -68,7 +69,8 @@ pub struct Agent {
     iptables: Iptables,
     nftables: Nftables,
     owned: Owned,
-    plan: Arc<Mutex<HostPlan>>,
+    /// The held plan's DHCP servers, for the lease hook (kept by the same deltas).
+    dhcp_plans: Arc<Mutex<Vec<DhcpPlan>>>,
 }
 
 fn log(msg: &str) {
@@ -89,7 +91,7 @@ impl Agent {
             iptables: Iptables::default(),
             nftables,
             owned,
-            plan: Arc::default(),
+            dhcp_plans: Arc::default(),
         })
     }
 
@@ -237,7 +239,7 @@ impl Agent {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(|e| io_err(path.display(), e))?;
         let client = self.client.clone();
-        let plan = self.plan.clone();
+        let plan = self.dhcp_plans.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let client = client.clone();
@@ -256,7 +258,11 @@ impl Agent {
         self.serve_hook()?;
         let mut last_report = Instant::now() - Duration::from_secs(3600);
         let mut last_full = Instant::now();
-        let mut generation: Option<u64> = None;
+        // The plan held, from which server epoch, and whether deltas may be applied to it
+        // (not when this agent left part of it out: the server's lists would not match).
+        let mut held: Option<(u64, HostPlan, bool)> = None;
+        // Whether the kernel matches the held plan.
+        let mut applied = false;
         loop {
             if last_report.elapsed() > Duration::from_secs(10) {
                 let networks = links::read_links()
@@ -277,25 +283,72 @@ impl Agent {
                 }
             }
             // Long poll: returns at once on a change, else after 2 s so that dnsmasq
-            // supervision runs at least that often.
-            let plan = match self.client.plan(&self.opts.host, generation, 2) {
-                Ok(p) => p,
+            // supervision runs at least that often (at once while a failed apply is retried).
+            let ask = held.as_ref().map(|(e, p, _)| (*e, p.generation));
+            let deltas = held.as_ref().is_none_or(|h| h.2);
+            let wait = if applied { 2 } else { 0 };
+            let changed = match self.client.poll(&self.opts.host, ask, wait, deltas) {
+                Ok((
+                    Polled::Plan {
+                        epoch,
+                        plan,
+                        refused,
+                    },
+                    _,
+                )) => {
+                    for r in &refused {
+                        log(&format!("refused part of the plan: {r}"));
+                    }
+                    let ours = refused.len() > plan.refused.len();
+                    *self.dhcp_plans.lock().unwrap_or_else(|p| p.into_inner()) = plan.dhcp.clone();
+                    held = Some((epoch, *plan, !ours));
+                    true
+                }
+                Ok((Polled::Deltas { generation, deltas }, _)) => {
+                    let (_, plan, _) = held.as_mut().expect("deltas come over a held plan");
+                    let mut hook = self.dhcp_plans.lock().unwrap_or_else(|p| p.into_inner());
+                    let fit = deltas.iter().try_for_each(|d| {
+                        delta::apply(plan, d)?;
+                        delta::apply_dhcp(&mut hook, d)
+                    });
+                    drop(hook);
+                    if let Err(e) = fit {
+                        log(&format!(
+                            "a plan delta does not fit, asking for the whole plan: {e}"
+                        ));
+                        held = None;
+                        continue;
+                    }
+                    plan.generation = generation;
+                    !deltas.iter().all(PlanDelta::is_empty)
+                }
+                Ok((Polled::Unchanged { generation }, _)) => {
+                    if let Some((_, plan, _)) = held.as_mut() {
+                        plan.generation = generation;
+                    }
+                    false
+                }
                 Err(e) => {
                     log(&format!("cannot fetch the plan: {e}"));
+                    // A refused delta: start again from the whole plan.
+                    held = None;
                     std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }
             };
-            let changed = generation != Some(plan.generation);
-            *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan.clone();
-            let errors = if changed || last_full.elapsed() > self.opts.resync {
-                if last_full.elapsed() > self.opts.resync {
+            let Some((_, plan, _)) = held.as_ref() else {
+                continue;
+            };
+
+            let resync = last_full.elapsed() > self.opts.resync;
+            let errors = if changed || !applied || resync {
+                if resync {
                     // The slow resync trusts nothing this process remembers of the kernel.
                     self.nftables.recheck();
                     self.iptables.recheck();
                 }
                 last_full = Instant::now();
-                let (errors, what) = self.apply(&plan);
+                let (errors, what) = self.apply(plan);
                 if !errors.is_empty() {
                     log(&format!(
                         "generation {}: {} step(s) failed",
@@ -324,7 +377,7 @@ impl Agent {
                 }
             };
             if errors.is_empty() {
-                generation = Some(plan.generation);
+                applied = true;
                 if self.opts.once {
                     return Ok(());
                 }
@@ -332,15 +385,15 @@ impl Agent {
                 for e in &errors {
                     log(e);
                 }
-                // Retry the whole plan on the next pass.
-                generation = None;
+                // Apply the whole plan again on the next pass.
+                applied = false;
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
     }
 }
 
-fn hook_conn(conn: UnixStream, client: &Client, plan: &Mutex<HostPlan>) -> Result<()> {
+fn hook_conn(conn: UnixStream, client: &Client, plan: &Mutex<Vec<DhcpPlan>>) -> Result<()> {
     let mut reader = BufReader::new(conn.try_clone().map_err(|e| io_err("hook socket", e))?);
     let mut line = String::new();
     reader
@@ -356,7 +409,6 @@ fn hook_conn(conn: UnixStream, client: &Client, plan: &Mutex<HostPlan>) -> Resul
                 .unwrap_or(0);
             let p = plan.lock().unwrap_or_else(|p| p.into_inner());
             let text = p
-                .dhcp
                 .iter()
                 .find(|d| d.network_uuid == *network)
                 .map(|d| render::lease_lines(d, now))

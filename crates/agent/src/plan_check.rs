@@ -34,7 +34,8 @@ fn keep_valid<T: DeserializeOwned>(v: &mut Value, key: &str, refused: &mut Vec<S
     });
 }
 
-/// Parses a host plan as the server sent it: what is valid, and one line per part refused.
+/// Parses a host plan as the server sent it: what is valid, and one line per part refused
+/// (the server's own refusals first, `server: ` before each).
 /// A network whose bridge was refused loses its DHCP server too. Only a plan whose frame
 /// (host, generation, driver) does not parse is an error.
 pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
@@ -89,9 +90,8 @@ pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
             }
         }
     }
-    if let Some(r) = v.get_mut("refused") {
-        *r = Value::Array(Vec::new());
-    }
+    // The server's own refusals stay in the plan as it sent them (deltas are over that
+    // plan); they are also in the lines returned.
     let plan: HostPlan =
         serde_json::from_value(v).map_err(|e| AgentError::Server(format!("bad host plan: {e}")))?;
     Ok((plan, refused))

@@ -2,6 +2,7 @@
 //! store keeps. No I/O, no clock, no randomness: callers pass those in.
 
 pub mod config;
+pub mod delta;
 pub mod error;
 pub mod firewall;
 pub mod floating;

@@ -56,6 +56,22 @@ pub enum BenchCmd {
         #[arg(long)]
         server: String,
     },
+    /// The control plane at cloud scale: one simulated agent per host long-polling the real
+    /// server; what a boot and a rule change cost
+    Scale {
+        /// Simulated hosts, each with an agent long-polling its plan
+        #[arg(long, default_value_t = 200)]
+        hosts: usize,
+        /// Instances filled in before measuring, spread over the hosts
+        #[arg(long, default_value_t = 10000)]
+        instances: usize,
+        /// Boots measured one at a time (a burst of at least 300 follows)
+        #[arg(long, default_value_t = 200)]
+        boots: usize,
+        /// Security group rule changes measured
+        #[arg(long, default_value_t = 20)]
+        rule_changes: usize,
+    },
     /// Floating IPs: association to reachability, and an agent restart with 1,000 of them
     Floating {
         #[arg(long, default_value_t = 10)]
@@ -70,6 +86,12 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Alloc { count, per_client } => alloc(count, per_client),
         BenchCmd::Dhcp { instances, hosts } => dhcp(instances, hosts),
         BenchCmd::Floating { rounds, count } => floating(rounds, count),
+        BenchCmd::Scale {
+            hosts,
+            instances,
+            boots,
+            rule_changes,
+        } => crate::scale::run(hosts, instances, boots, rule_changes),
         BenchCmd::Firewall { driver, instances } => firewall(&driver, instances),
         BenchCmd::FirewallInner {
             driver,
@@ -1077,6 +1099,7 @@ pub fn firewall_inner(driver: &str, instances: usize, client: &str, server: &str
         }
     }
     let with_rules = iperf_median(client, server, &server_ip).map_err(err)?;
+    let delta_ms = agent_delta_ms(&plan, mid);
     println!("driver: {driver}, instances: {instances}, rules each: 10");
     println!("full apply ms: {full:.1}");
     println!("one rule change ms: {:.1}", median_ms(changes));
@@ -1091,8 +1114,42 @@ pub fn firewall_inner(driver: &str, instances: usize, client: &str, server: &str
             median_ms(agent_changes)
         );
     }
+    println!("agent plan delta (one instance: parse and apply) ms: {delta_ms:.3}");
     println!("throughput no rules Gbit/s: {:.2}", baseline / 1e9);
     println!("throughput with rules Gbit/s: {:.2}", with_rules / 1e9);
     println!("throughput ratio vs no rules: {:.2}", with_rules / baseline);
     Ok(())
+}
+
+/// What the agent does with the server's answer before its apply runs, for a change of
+/// one instance on a host of many: parse the delta off the wire, apply it to the plan it
+/// holds and to the lease hook's DHCP servers. Nothing of the plan is copied or rendered.
+fn agent_delta_ms(security: &SecurityPlan, at: usize) -> f64 {
+    let held = novanet_core::plan::HostPlan {
+        security: security.clone(),
+        ..Default::default()
+    };
+    let mut next = held.clone();
+    let dev = next.security.instances[at].ports[0].device.clone();
+    next.security.instances[at] = fw_instance(at, dev.as_deref(), &fw_ip(at), 999);
+    next.generation = 2;
+    let d = novanet_core::delta::diff(&held, &next);
+    let body = serde_json::json!({"epoch": 1, "generation": 2, "deltas": [d]}).to_string();
+    let mut plan = held.clone();
+    let mut hook = held.dhcp.clone();
+    let rounds = 200;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        if let Ok(novanet_agent::client::Polled::Deltas { deltas, .. }) =
+            novanet_agent::client::parse_poll(v)
+        {
+            for d in &deltas {
+                novanet_core::delta::apply(&mut plan, d).expect("fits");
+                novanet_core::delta::apply_dhcp(&mut hook, d).expect("fits");
+            }
+        }
+    }
+    assert_eq!(plan.security, next.security);
+    t.elapsed().as_secs_f64() * 1000.0 / rounds as f64
 }

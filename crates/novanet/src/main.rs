@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod lab;
 mod manage;
+mod scale;
 mod session;
 mod table;
 

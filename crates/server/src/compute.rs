@@ -1750,18 +1750,12 @@ fn schedule(st: &AppState, ctx: &Ctx, az: Option<&str>) -> ApiResult<Option<Stri
     } else {
         computes
     };
-    let instances = st.store.instances(None)?;
+    // Per-host counts the store keeps, not every instance.
+    let counts: std::collections::HashMap<String, u64> =
+        st.store.instance_counts()?.into_iter().collect();
     Ok(candidates
         .into_iter()
-        .min_by_key(|h| {
-            (
-                instances
-                    .iter()
-                    .filter(|i| i.spec.host.as_deref() == Some(h))
-                    .count(),
-                h.to_string(),
-            )
-        })
+        .min_by_key(|h| (counts.get(*h).copied().unwrap_or(0), h.to_string()))
         .map(str::to_string))
 }
 

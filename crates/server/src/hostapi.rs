@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use novanet_core::firewall::Proto;
@@ -17,7 +18,7 @@ use novanet_store::SecurityGroupRule;
 
 use crate::error::{ApiError, ApiResult, Body};
 use crate::identity::Ctx;
-use crate::{unix_now, AppState};
+use crate::{plans, unix_now, AppState};
 
 /// The longest an agent's plan request waits for a change.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -78,10 +79,17 @@ async fn report(
 
 #[derive(Deserialize)]
 struct PlanQuery {
-    /// Answer only once the generation is past this one (or the wait is over).
+    /// The generation of the plan the caller holds: answer only once the plan is past it
+    /// (or the wait is over).
     after: Option<u64>,
     /// Seconds to wait for a change.
     wait: Option<u64>,
+    /// With `after`: the epoch of the server the held plan came from. Then the answer is
+    /// `{"epoch", "generation"}` and, if the plan changed, `"plan"` (the whole plan) or
+    /// `"deltas"` (what changed since `after`, to apply in order).
+    epoch: Option<u64>,
+    /// `delta` (the default) or `full`: how a changed plan is sent with `epoch`.
+    form: Option<String>,
 }
 
 /// Host names as services report them: DNS names (`compute-1`, `node.example.org`).
@@ -100,7 +108,7 @@ fn check_host_name(host: &str) -> ApiResult<()> {
 
 /// A stored rule as the plan's model has it; None (and a log line) for a rule whose
 /// stored CIDR does not parse, which only a store written by hand can hold.
-fn sg_rule(r: SecurityGroupRule) -> Option<SgRule> {
+pub(crate) fn sg_rule(r: SecurityGroupRule) -> Option<SgRule> {
     let canonical = |c: &str| -> Result<CidrText, String> {
         let c = if c.contains(':') {
             c.parse::<novanet_core::net::Ipv6Cidr>()?.to_string()
@@ -130,10 +138,12 @@ fn sg_rule(r: SecurityGroupRule) -> Option<SgRule> {
     })
 }
 
+/// A host's plan computed from the whole store, as it was before plans were scoped to their
+/// host: what the kept plans are checked against.
 pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
     // Read the generation first: a change racing with this read shows up as a newer
     // generation on the next poll, never as a lost update.
-    let generation = st.store.generation()?;
+    let generation = st.store.host_generation(host)?;
     let networks = st.store.networks()?;
     let ids: Vec<i64> = networks.iter().map(|n| n.id).collect();
     let bound = st.store.bound_addresses(&ids)?;
@@ -177,23 +187,63 @@ pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
     Ok(host_plan(&snap, &cfg, host, generation))
 }
 
+fn json_body(body: Vec<u8>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 async fn plan(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
     Path(host): Path<String>,
     Query(q): Query<PlanQuery>,
-) -> ApiResult<Json<HostPlan>> {
+) -> ApiResult<Response> {
     ctx.require_admin("host plans")?;
-    if let Some(after) = q.after {
-        // The store may be ahead of the last generation seen (no watcher task runs in
-        // process, and the watcher only looks every 100 ms): never wait for a change that
-        // has already happened.
-        st.refresh_generation();
-        let wait = Duration::from_secs(q.wait.unwrap_or(25)).min(MAX_WAIT);
-        let mut rx = st.generation.subscribe();
+    check_host_name(&host)?;
+    let deltas = match q.form.as_deref() {
+        None | Some("delta") => true,
+        Some("full") => false,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "form {other:?}: delta or full"
+            )))
+        }
+    };
+    // The store may be ahead of the plans (another process wrote, and `serve` only looks
+    // every 100 ms): never wait for a change that has already happened.
+    st.catch_up();
+    let wait = Duration::from_secs(q.wait.unwrap_or(25)).min(MAX_WAIT);
+    let (store, cfg) = (st.store.as_ref(), &st.cfg);
+    let Some(epoch) = q.epoch else {
+        // The whole plan, once its generation is past `after`.
+        let (mut body, generation, mut rx) = st.plans.current(store, cfg, &host)?;
+        if let Some(after) = q.after.filter(|a| generation <= *a) {
+            if tokio::time::timeout(wait, rx.wait_for(|g| *g > after))
+                .await
+                .is_ok()
+            {
+                body = st.plans.current(store, cfg, &host)?.0;
+            }
+        }
+        return Ok(json_body(body));
+    };
+    let held = q.after.map(|g| (epoch, g));
+    let (mut poll, mut rx) = st.plans.poll(store, cfg, &host, held, deltas)?;
+    if let (plans::Poll::Unchanged(_), Some(after)) = (&poll, q.after) {
+        // Woken by a change, by the plan leaving the cache, or at the end of the wait.
         let _ = tokio::time::timeout(wait, rx.wait_for(|g| *g > after)).await;
+        poll = st.plans.poll(store, cfg, &host, held, deltas)?.0;
     }
-    Ok(Json(compute_plan(&st, &host)?))
+    Ok(json_body(match poll {
+        plans::Poll::Changed(body) => body,
+        plans::Poll::Unchanged(generation) => {
+            serde_json::to_vec(&json!({"epoch": st.plans.epoch, "generation": generation}))
+                .expect("JSON")
+        }
+    }))
 }
 
 #[derive(Deserialize)]
@@ -224,7 +274,6 @@ async fn lease(
             )))
         }
     };
-    st.refresh_generation();
     Ok(Json(json!({"changed": changed})))
 }
 
@@ -245,6 +294,5 @@ async fn plug(
     ctx.require_admin("VIF plugging")?;
     IfName::new(p.device.as_str()).map_err(|e| Error::invalid("device", e))?;
     st.store.set_vif_device(&uuid, &p.device)?;
-    st.refresh_generation();
     Ok(Json(json!({"vif": uuid, "device": p.device})))
 }

@@ -14,7 +14,6 @@ use axum::{Json, Router};
 use novanet_core::config::Config;
 use novanet_store::Store;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 use tower::util::MapRequest;
 use tower::ServiceExt;
 
@@ -28,6 +27,7 @@ pub mod keypairs;
 pub mod keystone;
 pub mod metadata;
 pub mod openapi;
+pub mod plans;
 pub mod quotas;
 pub mod servers;
 pub mod version;
@@ -35,8 +35,9 @@ pub mod version;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub cfg: Arc<Config>,
-    /// The store's generation, as last seen; agents' long polls wait on it.
-    pub generation: watch::Sender<u64>,
+    /// Each host's plan, kept up to date from the store's change log; agents' long polls
+    /// wait on it.
+    pub plans: plans::Plans,
     pub metadata_cache: metadata::Cache,
     /// Set by `[keystone_authtoken]`: tokens are Keystone's, not this server's.
     pub keystone: Option<Arc<keystone::ExternalKeystone>>,
@@ -48,7 +49,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, cfg: Config) -> Arc<AppState> {
-        let gen = store.generation().unwrap_or(0);
+        let cursor = store.generation().unwrap_or(0);
         let keystone = cfg
             .keystone_authtoken
             .clone()
@@ -59,26 +60,31 @@ impl AppState {
             .unwrap_or_else(|| format!("http://{}:8774", cfg.my_ip))
             .trim_end_matches('/')
             .to_string();
-        Arc::new(AppState {
+        let st = Arc::new(AppState {
             store,
             public_base,
             logins: identity::LoginGuard::default(),
             cfg: Arc::new(cfg),
-            generation: watch::channel(gen).0,
+            plans: plans::Plans::new(cursor),
             metadata_cache: metadata::Cache::default(),
             keystone,
-        })
+        });
+        // This process's own changes reach the plans (and wake the agents they touch) as
+        // soon as they commit; other processes' within `serve`'s next look.
+        let weak = Arc::downgrade(&st);
+        st.store.on_commit(Arc::new(move |_| {
+            if let Some(st) = weak.upgrade() {
+                st.catch_up();
+            }
+        }));
+        st
     }
 
-    /// Re-reads the store's generation (it also moves when `novanet manage` or another
-    /// server writes) and wakes the watchers if it changed.
-    pub fn refresh_generation(&self) {
-        if let Ok(g) = self.store.generation() {
-            self.generation.send_if_modified(|cur| {
-                let changed = *cur != g;
-                *cur = g;
-                changed
-            });
+    /// Brings the kept plans up to date with the store's change log (it also moves when
+    /// `novanet manage` or another server writes).
+    pub fn catch_up(&self) {
+        if let Err(e) = self.plans.catch_up(self.store.as_ref(), &self.cfg) {
+            eprintln!("novanet server: reading the change log: {e}");
         }
     }
 }
@@ -245,12 +251,12 @@ pub fn app(state: Arc<AppState>) -> MapRequest<Router, NormaliseFn> {
 }
 
 /// Serves the API on `listener` until the process ends, with the background tasks: the
-/// generation watcher and the stale fixed IP sweep.
+/// change log reader (for other processes' changes) and the stale fixed IP sweep.
 pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let st = state.clone();
     tokio::spawn(async move {
         loop {
-            st.refresh_generation();
+            st.catch_up();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });

@@ -115,7 +115,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/image/v2/images", "List images (?name= filters)"),
     ("get", "/image/v2/images/{id}", "Show an image"),
     ("post", "/novanet/v1/hosts/{host}/report", "Agent heartbeat (admin)"),
-    ("get", "/novanet/v1/hosts/{host}/plan", "A host's desired state; ?after=GEN long-polls (admin)"),
+    ("get", "/novanet/v1/hosts/{host}/plan", "A host's desired state; ?after=GEN long-polls, with ?epoch= as deltas over the plan held (admin)"),
     ("post", "/novanet/v1/leases", "dnsmasq lease events: add, old, del (admin)"),
     ("post", "/novanet/v1/vifs/{uuid}/plug", "The hypervisor reports a VIF's host-side device (admin)"),
     ("get", "/novanet/v1/instances/{id}/config-drive", "An instance's config drive, an ISO 9660 image labelled config-2 (admin)"),

@@ -121,6 +121,9 @@ pub struct ServiceReport {
     pub options: novanet_core::config::HostOptions,
 }
 
+/// Called after a commit that touched some host's plan, with the new generation.
+pub type CommitHook = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
 /// What a scrub removed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScrubReport {
@@ -128,11 +131,144 @@ pub struct ScrubReport {
     pub security_groups: usize,
 }
 
+/// How much of a host's plan a change may have changed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeScope {
+    /// Anything.
+    Plan,
+    /// Only the DHCP entry of this address, on the host serving its network.
+    Address { network_id: i64, address: String },
+    /// Only this instance of the host (its ports and rules), and whether the host still
+    /// has instances on the networks it was on.
+    Instance { uuid: String, networks: Vec<i64> },
+    /// Only this floating IP's binding and NAT on the host.
+    Floating { address: String },
+}
+
+impl ChangeScope {
+    /// The change log's text for it.
+    pub fn encode(&self) -> String {
+        match self {
+            ChangeScope::Plan => String::new(),
+            ChangeScope::Address {
+                network_id,
+                address,
+            } => format!("a:{network_id}:{address}"),
+            ChangeScope::Floating { address } => format!("f:{address}"),
+            ChangeScope::Instance { uuid, networks } if networks.is_empty() => format!("i:{uuid}"),
+            ChangeScope::Instance { uuid, networks } => {
+                let n: Vec<String> = networks.iter().map(i64::to_string).collect();
+                format!("i:{uuid}:{}", n.join(","))
+            }
+        }
+    }
+
+    /// Reads the change log's text; anything unknown is the whole plan.
+    pub fn decode(what: &str) -> ChangeScope {
+        let parsed = if let Some(rest) = what.strip_prefix("a:") {
+            rest.split_once(':').and_then(|(n, a)| {
+                Some(ChangeScope::Address {
+                    network_id: n.parse().ok()?,
+                    address: a.to_string(),
+                })
+            })
+        } else if let Some(address) = what.strip_prefix("f:") {
+            Some(ChangeScope::Floating {
+                address: address.to_string(),
+            })
+        } else if let Some(rest) = what.strip_prefix("i:") {
+            let (uuid, nets) = rest.split_once(':').unwrap_or((rest, ""));
+            let networks: Option<Vec<i64>> = nets
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(|n| n.parse().ok())
+                .collect();
+            networks.map(|networks| ChangeScope::Instance {
+                uuid: uuid.to_string(),
+                networks,
+            })
+        } else {
+            None
+        };
+        parsed.unwrap_or(ChangeScope::Plan)
+    }
+}
+
+/// One row of the change log: a committed write that may change `host`'s plan, `"*"` for
+/// every host's (provider rules, a scrub).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostChange {
+    pub generation: u64,
+    pub host: String,
+    pub scope: ChangeScope,
+}
+
+/// What one instance's entry in its host's plan is computed from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstanceInputs {
+    /// The networks of its bound addresses, by id.
+    pub networks: Vec<Network>,
+    /// Its bound addresses, ordered as [`Store::bound_addresses`] orders them.
+    pub bound: Vec<BoundAddress>,
+    /// The rules of its groups.
+    pub rules: Vec<SecurityGroupRule>,
+}
+
+/// The change log after a cursor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostChanges {
+    /// The store's generation when read: the next cursor.
+    pub upto: u64,
+    /// False when rows after the cursor were already pruned: the reader must recompute
+    /// every plan it keeps.
+    pub complete: bool,
+    /// Oldest first.
+    pub changes: Vec<HostChange>,
+}
+
+/// What one host's plan is computed from: only what that host renders.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostInputs {
+    /// The host's generation, read before the rest.
+    pub generation: u64,
+    /// Networks the host serves or has instances on, by id.
+    pub networks: Vec<Network>,
+    /// Its instances' bound addresses, every bound address of the single-host networks it
+    /// serves, and the addresses of the members of the groups its instances' rules name;
+    /// ordered as [`Store::bound_addresses`] orders them (network, then address).
+    pub bound: Vec<BoundAddress>,
+    /// Floating IPs bound on the host.
+    pub floating: Vec<FloatingIp>,
+    /// The rules of its instances' groups.
+    pub rules: Vec<SecurityGroupRule>,
+    pub provider_rules: Vec<SecurityGroupRule>,
+    pub options: novanet_core::config::HostOptions,
+}
+
 /// Everything novanet stores. Methods are domain operations, not SQL, so that another engine
 /// (PostgreSQL for several servers) implements the same contract.
 pub trait Store: Send + Sync {
-    /// A number that grows with every committed change; agents watch it.
+    /// A number that grows with every committed change.
     fn generation(&self) -> Result<u64>;
+    /// The generation of the last change that touched this host's plan (agents watch it).
+    fn host_generation(&self, host: &str) -> Result<u64>;
+    /// The change log after `after` (a generation).
+    fn host_changes(&self, after: u64) -> Result<HostChanges>;
+    /// What `host`'s plan is computed from, read with queries scoped to that host.
+    fn host_inputs(&self, host: &str) -> Result<HostInputs>;
+    /// One fixed IP's bound address (None when no VIF holds it).
+    fn bound_address(&self, address: &str) -> Result<Option<BoundAddress>>;
+    /// What one instance's entry in its host's plan is computed from.
+    fn instance_inputs(&self, uuid: &str) -> Result<InstanceInputs>;
+    /// Whether the host has an instance with an address on the network (then it has the
+    /// network's bridge).
+    fn host_on_network(&self, host: &str, network_id: i64) -> Result<bool>;
+    fn network_by_id(&self, id: i64) -> Result<Option<Network>>;
+    /// How many instances each host has (hosts without any may be missing).
+    fn instance_counts(&self) -> Result<Vec<(String, u64)>>;
+    /// Calls `hook` after every commit of this process that touched a host's plan (the hook
+    /// may read, never write).
+    fn on_commit(&self, hook: CommitHook);
 
     // Networks
     fn create_networks(

@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS networks (
     host TEXT,
     data TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS networks_host ON networks (host) WHERE host IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS fixed_ips (
     id INTEGER PRIMARY KEY,
@@ -35,6 +36,9 @@ CREATE INDEX IF NOT EXISTS fixed_ips_free ON fixed_ips (network_id, updated_at, 
     WHERE instance_uuid IS NULL AND reserved = 0 AND host IS NULL AND leased = 0;
 CREATE INDEX IF NOT EXISTS fixed_ips_instance ON fixed_ips (instance_uuid);
 CREATE INDEX IF NOT EXISTS fixed_ips_network ON fixed_ips (network_id, address_int);
+-- The addresses bound to VIFs (what a DHCP server hands out), without the free ones.
+CREATE INDEX IF NOT EXISTS fixed_ips_bound ON fixed_ips (network_id, address_int)
+    WHERE vif_id IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS vifs (
     id INTEGER PRIMARY KEY,
@@ -56,8 +60,8 @@ CREATE TABLE IF NOT EXISTS instances (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_project ON instances (project_id);
--- No index on host: no query looks instances up by it, and every allocation paid for it.
-DROP INDEX IF EXISTS instances_host;
+-- A host's plan starts from its instances.
+CREATE INDEX IF NOT EXISTS instances_host ON instances (host) WHERE host IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS floating_ips (
     id INTEGER PRIMARY KEY,
@@ -72,6 +76,7 @@ CREATE TABLE IF NOT EXISTS floating_ips (
 );
 CREATE INDEX IF NOT EXISTS floating_free ON floating_ips (pool, address_int) WHERE project_id IS NULL;
 CREATE INDEX IF NOT EXISTS floating_fixed ON floating_ips (fixed_ip_id);
+CREATE INDEX IF NOT EXISTS floating_host ON floating_ips (host) WHERE host IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS security_groups (
     id INTEGER PRIMARY KEY,
@@ -89,6 +94,9 @@ CREATE TABLE IF NOT EXISTS security_group_rules (
     cidr TEXT,
     group_id INTEGER
 );
+CREATE INDEX IF NOT EXISTS security_group_rules_parent ON security_group_rules (parent_group_id);
+CREATE INDEX IF NOT EXISTS security_group_rules_source ON security_group_rules (group_id)
+    WHERE group_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS security_group_default_rules (
     id INTEGER PRIMARY KEY,
     protocol TEXT NOT NULL,
@@ -109,6 +117,8 @@ CREATE TABLE IF NOT EXISTS instance_security_groups (
     group_id INTEGER NOT NULL,
     PRIMARY KEY (instance_uuid, group_id)
 ) WITHOUT ROWID;
+-- A group's members (the member addresses a host's plan lists; the hosts a rule reaches).
+CREATE INDEX IF NOT EXISTS instance_security_groups_group ON instance_security_groups (group_id);
 
 CREATE TABLE IF NOT EXISTS projects (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS users (
@@ -155,3 +165,43 @@ CREATE TABLE IF NOT EXISTS services (
     -- JSON object of the host's own options (HostOptions).
     options TEXT NOT NULL DEFAULT '{}'
 );
+
+-- What each change touched, so that a change costs what it touches (NOTES.md, "A change
+-- costs what it touches"). Every write that can change a host's plan records, under the
+-- new generation, the hosts whose plans it may change and how much of them: `what` is ''
+-- for anything of the plan (host '*': every host's), 'a:NETWORK_ID:ADDRESS' for one DHCP
+-- entry on the host serving that network, 'i:UUID[:NETWORK_ID,...]' for one instance of
+-- the host (and the networks it was on), 'f:ADDRESS' for one floating IP bound there. Servers read the log after their cursor; old
+-- rows are pruned (meta 'changes_from').
+CREATE TABLE IF NOT EXISTS host_changes (
+    generation INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    what TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (generation, host, what)
+) WITHOUT ROWID;
+-- The last generation that touched each host: what an agent's long poll waits on.
+CREATE TABLE IF NOT EXISTS host_generations (
+    host TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Instances per host, kept by triggers: the scheduler reads these instead of every instance.
+CREATE TABLE IF NOT EXISTS host_instance_counts (
+    host TEXT PRIMARY KEY,
+    instances INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS instances_count_insert AFTER INSERT ON instances
+WHEN NEW.host IS NOT NULL BEGIN
+    INSERT INTO host_instance_counts(host, instances) VALUES (NEW.host, 1)
+        ON CONFLICT(host) DO UPDATE SET instances = instances + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS instances_count_delete AFTER DELETE ON instances
+WHEN OLD.host IS NOT NULL BEGIN
+    UPDATE host_instance_counts SET instances = instances - 1 WHERE host = OLD.host;
+END;
+CREATE TRIGGER IF NOT EXISTS instances_count_move AFTER UPDATE OF host ON instances
+WHEN OLD.host IS NOT NEW.host BEGIN
+    UPDATE host_instance_counts SET instances = instances - 1 WHERE host = OLD.host;
+    INSERT INTO host_instance_counts(host, instances) SELECT NEW.host, 1 WHERE NEW.host IS NOT NULL
+        ON CONFLICT(host) DO UPDATE SET instances = instances + 1;
+END;

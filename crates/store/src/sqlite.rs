@@ -2,7 +2,7 @@
 //! every write so that writers queue on the database lock instead of failing half-way;
 //! several processes may open the same file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Mutex;
@@ -25,8 +25,66 @@ const SCHEMA: &str = include_str!("schema.sql");
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Rows of the change log kept behind the newest generation; a server whose cursor falls
+/// further behind recomputes every plan it keeps.
+const CHANGES_KEPT: u64 = 50_000;
+/// More instances of one host changed by one write than this: the host's whole plan.
+const INSTANCES_PER_PATCH: usize = 16;
+
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    hooks: Mutex<Vec<CommitHook>>,
+}
+
+/// The hosts whose plans one write may change, gathered inside its transaction and
+/// recorded in the change log with its generation.
+#[derive(Default)]
+struct Touched {
+    /// Every host's plan.
+    all: bool,
+    /// These hosts' plans, any part of them.
+    hosts: BTreeSet<String>,
+    /// Only the DHCP entry of (network id, address) on the host serving that network.
+    addresses: BTreeSet<(String, i64, String)>,
+    /// Only one instance of a host, (host, uuid), with the networks it was on.
+    instances: BTreeMap<(String, String), BTreeSet<i64>>,
+    /// Only one floating IP bound on a host, (host, address).
+    floating: BTreeSet<(String, String)>,
+}
+
+impl Touched {
+    fn host(&mut self, h: Option<&str>) {
+        if let Some(h) = h {
+            self.hosts.insert(h.to_string());
+        }
+    }
+
+    fn hosts(&mut self, hs: Vec<String>) {
+        self.hosts.extend(hs);
+    }
+
+    fn instance(&mut self, host: Option<&str>, uuid: &str, networks: &[i64]) {
+        if let Some(h) = host {
+            self.instances
+                .entry((h.to_string(), uuid.to_string()))
+                .or_default()
+                .extend(networks);
+        }
+    }
+
+    fn floating(&mut self, fl: &FloatingIp) {
+        if let Some(h) = &fl.host {
+            self.floating.insert((h.clone(), fl.address.clone()));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all
+            && self.hosts.is_empty()
+            && self.addresses.is_empty()
+            && self.instances.is_empty()
+            && self.floating.is_empty()
+    }
 }
 
 fn db(e: rusqlite::Error) -> Error {
@@ -109,9 +167,25 @@ impl SqliteStore {
         .map_err(db)?;
         let store = SqliteStore {
             conn: Mutex::new(conn),
+            hooks: Mutex::new(Vec::new()),
         };
         store.write_raw(|tx| {
+            let had_counts: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'host_instance_counts'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
             tx.execute_batch(SCHEMA).map_err(db)?;
+            if had_counts == 0 {
+                // A store made before the counts: the triggers keep them from now on.
+                tx.execute_batch(
+                    "INSERT INTO host_instance_counts(host, instances) \
+                     SELECT host, count(*) FROM instances WHERE host IS NOT NULL GROUP BY host",
+                )
+                .map_err(db)?;
+            }
             // Stores made before these columns existed.
             for (table, column, decl) in [
                 ("services", "networks", "TEXT NOT NULL DEFAULT '[]'"),
@@ -151,24 +225,468 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// One write transaction; bumps the generation so that watchers see the change.
+    /// One write transaction that changes no host's plan; bumps the generation (the
+    /// metadata cache watches it).
     fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         self.write_raw(|tx| {
             let out = f(tx)?;
-            exec(
-                tx,
-                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'",
-                [],
-            )
-            .map_err(db)?;
+            bump_generation(tx)?;
             Ok(out)
         })
+    }
+
+    /// One write transaction that may change hosts' plans: `f` says which in `Touched`,
+    /// and they are recorded under the new generation. Hooks run after the commit.
+    fn write_touching<T>(
+        &self,
+        f: impl FnOnce(&Transaction, &mut Touched) -> Result<T>,
+    ) -> Result<T> {
+        let (out, touched) = self.write_raw(|tx| {
+            let mut t = Touched::default();
+            let out = f(tx, &mut t)?;
+            let generation = bump_generation(tx)?;
+            let touched = record_touched(tx, generation, &t)?;
+            Ok((out, touched.then_some(generation)))
+        })?;
+        if let Some(g) = touched {
+            self.run_hooks(g);
+        }
+        Ok(out)
+    }
+
+    fn run_hooks(&self, generation: u64) {
+        let hooks: Vec<CommitHook> = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for h in hooks {
+            h(generation);
+        }
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&conn)
     }
+}
+
+fn bump_generation(tx: &Transaction) -> Result<u64> {
+    let g: i64 = qrow(
+        tx,
+        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation' \
+         RETURNING CAST(value AS INTEGER)",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db)?;
+    Ok(g as u64)
+}
+
+/// Writes what a change touched into the change log and the hosts' generations; false
+/// when it touched nothing.
+fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> Result<bool> {
+    if t.is_empty() {
+        return Ok(false);
+    }
+    let g = generation as i64;
+    let mut log = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO host_changes(generation, host, what) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(db)?;
+    let mut gen = tx
+        .prepare_cached(
+            "INSERT INTO host_generations(host, generation) VALUES (?1, ?2) \
+             ON CONFLICT(host) DO UPDATE SET generation = excluded.generation",
+        )
+        .map_err(db)?;
+    let mut rows: Vec<(&str, ChangeScope)> = Vec::new();
+    // A host with many instances changed at once (a rule of a big group) is recomputed
+    // whole: cheaper than one patch per instance.
+    let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
+    for (h, _) in t.instances.keys() {
+        *per_host.entry(h.as_str()).or_default() += 1;
+    }
+    let whole: BTreeSet<&str> = t
+        .hosts
+        .iter()
+        .map(String::as_str)
+        .chain(
+            per_host
+                .into_iter()
+                .filter(|(_, n)| *n > INSTANCES_PER_PATCH)
+                .map(|(h, _)| h),
+        )
+        .collect();
+    if t.all {
+        rows.push(("*", ChangeScope::Plan));
+    } else {
+        rows.extend(whole.iter().map(|h| (*h, ChangeScope::Plan)));
+        // A host whose whole plan changed needs no finer rows.
+        for (h, n, a) in t
+            .addresses
+            .iter()
+            .filter(|(h, _, _)| !whole.contains(h.as_str()))
+        {
+            let scope = ChangeScope::Address {
+                network_id: *n,
+                address: a.clone(),
+            };
+            rows.push((h.as_str(), scope));
+        }
+        for (h, a) in t
+            .floating
+            .iter()
+            .filter(|(h, _)| !whole.contains(h.as_str()))
+        {
+            rows.push((h.as_str(), ChangeScope::Floating { address: a.clone() }));
+        }
+        for ((h, uuid), nets) in t
+            .instances
+            .iter()
+            .filter(|((h, _), _)| !whole.contains(h.as_str()))
+        {
+            let scope = ChangeScope::Instance {
+                uuid: uuid.clone(),
+                networks: nets.iter().copied().collect(),
+            };
+            rows.push((h.as_str(), scope));
+        }
+    }
+    let mut hosts = BTreeSet::new();
+    for (h, scope) in rows {
+        log.execute(params![g, h, scope.encode()]).map_err(db)?;
+        if hosts.insert(h) {
+            gen.execute(params![h, g]).map_err(db)?;
+        }
+    }
+    if generation.is_multiple_of(1024) && generation > CHANGES_KEPT {
+        prune_changes_tx(tx, generation - CHANGES_KEPT)?;
+    }
+    Ok(true)
+}
+
+fn prune_changes_tx(tx: &Transaction, before: u64) -> Result<()> {
+    exec(
+        tx,
+        "DELETE FROM host_changes WHERE generation < ?1",
+        [before as i64],
+    )
+    .map_err(db)?;
+    exec(
+        tx,
+        "INSERT INTO meta(key, value) VALUES ('changes_from', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [before.to_string()],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn host_generation_c(c: &Connection, host: &str) -> Result<u64> {
+    let g: Option<i64> = qrow(
+        c,
+        "SELECT max(generation) FROM host_generations WHERE host IN (?1, '*')",
+        [host],
+        |r| r.get(0),
+    )
+    .map_err(db)?;
+    Ok(g.unwrap_or(0) as u64)
+}
+
+fn generation_c(c: &Connection) -> Result<u64> {
+    let v: String = qrow(
+        c,
+        "SELECT value FROM meta WHERE key = 'generation'",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db)?;
+    Ok(v.parse().unwrap_or(0))
+}
+
+// ---- what a change touches -----------------------------------------------------------------
+
+fn strings<P: rusqlite::Params>(c: &Connection, sql: &str, p: P) -> Result<Vec<String>> {
+    let mut st = c.prepare_cached(sql).map_err(db)?;
+    let rows = st
+        .query_map(p, |r| r.get::<_, String>(0))
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    Ok(rows)
+}
+
+fn instance_host(c: &Connection, uuid: &str) -> Result<Option<String>> {
+    Ok(qrow(
+        c,
+        "SELECT host FROM instances WHERE uuid = ?1",
+        [uuid],
+        |r| r.get::<_, Option<String>>(0),
+    )
+    .optional()
+    .map_err(db)?
+    .flatten())
+}
+
+/// The DHCP entry of `address` on network `network_id`: on the network's host, or for a
+/// multi-host network on the host of the instance holding it.
+fn touch_dhcp(
+    c: &Connection,
+    t: &mut Touched,
+    network_id: i64,
+    address: &str,
+    instance_uuid: Option<&str>,
+) -> Result<()> {
+    let row: Option<(Option<String>, Option<i64>)> = qrow(
+        c,
+        "SELECT host, json_extract(data, '$.multi_host') FROM networks WHERE id = ?1",
+        [network_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(db)?;
+    let Some((host, multi)) = row else {
+        return Ok(());
+    };
+    if multi.unwrap_or(0) != 0 {
+        if let Some(u) = instance_uuid {
+            t.host(instance_host(c, u)?.as_deref());
+        }
+    } else if let Some(h) = host {
+        t.addresses.insert((h, network_id, address.to_string()));
+    }
+    Ok(())
+}
+
+/// Hosts with members of groups whose rules name `group_id` as their source: their plans
+/// list that group's member addresses.
+fn touch_referrers(c: &Connection, t: &mut Touched, group_id: i64) -> Result<()> {
+    t.hosts(strings(
+        c,
+        "SELECT DISTINCT i.host FROM security_group_rules r \
+           JOIN instance_security_groups m ON m.group_id = r.parent_group_id \
+           JOIN instances i ON i.uuid = m.instance_uuid \
+         WHERE r.group_id = ?1 AND i.host IS NOT NULL",
+        [group_id],
+    )?);
+    Ok(())
+}
+
+/// A group's members, on their hosts: their entries carry its rules.
+fn touch_members(c: &Connection, t: &mut Touched, group_id: i64) -> Result<()> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT i.host, i.uuid FROM instance_security_groups m \
+               JOIN instances i ON i.uuid = m.instance_uuid \
+             WHERE m.group_id = ?1 AND i.host IS NOT NULL",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map([group_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    for (h, u) in rows {
+        t.instance(Some(&h), &u, &[]);
+    }
+    Ok(())
+}
+
+/// An instance (on its host, with the networks it is on), the hosts serving DHCP for its
+/// addresses, the hosts its floating IPs
+/// are bound on and the hosts whose rules name one of its groups as their source.
+fn touch_instance(c: &Connection, t: &mut Touched, uuid: &str) -> Result<()> {
+    let host = instance_host(c, uuid)?;
+    let addrs: Vec<(i64, String)> = {
+        let mut st = c
+            .prepare_cached("SELECT network_id, address FROM fixed_ips WHERE instance_uuid = ?1")
+            .map_err(db)?;
+        let rows = st
+            .query_map([uuid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        rows
+    };
+    let networks: Vec<i64> = addrs.iter().map(|(n, _)| *n).collect();
+    t.instance(host.as_deref(), uuid, &networks);
+    for (n, a) in &addrs {
+        touch_dhcp(c, t, *n, a, Some(uuid))?;
+    }
+    let floating = {
+        let mut st = c
+            .prepare_cached(&format!(
+                "{FLOATING_SELECT} WHERE f.instance_uuid = ?1 AND fl.host IS NOT NULL"
+            ))
+            .map_err(db)?;
+        let rows = st
+            .query_map([uuid], floating_from_row)
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        rows
+    };
+    for fl in &floating {
+        t.floating(fl);
+    }
+    t.hosts(strings(
+        c,
+        "SELECT DISTINCT i.host FROM instance_security_groups mine \
+           JOIN security_group_rules r ON r.group_id = mine.group_id \
+           JOIN instance_security_groups m ON m.group_id = r.parent_group_id \
+           JOIN instances i ON i.uuid = m.instance_uuid \
+         WHERE mine.instance_uuid = ?1 AND i.host IS NOT NULL",
+        [uuid],
+    )?);
+    Ok(())
+}
+
+/// A network's own host and the hosts with instances on it.
+fn touch_network(c: &Connection, t: &mut Touched, n: &Network) -> Result<()> {
+    t.host(n.host.as_deref());
+    t.hosts(strings(
+        c,
+        "SELECT DISTINCT i.host FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
+         WHERE f.network_id = ?1 AND i.host IS NOT NULL",
+        [n.id],
+    )?);
+    Ok(())
+}
+
+// ---- scoped reads --------------------------------------------------------------------------
+
+/// A bound address with its fixed IP's id and numeric address (for order and dedup). The
+/// hostname is read from the instance's record in SQL, without parsing it here.
+const BOUND_COLS: &str = "f.id, f.address_int, f.network_id, f.address, v.mac, v.uuid, f.instance_uuid, i.id, \
+     json_extract(i.data, '$.hostname'), i.host, f.allocated, f.leased, v.device, \
+     (SELECT group_concat(group_id, ',') FROM instance_security_groups g WHERE g.instance_uuid = f.instance_uuid), \
+     v.id = (SELECT min(w.id) FROM vifs w WHERE w.instance_uuid = v.instance_uuid)";
+
+type BoundRow = ((i64, i64), BoundAddress);
+
+fn bound_row(r: &Row) -> rusqlite::Result<BoundRow> {
+    Ok((
+        (r.get(2)?, r.get(1)?),
+        BoundAddress {
+            network_id: r.get(2)?,
+            address: r.get(3)?,
+            mac: r.get(4)?,
+            vif_uuid: r.get(5)?,
+            instance_uuid: r.get(6)?,
+            instance_id: r.get::<_, Option<i64>>(7)?.unwrap_or(0),
+            hostname: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            instance_host: r.get(9)?,
+            allocated: r.get(10)?,
+            leased: r.get(11)?,
+            device: r.get(12)?,
+            groups: r
+                .get::<_, Option<String>>(13)?
+                .map(|g| g.split(',').filter_map(|x| x.parse().ok()).collect())
+                .unwrap_or_default(),
+            default_route: r.get::<_, Option<bool>>(14)?.unwrap_or(true),
+        },
+    ))
+}
+
+fn bound_rows<P: rusqlite::Params>(
+    c: &Connection,
+    from_where: &str,
+    p: P,
+    out: &mut Vec<BoundRow>,
+) -> Result<()> {
+    let sql = format!("SELECT {BOUND_COLS} {from_where}");
+    let mut st = c.prepare_cached(&sql).map_err(db)?;
+    let rows = st.query_map(p, bound_row).map_err(db)?;
+    for row in rows {
+        out.push(row.map_err(db)?);
+    }
+    Ok(())
+}
+
+fn host_inputs_c(c: &Connection, host: &str) -> Result<HostInputs> {
+    let generation = host_generation_c(c, host)?;
+    let mut rows: Vec<BoundRow> = Vec::new();
+    // The host's own instances' addresses.
+    bound_rows(
+        c,
+        "FROM instances i JOIN fixed_ips f ON f.instance_uuid = i.uuid JOIN vifs v ON v.id = f.vif_id \
+         WHERE i.host = ?1",
+        [host],
+        &mut rows,
+    )?;
+    let mut ids: BTreeSet<i64> = rows.iter().map(|(k, _)| k.0).collect();
+    let served = load_networks(c, "WHERE host = ?1", &[&host])?;
+    ids.extend(served.iter().map(|n| n.id));
+    // Every address of the single-host networks it serves (their DHCP server is here).
+    for n in served.iter().filter(|n| !n.multi_host) {
+        bound_rows(
+            c,
+            "FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+             WHERE f.network_id = ?1 AND f.vif_id IS NOT NULL",
+            [n.id],
+            &mut rows,
+        )?;
+    }
+    let mut networks = Vec::new();
+    for id in &ids {
+        networks.extend(load_networks(c, "WHERE id = ?1", &[id])?);
+    }
+    // The rules of its instances' groups, and the members of the groups they name.
+    let groups: BTreeSet<i64> = rows
+        .iter()
+        .filter(|(_, b)| b.instance_host.as_deref() == Some(host))
+        .flat_map(|(_, b)| b.groups.iter().copied())
+        .collect();
+    let mut rules = Vec::new();
+    for g in &groups {
+        rules.extend(rules_of(c, *g)?);
+    }
+    let sources: BTreeSet<i64> = rules.iter().filter_map(|r| r.group_id).collect();
+    for g in &sources {
+        bound_rows(
+            c,
+            "FROM instance_security_groups m JOIN fixed_ips f ON f.instance_uuid = m.instance_uuid \
+               JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+             WHERE m.group_id = ?1 AND f.allocated = 1",
+            [g],
+            &mut rows,
+        )?;
+    }
+    // In the order of the whole store's (network, then address), each address once.
+    rows.sort_by_key(|(k, _)| *k);
+    rows.dedup_by_key(|(k, _)| *k);
+    let floating = {
+        let mut st = c
+            .prepare_cached(&format!(
+                "{FLOATING_SELECT} WHERE fl.host = ?1 ORDER BY fl.address_int"
+            ))
+            .map_err(db)?;
+        let rows = st
+            .query_map([host], floating_from_row)
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        rows
+    };
+    let options: Option<String> = qrow(
+        c,
+        "SELECT options FROM services WHERE host = ?1",
+        [host],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)?;
+    Ok(HostInputs {
+        generation,
+        networks,
+        bound: rows.into_iter().map(|(_, b)| b).collect(),
+        floating,
+        rules,
+        provider_rules: admin_rules_c(c, AdminRules::Provider)?,
+        options: options
+            .and_then(|o| serde_json::from_str(&o).ok())
+            .unwrap_or_default(),
+    })
 }
 
 // ---- row helpers ---------------------------------------------------------------------------
@@ -574,23 +1092,29 @@ impl AdminRules {
 
 impl SqliteStore {
     fn admin_rules(&self, kind: AdminRules) -> Result<Vec<SecurityGroupRule>> {
-        self.read(|c| {
-            let sql = format!(
-                "SELECT id, 0, protocol, from_port, to_port, cidr, NULL, NULL, NULL FROM {} ORDER BY id",
-                kind.table()
-            );
-            let mut st = c.prepare_cached(&sql).map_err(db)?;
-            let rows = st
-                .query_map([], rule_from_row)
-                .map_err(db)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(db)?;
-            Ok(rows)
-        })
+        self.read(|c| admin_rules_c(c, kind))
     }
+}
 
+fn admin_rules_c(c: &Connection, kind: AdminRules) -> Result<Vec<SecurityGroupRule>> {
+    let sql = format!(
+        "SELECT id, 0, protocol, from_port, to_port, cidr, NULL, NULL, NULL FROM {} ORDER BY id",
+        kind.table()
+    );
+    let mut st = c.prepare_cached(&sql).map_err(db)?;
+    let rows = st
+        .query_map([], rule_from_row)
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    Ok(rows)
+}
+
+impl SqliteStore {
     fn add_admin_rule(&self, kind: AdminRules, rule: &NewRule) -> Result<SecurityGroupRule> {
-        let id = self.write(|tx| {
+        let id = self.write_touching(|tx, t| {
+            // Provider rules are in every host's plan; default rules in none.
+            t.all = matches!(kind, AdminRules::Provider);
             let sql = format!(
                 "INSERT INTO {}(protocol, from_port, to_port, cidr) VALUES (?1,?2,?3,?4)",
                 kind.table()
@@ -610,7 +1134,8 @@ impl SqliteStore {
     }
 
     fn delete_admin_rule(&self, kind: AdminRules, id: i64) -> Result<()> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
+            t.all = matches!(kind, AdminRules::Provider);
             let sql = format!("DELETE FROM {} WHERE id = ?1", kind.table());
             let n = tx.execute(&sql, [id]).map_err(db)?;
             if n == 0 {
@@ -786,12 +1311,155 @@ impl Store for SqliteStore {
         })
     }
 
+    fn host_generation(&self, host: &str) -> Result<u64> {
+        self.read(|c| host_generation_c(c, host))
+    }
+
+    fn host_changes(&self, after: u64) -> Result<HostChanges> {
+        self.read(|c| {
+            // The generation first: a change committed after it is left for the next read,
+            // never skipped.
+            let upto = generation_c(c)?;
+            let from: u64 = qrow(
+                c,
+                "SELECT value FROM meta WHERE key = 'changes_from'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(db)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+            let mut st = c
+                .prepare_cached(
+                    "SELECT generation, host, what FROM host_changes \
+                     WHERE generation > ?1 AND generation <= ?2 ORDER BY generation",
+                )
+                .map_err(db)?;
+            let changes = st
+                .query_map([after as i64, upto as i64], |r| {
+                    Ok(HostChange {
+                        generation: r.get::<_, i64>(0)? as u64,
+                        host: r.get(1)?,
+                        scope: ChangeScope::decode(&r.get::<_, String>(2)?),
+                    })
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(HostChanges {
+                upto,
+                complete: after + 1 >= from,
+                changes,
+            })
+        })
+    }
+
+    fn host_inputs(&self, host: &str) -> Result<HostInputs> {
+        self.read(|c| host_inputs_c(c, host))
+    }
+
+    fn bound_address(&self, address: &str) -> Result<Option<BoundAddress>> {
+        self.read(|c| {
+            let mut rows = Vec::new();
+            bound_rows(
+                c,
+                "FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+                 WHERE f.address = ?1",
+                [address],
+                &mut rows,
+            )?;
+            Ok(rows.pop().map(|(_, b)| b))
+        })
+    }
+
+    fn instance_inputs(&self, uuid: &str) -> Result<InstanceInputs> {
+        self.read(|c| {
+            let mut rows = Vec::new();
+            bound_rows(
+                c,
+                "FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+                 WHERE f.instance_uuid = ?1",
+                [uuid],
+                &mut rows,
+            )?;
+            rows.sort_by_key(|(k, _)| *k);
+            let ids: BTreeSet<i64> = rows.iter().map(|(k, _)| k.0).collect();
+            let mut networks = Vec::new();
+            for id in &ids {
+                networks.extend(load_networks(c, "WHERE id = ?1", &[id])?);
+            }
+            let groups: Vec<i64> = {
+                let mut st = c
+                    .prepare_cached(
+                        "SELECT group_id FROM instance_security_groups WHERE instance_uuid = ?1",
+                    )
+                    .map_err(db)?;
+                let rows = st
+                    .query_map([uuid], |r| r.get(0))
+                    .map_err(db)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(db)?;
+                rows
+            };
+            let mut rules = Vec::new();
+            for g in groups {
+                rules.extend(rules_of(c, g)?);
+            }
+            Ok(InstanceInputs {
+                networks,
+                bound: rows.into_iter().map(|(_, b)| b).collect(),
+                rules,
+            })
+        })
+    }
+
+    fn host_on_network(&self, host: &str, network_id: i64) -> Result<bool> {
+        self.read(|c| {
+            qrow(
+                c,
+                "SELECT EXISTS(SELECT 1 FROM instances i JOIN fixed_ips f ON f.instance_uuid = i.uuid \
+                 WHERE i.host = ?1 AND f.network_id = ?2 AND f.allocated = 1 AND f.vif_id IS NOT NULL)",
+                params![host, network_id],
+                |r| r.get(0),
+            )
+            .map_err(db)
+        })
+    }
+
+    fn network_by_id(&self, id: i64) -> Result<Option<Network>> {
+        self.read(|c| Ok(load_networks(c, "WHERE id = ?1", &[&id])?.pop()))
+    }
+
+    fn instance_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT host, instances FROM host_instance_counts WHERE instances > 0 ORDER BY host",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(rows)
+        })
+    }
+
+    fn on_commit(&self, hook: CommitHook) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
+    }
+
     fn create_networks(
         &self,
         req: &NetworkRequest,
         cfg: &Config,
     ) -> Result<(Vec<Network>, Vec<String>)> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let existing = load_networks(tx, "", &[])?;
             let plan = plan_networks(req, cfg.network_manager, cfg, &existing, new_uuid)?;
             // Fixed ranges must not overlap floating pools either.
@@ -833,6 +1501,8 @@ impl Store for SqliteStore {
                             }
                         })?;
                 }
+                // A new network has no instances yet: only a host given at creation serves it.
+                t.host(n.host.as_deref());
                 out.push(n);
             }
             Ok((out, plan.warnings))
@@ -848,8 +1518,9 @@ impl Store for SqliteStore {
     }
 
     fn delete_network(&self, key: &str, require_disassociated: bool) -> Result<Network> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let n = find_network(tx, key)?;
+            touch_network(tx, t, &n)?;
             if require_disassociated {
                 if let Some(p) = &n.project_id {
                     return Err(Error::conflict(format!(
@@ -879,14 +1550,18 @@ impl Store for SqliteStore {
     }
 
     fn update_network(&self, key: &str, update: &NetworkUpdate) -> Result<Network> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let mut n = find_network(tx, key)?;
+            // The project is in no plan; the host decides who serves the network (gateway,
+            // DHCP, NAT): the old and the new one.
+            t.host(n.host.as_deref());
             if let Some(p) = &update.project_id {
                 n.project_id = p.clone();
             }
             if let Some(h) = &update.host {
                 n.host = h.clone();
             }
+            t.host(n.host.as_deref());
             save_network(tx, &n)?;
             Ok(n)
         })
@@ -906,10 +1581,11 @@ impl Store for SqliteStore {
         if !unclaimed {
             return Ok(0);
         }
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let free = load_networks(tx, "WHERE host IS NULL", &[])?;
             let mut n_claimed = 0;
             for mut n in free.into_iter().filter(|n| !n.multi_host) {
+                t.host(Some(host));
                 n.host = Some(host.to_string());
                 save_network(tx, &n)?;
                 n_claimed += 1;
@@ -956,22 +1632,24 @@ impl Store for SqliteStore {
     }
 
     fn lease_fixed_ip(&self, address: &str, _mac: Option<&str>) -> Result<bool> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let f = get_fixed(tx, address)?;
             if f.instance_uuid.is_none() {
                 return Ok(false);
             }
+            touch_dhcp(tx, t, f.network_id, &f.address, f.instance_uuid.as_deref())?;
             exec(tx, "UPDATE fixed_ips SET leased = 1 WHERE id = ?1", [f.id]).map_err(db)?;
             Ok(true)
         })
     }
 
     fn release_fixed_ip(&self, address: &str, mac: Option<&str>, now: i64) -> Result<bool> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let f = get_fixed(tx, address)?;
             let Some(owner) = f.instance_uuid.clone() else {
                 return Ok(false);
             };
+            touch_dhcp(tx, t, f.network_id, &f.address, Some(&owner))?;
             exec(tx, "UPDATE fixed_ips SET leased = 0 WHERE id = ?1", [f.id]).map_err(db)?;
             if f.allocated {
                 return Ok(false);
@@ -996,7 +1674,7 @@ impl Store for SqliteStore {
     }
 
     fn disassociate_stale_fixed_ips(&self, now: i64, timeout: i64) -> Result<usize> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let stale: Vec<FixedIp> = {
                 let mut st = tx
                     .prepare_cached(&format!(
@@ -1011,6 +1689,7 @@ impl Store for SqliteStore {
                 rows
             };
             for f in &stale {
+                touch_dhcp(tx, t, f.network_id, &f.address, f.instance_uuid.as_deref())?;
                 disassociate_fixed(tx, f, now)?;
             }
             Ok(stale.len())
@@ -1072,7 +1751,7 @@ impl Store for SqliteStore {
 
     fn create_instance(&self, spec: &InstanceSpec, cfg: &Config) -> Result<Instance> {
         let now = unix_now();
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let uuid = new_uuid();
             let mut inst = Instance {
                 id: 0,
@@ -1150,13 +1829,15 @@ impl Store for SqliteStore {
                 let fl = allocate_floating_tx(tx, &spec.project_id, &cfg.default_floating_pool, -1, true)?;
                 associate_floating_tx(tx, &fl.address, &uuid, Some(&fixed), None)?;
             }
+            touch_instance(tx, t, &uuid)?;
             Ok(inst)
         })
     }
 
     fn delete_instance(&self, uuid: &str, _cfg: &Config, now: i64) -> Result<Instance> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let inst = load_instance(tx, uuid)?;
+            touch_instance(tx, t, uuid)?;
             let fixed: Vec<FixedIp> = {
                 let mut st = tx
                     .prepare_cached(&format!("SELECT {FIXED_COLS} FROM fixed_ips f WHERE f.instance_uuid = ?1"))
@@ -1235,7 +1916,7 @@ impl Store for SqliteStore {
 
     fn add_fixed_ip(&self, uuid: &str, network_key: &str, cfg: &Config) -> Result<InstanceAddress> {
         let now = unix_now();
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let inst = load_instance(tx, uuid)?;
             let n = find_network(tx, network_key)?;
             if !usable_by(&n, &inst.spec.project_id, cfg.network_manager) {
@@ -1244,6 +1925,7 @@ impl Store for SqliteStore {
             let (vif_id, _, _) =
                 create_vif(tx, n.id, uuid, cfg.create_unique_mac_address_attempts)?;
             let a = allocate_address(tx, &n, None, uuid, vif_id, now)?;
+            touch_instance(tx, t, uuid)?;
             instance_addresses_tx(tx, uuid)?
                 .into_iter()
                 .find(|x| x.address == a)
@@ -1252,7 +1934,7 @@ impl Store for SqliteStore {
     }
 
     fn remove_fixed_ip(&self, uuid: &str, address: &str, now: i64) -> Result<()> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let f = get_fixed(tx, address)?;
             if f.instance_uuid.as_deref() != Some(uuid) || !f.allocated {
                 return Err(Error::invalid(
@@ -1260,6 +1942,7 @@ impl Store for SqliteStore {
                     format!("fixed IP {address} is not assigned to instance {uuid}"),
                 ));
             }
+            touch_instance(tx, t, uuid)?;
             deallocate_fixed(tx, &f, now)
         })
     }
@@ -1420,8 +2103,9 @@ impl Store for SqliteStore {
     }
 
     fn release_floating_ip(&self, address: &str, project_id: Option<&str>) -> Result<()> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let fl = get_floating(tx, address)?;
+            t.floating(&fl);
             if fl.project_id.is_none() {
                 return Err(Error::not_found(format!("floating IP {address} is not allocated")));
             }
@@ -1442,8 +2126,11 @@ impl Store for SqliteStore {
         fixed_address: Option<&str>,
         project_id: Option<&str>,
     ) -> Result<FloatingIp> {
-        self.write(|tx| {
-            associate_floating_tx(tx, address, instance_uuid, fixed_address, project_id)
+        self.write_touching(|tx, t| {
+            t.floating(&get_floating(tx, address)?);
+            let fl = associate_floating_tx(tx, address, instance_uuid, fixed_address, project_id)?;
+            t.floating(&fl);
+            Ok(fl)
         })
     }
 
@@ -1453,8 +2140,9 @@ impl Store for SqliteStore {
         instance_uuid: Option<&str>,
         project_id: Option<&str>,
     ) -> Result<()> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let fl = get_floating(tx, address)?;
+            t.floating(&fl);
             check_owner(
                 fl.project_id.as_deref(),
                 project_id,
@@ -1574,7 +2262,7 @@ impl Store for SqliteStore {
     }
 
     fn delete_security_group(&self, id: i64) -> Result<()> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let g = load_groups(tx, "WHERE id = ?1", &[&id])?
                 .into_iter()
                 .next()
@@ -1598,6 +2286,8 @@ impl Store for SqliteStore {
                     format!("security group {} is still in use", g.name),
                 ));
             }
+            // Unused, so only the groups whose rules name it as their source change.
+            touch_referrers(tx, t, id)?;
             exec(
                 tx,
                 "DELETE FROM security_group_rules WHERE parent_group_id = ?1 OR group_id = ?1",
@@ -1615,7 +2305,8 @@ impl Store for SqliteStore {
         rule: &NewRule,
         quota: i64,
     ) -> Result<SecurityGroupRule> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
+            touch_members(tx, t, group_id)?;
             let g = load_groups(tx, "WHERE id = ?1", &[&group_id])?
                 .into_iter()
                 .next()
@@ -1648,7 +2339,7 @@ impl Store for SqliteStore {
     }
 
     fn delete_security_group_rule(&self, id: i64) -> Result<SecurityGroupRule> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             let parent: i64 = tx
                 .query_row(
                     "SELECT parent_group_id FROM security_group_rules WHERE id = ?1",
@@ -1662,6 +2353,7 @@ impl Store for SqliteStore {
                 .into_iter()
                 .find(|r| r.id == id)
                 .expect("exists");
+            touch_members(tx, t, parent)?;
             exec(tx, "DELETE FROM security_group_rules WHERE id = ?1", [id]).map_err(db)?;
             Ok(rule)
         })
@@ -1712,7 +2404,19 @@ impl Store for SqliteStore {
                 format!("{device:?} is not an interface name"),
             ));
         }
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
+            let owner: Option<(String, String)> = qrow(
+                tx,
+                "SELECT i.host, i.uuid FROM vifs v JOIN instances i ON i.uuid = v.instance_uuid \
+                 WHERE v.uuid = ?1 AND i.host IS NOT NULL",
+                [vif_uuid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+            if let Some((h, u)) = owner {
+                t.instance(Some(&h), &u, &[]);
+            }
             let n = exec(
                 tx,
                 "UPDATE vifs SET device = ?2 WHERE uuid = ?1",
@@ -1739,8 +2443,10 @@ impl Store for SqliteStore {
     }
 
     fn add_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
             load_instance(tx, uuid)?;
+            t.instance(instance_host(tx, uuid)?.as_deref(), uuid, &[]);
+            touch_referrers(tx, t, group_id)?;
             exec(tx,
                 "INSERT OR IGNORE INTO instance_security_groups(instance_uuid, group_id) VALUES (?1, ?2)",
                 params![uuid, group_id],
@@ -1751,7 +2457,9 @@ impl Store for SqliteStore {
     }
 
     fn remove_instance_security_group(&self, uuid: &str, group_id: i64) -> Result<()> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
+            t.instance(instance_host(tx, uuid)?.as_deref(), uuid, &[]);
+            touch_referrers(tx, t, group_id)?;
             let n = tx
                 .execute(
                     "DELETE FROM instance_security_groups WHERE instance_uuid = ?1 AND group_id = ?2",
@@ -1766,7 +2474,9 @@ impl Store for SqliteStore {
     }
 
     fn scrub_project(&self, project_id: &str) -> Result<ScrubReport> {
-        self.write(|tx| {
+        self.write_touching(|tx, t| {
+            // Rare and wide (networks lose their host, groups their members): every host.
+            t.all = true;
             let nets = load_networks(tx, "WHERE project_id = ?1", &[&project_id])?;
             for mut n in nets.clone() {
                 n.project_id = None;
@@ -2249,7 +2959,7 @@ impl Store for SqliteStore {
     fn report_service(&self, r: &ServiceReport, now: i64) -> Result<()> {
         let networks = to_json(&r.networks);
         let options = to_json(&r.options);
-        self.write_raw(|tx| {
+        let touched = self.write_raw(|tx| {
             let before: Option<String> = tx
                 .query_row(
                     "SELECT options FROM services WHERE host = ?1",
@@ -2265,18 +2975,23 @@ impl Store for SqliteStore {
                 params![r.host, r.network_host, now, networks, options],
             )
             .map_err(db)?;
-            // Heartbeats do not bump the generation, unless the host's own options changed:
-            // then its plan did.
-            if before.is_some_and(|b| b != options) {
-                exec(
-                    tx,
-                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'",
-                    [],
-                )
-                .map_err(db)?;
+            // Heartbeats do not bump the generation, unless the host's own options changed
+            // (or are heard of first): then its plan did.
+            if before.as_deref() == Some(options.as_str()) {
+                return Ok(None);
             }
-            Ok(())
-        })
+            let generation = bump_generation(tx)?;
+            let t = Touched {
+                hosts: BTreeSet::from([r.host.clone()]),
+                ..Touched::default()
+            };
+            record_touched(tx, generation, &t)?;
+            Ok(Some(generation))
+        })?;
+        if let Some(g) = touched {
+            self.run_hooks(g);
+        }
+        Ok(())
     }
 
     fn quota_overrides(&self, project_id: &str) -> Result<Vec<(String, i64)>> {
@@ -2499,6 +3214,13 @@ fn associate_floating_tx(
 
 /// For diagnostics and tests: a consistency check of the whole store.
 impl SqliteStore {
+    /// Drops the change log before `generation`, as every write does every 1,024
+    /// generations for what is older than the last 50,000: a server whose cursor is behind
+    /// that recomputes every plan it keeps.
+    pub fn prune_changes(&self, generation: u64) -> Result<()> {
+        self.write_raw(|tx| prune_changes_tx(tx, generation))
+    }
+
     /// Returns every violated invariant (empty when consistent).
     pub fn check_consistency(&self) -> Result<Vec<String>> {
         self.read(|c| {
