@@ -69,11 +69,13 @@ impl AppState {
             metadata_cache: metadata::Cache::default(),
             keystone,
         });
+        st.metadata_cache.saw_generation(cursor);
         // This process's own changes reach the plans (and wake the agents they touch) as
         // soon as they commit; other processes' within `serve`'s next look.
         let weak = Arc::downgrade(&st);
-        st.store.on_commit(Arc::new(move |_| {
+        st.store.on_commit(Arc::new(move |g| {
             if let Some(st) = weak.upgrade() {
+                st.metadata_cache.saw_generation(g);
                 st.catch_up();
             }
         }));
@@ -85,6 +87,11 @@ impl AppState {
     pub fn catch_up(&self) {
         if let Err(e) = self.plans.catch_up(self.store.as_ref(), &self.cfg) {
             eprintln!("novanet server: reading the change log: {e}");
+        }
+        // The metadata cache compares its entries with this, instead of asking the store
+        // on every request.
+        if let Ok(g) = self.store.generation() {
+            self.metadata_cache.saw_generation(g);
         }
     }
 }

@@ -92,6 +92,9 @@ struct Bucket {
 
 #[derive(Default)]
 pub struct Cache {
+    /// The store's generation as this process last saw it: on each of its own commits at
+    /// once, other processes' within the server's next look (100 ms).
+    generation: std::sync::atomic::AtomicU64,
     by_ip: Mutex<HashMap<String, CacheEntry>>,
     tokens: Mutex<Tokens>,
     buckets: Mutex<HashMap<String, Bucket>>,
@@ -101,6 +104,15 @@ pub struct Cache {
 pub const MAX_TOKENS_PER_INSTANCE: usize = 16;
 
 impl Cache {
+    pub fn saw_generation(&self, g: u64) {
+        self.generation
+            .fetch_max(g, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Mints a token for `ip`, in O(1) amortised: expired tokens go in a sweep every 1,024
     /// mints, and an address over its cap loses its oldest token.
     fn mint(&self, ip: IpAddr, ttl: Duration) -> String {
@@ -659,7 +671,7 @@ pub fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
 /// and an entry of another instance (the address was released or reused) is dropped at once.
 fn meta_for_ip(st: &AppState, ip: &str) -> Option<Arc<InstanceMeta>> {
     let ttl = Duration::from_secs(st.cfg.metadata_cache_expiration);
-    let generation = st.store.generation().unwrap_or(u64::MAX);
+    let generation = st.metadata_cache.generation();
     let lookup = || st.store.instance_by_fixed_ip(ip).ok().flatten();
     let mut owner = None;
     if !ttl.is_zero() {

@@ -228,11 +228,14 @@ impl SqliteStore {
     /// One write transaction that changes no host's plan; bumps the generation (the
     /// metadata cache watches it).
     fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
-        self.write_raw(|tx| {
+        let (out, g) = self.write_raw(|tx| {
             let out = f(tx)?;
-            bump_generation(tx)?;
-            Ok(out)
-        })
+            let g = bump_generation(tx)?;
+            Ok((out, g))
+        })?;
+        // The hooks learn every new generation (the metadata cache keys on it), touched or not.
+        self.run_hooks(g);
+        Ok(out)
     }
 
     /// One write transaction that may change hosts' plans: `f` says which in `Touched`,
@@ -245,12 +248,11 @@ impl SqliteStore {
             let mut t = Touched::default();
             let out = f(tx, &mut t)?;
             let generation = bump_generation(tx)?;
-            let touched = record_touched(tx, generation, &t)?;
-            Ok((out, touched.then_some(generation)))
+            record_touched(tx, generation, &t)?;
+            Ok((out, generation))
         })?;
-        if let Some(g) = touched {
-            self.run_hooks(g);
-        }
+        // Run for every commit, touched or not: the metadata cache follows the generation.
+        self.run_hooks(touched);
         Ok(out)
     }
 
