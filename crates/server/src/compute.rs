@@ -541,12 +541,7 @@ async fn create_tenant_network(
     }
     tenant_range_free(&st, &cidr)?;
     let quota = crate::quotas::limit(&st, ctx.project_id(), "networks")?;
-    let own = st
-        .store
-        .networks()?
-        .iter()
-        .filter(|n| n.project_id.as_deref() == Some(ctx.project_id()))
-        .count() as i64;
+    let own = crate::quotas::project_networks(&st, ctx.project_id())?;
     if quota >= 0 && own >= quota {
         return Err(Error::OverLimit(format!(
             "quota exceeded for networks: the project has {own} of {quota} (quota_networks)"
@@ -1852,7 +1847,9 @@ async fn create_server(
         }
     }
     let metadata = s.metadata.clone().unwrap_or_default();
-    let meta_quota = crate::quotas::limit(&st, ctx.project_id(), "metadata_items")?;
+    let limits = crate::quotas::limits_of(&st, ctx.project_id())?;
+    let limit = |r: &str| limits.get(r).copied().unwrap_or(-1);
+    let meta_quota = limit("metadata_items");
     if meta_quota >= 0 && metadata.len() as i64 > meta_quota {
         return Err(Error::OverLimit(format!(
             "Quota exceeded for metadata_items: {} items, at most {meta_quota}",
@@ -1916,18 +1913,23 @@ async fn create_server(
         .find(|f| Some(f.0) == spec.flavor_id.as_deref())
         .copied()
         .unwrap_or(FLAVORS[0]);
-    let used = crate::quotas::usage(&st, ctx.project_id())?;
     let mut max_count = max_count;
-    for (resource, each) in [
-        ("instances", 1i64),
-        ("cores", i64::from(flavor.4)),
-        ("ram", i64::from(flavor.2)),
+    // The project's instances are read only when one of the three is limited.
+    let limited = ["instances", "cores", "ram"].iter().any(|r| limit(r) >= 0);
+    let (instances, cores, ram) = if limited {
+        crate::quotas::instance_usage(&st, ctx.project_id())?
+    } else {
+        (0, 0, 0)
+    };
+    for (resource, each, in_use) in [
+        ("instances", 1i64, instances),
+        ("cores", i64::from(flavor.4), cores),
+        ("ram", i64::from(flavor.2), ram),
     ] {
-        let quota = crate::quotas::limit(&st, ctx.project_id(), resource)?;
+        let quota = limit(resource);
         if quota < 0 {
             continue;
         }
-        let in_use = used.get(resource).copied().unwrap_or(0);
         let room = ((quota - in_use).max(0) / each.max(1)) as u32;
         if room < min_count {
             return Err(Error::OverLimit(format!(

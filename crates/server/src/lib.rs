@@ -73,9 +73,8 @@ impl AppState {
         // This process's own changes reach the plans (and wake the agents they touch) as
         // soon as they commit; other processes' within `serve`'s next look.
         let weak = Arc::downgrade(&st);
-        st.store.on_commit(Arc::new(move |g| {
+        st.store.on_commit(Arc::new(move |_| {
             if let Some(st) = weak.upgrade() {
-                st.metadata_cache.saw_generation(g);
                 st.catch_up();
             }
         }));
@@ -85,13 +84,11 @@ impl AppState {
     /// Brings the kept plans up to date with the store's change log (it also moves when
     /// `novanet manage` or another server writes).
     pub fn catch_up(&self) {
-        if let Err(e) = self.plans.catch_up(self.store.as_ref(), &self.cfg) {
-            eprintln!("novanet server: reading the change log: {e}");
-        }
-        // The metadata cache compares its entries with this, instead of asking the store
-        // on every request.
-        if let Ok(g) = self.store.generation() {
-            self.metadata_cache.saw_generation(g);
+        // The metadata cache compares its entries with the generation the change log was
+        // read up to, instead of asking the store on every request.
+        match self.plans.catch_up(self.store.as_ref(), &self.cfg) {
+            Ok(g) => self.metadata_cache.saw_generation(g),
+            Err(e) => eprintln!("novanet server: reading the change log: {e}"),
         }
     }
 }

@@ -143,11 +143,12 @@ impl Plans {
 
     /// Reads the change log after the cursor and brings the plans it touches up to date.
     /// Idempotent: a plan is recomputed from the store's current state.
-    pub fn catch_up(&self, store: &dyn Store, cfg: &Arc<Config>) -> Result<()> {
+    /// Returns the store's generation the plans now follow.
+    pub fn catch_up(&self, store: &dyn Store, cfg: &Arc<Config>) -> Result<u64> {
         let mut inner = self.lock();
         let changes = store.host_changes(inner.cursor)?;
         if changes.upto == inner.cursor && changes.complete {
-            return Ok(());
+            return Ok(changes.upto);
         }
         let mut dirty: HashMap<String, Dirty> = HashMap::new();
         if !changes.complete {
@@ -201,7 +202,7 @@ impl Plans {
         }
         inner.cursor = changes.upto;
         inner.hosts.retain(|_, e| e.asked.elapsed() < IDLE);
-        Ok(())
+        Ok(changes.upto)
     }
 
     fn entry<'a>(

@@ -136,7 +136,8 @@ pub fn limit(st: &AppState, project_id: &str, resource: &str) -> ApiResult<i64> 
         .unwrap_or(-1))
 }
 
-fn limits_of(st: &AppState, project_id: &str) -> ApiResult<BTreeMap<String, i64>> {
+/// Every limit of a project, read once (its overrides over the class over the configuration).
+pub fn limits_of(st: &AppState, project_id: &str) -> ApiResult<BTreeMap<String, i64>> {
     let mut m = class_limits(st)?;
     for (k, v) in st.store.quota_overrides(project_id)? {
         m.insert(k, v);
@@ -144,8 +145,8 @@ fn limits_of(st: &AppState, project_id: &str) -> ApiResult<BTreeMap<String, i64>
     Ok(m)
 }
 
-/// What a project uses of the resources novanet counts.
-pub fn usage(st: &AppState, project_id: &str) -> ApiResult<BTreeMap<&'static str, i64>> {
+/// What a project's instances use: (instances, cores, ram MiB).
+pub fn instance_usage(st: &AppState, project_id: &str) -> ApiResult<(i64, i64, i64)> {
     let instances = st.store.instances(Some(project_id))?;
     let cores_ram = |i: &novanet_core::model::Instance| {
         crate::compute::FLAVORS
@@ -157,8 +158,24 @@ pub fn usage(st: &AppState, project_id: &str) -> ApiResult<BTreeMap<&'static str
         .iter()
         .map(cores_ram)
         .fold((0, 0), |(c, r), (c2, r2)| (c + c2, r + r2));
+    Ok((instances.len() as i64, cores, ram))
+}
+
+/// The networks a project owns (its tenant networks), against `quota_networks`.
+pub fn project_networks(st: &AppState, project_id: &str) -> ApiResult<i64> {
+    Ok(st
+        .store
+        .networks()?
+        .iter()
+        .filter(|n| n.project_id.as_deref() == Some(project_id))
+        .count() as i64)
+}
+
+/// What a project uses of the resources novanet counts.
+pub fn usage(st: &AppState, project_id: &str) -> ApiResult<BTreeMap<&'static str, i64>> {
+    let (instances, cores, ram) = instance_usage(st, project_id)?;
     Ok(BTreeMap::from([
-        ("instances", instances.len() as i64),
+        ("instances", instances),
         ("cores", cores),
         ("ram", ram),
         (
@@ -169,14 +186,7 @@ pub fn usage(st: &AppState, project_id: &str) -> ApiResult<BTreeMap<&'static str
             "security_groups",
             st.store.security_groups(Some(project_id))?.len() as i64,
         ),
-        (
-            "networks",
-            st.store
-                .networks()?
-                .iter()
-                .filter(|n| n.project_id.as_deref() == Some(project_id))
-                .count() as i64,
-        ),
+        ("networks", project_networks(st, project_id)?),
     ]))
 }
 

@@ -1261,6 +1261,14 @@ fn dummy_hash() -> &'static str {
     H.get_or_init(|| hash_password("novanet: no such user").unwrap_or_default())
 }
 
+/// A project's or user's name: not blank, no control characters, at most 255 characters.
+fn check_identity_name(what: &str, name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid("name", format!("a {what} needs a name")));
+    }
+    novanet_core::valid::check_name("name", name)
+}
+
 /// `(id, name)` rows of a query without parameters (projects, users).
 fn id_name_rows(c: &Connection, sql: &str) -> Result<Vec<(String, String)>> {
     let mut st = c.prepare_cached(sql).map_err(db)?;
@@ -2512,10 +2520,7 @@ impl Store for SqliteStore {
     }
 
     fn create_project(&self, name: &str) -> Result<Project> {
-        if name.trim().is_empty() {
-            return Err(Error::invalid("name", "a project needs a name"));
-        }
-        novanet_core::valid::check_name("name", name)?;
+        check_identity_name("project", name)?;
         self.write(|tx| {
             let id = uuid::Uuid::new_v4().simple().to_string();
             exec(
@@ -2550,10 +2555,7 @@ impl Store for SqliteStore {
     }
 
     fn create_user(&self, name: &str, password: &str) -> Result<User> {
-        if name.trim().is_empty() {
-            return Err(Error::invalid("name", "a user needs a name"));
-        }
-        novanet_core::valid::check_name("name", name)?;
+        check_identity_name("user", name)?;
         if password.is_empty() {
             return Err(Error::invalid("password", "must not be empty"));
         }
@@ -2624,10 +2626,7 @@ impl Store for SqliteStore {
     }
 
     fn rename_project(&self, id: &str, name: &str) -> Result<Project> {
-        if name.trim().is_empty() {
-            return Err(Error::invalid("name", "a project needs a name"));
-        }
-        novanet_core::valid::check_name("name", name)?;
+        check_identity_name("project", name)?;
         self.write_raw(|tx| {
             let n = tx
                 .execute("UPDATE projects SET name = ?1 WHERE id = ?2", [name, id])
@@ -2666,10 +2665,7 @@ impl Store for SqliteStore {
 
     fn update_user(&self, id: &str, name: Option<&str>, password: Option<&str>) -> Result<User> {
         if let Some(n) = name {
-            if n.trim().is_empty() {
-                return Err(Error::invalid("name", "a user needs a name"));
-            }
-            novanet_core::valid::check_name("name", n)?;
+            check_identity_name("user", n)?;
         }
         if password.is_some_and(str::is_empty) {
             return Err(Error::invalid("password", "must not be empty"));
