@@ -13,6 +13,7 @@ packages=(
   libsqlite3-dev pkg-config    # the SQLite store links the system library
   python3-venv                 # the novaclient compatibility test
   cloud-init                   # its metadata readers crawl the lab's metadata service
+  openssh-client               # ssh-keygen: key pairs the compute API generates
   genisoimage                  # config drives (ISO 9660, as nova's mkisofs_cmd); isoinfo reads them in tests
   nginx-light                  # the static server bench metadata compares against
   iperf3                       # bench firewall's throughput
