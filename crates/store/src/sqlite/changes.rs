@@ -4,6 +4,12 @@
 use super::floating::{floating_from_row, FLOATING_SELECT};
 use super::*;
 
+/// Rows of the change log kept behind the newest generation; a server whose cursor falls
+/// further behind recomputes every plan it keeps.
+const CHANGES_KEPT: u64 = 50_000;
+/// More instances of one host changed by one write than this: the host's whole plan.
+const INSTANCES_PER_PATCH: usize = 16;
+
 /// The hosts whose plans one write may change, gathered inside its transaction and
 /// recorded in the change log with its generation.
 #[derive(Default)]

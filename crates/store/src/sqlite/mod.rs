@@ -2,6 +2,7 @@
 //! every write so that writers queue on the database lock instead of failing half-way;
 //! several processes may open the same file.
 
+// What the noun files share: each starts with `use super::*;`.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -39,12 +40,6 @@ use changes::{bump_generation, prune_changes_tx, record_touched, Touched};
 const SCHEMA: &str = include_str!("schema.sql");
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Rows of the change log kept behind the newest generation; a server whose cursor falls
-/// further behind recomputes every plan it keeps.
-const CHANGES_KEPT: u64 = 50_000;
-/// More instances of one host changed by one write than this: the host's whole plan.
-const INSTANCES_PER_PATCH: usize = 16;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
