@@ -9,7 +9,8 @@ use novanet_core::config::Config;
 use novanet_core::model::InstanceSpec;
 use novanet_core::planning::NetworkRequest;
 use novanet_core::Result;
-use novanet_store::{SqliteStore, Store};
+use novanet_store::prelude::*;
+use novanet_store::SqliteStore;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {

@@ -6,7 +6,8 @@ use clap::{Args, Subcommand};
 use novanet_core::config::Config;
 use novanet_core::floating::parse_range;
 use novanet_core::{Error, Result};
-use novanet_store::{NetworkUpdate, SqliteStore, Store};
+use novanet_store::prelude::*;
+use novanet_store::{NetworkUpdate, SqliteStore};
 
 use crate::args::NetworkCreateArgs;
 use crate::table::out;

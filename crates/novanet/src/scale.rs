@@ -17,7 +17,8 @@ use novanet_core::delta;
 use novanet_core::model::InstanceSpec;
 use novanet_core::planning::NetworkRequest;
 use novanet_core::{Error, Result};
-use novanet_store::{NewRule, ServiceReport, SqliteStore, Store};
+use novanet_store::prelude::*;
+use novanet_store::{NewRule, ServiceReport, SqliteStore};
 use serde_json::json;
 
 const PASSWORD: &str = "bench-scale";

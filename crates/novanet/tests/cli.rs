@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use novanet_store::{SqliteStore, Store};
+use novanet_store::prelude::*;
+use novanet_store::SqliteStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_novanet");
 

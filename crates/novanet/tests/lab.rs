@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use novanet_store::{SqliteStore, Store};
+use novanet_store::prelude::*;
+use novanet_store::SqliteStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_novanet");
 

@@ -8,7 +8,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use novanet_core::config::{Config, KeystoneAuthtoken};
 use novanet_server::AppState;
-use novanet_store::{SqliteStore, Store};
+use novanet_store::prelude::*;
+use novanet_store::SqliteStore;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 

@@ -15,7 +15,8 @@ use novanet_core::planning::NetworkRequest;
 use novanet_server::hostapi::compute_plan;
 use novanet_server::plans::Poll;
 use novanet_server::AppState;
-use novanet_store::{ChangeScope, NetworkUpdate, NewRule, ServiceReport, SqliteStore, Store};
+use novanet_store::prelude::*;
+use novanet_store::{ChangeScope, NetworkUpdate, NewRule, ServiceReport, SqliteStore};
 use serde_json::Value;
 
 /// xorshift64*: the same cases on every run, no dependency.

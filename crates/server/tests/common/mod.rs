@@ -10,7 +10,8 @@ use axum::body::Body as AxumBody;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use novanet_core::config::Config;
 use novanet_server::{call, normalise_path, AppState};
-use novanet_store::{SqliteStore, Store};
+use novanet_store::prelude::*;
+use novanet_store::SqliteStore;
 use serde_json::{json, Value};
 
 pub const HOST: &str = "novanet.test:8774";

@@ -1,0 +1,346 @@
+//! The change log: the generation every write moves on, and which hosts' plans a write
+//! touches (found by indexed queries inside the writing transaction).
+
+use super::floating::{floating_from_row, FLOATING_SELECT};
+use super::*;
+
+/// Rows of the change log kept behind the newest generation; a server whose cursor falls
+/// further behind recomputes every plan it keeps.
+const CHANGES_KEPT: u64 = 50_000;
+/// More instances of one host changed by one write than this: the host's whole plan.
+const INSTANCES_PER_PATCH: usize = 16;
+
+/// The hosts whose plans one write may change, gathered inside its transaction and
+/// recorded in the change log with its generation.
+#[derive(Default)]
+pub(super) struct Touched {
+    /// Every host's plan.
+    pub(super) all: bool,
+    /// These hosts' plans, any part of them.
+    pub(super) hosts: BTreeSet<String>,
+    /// Only the DHCP entry of (network id, address) on the host serving that network.
+    pub(super) addresses: BTreeSet<(String, i64, String)>,
+    /// Only one instance of a host, (host, uuid), with the networks it was on.
+    pub(super) instances: BTreeMap<(String, String), BTreeSet<i64>>,
+    /// Only one floating IP bound on a host, (host, address).
+    pub(super) floating: BTreeSet<(String, String)>,
+}
+
+impl Touched {
+    pub(super) fn host(&mut self, h: Option<&str>) {
+        if let Some(h) = h {
+            self.hosts.insert(h.to_string());
+        }
+    }
+
+    pub(super) fn hosts(&mut self, hs: Vec<String>) {
+        self.hosts.extend(hs);
+    }
+
+    pub(super) fn instance(&mut self, host: Option<&str>, uuid: &str, networks: &[i64]) {
+        if let Some(h) = host {
+            self.instances
+                .entry((h.to_string(), uuid.to_string()))
+                .or_default()
+                .extend(networks);
+        }
+    }
+
+    pub(super) fn floating(&mut self, fl: &FloatingIp) {
+        if let Some(h) = &fl.host {
+            self.floating.insert((h.clone(), fl.address.clone()));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all
+            && self.hosts.is_empty()
+            && self.addresses.is_empty()
+            && self.instances.is_empty()
+            && self.floating.is_empty()
+    }
+}
+
+pub(super) fn bump_generation(tx: &Transaction) -> Result<u64> {
+    let g: i64 = qrow(
+        tx,
+        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation' \
+         RETURNING CAST(value AS INTEGER)",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db)?;
+    Ok(g as u64)
+}
+
+/// Writes what a change touched into the change log and the hosts' generations; false
+/// when it touched nothing.
+pub(super) fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> Result<bool> {
+    if t.is_empty() {
+        return Ok(false);
+    }
+    let g = generation as i64;
+    let mut log = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO host_changes(generation, host, what) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(db)?;
+    let mut gen = tx
+        .prepare_cached(
+            "INSERT INTO host_generations(host, generation) VALUES (?1, ?2) \
+             ON CONFLICT(host) DO UPDATE SET generation = excluded.generation",
+        )
+        .map_err(db)?;
+    let mut rows: Vec<(&str, ChangeScope)> = Vec::new();
+    // A host with many instances changed at once (a rule of a big group) is recomputed
+    // whole: cheaper than one patch per instance.
+    let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
+    for (h, _) in t.instances.keys() {
+        *per_host.entry(h.as_str()).or_default() += 1;
+    }
+    let whole: BTreeSet<&str> = t
+        .hosts
+        .iter()
+        .map(String::as_str)
+        .chain(
+            per_host
+                .into_iter()
+                .filter(|(_, n)| *n > INSTANCES_PER_PATCH)
+                .map(|(h, _)| h),
+        )
+        .collect();
+    if t.all {
+        rows.push(("*", ChangeScope::Plan));
+    } else {
+        rows.extend(whole.iter().map(|h| (*h, ChangeScope::Plan)));
+        // A host whose whole plan changed needs no finer rows.
+        for (h, n, a) in t
+            .addresses
+            .iter()
+            .filter(|(h, _, _)| !whole.contains(h.as_str()))
+        {
+            let scope = ChangeScope::Address {
+                network_id: *n,
+                address: a.clone(),
+            };
+            rows.push((h.as_str(), scope));
+        }
+        for (h, a) in t
+            .floating
+            .iter()
+            .filter(|(h, _)| !whole.contains(h.as_str()))
+        {
+            rows.push((h.as_str(), ChangeScope::Floating { address: a.clone() }));
+        }
+        for ((h, uuid), nets) in t
+            .instances
+            .iter()
+            .filter(|((h, _), _)| !whole.contains(h.as_str()))
+        {
+            let scope = ChangeScope::Instance {
+                uuid: uuid.clone(),
+                networks: nets.iter().copied().collect(),
+            };
+            rows.push((h.as_str(), scope));
+        }
+    }
+    let mut hosts = BTreeSet::new();
+    for (h, scope) in rows {
+        log.execute(params![g, h, scope.encode()]).map_err(db)?;
+        if hosts.insert(h) {
+            gen.execute(params![h, g]).map_err(db)?;
+        }
+    }
+    if generation.is_multiple_of(1024) && generation > CHANGES_KEPT {
+        prune_changes_tx(tx, generation - CHANGES_KEPT)?;
+    }
+    Ok(true)
+}
+
+pub(super) fn prune_changes_tx(tx: &Transaction, before: u64) -> Result<()> {
+    exec(
+        tx,
+        "DELETE FROM host_changes WHERE generation < ?1",
+        [before as i64],
+    )
+    .map_err(db)?;
+    exec(
+        tx,
+        "INSERT INTO meta(key, value) VALUES ('changes_from', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [before.to_string()],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(super) fn host_generation_c(c: &Connection, host: &str) -> Result<u64> {
+    let g: Option<i64> = qrow(
+        c,
+        "SELECT max(generation) FROM host_generations WHERE host IN (?1, '*')",
+        [host],
+        |r| r.get(0),
+    )
+    .map_err(db)?;
+    Ok(g.unwrap_or(0) as u64)
+}
+
+pub(super) fn generation_c(c: &Connection) -> Result<u64> {
+    let v: String = qrow(
+        c,
+        "SELECT value FROM meta WHERE key = 'generation'",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db)?;
+    Ok(v.parse().unwrap_or(0))
+}
+
+pub(super) fn strings<P: rusqlite::Params>(c: &Connection, sql: &str, p: P) -> Result<Vec<String>> {
+    let mut st = c.prepare_cached(sql).map_err(db)?;
+    let rows = st
+        .query_map(p, |r| r.get::<_, String>(0))
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    Ok(rows)
+}
+
+pub(super) fn instance_host(c: &Connection, uuid: &str) -> Result<Option<String>> {
+    Ok(qrow(
+        c,
+        "SELECT host FROM instances WHERE uuid = ?1",
+        [uuid],
+        |r| r.get::<_, Option<String>>(0),
+    )
+    .optional()
+    .map_err(db)?
+    .flatten())
+}
+
+/// The DHCP entry of `address` on network `network_id`: on the network's host, or for a
+/// multi-host network on the host of the instance holding it.
+pub(super) fn touch_dhcp(
+    c: &Connection,
+    t: &mut Touched,
+    network_id: i64,
+    address: &str,
+    instance_uuid: Option<&str>,
+) -> Result<()> {
+    let row: Option<(Option<String>, Option<i64>)> = qrow(
+        c,
+        "SELECT host, json_extract(data, '$.multi_host') FROM networks WHERE id = ?1",
+        [network_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(db)?;
+    let Some((host, multi)) = row else {
+        return Ok(());
+    };
+    if multi.unwrap_or(0) != 0 {
+        if let Some(u) = instance_uuid {
+            t.host(instance_host(c, u)?.as_deref());
+        }
+    } else if let Some(h) = host {
+        t.addresses.insert((h, network_id, address.to_string()));
+    }
+    Ok(())
+}
+
+/// Hosts with members of groups whose rules name `group_id` as their source: their plans
+/// list that group's member addresses.
+pub(super) fn touch_referrers(c: &Connection, t: &mut Touched, group_id: i64) -> Result<()> {
+    t.hosts(strings(
+        c,
+        "SELECT DISTINCT i.host FROM security_group_rules r \
+           JOIN instance_security_groups m ON m.group_id = r.parent_group_id \
+           JOIN instances i ON i.uuid = m.instance_uuid \
+         WHERE r.group_id = ?1 AND i.host IS NOT NULL",
+        [group_id],
+    )?);
+    Ok(())
+}
+
+/// A group's members, on their hosts: their entries carry its rules.
+pub(super) fn touch_members(c: &Connection, t: &mut Touched, group_id: i64) -> Result<()> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT i.host, i.uuid FROM instance_security_groups m \
+               JOIN instances i ON i.uuid = m.instance_uuid \
+             WHERE m.group_id = ?1 AND i.host IS NOT NULL",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map([group_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    for (h, u) in rows {
+        t.instance(Some(&h), &u, &[]);
+    }
+    Ok(())
+}
+
+/// An instance (on its host, with the networks it is on), the hosts serving DHCP for its
+/// addresses, the hosts its floating IPs
+/// are bound on and the hosts whose rules name one of its groups as their source.
+pub(super) fn touch_instance(c: &Connection, t: &mut Touched, uuid: &str) -> Result<()> {
+    let host = instance_host(c, uuid)?;
+    let addrs: Vec<(i64, String)> = {
+        let mut st = c
+            .prepare_cached("SELECT network_id, address FROM fixed_ips WHERE instance_uuid = ?1")
+            .map_err(db)?;
+        let rows = st
+            .query_map([uuid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        rows
+    };
+    let networks: Vec<i64> = addrs.iter().map(|(n, _)| *n).collect();
+    t.instance(host.as_deref(), uuid, &networks);
+    for (n, a) in &addrs {
+        touch_dhcp(c, t, *n, a, Some(uuid))?;
+    }
+    let floating = {
+        let mut st = c
+            .prepare_cached(&format!(
+                "{FLOATING_SELECT} WHERE f.instance_uuid = ?1 AND fl.host IS NOT NULL"
+            ))
+            .map_err(db)?;
+        let rows = st
+            .query_map([uuid], floating_from_row)
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        rows
+    };
+    for fl in &floating {
+        t.floating(fl);
+    }
+    t.hosts(strings(
+        c,
+        "SELECT DISTINCT i.host FROM instance_security_groups mine \
+           JOIN security_group_rules r ON r.group_id = mine.group_id \
+           JOIN instance_security_groups m ON m.group_id = r.parent_group_id \
+           JOIN instances i ON i.uuid = m.instance_uuid \
+         WHERE mine.instance_uuid = ?1 AND i.host IS NOT NULL",
+        [uuid],
+    )?);
+    Ok(())
+}
+
+/// A network's own host and the hosts with instances on it.
+pub(super) fn touch_network(c: &Connection, t: &mut Touched, n: &Network) -> Result<()> {
+    t.host(n.host.as_deref());
+    t.hosts(strings(
+        c,
+        "SELECT DISTINCT i.host FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
+         WHERE f.network_id = ?1 AND i.host IS NOT NULL",
+        [n.id],
+    )?);
+    Ok(())
+}
