@@ -170,6 +170,7 @@ pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
         floating: &floating,
         rules: &rules,
         provider_rules: &provider_rules,
+        segment_peers: &Default::default(),
     };
     // The host's own options (its agent's configuration) over the server's.
     let options = st

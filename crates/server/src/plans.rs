@@ -61,6 +61,7 @@ pub fn scoped_plan(
         floating: &inputs.floating,
         rules: &rules,
         provider_rules: &provider_rules,
+        segment_peers: &Default::default(),
     };
     Ok((host_plan(&snap, &hcfg, host, inputs.generation), hcfg))
 }
@@ -432,6 +433,7 @@ fn prepare_addresses(
             floating: &[],
             rules: &[],
             provider_rules: &[],
+            segment_peers: &Default::default(),
         };
         let one = host_plan(&snap, &e.cfg, host, 0);
         let server = plan.dhcp.iter().position(|s| s.network_id == nets[0].id);
@@ -509,6 +511,7 @@ fn prepare_instances(
             floating: &[],
             rules: &rules,
             provider_rules: &[],
+            segment_peers: &Default::default(),
         };
         let one = host_plan(&snap, &e.cfg, host, 0);
         let mut entries = one.security.instances;
@@ -554,6 +557,7 @@ fn prepare_floating(
             floating: &floating,
             rules: &[],
             provider_rules: &[],
+            segment_peers: &Default::default(),
         };
         let p = host_plan(&snap, &e.cfg, host, 0);
         match (
