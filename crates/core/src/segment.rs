@@ -93,7 +93,7 @@ pub fn plan_segment(i: &SegmentInputs) -> Result<Segment, String> {
                 .filter(|p| p.as_str() != local.as_str())
                 .cloned()
                 .collect();
-            remotes.sort_by(|a, b| a.addr().cmp(&b.addr()));
+            remotes.sort_by_key(|a| a.addr());
             remotes.dedup();
             Ok(Segment::Vxlan {
                 id: i.id,
