@@ -28,9 +28,10 @@ pub fn link_commands(
         .filter_map(|b| b.segment.as_ref().map(|s| (b, s)))
     {
         let dev = seg.device();
+        let mtu = device_mtu(b, seg);
         if let Some(l) = links.get(dev.as_str()) {
-            if let Some(mtu) = b.mtu {
-                if l.mtu != Some(mtu.get()) {
+            if let Some(mtu) = mtu {
+                if l.mtu != Some(mtu) {
                     cmds.push(format!("link set {dev} mtu {mtu}"));
                 }
             }
@@ -58,7 +59,7 @@ pub fn link_commands(
                 ));
             }
         }
-        if let Some(mtu) = b.mtu {
+        if let Some(mtu) = mtu {
             cmds.push(format!("link set {dev} mtu {mtu}"));
         }
         cmds.push(format!("link set {dev} up"));
@@ -74,6 +75,21 @@ pub fn link_commands(
         }
     }
     cmds
+}
+
+/// The MTU a segment device must have: the network's; a VXLAN device without one leaves
+/// room for its encapsulation in a 1500-byte underlay (the kernel would say 1500 and
+/// fragment every full frame).
+fn device_mtu(b: &BridgePlan, seg: &Segment) -> Option<u32> {
+    match seg {
+        Segment::Vlan { .. } => b.mtu.map(|m| m.get()),
+        Segment::Vxlan { .. } => Some(
+            b.mtu
+                .map_or(novanet_core::valid::ETHERNET_MTU - VXLAN_OVERHEAD, |m| {
+                    m.get()
+                }),
+        ),
+    }
 }
 
 /// The segment devices a plan has, to remember as this agent's own.

@@ -303,6 +303,11 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
         if !network_host && !has_instances {
             continue;
         }
+        // A VLAN network no project has yet is in the free pool: set up nowhere (nova set one
+        // up on its first instance).
+        if n.vlan.is_some() && n.project_id.is_none() && !has_instances {
+            continue;
+        }
         let v = match net_values(n, cfg) {
             Ok(Some(v)) => v,
             Ok(None) => continue,
