@@ -9,6 +9,7 @@ pub mod links;
 pub mod nft;
 pub mod plan_check;
 pub mod render;
+pub mod segments;
 pub mod sys;
 
 use std::collections::BTreeSet;
@@ -48,6 +49,9 @@ pub struct AgentOptions {
 struct Owned {
     bridges: BTreeSet<String>,
     floating: BTreeSet<(String, String)>,
+    /// VLAN and VXLAN devices of project segments.
+    #[serde(default)]
+    segments: BTreeSet<String>,
 }
 
 /// The state file is ours, but its names become `ip` commands: keep only valid ones.
@@ -57,6 +61,8 @@ fn load_owned(p: &Path) -> Owned {
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     o.bridges.retain(|b| IfName::new(b.as_str()).is_ok());
+    o.segments
+        .retain(|s| novanet_core::segment::Segment::is_device_name(s));
     o.floating
         .retain(|(a, i)| Ipv4Text::new(a.as_str()).is_ok() && IfName::new(i.as_str()).is_ok());
     o
@@ -152,6 +158,8 @@ impl Agent {
                 Err(e) => errors.push(e.to_string()),
             }
         }
+        // Segments first: the bridges below enslave their devices.
+        self.apply_segments(plan, &mut errors, &mut changed);
         match links::read_links() {
             Ok(current) => {
                 let cmds = links::diff(
@@ -203,6 +211,18 @@ impl Agent {
             }
             Err(e) => errors.push(e.to_string()),
         }
+        // Each project gateway answers ARP only on its own bridge: without it the network
+        // host answers for project A's gateway on project B's segment.
+        for b in plan
+            .bridges
+            .iter()
+            .filter(|b| b.segment.is_some() && b.gateway.is_some())
+        {
+            let key = format!("net/ipv4/conf/{}/arp_ignore", b.name);
+            if let Err(e) = sys::ensure_sysctl(&key, "1") {
+                errors.push(e.to_string());
+            }
+        }
         match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {
             Ok(r) => {
                 if !r.started.is_empty() || !r.stopped.is_empty() || !r.reloaded.is_empty() {
@@ -222,6 +242,47 @@ impl Agent {
         }
         errors.extend(self.dhcp.release(&plan.releases));
         (errors, changed)
+    }
+
+    /// Makes, adopts and removes the plan's segment devices and keeps the VXLAN flood lists.
+    fn apply_segments(
+        &mut self,
+        plan: &HostPlan,
+        errors: &mut Vec<String>,
+        changed: &mut Vec<String>,
+    ) {
+        let links = match links::read_links() {
+            Ok(l) => l,
+            Err(e) => return errors.push(e.to_string()),
+        };
+        for p in segments::problems(&links, &plan.bridges) {
+            log(&p);
+            errors.push(p);
+        }
+        let cmds = segments::link_commands(&links, &plan.bridges, &self.owned.segments);
+        match links::apply_batch(&cmds) {
+            Ok(()) => {
+                if !cmds.is_empty() {
+                    changed.push(format!("segments: {}", cmds.join("; ")));
+                }
+                self.owned.segments = segments::planned_devices(&plan.bridges);
+                self.save_owned(errors);
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        match segments::read_flood_lists(&plan.bridges) {
+            Ok(current) => {
+                let cmds = segments::flood_commands(&current, &plan.bridges);
+                match segments::apply_flood_batch(&cmds) {
+                    Ok(()) if !cmds.is_empty() => {
+                        changed.push(format!("VXLAN flood lists: {}", cmds.join("; ")))
+                    }
+                    Ok(()) => {}
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
     }
 
     fn save_owned(&self, errors: &mut Vec<String>) {

@@ -270,6 +270,7 @@ mod tests {
             broadcast: Some("10.0.0.255".parse().unwrap()),
             vlan: None,
             mtu: None,
+            segment: None,
         }
     }
 

@@ -152,6 +152,7 @@ fn property_no_hostile_string_reaches_a_command_or_a_path() {
             floating: &floating,
             rules: &rules,
             provider_rules: &[],
+            segment_peers: &Default::default(),
         };
         let plan = host_plan(&snap, &cfg, "controller", 1);
         // What reaches the agent is JSON; it parses it again, entry by entry.

@@ -102,6 +102,51 @@ impl From<FirewallDriver> for String {
     }
 }
 
+/// How a VLAN network's project segment reaches every host that needs it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SegmentDriver {
+    /// nova's way: an 802.1Q device `vlan<N>` on `vlan_interface`, its frames tagged N on
+    /// a switch that trunks the VLANs to every host.
+    #[default]
+    Vlan,
+    /// A VXLAN device `vxlan<N>` (VNI N) over the management network, with head-end
+    /// replication to the other hosts of the network: no switch configuration needed.
+    Vxlan,
+}
+
+impl SegmentDriver {
+    pub fn parse(s: &str) -> Result<SegmentDriver> {
+        match s.to_ascii_lowercase().as_str() {
+            "vlan" => Ok(SegmentDriver::Vlan),
+            "vxlan" => Ok(SegmentDriver::Vxlan),
+            _ => Err(Error::invalid(
+                "segment_driver",
+                format!("{s:?} is not one of vlan, vxlan"),
+            )),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            SegmentDriver::Vlan => "vlan",
+            SegmentDriver::Vxlan => "vxlan",
+        }
+    }
+}
+
+impl TryFrom<String> for SegmentDriver {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        SegmentDriver::parse(&s).map_err(|e| e.to_string())
+    }
+}
+
+impl From<SegmentDriver> for String {
+    fn from(d: SegmentDriver) -> String {
+        d.name().into()
+    }
+}
+
 /// nova.conf options novanet understands. Field names are nova's option names.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -164,6 +209,10 @@ pub struct Config {
     pub multi_host: bool,
     pub allow_same_net_traffic: bool,
     pub firewall_driver: FirewallDriver,
+    /// How VLAN networks' segments are carried between hosts (`vlan` or `vxlan`).
+    pub segment_driver: SegmentDriver,
+    /// The UDP port of VXLAN segments.
+    pub vxlan_port: u16,
     pub send_arp_for_ha: bool,
     pub send_arp_for_ha_count: u32,
     pub quota_floating_ips: i64,
@@ -349,6 +398,8 @@ impl Default for Config {
             multi_host: false,
             allow_same_net_traffic: true,
             firewall_driver: FirewallDriver::Nftables,
+            segment_driver: SegmentDriver::Vlan,
+            vxlan_port: 4789,
             send_arp_for_ha: false,
             send_arp_for_ha_count: 3,
             quota_floating_ips: 10,
@@ -534,6 +585,9 @@ impl Config {
             d.parse::<std::net::Ipv4Addr>().map_err(|_| {
                 Error::invalid("dns_server", format!("{d:?} is not an IPv4 address"))
             })?;
+        }
+        if self.vxlan_port == 0 {
+            return Err(Error::invalid("vxlan_port", "0 is not a UDP port"));
         }
         if !self.public_interface.is_empty() {
             IfName::new(self.public_interface.as_str())

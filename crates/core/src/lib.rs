@@ -13,6 +13,7 @@ pub mod nova_conf;
 pub mod plan;
 pub mod planning;
 pub mod secgroup;
+pub mod segment;
 pub mod valid;
 
 pub use error::{Error, Result};

@@ -81,6 +81,8 @@ pub const OPTIONS: &[(&str, Kind)] = &[
     ("multi_host", Kind::Bool),
     ("allow_same_net_traffic", Kind::Bool),
     ("firewall_driver", Kind::Str),
+    ("segment_driver", Kind::Str),
+    ("vxlan_port", Kind::Int),
     ("send_arp_for_ha", Kind::Bool),
     ("send_arp_for_ha_count", Kind::Int),
     ("quota_floating_ips", Kind::Int),

@@ -11,6 +11,7 @@ use crate::config::{Config, FirewallDriver};
 use crate::firewall::{Chain, Match, Proto, Rule, Ruleset, Target};
 use crate::model::{BoundAddress, FloatingIp, Network};
 use crate::net::Ipv4Cidr;
+use crate::segment::{plan_segment, Segment, SegmentInputs, VXLAN_OVERHEAD};
 use crate::valid::{
     CidrText, DhcpTag, DnsDomain, Hostname, IfAddr, IfName, Ipv4Text, MacText, Mtu, NatTo, VlanId,
 };
@@ -102,6 +103,10 @@ pub struct BridgePlan {
     pub broadcast: Option<Ipv4Text>,
     pub vlan: Option<VlanId>,
     pub mtu: Option<Mtu>,
+    /// A VLAN network's project segment: the agent makes its device and enslaves it (it is
+    /// then `interface`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<Segment>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,6 +189,9 @@ pub struct Snapshot<'a> {
     pub floating: &'a [FloatingIp],
     pub rules: &'a [GroupRule],
     pub provider_rules: &'a [SgRule],
+    /// For each VLAN network, the management addresses (`my_ip`) of the hosts that have it:
+    /// its network host and the hosts of its instances (VXLAN floods to them).
+    pub segment_peers: &'a BTreeMap<i64, Vec<Ipv4Text>>,
 }
 
 fn is_network_host(n: &Network, host: &str, bound: &[BoundAddress]) -> bool {
@@ -295,6 +303,11 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
         if !network_host && !has_instances {
             continue;
         }
+        // A VLAN network no project has yet is in the free pool: set up nowhere (nova set one
+        // up on its first instance).
+        if n.vlan.is_some() && n.project_id.is_none() && !has_instances {
+            continue;
+        }
         let v = match net_values(n, cfg) {
             Ok(Some(v)) => v,
             Ok(None) => continue,
@@ -307,6 +320,38 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
                 continue;
             }
         };
+        let segment = match v.vlan {
+            Some(id) => {
+                let local = Ipv4Text::new(cfg.my_ip.as_str()).ok();
+                let peers = s.segment_peers.get(&n.id).map_or(&[][..], Vec::as_slice);
+                match plan_segment(&SegmentInputs {
+                    driver: cfg.segment_driver,
+                    id,
+                    parent: v.interface.as_ref(),
+                    local: local.as_ref(),
+                    port: cfg.vxlan_port,
+                    peers,
+                }) {
+                    Ok(seg) => Some(seg),
+                    Err(e) => {
+                        plan.refused.push(format!(
+                            "network {} ({}): {e}",
+                            n.uuid,
+                            n.label.escape_debug()
+                        ));
+                        continue;
+                    }
+                }
+            }
+            None => None,
+        };
+        // A guest on a VXLAN segment must send frames the encapsulation leaves room for.
+        let guest_mtu = match &segment {
+            Some(Segment::Vxlan { .. }) => v
+                .mtu
+                .or_else(|| Mtu::new(crate::valid::ETHERNET_MTU - VXLAN_OVERHEAD).ok()),
+            _ => v.mtu,
+        };
         let bridge = v.bridge.clone();
         let gateway = match (network_host, v.cidr, &v.dhcp_server) {
             (true, Some(c), Some(d)) => IfAddr::new(d.addr(), c.prefix()),
@@ -315,11 +360,15 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
         plan.bridges.push(BridgePlan {
             network_uuid: n.uuid.clone(),
             name: bridge.clone(),
-            interface: v.interface.clone(),
+            interface: segment
+                .as_ref()
+                .map(Segment::device)
+                .or(v.interface.clone()),
             gateway,
             broadcast: v.broadcast.clone().filter(|_| network_host),
             vlan: v.vlan,
             mtu: v.mtu,
+            segment,
         });
         fw.push(
             Chain::FilterForward,
@@ -397,7 +446,7 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
                 domain: domain.clone(),
                 conf_file: cfg.dnsmasq_config_file.clone(),
                 dns_servers,
-                mtu: v.mtu,
+                mtu: guest_mtu,
                 hosts,
             });
             for port in [67u16, 53] {
@@ -733,6 +782,7 @@ mod tests {
             floating: &[],
             rules: &[],
             provider_rules: &[],
+            segment_peers: &Default::default(),
         };
         let ctl = host_plan(&s, &cfg, "controller", 7);
         assert_eq!(
@@ -806,6 +856,7 @@ mod tests {
             floating: &[],
             rules: &rules,
             provider_rules: &[],
+            segment_peers: &Default::default(),
         };
         let p = host_plan(&s, &cfg, "compute-1", 1);
         assert_eq!(p.security.instances.len(), 1);
@@ -838,6 +889,7 @@ mod tests {
             floating: &[],
             rules: &[],
             provider_rules: &[],
+            segment_peers: &Default::default(),
         };
         let p = host_plan(&s, &cfg, "controller", 1);
         assert!(p.dhcp[0].hosts.is_empty());

@@ -317,6 +317,9 @@ impl fmt::Display for Mtu {
     }
 }
 
+/// Ethernet's payload size: the MTU of an interface nobody configured.
+pub const ETHERNET_MTU: u32 = 1500;
+
 /// An 802.1Q VLAN id (also a VXLAN segment's VNI), in [`VLAN_RANGE`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "u32", into = "u32")]

@@ -33,6 +33,14 @@ pub enum LabCmd {
         /// Extra nova.conf (TOML) lines for the lab's configuration
         #[arg(long)]
         config: Vec<String>,
+        /// The network manager: flatdhcp (the seed tutorial's) or vlan (a VLAN, bridge,
+        /// subnet and dnsmasq per project)
+        #[arg(long, value_enum, default_value = "flatdhcp")]
+        manager: LabManager,
+        /// With --manager vlan, how project segments reach the hosts: vlan (802.1Q on eth2,
+        /// needs a kernel with VLAN devices) or vxlan (over the management network)
+        #[arg(long, value_enum, default_value = "vlan")]
+        segment_driver: LabSegments,
     },
     /// Remove everything the lab made
     Down {
@@ -79,6 +87,30 @@ pub enum LabCmd {
         #[command(flatten)]
         opts: LabOpts,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LabManager {
+    #[default]
+    Flatdhcp,
+    Vlan,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LabSegments {
+    #[default]
+    Vlan,
+    Vxlan,
+}
+
+/// How `lab up` builds the cloud.
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    pub bare: bool,
+    pub manager: LabManager,
+    pub segments: LabSegments,
+    /// Extra configuration lines.
+    pub config: Vec<String>,
 }
 
 pub const PASSWORD: &str = "lab";
@@ -250,6 +282,13 @@ pub(crate) fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `novanet manage ARGS` on the controller, where the server's store is.
+fn manage(o: &LabOpts, args: &[&str]) -> Res<String> {
+    let mut full = vec!["manage"];
+    full.extend(args);
+    client(o, &full)
+}
+
 pub(crate) fn wait_for<T>(
     what: &str,
     timeout: Duration,
@@ -305,26 +344,58 @@ esac
 exit 0
 "#;
 
-fn lab_config(extra: &[String]) -> String {
+/// The lab's configuration as `host` (whose management address is `my_ip`) has it.
+fn lab_config(setup: &Setup, my_ip: &str) -> String {
+    let manager = match setup.manager {
+        LabManager::Flatdhcp => {
+            "# nova.conf options of the seed tutorial's controller (seed 004)\n\
+             network_manager = \"nova.network.manager.FlatDHCPManager\"\n\
+             flat_interface = \"eth2\"\n\
+             flat_network_bridge = \"br100\"\n"
+                .to_string()
+        }
+        LabManager::Vlan => format!(
+            "# VLAN manager: a segment, bridge, subnet and dnsmasq per project\n\
+             network_manager = \"nova.network.manager.VlanManager\"\n\
+             vlan_interface = \"eth2\"\n\
+             segment_driver = \"{}\"\n",
+            match setup.segments {
+                LabSegments::Vlan => "vlan",
+                LabSegments::Vxlan => "vxlan",
+            }
+        ),
+    };
     let mut c = format!(
-        "# nova.conf options of the seed tutorial's controller (seed 004)\n\
-         network_manager = \"nova.network.manager.FlatDHCPManager\"\n\
-         flat_interface = \"eth2\"\n\
-         flat_network_bridge = \"br100\"\n\
+        "{manager}\
          public_interface = \"eth1\"\n\
-         my_ip = \"{CONTROLLER_IP}\"\n\
+         my_ip = \"{my_ip}\"\n\
          dhcp_lease_time = 120\n\
          dns_server = [\"{OUTSIDE_IP}\"]\n\
          metadata_listen = \"{CONTROLLER_IP}\"\n"
     );
-    for l in extra {
+    for l in &setup.config {
         c.push_str(l);
         c.push('\n');
     }
     c
 }
 
+fn host_config_path(o: &LabOpts, host: &str) -> PathBuf {
+    o.dir.join(format!("novanet-{host}.conf"))
+}
+
 pub(crate) fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
+    up_with(
+        o,
+        &Setup {
+            bare,
+            config: extra.to_vec(),
+            ..Setup::default()
+        },
+    )
+}
+
+pub(crate) fn up_with(o: &LabOpts, setup: &Setup) -> Res<()> {
     preflight()?;
     if state_path(o).exists() {
         return Err(format!(
@@ -338,7 +409,7 @@ pub(crate) fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
         ..LabState::default()
     };
     save(o, &st)?;
-    let result = build(o, &mut st, bare, extra).and_then(|()| {
+    let result = build(o, &mut st, setup).and_then(|()| {
         // From here on, instances come and go as a hypervisor would have them.
         let args = [
             binary().display().to_string(),
@@ -401,12 +472,20 @@ fn hypervisor(o: &LabOpts) -> Res<()> {
                 if st.held.contains(name) || st.vms.iter().any(|v| v.0 == *name) {
                     continue;
                 }
-                if sh("ip", &["-n", &ns(o, host), "link", "show", "br100"]).is_err() {
+                // Plugged once the agent has made every bridge the VM needs.
+                let ready = find_server(o, name)
+                    .and_then(|s| vm_ports(o, &s))
+                    .is_ok_and(|ports| {
+                        ports.iter().all(|p| {
+                            sh("ip", &["-n", &ns(o, host), "link", "show", &p.bridge]).is_ok()
+                        })
+                    });
+                if !ready {
                     continue;
                 }
                 match plug(o, st, name) {
-                    Ok(child) => {
-                        children.push(child);
+                    Ok(c) => {
+                        children.extend(c);
                         eprintln!("lab hypervisor: plugged {name} on {host}");
                     }
                     Err(e) => eprintln!("lab hypervisor: cannot plug {name}: {e}"),
@@ -433,7 +512,8 @@ fn hypervisor(o: &LabOpts) -> Res<()> {
     }
 }
 
-fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()> {
+fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
+    let bare = setup.bare;
     let fab = ns(o, "fab");
     let mut all = vec![fab.clone(), ns(o, "outside")];
     all.extend(HOSTS.iter().map(|(h, _)| ns(o, h)));
@@ -529,7 +609,12 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         sysctl(&h, "net.bridge.bridge-nf-call-iptables", "1")?;
     }
     let cfg_path = o.dir.join("novanet.conf");
-    std::fs::write(&cfg_path, lab_config(extra)).map_err(|e| e.to_string())?;
+    std::fs::write(&cfg_path, lab_config(setup, CONTROLLER_IP)).map_err(|e| e.to_string())?;
+    // Each agent reads its own host's file, as each host has its own nova.conf (my_ip).
+    for (host, addr) in HOSTS {
+        std::fs::write(host_config_path(o, host), lab_config(setup, addr))
+            .map_err(|e| e.to_string())?;
+    }
     std::fs::write(o.dir.join("udhcpc.script"), UDHCPC_SCRIPT).map_err(|e| e.to_string())?;
     sh(
         "chmod",
@@ -572,18 +657,39 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         println!("lab {} is up (bare): {}", o.prefix, o.dir.display());
         return Ok(());
     }
-    // The tutorial: one FlatDHCP network and one instance on compute-1.
-    client(
-        o,
-        &[
-            "network-create",
-            "vmnet",
-            "--fixed-range-v4",
-            "10.0.0.0/24",
-            "--bridge",
-            "br100",
-        ],
-    )?;
+    match setup.manager {
+        // The tutorial: one FlatDHCP network and one instance on compute-1.
+        LabManager::Flatdhcp => client(
+            o,
+            &[
+                "network-create",
+                "vmnet",
+                "--fixed-range-v4",
+                "10.0.0.0/24",
+                "--bridge",
+                "br100",
+            ],
+        )?,
+        // Three project networks (VLANs 100 to 102) as nova-manage made them; the admin
+        // project's first boot takes the first.
+        LabManager::Vlan => manage(
+            o,
+            &[
+                "network",
+                "create",
+                "--label",
+                "vmnet",
+                "--fixed-range-v4",
+                "10.0.0.0/22",
+                "--num-networks",
+                "3",
+                "--network-size",
+                "256",
+                "--vlan-start",
+                "100",
+            ],
+        )?,
+    };
     client(
         o,
         &[
@@ -623,6 +729,11 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         print!("{}", std::fs::read_to_string(e.path()).unwrap_or_default());
     }
     println!("cirros's DHCP lease: {}", lease.trim());
+    let address = lease
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("ip="))
+        .unwrap_or("10.0.0.2")
+        .to_string();
     let ping = |node: &str| {
         Command::new("ip")
             .args([
@@ -634,7 +745,7 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
                 "1",
                 "-W",
                 "1",
-                "10.0.0.2",
+                &address,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -643,7 +754,7 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
             .unwrap_or(false)
     };
     println!(
-        "controller$ ping 10.0.0.2: {}",
+        "controller$ ping {address}: {}",
         if ping("controller") {
             "reachable"
         } else {
@@ -651,7 +762,7 @@ fn build(o: &LabOpts, st: &mut LabState, bare: bool, extra: &[String]) -> Res<()
         }
     );
     println!(
-        "compute-1$ ping 10.0.0.2: {} (the seed expects no answer from a compute node)",
+        "compute-1$ ping {address}: {} (the seed expects no answer from a compute node)",
         if ping("compute-1") {
             "reachable"
         } else {
@@ -680,7 +791,11 @@ fn start_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
         args.push("--network-host".into());
     }
     let log = o.dir.join(format!("agent-{host}.log"));
-    let pid = spawn(o, &ns(o, host), &args, &log, &[])?.id();
+    let env = [(
+        "NOVANET_CONFIG".to_string(),
+        host_config_path(o, host).display().to_string(),
+    )];
+    let pid = spawn(o, &ns(o, host), &args, &log, &env)?.id();
     st.pids.push((format!("agent-{host}"), pid));
     Ok(())
 }
@@ -764,26 +879,66 @@ fn client_json(o: &LabOpts, path: &str) -> Res<Value> {
     serde_json::from_str(&out).map_err(|e| format!("bad JSON from {path}: {e}"))
 }
 
-/// Returns the VM's DHCP client, for a long-lived caller to reap.
-fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<Child> {
+/// An instance's virtual interfaces in order (eth0, eth1, ...): its id, MAC and the bridge
+/// of its network.
+struct VmPort {
+    vif: String,
+    mac: String,
+    bridge: String,
+}
+
+fn find_server(o: &LabOpts, instance: &str) -> Res<Value> {
     let servers = client_json(o, "/servers/detail?all_tenants=1")?;
-    let srv = servers["servers"]
+    servers["servers"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|s| s["name"] == instance)
         .cloned()
-        .ok_or_else(|| format!("no instance named {instance}"))?;
+        .ok_or_else(|| format!("no instance named {instance}"))
+}
+
+fn vm_ports(o: &LabOpts, srv: &Value) -> Res<Vec<VmPort>> {
+    let id = srv["id"].as_str().unwrap_or_default();
+    let vifs = client_json(o, &format!("/servers/{id}/os-virtual-interfaces"))?;
+    let mut ports = Vec::new();
+    for v in vifs["virtual_interfaces"].as_array().into_iter().flatten() {
+        let net = v["OS-EXT-VIF-NET:net_id"].as_str().unwrap_or_default();
+        let network = client_json(o, &format!("/os-networks/{net}"))?;
+        ports.push(VmPort {
+            vif: v["id"].as_str().unwrap_or_default().to_string(),
+            mac: v["mac_address"].as_str().unwrap_or_default().to_string(),
+            bridge: network["network"]["bridge"]
+                .as_str()
+                .ok_or_else(|| format!("network {net} has no bridge"))?
+                .to_string(),
+        });
+    }
+    if ports.is_empty() {
+        return Err("it has no address".into());
+    }
+    Ok(ports)
+}
+
+/// The lease file of a VM's interface: eth0's keeps the name it always had.
+pub(crate) fn lease_path(o: &LabOpts, instance: &str, index: usize) -> PathBuf {
+    if index == 0 {
+        o.dir.join(format!("vm-{instance}.lease"))
+    } else {
+        o.dir.join(format!("vm-{instance}-eth{index}.lease"))
+    }
+}
+
+/// Makes the VM: a namespace with one interface per VIF, each cabled to its network's bridge
+/// on the instance's host and running a DHCP client. Returns the DHCP clients, for a
+/// long-lived caller to reap.
+fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<Vec<Child>> {
+    let srv = find_server(o, instance)?;
     let host = srv["OS-EXT-SRV-ATTR:host"]
         .as_str()
         .ok_or_else(|| format!("{instance} has no host"))?
         .to_string();
-    let mac = srv["addresses"]
-        .as_object()
-        .and_then(|m| m.values().next())
-        .and_then(|a| a[0]["OS-EXT-IPS-MAC:mac_addr"].as_str())
-        .ok_or_else(|| format!("{instance} has no address"))?
-        .to_string();
+    let ports = vm_ports(o, &srv).map_err(|e| format!("{instance}: {e}"))?;
     let host_ns = ns(o, &host);
     let vm_ns = ns(o, instance);
     if vm_ns.len() > 40 {
@@ -791,65 +946,77 @@ fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<Child> {
             "instance name {instance} is too long for a lab namespace"
         ));
     }
-    // The agent makes the host's bridge for the instance's network; wait for it.
-    wait_for(&format!("br100 on {host}"), Duration::from_secs(20), || {
-        sh("ip", &["-n", &host_ns, "link", "show", "br100"]).ok()
-    })?;
+    // The agent makes the host's bridge for each of the instance's networks; wait for them.
+    for p in &ports {
+        wait_for(
+            &format!("{} on {host}", p.bridge),
+            Duration::from_secs(20),
+            || sh("ip", &["-n", &host_ns, "link", "show", &p.bridge]).ok(),
+        )?;
+    }
     let used: Vec<String> = st
         .vms
         .iter()
         .filter(|v| v.2 == host)
-        .map(|v| v.3.clone())
+        .flat_map(|v| v.3.split(',').map(str::to_string).collect::<Vec<_>>())
         .collect();
-    let vnet = (0..)
+    let vnets: Vec<String> = (0..)
         .map(|i| format!("vnet{i}"))
-        .find(|n| !used.contains(n))
-        .expect("a free name");
+        .filter(|n| !used.contains(n))
+        .take(ports.len())
+        .collect();
     ip(&["netns", "add", &vm_ns])?;
     st.namespaces.push(vm_ns.clone());
     st.vms.push((
         instance.to_string(),
         vm_ns.clone(),
         host.clone(),
-        vnet.clone(),
+        vnets.join(","),
     ));
     ip(&["-n", &vm_ns, "link", "set", "lo", "up"])?;
-    ip(&[
-        "-n", &host_ns, "link", "add", &vnet, "type", "veth", "peer", "name", "eth0", "netns",
-        &vm_ns,
-    ])?;
-    ip(&["-n", &vm_ns, "link", "set", "eth0", "address", &mac])?;
-    ip(&[
-        "-n", &host_ns, "link", "set", &vnet, "master", "br100", "up",
-    ])?;
-    ip(&["-n", &vm_ns, "link", "set", "eth0", "up"])?;
-    // Tell the network service where the VIF is plugged (the port binding a hypervisor reports).
-    let id = srv["id"].as_str().unwrap_or_default();
-    let vifs = client_json(o, &format!("/servers/{id}/os-virtual-interfaces"))?;
-    if let Some(vif) = vifs["virtual_interfaces"][0]["id"].as_str() {
-        client(o, &["vif-plug", vif, &vnet])?;
+    let mut children = Vec::new();
+    for (i, (p, vnet)) in ports.iter().zip(&vnets).enumerate() {
+        let eth = format!("eth{i}");
+        ip(&[
+            "-n", &host_ns, "link", "add", vnet, "type", "veth", "peer", "name", &eth, "netns",
+            &vm_ns,
+        ])?;
+        ip(&["-n", &vm_ns, "link", "set", &eth, "address", &p.mac])?;
+        ip(&[
+            "-n", &host_ns, "link", "set", vnet, "master", &p.bridge, "up",
+        ])?;
+        ip(&["-n", &vm_ns, "link", "set", &eth, "up"])?;
+        // Tell the network service where the VIF is plugged (the port binding a hypervisor
+        // reports).
+        client(o, &["vif-plug", &p.vif, vnet])?;
+        let lease_file = lease_path(o, instance, i);
+        let _ = std::fs::remove_file(&lease_file);
+        let args: Vec<String> = [
+            "busybox", "udhcpc", "-i", &eth, "-f", "-t", "20", "-T", "1", "-O", "mtu", "-s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([o.dir.join("udhcpc.script").display().to_string()])
+        .collect();
+        let log = if i == 0 {
+            o.dir.join(format!("vm-{instance}.log"))
+        } else {
+            o.dir.join(format!("vm-{instance}-{eth}.log"))
+        };
+        let child = spawn(
+            o,
+            &vm_ns,
+            &args,
+            &log,
+            &[(
+                "NOVANET_LEASE_FILE".into(),
+                lease_file.display().to_string(),
+            )],
+        )?;
+        st.pids.push((format!("udhcpc-{instance}"), child.id()));
+        children.push(child);
     }
-    let lease_file = o.dir.join(format!("vm-{instance}.lease"));
-    let _ = std::fs::remove_file(&lease_file);
-    let args: Vec<String> = [
-        "busybox", "udhcpc", "-i", "eth0", "-f", "-t", "20", "-T", "1", "-s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([o.dir.join("udhcpc.script").display().to_string()])
-    .collect();
-    let child = spawn(
-        o,
-        &vm_ns,
-        &args,
-        &o.dir.join(format!("vm-{instance}.log")),
-        &[(
-            "NOVANET_LEASE_FILE".into(),
-            lease_file.display().to_string(),
-        )],
-    )?;
-    st.pids.push((format!("udhcpc-{instance}"), child.id()));
-    Ok(child)
+    Ok(children)
 }
 
 fn kill(pid: u32) {
@@ -868,7 +1035,9 @@ fn unplug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
         }
         !mine
     });
-    let _ = ip(&["-n", &ns(o, &host), "link", "del", &vnet]);
+    for v in vnet.split(',') {
+        let _ = ip(&["-n", &ns(o, &host), "link", "del", v]);
+    }
     let _ = ip(&["netns", "del", &vm_ns]);
     st.namespaces.retain(|n| *n != vm_ns);
     Ok(())
@@ -948,7 +1117,21 @@ fn exec(o: &LabOpts, node: &str, cmd: &[String]) -> Res<()> {
 
 pub fn run(cmd: LabCmd) -> Result<(), String> {
     match cmd {
-        LabCmd::Up { opts, bare, config } => up(&opts, bare, &config),
+        LabCmd::Up {
+            opts,
+            bare,
+            config,
+            manager,
+            segment_driver,
+        } => up_with(
+            &opts,
+            &Setup {
+                bare,
+                manager,
+                segments: segment_driver,
+                config,
+            },
+        ),
         LabCmd::Down { opts } => down(&opts),
         LabCmd::Exec { opts, node, cmd } => exec(&opts, &node, &cmd),
         LabCmd::Plug { opts, instance } => with_state(&opts, |st| {

@@ -1325,3 +1325,308 @@ fn the_flat_interfaces_address_and_routes_move_to_the_bridge() {
     // The host is still reachable on its address, now through the bridge.
     assert!(lab.succeeds("controller", &["ping", "-c", "1", "-W", "2", "10.0.0.250"]));
 }
+
+// ---- VLAN manager: a segment, bridge, subnet and dnsmasq per project -----------------------
+
+impl Lab {
+    /// A lab built with `lab up ARGS` (no tutorial network or instance with `--bare`).
+    fn up_with(name: &str, args: &[&str]) -> Option<Lab> {
+        if !can_run() {
+            return None;
+        }
+        let id = std::process::id() % 100_000;
+        let lab = Lab {
+            prefix: format!("nt{name}{id}"),
+            dir: PathBuf::from(format!("/tmp/novanet-test-{name}-{id}")),
+        };
+        let mut full = vec!["up".to_string()];
+        full.extend(lab.opts());
+        full.extend(args.iter().map(|s| s.to_string()));
+        let out = lab.lab(&full.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "lab up failed: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        Some(lab)
+    }
+
+    /// `novanet ARGS` as a member of `project` (user `u-PROJECT`, password `pw`).
+    fn as_member(&self, project: &str, args: &[&str]) -> Output {
+        let user = format!("OS_USERNAME=u-{project}");
+        let proj = format!("OS_PROJECT_NAME={project}");
+        let mut cmd = vec!["env", &user, "OS_PASSWORD=pw", &proj, "novanet"];
+        cmd.extend(args);
+        self.exec("controller", &cmd)
+    }
+
+    fn lease_of(&self, vm: &str) -> Option<String> {
+        let l = self.file(&format!("vm-{vm}.lease"));
+        l.split_whitespace()
+            .find_map(|f| f.strip_prefix("ip="))
+            .map(str::to_string)
+    }
+
+    fn link_exists(&self, node: &str, link: &str) -> bool {
+        self.succeeds(node, &["ip", "link", "show", link])
+    }
+}
+
+/// What one probe from a VM to another's address found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Reach {
+    icmp: bool,
+    tcp: bool,
+    arp: bool,
+}
+
+/// Probes every ordered pair of VMs at once (a failed probe waits out its timeout).
+fn reach_matrix(lab: &Lab, vms: &[(&str, String)]) -> Vec<((String, String), Reach)> {
+    let pairs: Vec<(&str, &str, &str)> = vms
+        .iter()
+        .flat_map(|(a, _)| {
+            vms.iter()
+                .filter(move |(b, _)| b != a)
+                .map(move |(b, ip)| (*a, *b, ip.as_str()))
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pairs
+            .iter()
+            .map(|(a, b, ip)| {
+                s.spawn(move || {
+                    let icmp = lab.succeeds(a, &["ping", "-c", "1", "-W", "1", ip]);
+                    let tcp = curl(lab, a, &format!("http://{ip}:8080/")).is_some();
+                    let arp = lab.succeeds(a, &["arping", "-c", "1", "-w", "1", "-I", "eth0", ip]);
+                    ((a.to_string(), b.to_string()), Reach { icmp, tcp, arp })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn project_of(vm: &str) -> char {
+    vm.chars().next().unwrap()
+}
+
+/// The scenarios, on either segment driver: three projects with VMs on both compute
+/// hosts, every cross-project pair isolated, a scrubbed network reused by a fourth project,
+/// segments following the instances, an agent restart changing nothing.
+fn vlan_projects(name: &str, driver: &str) {
+    let Some(lab) = Lab::up_with(
+        name,
+        &["--bare", "--manager", "vlan", "--segment-driver", driver],
+    ) else {
+        return;
+    };
+    lab.novanet(&[
+        "manage",
+        "network",
+        "create",
+        "--label",
+        "proj",
+        "--fixed-range-v4",
+        "10.1.0.0/22",
+        "--num-networks",
+        "3",
+        "--network-size",
+        "256",
+        "--vlan-start",
+        "100",
+    ]);
+    let store = lab.store();
+    for p in ["pa", "pb", "pc", "pd"] {
+        let project = store.create_project(p).unwrap();
+        let user = store.create_user(&format!("u-{p}"), "pw").unwrap();
+        store.assign_role(&user.id, &project.id, "member").unwrap();
+    }
+    // Booted in turn, the scheduler puts each project's first VM on compute-1 and its
+    // second on compute-2 (fewest instances, ties by name).
+    let vms = ["a1", "a2", "b1", "b2", "c1", "c2"];
+    for vm in vms {
+        let project = format!("p{}", project_of(vm));
+        let out = lab.as_member(
+            &project,
+            &["boot", "--image", "cirros", "--flavor", "1", vm],
+        );
+        assert!(out.status.success(), "boot {vm}: {}", text(&out.stderr));
+    }
+    for vm in vms {
+        wait_until(&format!("{vm}'s lease"), Duration::from_secs(60), || {
+            lab.lease_of(vm).is_some()
+        });
+    }
+    let ips: Vec<(&str, String)> = vms.iter().map(|v| (*v, lab.lease_of(v).unwrap())).collect();
+    // Each project has its own network, in the order the projects first booted.
+    for (vm, ip) in &ips {
+        let net = match project_of(vm) {
+            'a' => "10.1.0.",
+            'b' => "10.1.1.",
+            _ => "10.1.2.",
+        };
+        assert!(ip.starts_with(net), "{vm} got {ip}, not in {net}0/24");
+        let lease = lab.file(&format!("vm-{vm}.lease"));
+        assert!(lease.contains(&format!("router={net}1")), "{vm}: {lease}");
+    }
+    for (vlan, net) in [(100, "10.1.0"), (101, "10.1.1"), (102, "10.1.2")] {
+        let hosts = lab.file(&format!("agent-controller/networks/nova-br{vlan}.conf"));
+        let dir = lab
+            .dir
+            .join(format!("agent-controller/networks/nova-br{vlan}.hosts.d"));
+        let mut all = hosts;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            all.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+        // One dnsmasq per project network, knowing only that project's VMs.
+        assert_eq!(
+            all.matches(&format!(",{net}.")).count(),
+            2,
+            "br{vlan}: {all}"
+        );
+    }
+    // The segments: on the controller and on both compute hosts, one per project.
+    let dev = |v: u32| format!("{driver}{v}");
+    for host in ["controller", "compute-1", "compute-2"] {
+        for v in [100, 101, 102] {
+            let d = lab.ok(host, &["ip", "-d", "link", "show", &dev(v)]);
+            let want = if driver == "vlan" {
+                format!("vlan protocol 802.1Q id {v}")
+            } else {
+                format!("vxlan id {v} ")
+            };
+            assert!(d.contains(&want), "{host} {}: {d}", dev(v));
+            assert!(d.contains(&format!("master br{v}")), "{host}: {d}");
+        }
+    }
+    if driver == "vxlan" {
+        // Guests are told the MTU the encapsulation leaves them.
+        let l = lab.ok("a1", &["ip", "link", "show", "eth0"]);
+        assert!(l.contains("mtu 1450"), "{l}");
+    }
+    for (vm, _) in &ips {
+        lab.lab(&["serve", vm, "8080"]);
+    }
+    let matrix = reach_matrix(&lab, &ips);
+    let mut report = String::from("from\\to");
+    for (b, _) in &ips {
+        report.push_str(&format!(" {b:>5}"));
+    }
+    for (a, _) in &ips {
+        report.push_str(&format!("\n{a:>7}"));
+        for (b, _) in &ips {
+            let cell = matrix
+                .iter()
+                .find(|((x, y), _)| x == a && y == b)
+                .map(|(_, r)| {
+                    format!(
+                        "{}{}{}",
+                        if r.icmp { "I" } else { "-" },
+                        if r.tcp { "T" } else { "-" },
+                        if r.arp { "A" } else { "-" }
+                    )
+                })
+                .unwrap_or_else(|| "  .".into());
+            report.push_str(&format!(" {cell:>5}"));
+        }
+    }
+    println!("reachability ({driver}; I=ICMP T=TCP A=ARP):\n{report}");
+    for ((a, b), r) in &matrix {
+        let same = project_of(a) == project_of(b);
+        if same {
+            // Same project, across hosts: one segment (allow_same_net_traffic).
+            assert!(r.icmp && r.tcp && r.arp, "{a} -> {b}: {r:?}\n{report}");
+        } else {
+            assert_eq!(
+                *r,
+                Reach {
+                    icmp: false,
+                    tcp: false,
+                    arp: false
+                },
+                "{a} -> {b} crosses projects\n{report}"
+            );
+        }
+    }
+    // A project's security group may let another project in: routed through the network
+    // host, still no shared layer 2.
+    let out = lab.as_member(
+        "pb",
+        &[
+            "secgroup-add-rule",
+            "default",
+            "icmp",
+            "-1",
+            "-1",
+            "10.1.0.0/24",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let b1 = ips[2].1.clone();
+    wait_until(
+        "a1 to reach b1 by its group's rule",
+        Duration::from_secs(10),
+        || lab.succeeds("a1", &["ping", "-c", "1", "-W", "1", &b1]),
+    );
+    assert!(!lab.succeeds("a1", &["arping", "-c", "1", "-w", "1", "-I", "eth0", &b1]));
+    assert!(!lab.succeeds("c1", &["ping", "-c", "1", "-W", "1", &b1]));
+    // Every network is taken: a fourth project's boot fails and leaves nothing behind.
+    let before = store
+        .fixed_ips(None)
+        .unwrap()
+        .iter()
+        .filter(|f| f.fixed.allocated)
+        .count();
+    let out = lab.as_member("pd", &["boot", "--image", "cirros", "--flavor", "1", "d1"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("no free network"), "{err}");
+    let listed = text(&lab.as_member("pd", &["list"]).stdout);
+    assert!(!listed.contains("d1"), "{listed}");
+    let after = store
+        .fixed_ips(None)
+        .unwrap()
+        .iter()
+        .filter(|f| f.fixed.allocated)
+        .count();
+    assert_eq!(before, after);
+    // The last instance of a project on a host takes the host's segment with it.
+    let out = lab.as_member("pc", &["delete", "c1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until(
+        "compute-1 to drop project c's segment",
+        Duration::from_secs(15),
+        || !lab.link_exists("compute-1", &dev(102)) && !lab.link_exists("compute-1", "br102"),
+    );
+    assert!(lab.link_exists("compute-2", &dev(102)));
+    assert!(lab.link_exists("compute-1", &dev(100)));
+    // Scrubbed, project c's network goes to project d, whose VM gets an address from it.
+    let out = lab.as_member("pc", &["delete", "c2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("c2 to go", Duration::from_secs(15), || {
+        !lab.link_exists("compute-2", &dev(102))
+    });
+    lab.novanet(&["manage", "project", "scrub", "pc"]);
+    let out = lab.as_member("pd", &["boot", "--image", "cirros", "--flavor", "1", "d1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("d1's lease", Duration::from_secs(60), || {
+        lab.lease_of("d1").is_some()
+    });
+    let d1 = lab.lease_of("d1").unwrap();
+    assert!(d1.starts_with("10.1.2."), "d1 got {d1}");
+    let a1 = ips[0].1.clone();
+    assert!(!lab.succeeds("d1", &["ping", "-c", "1", "-W", "1", &a1]));
+    assert!(!lab.succeeds("d1", &["arping", "-c", "1", "-w", "1", "-I", "eth0", &a1]));
+    // An agent restart changes nothing.
+    let before = host_state(&lab, "compute-1");
+    let out = lab.lab(&["restart-agent", "compute-1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(before, host_state(&lab, "compute-1"));
+}
+
+#[test]
+fn vlan_manager_over_vxlan() {
+    vlan_projects("vx", "vxlan");
+}

@@ -164,12 +164,14 @@ pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
         .into_iter()
         .filter_map(sg_rule)
         .collect();
+    let peers = crate::plans::segment_peers(st.store.host_inputs(host)?.segment_peers);
     let snap = Snapshot {
         networks: &networks,
         bound: &bound,
         floating: &floating,
         rules: &rules,
         provider_rules: &provider_rules,
+        segment_peers: &peers,
     };
     // The host's own options (its agent's configuration) over the server's.
     let options = st

@@ -18,6 +18,7 @@ use novanet_core::plan::{
     host_plan, DhcpHost, DhcpPlan, DhcpRelease, FloatingBinding, GroupRule, HostPlan,
     InstanceSecurity, SgRule, Snapshot,
 };
+use novanet_core::segment::Segment;
 use novanet_core::valid::Ipv4Text;
 use novanet_core::Result;
 use novanet_store::{ChangeScope, SecurityGroupRule, Store};
@@ -55,14 +56,39 @@ pub fn scoped_plan(
         .filter_map(sg_rule)
         .collect();
     let hcfg = host_config(cfg, &inputs.options);
+    let peers = segment_peers(inputs.segment_peers);
     let snap = Snapshot {
         networks: &inputs.networks,
         bound: &inputs.bound,
         floating: &inputs.floating,
         rules: &rules,
         provider_rules: &provider_rules,
+        segment_peers: &peers,
     };
     Ok((host_plan(&snap, &hcfg, host, inputs.generation), hcfg))
+}
+
+/// The hosts' reported management addresses, as the plan takes them: an address that does
+/// not parse is left out (that host gets no flooded frames until its agent reports a valid one).
+pub fn segment_peers(raw: BTreeMap<i64, Vec<String>>) -> BTreeMap<i64, Vec<Ipv4Text>> {
+    raw.into_iter()
+        .map(|(id, v)| {
+            let v = v
+                .iter()
+                .filter_map(|a| Ipv4Text::new(a.as_str()).ok())
+                .collect();
+            (id, v)
+        })
+        .collect()
+}
+
+/// The VXLAN networks a plan has a segment of.
+fn vxlan_networks(plan: &HostPlan) -> BTreeSet<String> {
+    plan.bridges
+        .iter()
+        .filter(|b| matches!(b.segment, Some(Segment::Vxlan { .. })))
+        .map(|b| b.network_uuid.clone())
+        .collect()
 }
 
 struct Entry {
@@ -190,14 +216,50 @@ impl Plans {
                 }
             }
         }
+        // A host that gains or loses a VXLAN network changes the flood lists of the
+        // network's other hosts: only then are they recomputed.
+        let mut moved = BTreeSet::new();
+        let mut movers = BTreeSet::new();
+        let mut latest = 0;
         for (host, d) in dirty {
             let Some(entry) = inner.hosts.get_mut(&host) else {
                 continue;
             };
+            let before = vxlan_networks(&entry.plan);
+            latest = latest.max(d.generation);
             if let Err(e) = refresh(store, cfg, &host, entry, d) {
                 // Rebuilt when next asked for; its waiters see the entry go and ask again.
                 eprintln!("novanet server: plan of {host}: {e}");
                 inner.hosts.remove(&host);
+                continue;
+            }
+            let after = vxlan_networks(&inner.hosts[&host].plan);
+            if before != after {
+                moved.extend(before.symmetric_difference(&after).cloned());
+                // Recomputed whole (its bridges changed): its own flood lists are current.
+                movers.insert(host);
+            }
+        }
+        if !moved.is_empty() {
+            let peers: Vec<String> = inner
+                .hosts
+                .iter()
+                .filter(|(h, e)| {
+                    !movers.contains(*h) && !vxlan_networks(&e.plan).is_disjoint(&moved)
+                })
+                .map(|(h, _)| h.clone())
+                .collect();
+            for host in peers {
+                let entry = inner.hosts.get_mut(&host).expect("listed above");
+                let d = Dirty {
+                    generation: latest,
+                    full: true,
+                    ..Dirty::default()
+                };
+                if let Err(e) = refresh(store, cfg, &host, entry, d) {
+                    eprintln!("novanet server: plan of {host}: {e}");
+                    inner.hosts.remove(&host);
+                }
             }
         }
         inner.cursor = changes.upto;
@@ -432,6 +494,7 @@ fn prepare_addresses(
             floating: &[],
             rules: &[],
             provider_rules: &[],
+            segment_peers: &Default::default(),
         };
         let one = host_plan(&snap, &e.cfg, host, 0);
         let server = plan.dhcp.iter().position(|s| s.network_id == nets[0].id);
@@ -509,6 +572,7 @@ fn prepare_instances(
             floating: &[],
             rules: &rules,
             provider_rules: &[],
+            segment_peers: &Default::default(),
         };
         let one = host_plan(&snap, &e.cfg, host, 0);
         let mut entries = one.security.instances;
@@ -554,6 +618,7 @@ fn prepare_floating(
             floating: &floating,
             rules: &[],
             provider_rules: &[],
+            segment_peers: &Default::default(),
         };
         let p = host_plan(&snap, &e.cfg, host, 0);
         match (

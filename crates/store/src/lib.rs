@@ -255,4 +255,6 @@ pub struct HostInputs {
     pub rules: Vec<SecurityGroupRule>,
     pub provider_rules: Vec<SecurityGroupRule>,
     pub options: novanet_core::config::HostOptions,
+    /// For each of its VLAN networks, the `my_ip` of every host that has the network.
+    pub segment_peers: std::collections::BTreeMap<i64, Vec<String>>,
 }

@@ -128,6 +128,10 @@ pub(super) fn host_inputs_c(c: &Connection, host: &str) -> Result<HostInputs> {
     )
     .optional()
     .map_err(db)?;
+    let mut segment_peers = BTreeMap::new();
+    for n in networks.iter().filter(|n| n.vlan.is_some()) {
+        segment_peers.insert(n.id, segment_peers_c(c, n)?);
+    }
     Ok(HostInputs {
         generation,
         networks,
@@ -138,7 +142,42 @@ pub(super) fn host_inputs_c(c: &Connection, host: &str) -> Result<HostInputs> {
         options: options
             .and_then(|o| serde_json::from_str(&o).ok())
             .unwrap_or_default(),
+        segment_peers,
     })
+}
+
+/// The management addresses (`my_ip` of their agents' reports) of every host that has a
+/// VLAN network: its network host and the hosts of its instances.
+fn segment_peers_c(c: &Connection, n: &Network) -> Result<Vec<String>> {
+    let mut hosts: BTreeSet<String> = n.host.iter().cloned().collect();
+    let mut st = c
+        .prepare_cached(
+            "SELECT DISTINCT i.host FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
+             WHERE f.network_id = ?1 AND f.allocated = 1 AND i.host IS NOT NULL",
+        )
+        .map_err(db)?;
+    hosts.extend(
+        st.query_map([n.id], |r| r.get::<_, String>(0))
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?,
+    );
+    let mut out = Vec::new();
+    for h in &hosts {
+        let options: Option<String> = qrow(
+            c,
+            "SELECT options FROM services WHERE host = ?1",
+            [h],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+        let o: novanet_core::config::HostOptions = options
+            .and_then(|o| serde_json::from_str(&o).ok())
+            .unwrap_or_default();
+        out.extend(o.my_ip);
+    }
+    Ok(out)
 }
 
 impl PlanStore for SqliteStore {
