@@ -17,6 +17,8 @@ packages=(
   genisoimage                  # config drives (ISO 9660, as nova's mkisofs_cmd); isoinfo reads them in tests
   nginx-light                  # the static server bench metadata compares against
   iperf3                       # bench firewall's throughput
+  tcpdump                      # the 802.1Q lab checks the VLAN tags on the fabric
+  qemu-system-x86 kmod         # the guest lab: Debian's kernel, which has 802.1Q VLAN devices
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -40,3 +42,6 @@ if [ ! -x "$venv/bin/nova" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'python-novaclient==7.1.2' 'setuptools<81'
 fi
+
+# The guest lab's kernel, busybox-static and virtme-ng (scripts/guest-lab.sh; testbed 4b).
+"$here/scripts/guest-lab.sh" setup

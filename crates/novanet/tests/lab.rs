@@ -1411,6 +1411,16 @@ fn project_of(vm: &str) -> char {
     vm.chars().next().unwrap()
 }
 
+/// `secs`, or four times as long in the guest lab (qemu without KVM is slow).
+fn patience(secs: u64) -> Duration {
+    let factor = if std::env::var_os("NOVANET_IN_GUEST").is_some() {
+        4
+    } else {
+        1
+    };
+    Duration::from_secs(secs * factor)
+}
+
 /// The scenarios, on either segment driver: three projects with VMs on both compute
 /// hosts, every cross-project pair isolated, a scrubbed network reused by a fourth project,
 /// segments following the instances, an agent restart changing nothing.
@@ -1454,7 +1464,7 @@ fn vlan_projects(name: &str, driver: &str) {
         assert!(out.status.success(), "boot {vm}: {}", text(&out.stderr));
     }
     for vm in vms {
-        wait_until(&format!("{vm}'s lease"), Duration::from_secs(60), || {
+        wait_until(&format!("{vm}'s lease"), patience(60), || {
             lab.lease_of(vm).is_some()
         });
     }
@@ -1499,6 +1509,39 @@ fn vlan_projects(name: &str, driver: &str) {
             assert!(d.contains(&want), "{host} {}: {d}", dev(v));
             assert!(d.contains(&format!("master br{v}")), "{host}: {d}");
         }
+    }
+    if driver == "vlan" {
+        // On the fabric, compute-1's cable carries project a's frames tagged 100.
+        let a2 = ips[1].1.clone();
+        let wait = patience(10).as_secs().to_string();
+        let cap = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                lab.exec(
+                    "fab",
+                    &[
+                        "timeout",
+                        &wait,
+                        "tcpdump",
+                        "-i",
+                        "d1",
+                        "-e",
+                        "-n",
+                        "-c",
+                        "1",
+                        "vlan 100 and icmp",
+                    ],
+                )
+            });
+            std::thread::sleep(patience(2));
+            lab.succeeds("a1", &["ping", "-c", "3", &a2]);
+            h.join().unwrap()
+        });
+        let seen = text(&cap.stdout);
+        assert!(
+            seen.contains("vlan 100"),
+            "no frame tagged 100 on the fabric: {seen}{}",
+            text(&cap.stderr)
+        );
     }
     if driver == "vxlan" {
         // Guests are told the MTU the encapsulation leaves them.
@@ -1564,11 +1607,9 @@ fn vlan_projects(name: &str, driver: &str) {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let b1 = ips[2].1.clone();
-    wait_until(
-        "a1 to reach b1 by its group's rule",
-        Duration::from_secs(10),
-        || lab.succeeds("a1", &["ping", "-c", "1", "-W", "1", &b1]),
-    );
+    wait_until("a1 to reach b1 by its group's rule", patience(10), || {
+        lab.succeeds("a1", &["ping", "-c", "1", "-W", "1", &b1])
+    });
     assert!(!lab.succeeds("a1", &["arping", "-c", "1", "-w", "1", "-I", "eth0", &b1]));
     assert!(!lab.succeeds("c1", &["ping", "-c", "1", "-W", "1", &b1]));
     // Every network is taken: a fourth project's boot fails and leaves nothing behind.
@@ -1596,7 +1637,7 @@ fn vlan_projects(name: &str, driver: &str) {
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_until(
         "compute-1 to drop project c's segment",
-        Duration::from_secs(15),
+        patience(15),
         || !lab.link_exists("compute-1", &dev(102)) && !lab.link_exists("compute-1", "br102"),
     );
     assert!(lab.link_exists("compute-2", &dev(102)));
@@ -1604,15 +1645,13 @@ fn vlan_projects(name: &str, driver: &str) {
     // Scrubbed, project c's network goes to project d, whose VM gets an address from it.
     let out = lab.as_member("pc", &["delete", "c2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    wait_until("c2 to go", Duration::from_secs(15), || {
+    wait_until("c2 to go", patience(15), || {
         !lab.link_exists("compute-2", &dev(102))
     });
     lab.novanet(&["manage", "project", "scrub", "pc"]);
     let out = lab.as_member("pd", &["boot", "--image", "cirros", "--flavor", "1", "d1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    wait_until("d1's lease", Duration::from_secs(60), || {
-        lab.lease_of("d1").is_some()
-    });
+    wait_until("d1's lease", patience(60), || lab.lease_of("d1").is_some());
     let d1 = lab.lease_of("d1").unwrap();
     assert!(d1.starts_with("10.1.2."), "d1 got {d1}");
     let a1 = ips[0].1.clone();
@@ -1622,11 +1661,80 @@ fn vlan_projects(name: &str, driver: &str) {
     let before = host_state(&lab, "compute-1");
     let out = lab.lab(&["restart-agent", "compute-1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(patience(3));
     assert_eq!(before, host_state(&lab, "compute-1"));
 }
 
 #[test]
 fn vlan_manager_over_vxlan() {
     vlan_projects("vx", "vxlan");
+}
+
+/// Whether this kernel makes 802.1Q devices (tried in a namespace of the test's own).
+fn kernel_has_vlans() -> bool {
+    let ns = format!("nnvq{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return false;
+    }
+    let has = Command::new("ip")
+        .args(["-n", &ns, "link", "add", "d0", "type", "dummy"])
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("ip")
+            .args([
+                "-n", &ns, "link", "add", "link", "d0", "name", "v5", "type", "vlan", "id", "5",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    has
+}
+
+/// nova's VLAN manager on real 802.1Q. This machine's kernel has no VLAN devices: the test
+/// then runs itself inside a qemu guest on Debian's kernel with this machine's files
+/// (`scripts/guest-lab.sh`, the "guest lab").
+#[test]
+fn vlan_manager_over_8021q() {
+    if !can_run() {
+        return;
+    }
+    if kernel_has_vlans() {
+        return vlan_projects("vq", "vlan");
+    }
+    if std::env::var_os("NOVANET_IN_GUEST").is_some() {
+        panic!("the guest's kernel makes no VLAN devices either");
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/guest-lab.sh");
+    if Command::new("sh")
+        .args(["-c", "command -v qemu-system-x86_64"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        eprintln!("skipping the 802.1Q lab: no VLAN devices here and no qemu for the guest lab (scripts/setup.sh installs it)");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(&script)
+        .args(["run", "--", "env", "NOVANET_IN_GUEST=1"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "vlan_manager_over_8021q",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .expect("run the guest lab");
+    println!("{}", text(&out.stdout));
+    assert!(
+        out.status.success() && text(&out.stdout).contains("test result: ok. 1 passed"),
+        "the 802.1Q lab failed in the guest:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
