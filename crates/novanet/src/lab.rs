@@ -141,11 +141,11 @@ fn with_state<T>(o: &LabOpts, f: impl FnOnce(&mut LabState) -> Res<T>) -> Res<T>
     r
 }
 
-pub(crate) fn ns(o: &LabOpts, node: &str) -> String {
+pub fn ns(o: &LabOpts, node: &str) -> String {
     format!("{}-{node}", o.prefix)
 }
 
-pub(crate) fn sh(cmd: &str, args: &[&str]) -> Res<String> {
+pub fn sh(cmd: &str, args: &[&str]) -> Res<String> {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -160,7 +160,7 @@ pub(crate) fn sh(cmd: &str, args: &[&str]) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub(crate) fn ip(args: &[&str]) -> Res<()> {
+pub fn ip(args: &[&str]) -> Res<()> {
     sh("ip", args).map(|_| ())
 }
 
@@ -232,7 +232,7 @@ fn spawn(
 }
 
 /// Runs `novanet ARGS` as a client inside the controller; returns stdout.
-pub(crate) fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
+pub fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns(o, "controller")])
         .arg(binary())
@@ -250,11 +250,7 @@ pub(crate) fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub(crate) fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> Res<T> {
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Res<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -324,7 +320,7 @@ fn lab_config(extra: &[String]) -> String {
     c
 }
 
-pub(crate) fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
+pub fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
     preflight()?;
     if state_path(o).exists() {
         return Err(format!(
@@ -874,7 +870,7 @@ fn unplug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
     Ok(())
 }
 
-pub(crate) fn down(o: &LabOpts) -> Res<()> {
+pub fn down(o: &LabOpts) -> Res<()> {
     // Under the lock no hypervisor pass is half done; once it is killed, none starts.
     let st = if o.dir.join("lab.lock").exists() {
         with_state(o, |st| {
