@@ -1,11 +1,8 @@
 //! novanet: one binary for the server, the host agent, the client and the admin commands.
 
 mod args;
-mod bench;
 mod client;
-mod lab;
 mod manage;
-mod scale;
 mod session;
 mod table;
 
@@ -71,10 +68,10 @@ enum Command {
     Manage(manage::ManageArgs),
     /// Benchmarks that print figures
     #[command(subcommand)]
-    Bench(bench::BenchCmd),
+    Bench(novanet_bench::BenchCmd),
     /// The seed tutorial's cloud in network namespaces
     #[command(subcommand)]
-    Lab(lab::LabCmd),
+    Lab(novanet_lab::LabCmd),
     /// Print a completion script for a shell on standard output
     #[command(after_help = "Examples:\n  \
         novanet completions bash > /etc/bash_completion.d/novanet\n  \
@@ -364,8 +361,8 @@ fn main() {
             };
             fail(format!("error: {e}"), code)
         }),
-        Command::Bench(b) => bench::run(b).map_err(|e| format!("error: {e}")),
-        Command::Lab(l) => lab::run(l).map_err(|e| format!("error: {e}")),
+        Command::Bench(b) => novanet_bench::run(b).map_err(|e| format!("error: {e}")),
+        Command::Lab(l) => novanet_lab::run(l).map_err(|e| format!("error: {e}")),
         Command::Completions { shell } => {
             completions(shell);
             Ok(())

@@ -11,6 +11,8 @@ use novanet_core::planning::NetworkRequest;
 use novanet_core::Result;
 use novanet_store::{SqliteStore, Store};
 
+mod scale;
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// Fixed IP allocation rate on a fresh SQLite store with a /16
@@ -183,7 +185,7 @@ fn alloc(count: usize, per_client: usize) -> Result<()> {
 use std::process::Command;
 use std::time::Duration;
 
-use crate::lab::{self, LabCmd, LabOpts};
+use novanet_lab::{self as lab, LabCmd, LabOpts};
 
 /// A lab for a bench, removed when dropped.
 struct BenchLab(LabOpts);
