@@ -43,7 +43,9 @@ pub enum LabCmd {
     Exec {
         #[command(flatten)]
         opts: LabOpts,
+        /// A lab host (controller, compute-1, ...) or an instance's name
         node: String,
+        /// The command to run there, with its arguments
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<String>,
     },
@@ -51,25 +53,30 @@ pub enum LabCmd {
     Plug {
         #[command(flatten)]
         opts: LabOpts,
+        /// Name or ID of the instance
         instance: String,
     },
     /// Stop an instance's VM and remove its namespace
     Unplug {
         #[command(flatten)]
         opts: LabOpts,
+        /// Name or ID of the instance
         instance: String,
     },
     /// Start a tiny HTTP responder on a node (answers "NODE CLIENT_IP"), for reachability checks
     Serve {
         #[command(flatten)]
         opts: LabOpts,
+        /// A lab host or an instance's name
         node: String,
+        /// The TCP port to answer on
         port: u16,
     },
     /// Restart a host's agent
     RestartAgent {
         #[command(flatten)]
         opts: LabOpts,
+        /// The lab host whose agent to restart
         host: String,
     },
     /// Plugs and unplugs the VMs of instances as the server places and deletes them (`up`
