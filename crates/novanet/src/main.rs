@@ -2,6 +2,7 @@
 
 mod args;
 mod client;
+mod logging;
 mod manage;
 mod session;
 mod table;
@@ -35,6 +36,8 @@ struct Cli {
     auth: client::Auth,
     #[command(flatten)]
     output: client::Output,
+    #[command(flatten)]
+    log: logging::LogOptions,
     #[command(subcommand)]
     command: Command,
 }
@@ -245,6 +248,7 @@ fn completions(shell: clap_complete::Shell) {
 
 fn main() {
     let cli = parse_cli(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    logging::init(&cli.log);
     let result: Result<(), String> = match cli.command {
         Command::Server(a) => run_server(a),
         Command::Agent(a) => run_agent(a, &cli.auth),
@@ -492,6 +496,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The log options go anywhere on the line, for every command.
+    #[test]
+    fn log_options_are_global() {
+        let c = parse("--log-level debug list").unwrap();
+        assert_eq!(c.log.level.as_deref(), Some("debug"));
+        let c = parse("server --log-format json --log-level novanet_server=trace").unwrap();
+        assert_eq!(c.log.format, logging::LogFormat::Json);
+        assert_eq!(c.log.level.as_deref(), Some("novanet_server=trace"));
+        let c = parse("manage --log-level warn network list").unwrap();
+        assert_eq!(c.log.level.as_deref(), Some("warn"));
+        assert!(parse("list --log-level loud=yes").is_err());
+        assert!(parse("list --log-format xml").is_err());
     }
 
     #[test]
