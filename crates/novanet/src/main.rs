@@ -1,11 +1,9 @@
 //! novanet: one binary for the server, the host agent, the client and the admin commands.
 
 mod args;
-mod bench;
 mod client;
-mod lab;
+mod logging;
 mod manage;
-mod scale;
 mod session;
 mod table;
 
@@ -38,6 +36,8 @@ struct Cli {
     auth: client::Auth,
     #[command(flatten)]
     output: client::Output,
+    #[command(flatten)]
+    log: logging::LogOptions,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,10 +71,10 @@ enum Command {
     Manage(manage::ManageArgs),
     /// Benchmarks that print figures
     #[command(subcommand)]
-    Bench(bench::BenchCmd),
+    Bench(novanet_bench::BenchCmd),
     /// The seed tutorial's cloud in network namespaces
     #[command(subcommand)]
-    Lab(lab::LabCmd),
+    Lab(novanet_lab::LabCmd),
     /// Print a completion script for a shell on standard output
     #[command(after_help = "Examples:\n  \
         novanet completions bash > /etc/bash_completion.d/novanet\n  \
@@ -151,107 +151,7 @@ fn cli_command() -> clap::Command {
         });
     }
     cmd = cmd.mut_subcommand("agent", <client::Auth as Args>::augment_args);
-    document_lab_and_bench(cmd)
-}
-
-/// Help for the arguments of `lab` and `bench` that lab.rs and bench.rs leave undocumented
-/// (those files belong to another part of the work; their doc comments should take these).
-fn document_lab_and_bench(cmd: clap::Command) -> clap::Command {
-    let lab: &[(&str, &[(&str, &str)])] = &[
-        (
-            "exec",
-            &[
-                (
-                    "node",
-                    "A lab host (controller, compute-1, ...) or an instance's name",
-                ),
-                ("cmd", "The command to run there, with its arguments"),
-            ],
-        ),
-        ("plug", &[("instance", "Name or ID of the instance")]),
-        ("unplug", &[("instance", "Name or ID of the instance")]),
-        (
-            "serve",
-            &[
-                ("node", "A lab host or an instance's name"),
-                ("port", "The TCP port to answer on"),
-            ],
-        ),
-        (
-            "restart-agent",
-            &[("host", "The lab host whose agent to restart")],
-        ),
-    ];
-    let bench: &[(&str, &[(&str, &str)])] = &[
-        (
-            "dhcp",
-            &[
-                ("instances", "Instances booted to measure boot to lease"),
-                (
-                    "hosts",
-                    "DHCP hosts in the network when one host is updated",
-                ),
-            ],
-        ),
-        (
-            "metadata",
-            &[
-                ("instances", "Instances in the store"),
-                ("clients", "Concurrent HTTP clients"),
-                ("seconds", "How long each measurement runs"),
-            ],
-        ),
-        (
-            "firewall",
-            &[
-                ("driver", "firewall_driver to measure: nftables or iptables"),
-                ("instances", "Instances on the host, 10 rules each"),
-            ],
-        ),
-        (
-            "floating",
-            &[
-                ("rounds", "Associations timed until the address answers"),
-                ("count", "Floating IPs associated when the agent restarts"),
-            ],
-        ),
-    ];
-    let document = |cmd: clap::Command, parent: &str, table: &[(&str, &[(&str, &str)])]| {
-        let parent = parent.to_string();
-        let table: Vec<(String, Vec<(String, String)>)> = table
-            .iter()
-            .map(|(c, args)| {
-                (
-                    c.to_string(),
-                    args.iter()
-                        .map(|(a, h)| (a.to_string(), h.to_string()))
-                        .collect(),
-                )
-            })
-            .collect();
-        cmd.mut_subcommand(parent, move |mut p| {
-            for (sub, args) in table {
-                p = p.mut_subcommand(sub, move |mut c| {
-                    for (arg, help) in args {
-                        let known = c.get_arguments().any(|a| a.get_id() == arg.as_str());
-                        if known {
-                            c = c.mut_arg(arg, |a| {
-                                if a.get_help().is_none() {
-                                    a.help(help)
-                                } else {
-                                    a
-                                }
-                            });
-                        }
-                    }
-                    c
-                });
-            }
-            p
-        })
-    };
-    let cmd = document(cmd, "lab", lab);
-    document(cmd, "bench", bench)
+    cmd
 }
 
 fn parse_cli<I, T>(args: I) -> Result<Cli, clap::Error>
@@ -348,6 +248,7 @@ fn completions(shell: clap_complete::Shell) {
 
 fn main() {
     let cli = parse_cli(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    logging::init(&cli.log);
     let result: Result<(), String> = match cli.command {
         Command::Server(a) => run_server(a),
         Command::Agent(a) => run_agent(a, &cli.auth),
@@ -364,8 +265,8 @@ fn main() {
             };
             fail(format!("error: {e}"), code)
         }),
-        Command::Bench(b) => bench::run(b).map_err(|e| format!("error: {e}")),
-        Command::Lab(l) => lab::run(l).map_err(|e| format!("error: {e}")),
+        Command::Bench(b) => novanet_bench::run(b).map_err(|e| format!("error: {e}")),
+        Command::Lab(l) => novanet_lab::run(l).map_err(|e| format!("error: {e}")),
         Command::Completions { shell } => {
             completions(shell);
             Ok(())
@@ -595,6 +496,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The log options go anywhere on the line, for every command.
+    #[test]
+    fn log_options_are_global() {
+        let c = parse("--log-level debug list").unwrap();
+        assert_eq!(c.log.level.as_deref(), Some("debug"));
+        let c = parse("server --log-format json --log-level novanet_server=trace").unwrap();
+        assert_eq!(c.log.format, logging::LogFormat::Json);
+        assert_eq!(c.log.level.as_deref(), Some("novanet_server=trace"));
+        let c = parse("manage --log-level warn network list").unwrap();
+        assert_eq!(c.log.level.as_deref(), Some("warn"));
+        assert!(parse("list --log-level loud=yes").is_err());
+        assert!(parse("list --log-format xml").is_err());
     }
 
     #[test]

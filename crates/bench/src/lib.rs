@@ -12,6 +12,8 @@ use novanet_core::Result;
 use novanet_store::prelude::*;
 use novanet_store::SqliteStore;
 
+mod scale;
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// Fixed IP allocation rate on a fresh SQLite store with a /16
@@ -25,24 +27,31 @@ pub enum BenchCmd {
     },
     /// DHCP: boot-to-lease in the lab, and one host update at 10,000 hosts
     Dhcp {
+        /// Instances booted to measure boot to lease
         #[arg(long, default_value_t = 20)]
         instances: usize,
+        /// DHCP hosts in the network when one host is updated
         #[arg(long, default_value_t = 10000)]
         hosts: usize,
     },
     /// The metadata service under 64 clients on 10,000 instances, against nginx
     Metadata {
+        /// Instances in the store
         #[arg(long, default_value_t = 10000)]
         instances: usize,
+        /// Concurrent HTTP clients
         #[arg(long, default_value_t = 64)]
         clients: usize,
+        /// How long each measurement runs
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
     /// Security group updates and per-packet cost with 1,000 instances on one host
     Firewall {
+        /// firewall_driver to measure: nftables or iptables
         #[arg(long, default_value = "nftables")]
         driver: String,
+        /// Instances on the host, 10 rules each
         #[arg(long, default_value_t = 1000)]
         instances: usize,
     },
@@ -75,8 +84,10 @@ pub enum BenchCmd {
     },
     /// Floating IPs: association to reachability, and an agent restart with 1,000 of them
     Floating {
+        /// Associations timed until the address answers
         #[arg(long, default_value_t = 10)]
         rounds: usize,
+        /// Floating IPs associated when the agent restarts
         #[arg(long, default_value_t = 1000)]
         count: usize,
     },
@@ -184,7 +195,7 @@ fn alloc(count: usize, per_client: usize) -> Result<()> {
 use std::process::Command;
 use std::time::Duration;
 
-use crate::lab::{self, LabCmd, LabOpts};
+use novanet_lab::{self as lab, LabCmd, LabOpts};
 
 /// A lab for a bench, removed when dropped.
 struct BenchLab(LabOpts);

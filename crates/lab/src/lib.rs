@@ -51,7 +51,9 @@ pub enum LabCmd {
     Exec {
         #[command(flatten)]
         opts: LabOpts,
+        /// A lab host (controller, compute-1, ...) or an instance's name
         node: String,
+        /// The command to run there, with its arguments
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<String>,
     },
@@ -59,25 +61,30 @@ pub enum LabCmd {
     Plug {
         #[command(flatten)]
         opts: LabOpts,
+        /// Name or ID of the instance
         instance: String,
     },
     /// Stop an instance's VM and remove its namespace
     Unplug {
         #[command(flatten)]
         opts: LabOpts,
+        /// Name or ID of the instance
         instance: String,
     },
     /// Start a tiny HTTP responder on a node (answers "NODE CLIENT_IP"), for reachability checks
     Serve {
         #[command(flatten)]
         opts: LabOpts,
+        /// A lab host or an instance's name
         node: String,
+        /// The TCP port to answer on
         port: u16,
     },
     /// Restart a host's agent
     RestartAgent {
         #[command(flatten)]
         opts: LabOpts,
+        /// The lab host whose agent to restart
         host: String,
     },
     /// Plugs and unplugs the VMs of instances as the server places and deletes them (`up`
@@ -173,11 +180,11 @@ fn with_state<T>(o: &LabOpts, f: impl FnOnce(&mut LabState) -> Res<T>) -> Res<T>
     r
 }
 
-pub(crate) fn ns(o: &LabOpts, node: &str) -> String {
+pub fn ns(o: &LabOpts, node: &str) -> String {
     format!("{}-{node}", o.prefix)
 }
 
-pub(crate) fn sh(cmd: &str, args: &[&str]) -> Res<String> {
+pub fn sh(cmd: &str, args: &[&str]) -> Res<String> {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -192,7 +199,7 @@ pub(crate) fn sh(cmd: &str, args: &[&str]) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub(crate) fn ip(args: &[&str]) -> Res<()> {
+pub fn ip(args: &[&str]) -> Res<()> {
     sh("ip", args).map(|_| ())
 }
 
@@ -264,7 +271,7 @@ fn spawn(
 }
 
 /// Runs `novanet ARGS` as a client inside the controller; returns stdout.
-pub(crate) fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
+pub fn client(o: &LabOpts, args: &[&str]) -> Res<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns(o, "controller")])
         .arg(binary())
@@ -289,11 +296,7 @@ fn manage(o: &LabOpts, args: &[&str]) -> Res<String> {
     client(o, &full)
 }
 
-pub(crate) fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> Res<T> {
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Res<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -384,7 +387,7 @@ fn host_config_path(o: &LabOpts, host: &str) -> PathBuf {
     o.dir.join(format!("novanet-{host}.conf"))
 }
 
-pub(crate) fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
+pub fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
     up_with(
         o,
         &Setup {
@@ -395,7 +398,7 @@ pub(crate) fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
     )
 }
 
-pub(crate) fn up_with(o: &LabOpts, setup: &Setup) -> Res<()> {
+pub fn up_with(o: &LabOpts, setup: &Setup) -> Res<()> {
     preflight()?;
     if state_path(o).exists() {
         return Err(format!(
@@ -921,7 +924,7 @@ fn vm_ports(o: &LabOpts, srv: &Value) -> Res<Vec<VmPort>> {
 }
 
 /// The lease file of a VM's interface: eth0's keeps the name it always had.
-pub(crate) fn lease_path(o: &LabOpts, instance: &str, index: usize) -> PathBuf {
+pub fn lease_path(o: &LabOpts, instance: &str, index: usize) -> PathBuf {
     if index == 0 {
         o.dir.join(format!("vm-{instance}.lease"))
     } else {
@@ -1043,7 +1046,7 @@ fn unplug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
     Ok(())
 }
 
-pub(crate) fn down(o: &LabOpts) -> Res<()> {
+pub fn down(o: &LabOpts) -> Res<()> {
     // Under the lock no hypervisor pass is half done; once it is killed, none starts.
     let st = if o.dir.join("lab.lock").exists() {
         with_state(o, |st| {
