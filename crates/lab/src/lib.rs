@@ -101,6 +101,8 @@ pub enum LabManager {
     #[default]
     Flatdhcp,
     Vlan,
+    /// No DHCP: each VM configures itself from its config drive, as cloud-init does
+    Flat,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -143,6 +145,9 @@ struct LabState {
     /// Instances an operator unplugged: the hypervisor leaves them alone until plugged again.
     #[serde(default)]
     held: Vec<String>,
+    /// VMs read their configuration from a config drive instead of asking DHCP (Flat).
+    #[serde(default)]
+    config_drive: bool,
 }
 
 type Res<T> = Result<T, String>;
@@ -337,6 +342,8 @@ const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 # /etc/resolv.conf (namespaces share the host's filesystem).
 case "$1" in
   deconfig)
+    # A lease that ended (or was refused at renewal) takes its address with it.
+    ip addr flush dev "$interface" scope global
     ip link set "$interface" up ;;
   bound|renew)
     ip addr replace "$ip/${mask:-24}" ${broadcast:+broadcast $broadcast} dev "$interface"
@@ -357,6 +364,12 @@ fn lab_config(setup: &Setup, my_ip: &str) -> String {
              flat_network_bridge = \"br100\"\n"
                 .to_string()
         }
+        LabManager::Flat => "# Flat manager: addresses injected into the guest (config drive)\n\
+             network_manager = \"nova.network.manager.FlatManager\"\n\
+             flat_interface = \"eth2\"\n\
+             flat_network_bridge = \"br100\"\n\
+             flat_injected = true\n"
+            .to_string(),
         LabManager::Vlan => format!(
             "# VLAN manager: a segment, bridge, subnet and dnsmasq per project\n\
              network_manager = \"nova.network.manager.VlanManager\"\n\
@@ -409,6 +422,7 @@ pub fn up_with(o: &LabOpts, setup: &Setup) -> Res<()> {
     std::fs::create_dir_all(&o.dir).map_err(|e| e.to_string())?;
     let mut st = LabState {
         prefix: o.prefix.clone(),
+        config_drive: setup.manager == LabManager::Flat,
         ..LabState::default()
     };
     save(o, &st)?;
@@ -662,7 +676,7 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
     }
     match setup.manager {
         // The tutorial: one FlatDHCP network and one instance on compute-1.
-        LabManager::Flatdhcp => client(
+        LabManager::Flatdhcp | LabManager::Flat => client(
             o,
             &[
                 "network-create",
@@ -726,7 +740,8 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
         std::fs::read_to_string(networks.join("nova-br100.conf")).unwrap_or_default()
     );
     for e in std::fs::read_dir(networks.join("nova-br100.hosts.d"))
-        .map_err(|e| e.to_string())?
+        .into_iter()
+        .flatten()
         .flatten()
     {
         print!("{}", std::fs::read_to_string(e.path()).unwrap_or_default());
@@ -992,6 +1007,9 @@ fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<Vec<Child>> {
         // Tell the network service where the VIF is plugged (the port binding a hypervisor
         // reports).
         client(o, &["vif-plug", &p.vif, vnet])?;
+        if st.config_drive {
+            continue;
+        }
         let lease_file = lease_path(o, instance, i);
         let _ = std::fs::remove_file(&lease_file);
         let args: Vec<String> = [
@@ -1019,7 +1037,105 @@ fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<Vec<Child>> {
         st.pids.push((format!("udhcpc-{instance}"), child.id()));
         children.push(child);
     }
+    if st.config_drive {
+        boot_from_config_drive(o, instance, &vm_ns, &ports)?;
+    }
     Ok(children)
+}
+
+/// What a cloud image does at boot in Flat mode: cloud-init's own ConfigDrive reader turns
+/// the drive's network_data.json into a network configuration, which the VM applies.
+const CONFIG_DRIVE_READER: &str = r#"
+import json, sys
+from cloudinit.sources.helpers import openstack
+r = openstack.ConfigDriveReader(sys.argv[1]).read_v2()
+macs = {m: "eth%d" % i for i, m in enumerate(sys.argv[2].split(","))}
+print(json.dumps(openstack.convert_net_json(r["networkdata"], known_macs=macs)))
+"#;
+
+/// Attaches the instance's config drive (`novanet config-drive`), reads it with cloud-init
+/// and configures the VM's interfaces and default route statically. Writes the lease files
+/// (`source=config-drive`) that tests read a VM's address from.
+fn boot_from_config_drive(o: &LabOpts, instance: &str, vm_ns: &str, ports: &[VmPort]) -> Res<()> {
+    let iso = o.dir.join(format!("vm-{instance}.iso"));
+    client(
+        o,
+        &["config-drive", instance, "-o", &iso.display().to_string()],
+    )?;
+    let root = o.dir.join(format!("vm-{instance}-drive"));
+    let _ = std::fs::remove_dir_all(&root);
+    let iso_s = iso.display().to_string();
+    for f in sh("isoinfo", &["-R", "-f", "-i", &iso_s])?.lines() {
+        let out = Command::new("isoinfo")
+            .args(["-R", "-x", f, "-i", &iso_s])
+            .output()
+            .map_err(|e| format!("isoinfo: {e}"))?;
+        // Directories extract to nothing; the drive's files all have content.
+        if out.stdout.is_empty() {
+            continue;
+        }
+        let p = root.join(f.trim_start_matches('/'));
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&p, out.stdout).map_err(|e| e.to_string())?;
+    }
+    let macs: Vec<&str> = ports.iter().map(|p| p.mac.as_str()).collect();
+    let net = sh(
+        "/usr/bin/python3",
+        &[
+            "-c",
+            CONFIG_DRIVE_READER,
+            &root.display().to_string(),
+            &macs.join(","),
+        ],
+    )?;
+    let net: Value = serde_json::from_str(&net).map_err(|e| format!("cloud-init said: {e}"))?;
+    for (i, _) in ports.iter().enumerate() {
+        let eth = format!("eth{i}");
+        let Some(iface) = net["config"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == eth.as_str())
+        else {
+            continue;
+        };
+        for s in iface["subnets"].as_array().into_iter().flatten() {
+            let (Some(addr), Some(mask)) = (s["address"].as_str(), s["netmask"].as_str()) else {
+                continue;
+            };
+            let prefix = mask
+                .parse::<std::net::Ipv4Addr>()
+                .map(|m| u32::from(m).count_ones())
+                .map_err(|_| format!("cloud-init gave netmask {mask:?}"))?;
+            ip(&[
+                "-n",
+                vm_ns,
+                "addr",
+                "add",
+                &format!("{addr}/{prefix}"),
+                "dev",
+                &eth,
+            ])?;
+            let mut router = String::new();
+            for r in s["routes"].as_array().into_iter().flatten() {
+                if let (Some("0.0.0.0"), Some(gw)) = (r["network"].as_str(), r["gateway"].as_str())
+                {
+                    ip(&[
+                        "-n", vm_ns, "route", "replace", "default", "via", gw, "dev", &eth,
+                    ])?;
+                    router = gw.to_string();
+                }
+            }
+            std::fs::write(
+                lease_path(o, instance, i),
+                format!("ip={addr} mask={prefix} router={router} source=config-drive\n"),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 fn kill(pid: u32) {

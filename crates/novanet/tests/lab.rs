@@ -1592,6 +1592,16 @@ fn vlan_projects(name: &str, driver: &str) {
             );
         }
     }
+    // Metadata and SNAT as in FlatDHCP: each project's VM reads its own metadata through
+    // the network host's redirect, and reaches the outside from the controller's address.
+    for vm in ["a2", "b1", "c2"] {
+        let md = curl(&lab, vm, "http://169.254.169.254/latest/meta-data/hostname");
+        assert!(
+            md.as_deref().is_some_and(|h| h.starts_with(vm)),
+            "{vm}: {md:?}"
+        );
+    }
+    assert!(lab.succeeds("b2", &["ping", "-c", "1", "-W", "2", "192.168.56.101"]));
     // A project's security group may let another project in: routed through the network
     // host, still no shared layer 2.
     let out = lab.as_member(
@@ -1737,4 +1747,159 @@ fn vlan_manager_over_8021q() {
         text(&out.stdout),
         text(&out.stderr)
     );
+}
+
+// ---- Flat mode and multinic ---------------------------------------------------------------
+
+/// Flat mode: no DHCP server anywhere; the VM reads its address from its config drive with
+/// cloud-init's own reader, and is reachable with it from a VM on another host.
+#[test]
+fn flat_mode_vm_configures_itself_from_its_config_drive() {
+    if Command::new("isoinfo").arg("--version").output().is_err()
+        || !std::path::Path::new("/usr/lib/python3/dist-packages/cloudinit").exists()
+    {
+        eprintln!(
+            "skipping: cloud-init or isoinfo (genisoimage) is not installed (scripts/setup.sh)"
+        );
+        return;
+    }
+    let Some(lab) = Lab::up_with("fl", &["--manager", "flat"]) else {
+        return;
+    };
+    let lease = lab.file("vm-cirros.lease");
+    assert!(lease.contains("source=config-drive"), "{lease}");
+    let ip = lab.lease_of("cirros").unwrap();
+    let listed = lab.novanet(&["list"]);
+    assert!(listed.contains(&format!("={ip}")), "{listed}");
+    assert!(lease.contains("router=10.0.0.1"), "{lease}");
+    let routes = lab.ok("cirros", &["ip", "route", "show", "default"]);
+    assert!(routes.contains("default via 10.0.0.1 dev eth0"), "{routes}");
+    // No dnsmasq: nothing answers DHCP in Flat mode.
+    assert!(!lab
+        .dir
+        .join("agent-controller/networks/nova-br100.pid")
+        .exists());
+    // A second VM, on the other compute host, reaches the first over the flat network.
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "second",
+    ]);
+    wait_until("second's config drive", Duration::from_secs(30), || {
+        lab.lease_of("second").is_some()
+    });
+    wait_until("second to reach cirros", Duration::from_secs(10), || {
+        lab.succeeds("second", &["ping", "-c", "1", "-W", "1", &ip])
+    });
+}
+
+/// Multinic: a VM on two networks gets a lease on each interface, one default route (the
+/// first network's), and loses the second address at renewal once it is removed.
+#[test]
+fn multinic_vm_gets_a_lease_per_network_and_one_default_route() {
+    let Some(lab) = Lab::up_with(
+        "mn",
+        &["--bare", "--manager", "vlan", "--segment-driver", "vxlan"],
+    ) else {
+        return;
+    };
+    lab.novanet(&[
+        "manage",
+        "network",
+        "create",
+        "--label",
+        "mn",
+        "--fixed-range-v4",
+        "10.2.0.0/23",
+        "--num-networks",
+        "2",
+        "--network-size",
+        "256",
+        "--vlan-start",
+        "200",
+    ]);
+    let uuid_of = |label: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&lab.novanet(&["api-get", "/os-networks"])).unwrap();
+        v["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["label"] == label)
+            .and_then(|n| n["id"].as_str())
+            .unwrap_or_else(|| panic!("no network {label}: {v}"))
+            .to_string()
+    };
+    let (n0, n1) = (uuid_of("mn_0"), uuid_of("mn_1"));
+    lab.novanet(&["network-associate-project", &n0]);
+    lab.novanet(&["network-associate-project", &n1]);
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--nic",
+        &format!("net-id={n0}"),
+        "--nic",
+        &format!("net-id={n1}"),
+        "mn1",
+    ]);
+    wait_until("both leases", Duration::from_secs(60), || {
+        !lab.file("vm-mn1.lease").is_empty() && !lab.file("vm-mn1-eth1.lease").is_empty()
+    });
+    let ip0 = lab.lease_of("mn1").unwrap();
+    let lease1 = lab.file("vm-mn1-eth1.lease");
+    let ip1 = lease1
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("ip="))
+        .unwrap()
+        .to_string();
+    assert!(ip0.starts_with("10.2.0."), "{ip0}");
+    assert!(ip1.starts_with("10.2.1."), "{ip1}");
+    // Only the first network's DHCP server names a router.
+    assert!(lease1.contains("router= "), "{lease1}");
+    let routes = lab.ok("mn1", &["ip", "route", "show", "default"]);
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+    assert!(routes.contains("via 10.2.0.1 dev eth0"), "{routes}");
+    let listed = lab.novanet(&["list"]);
+    assert!(listed.contains(&ip0) && listed.contains(&ip1), "{listed}");
+    for ip in [&ip0, &ip1] {
+        wait_until(
+            &format!("the controller to reach {ip}"),
+            Duration::from_secs(10),
+            || lab.succeeds("controller", &["ping", "-c", "1", "-W", "1", ip]),
+        );
+    }
+    // Removed, the second address is refused at the next renewal (udhcpc renews on USR1).
+    lab.novanet(&["remove-fixed-ip", "mn1", &ip1]);
+    let state: serde_json::Value =
+        serde_json::from_str(&lab.file("lab.json")).expect("the lab's state");
+    let pid = state["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p[0] == "udhcpc-mn1")
+        .filter_map(|p| p[1].as_u64())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("eth1"))
+        })
+        .expect("eth1's DHCP client");
+    wait_until("eth1 to lose its address", Duration::from_secs(30), || {
+        let _ = Command::new("kill")
+            .args(["-USR1", &pid.to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(500));
+        !lab.ok("mn1", &["ip", "-4", "addr", "show", "eth1"])
+            .contains(&ip1)
+    });
+    assert!(lab
+        .ok("mn1", &["ip", "-4", "addr", "show", "eth0"])
+        .contains(&ip0));
 }
