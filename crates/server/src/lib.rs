@@ -164,10 +164,11 @@ async fn json_faults(req: Request, next: axum::middleware::Next) -> Response {
     } else {
         text
     };
+    let fault = error::ApiError::new(error::ErrorKind::from_status(status), message);
     let mut out = if identity {
-        error::ApiError::Keystone(status, message)
+        fault.in_keystone_shape()
     } else {
-        error::ApiError::Nova(status, message)
+        fault
     }
     .into_response();
     // Keep what the rejection said beyond its body (Allow on 405, for one).

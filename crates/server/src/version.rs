@@ -6,11 +6,11 @@
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 
 /// A compute microversion, `2.N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,8 +68,8 @@ fn requested(h: &HeaderMap) -> Result<Microversion, ApiError> {
         ))
     })?;
     if v > Microversion::MAX || v < Microversion::MIN {
-        return Err(ApiError::Nova(
-            StatusCode::NOT_ACCEPTABLE,
+        return Err(ApiError::new(
+            ErrorKind::NotAcceptable,
             format!(
                 "Version {v} is not supported by the API. Minimum is {} and maximum is {}.",
                 Microversion::MIN,
@@ -167,12 +167,18 @@ mod tests {
         for bad in ["2.x", "3.1", "2.", "two", "2.01"] {
             assert!(matches!(
                 requested(&h("x-openstack-nova-api-version", bad)),
-                Err(ApiError::Nova(StatusCode::BAD_REQUEST, _))
+                Err(ApiError {
+                    kind: ErrorKind::BadRequest,
+                    ..
+                })
             ));
         }
         assert!(matches!(
             requested(&h("x-openstack-nova-api-version", "2.36")),
-            Err(ApiError::Nova(StatusCode::NOT_ACCEPTABLE, _))
+            Err(ApiError {
+                kind: ErrorKind::NotAcceptable,
+                ..
+            })
         ));
     }
 }
