@@ -23,13 +23,10 @@ pub mod error;
 pub mod hostapi;
 pub mod identity;
 pub mod identity_admin;
-pub mod keypairs;
 pub mod keystone;
 pub mod metadata;
 pub mod openapi;
 pub mod plans;
-pub mod quotas;
-pub mod servers;
 pub mod version;
 
 pub struct AppState {

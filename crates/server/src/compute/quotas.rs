@@ -149,7 +149,7 @@ pub fn limits_of(st: &AppState, project_id: &str) -> ApiResult<BTreeMap<String, 
 pub fn instance_usage(st: &AppState, project_id: &str) -> ApiResult<(i64, i64, i64)> {
     let instances = st.store.instances(Some(project_id))?;
     let cores_ram = |i: &novanet_core::model::Instance| {
-        crate::compute::FLAVORS
+        super::FLAVORS
             .iter()
             .find(|f| Some(f.0) == i.spec.flavor_id.as_deref())
             .map_or((1, 512), |f| (i64::from(f.4), i64::from(f.2)))
