@@ -224,3 +224,55 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(e: ApiError) -> (StatusCode, serde_json::Value) {
+        let r = e.into_response();
+        let status = r.status();
+        let bytes = read_body(r);
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn read_body(r: Response) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(axum::body::to_bytes(r.into_body(), 1 << 16))
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn quota_faults_are_over_limit_whatever_their_text() {
+        let (status, v) = body(Error::OverLimit("Quota exceeded for cores".into()).into());
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(v["overLimit"]["code"], 403);
+        let (_, v) = body(Error::Forbidden("quota exceeded, or so it says".into()).into());
+        assert!(v.get("forbidden").is_some(), "{v}");
+    }
+
+    #[test]
+    fn store_failures_do_not_reach_the_client() {
+        let e: ApiError = Error::Store("disk I/O error: /var/lib/novanet/state.db".into()).into();
+        assert_eq!(e.kind, ErrorKind::Internal);
+        let (status, v) = body(e);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let msg = v["computeFault"]["message"].as_str().unwrap();
+        assert_eq!(msg, INTERNAL_MESSAGE);
+        assert!(!msg.contains("disk"));
+    }
+
+    #[test]
+    fn keystone_shape_keeps_the_kind() {
+        let (status, v) = body(ApiError::not_found("no such project").in_keystone_shape());
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["title"], "Not Found");
+        assert_eq!(
+            ErrorKind::from_status(StatusCode::LENGTH_REQUIRED).status(),
+            StatusCode::LENGTH_REQUIRED
+        );
+    }
+}

@@ -120,7 +120,7 @@ pub(crate) fn sg_rule(r: SecurityGroupRule) -> Option<SgRule> {
     let cidr = match r.cidr.as_deref().map(canonical).transpose() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("novanet server: rule {} left out of plans: {e}", r.id);
+            tracing::warn!(rule = r.id, error = %e, "rule left out of plans");
             return None;
         }
     };

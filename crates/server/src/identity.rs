@@ -78,6 +78,9 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
                 e
             }
         })?;
+        if let Some(p) = parts.extensions.get::<crate::version::RequestProject>() {
+            p.set(ctx.project_id());
+        }
         // A reader changes nothing; identity routes are exempt (anyone may end their own
         // token, and Keystone's token routes check the subject instead).
         let changes = !matches!(parts.method, Method::GET | Method::HEAD);

@@ -230,6 +230,7 @@ async fn create_project(
     let name = str_field(&b, "/project/name", "name")?
         .ok_or_else(|| k(Error::invalid("project.name", "is required")))?;
     let p = st.store.create_project(&name).map_err(k)?;
+    tracing::info!(project = %p.id, name = %p.name, "project created");
     Ok((
         StatusCode::CREATED,
         Json(json!({"project": project_view(&st, &p)})),
@@ -288,6 +289,7 @@ async fn delete_project(
         ));
     }
     st.store.delete_project(&p.id).map_err(k)?;
+    tracing::info!(project = %p.id, name = %p.name, "project deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -334,6 +336,7 @@ async fn create_user(
         .await
         .map_err(|e| ApiError::internal(e).in_keystone_shape())?
         .map_err(k)?;
+    tracing::info!(user = %u.id, name = %u.name, "user created");
     let mut view = user_view(&st, &u);
     if let Some(p) = default_project {
         view["default_project_id"] = json!(p.id);
@@ -389,6 +392,7 @@ async fn delete_user(
         return Err(kerr(StatusCode::FORBIDDEN, "a user cannot delete itself"));
     }
     st.store.delete_user(&u.id).map_err(k)?;
+    tracing::info!(user = %u.id, name = %u.name, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -450,6 +454,7 @@ async fn grant(
         find_role(&role)?,
     );
     st.store.assign_role(&u.id, &p.id, r).map_err(k)?;
+    tracing::info!(user = %u.id, project = %p.id, role = %r, "role assigned");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -495,6 +500,7 @@ async fn revoke(
         Error::Store(_) => k(e),
         other => kerr(StatusCode::NOT_FOUND, other.to_string()),
     })?;
+    tracing::info!(user = %u.id, project = %p.id, role = %r, "role removed");
     Ok(StatusCode::NO_CONTENT)
 }
 

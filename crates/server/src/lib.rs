@@ -85,7 +85,7 @@ impl AppState {
         // read up to, instead of asking the store on every request.
         match self.plans.catch_up(self.store.as_ref(), &self.cfg) {
             Ok(g) => self.metadata_cache.saw_generation(g),
-            Err(e) => eprintln!("novanet server: reading the change log: {e}"),
+            Err(e) => tracing::error!(error = %e, "reading the change log"),
         }
     }
 }
@@ -134,6 +134,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { error::ApiError::not_found("The resource could not be found.") })
         .layer(axum::middleware::from_fn(json_faults))
         .layer(axum::middleware::from_fn(version::headers))
+        .layer(axum::middleware::from_fn(version::request_log))
         .with_state(state)
 }
 
@@ -266,10 +267,13 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> s
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
-            let _ = st.store.disassociate_stale_fixed_ips(
+            let swept = st.store.disassociate_stale_fixed_ips(
                 unix_now(),
                 st.cfg.fixed_ip_disassociate_timeout as i64,
             );
+            if let Err(e) = swept {
+                tracing::error!(error = %e, "releasing stale fixed IPs");
+            }
         }
     });
     let service = app(state);

@@ -146,6 +146,7 @@ async fn create_admin_rule(
         AdminRules::Default => st.store.add_default_rule(&rule)?,
         AdminRules::Provider => st.store.add_provider_rule(&rule)?,
     };
+    tracing::info!(kind = kind.key(), rule = created.id, "admin rule created");
     Ok(Json(json!({ kind.key(): admin_rule_view(&created) })))
 }
 
@@ -177,5 +178,6 @@ async fn delete_admin_rule(
         AdminRules::Default => st.store.delete_default_rule(id)?,
         AdminRules::Provider => st.store.delete_provider_rule(id)?,
     }
+    tracing::info!(kind = kind.key(), rule = id, "admin rule deleted");
     Ok(ok_empty(StatusCode::NO_CONTENT))
 }

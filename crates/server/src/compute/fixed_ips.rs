@@ -58,5 +58,6 @@ async fn fixed_ip_action(
         }
     };
     st.store.set_fixed_reserved(&address, reserve)?;
+    tracing::info!(address = %address, reserved = reserve, "fixed IP reservation changed");
     Ok(ok_empty(StatusCode::ACCEPTED))
 }

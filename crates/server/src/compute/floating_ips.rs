@@ -102,6 +102,7 @@ async fn allocate_floating(
             }
             other => other.into(),
         })?;
+    tracing::info!(address = %f.address, pool = %f.pool, "floating IP allocated");
     Ok(Json(json!({ "floating_ip": floating_view(&f) })))
 }
 
@@ -118,5 +119,6 @@ async fn release_floating(
     }
     st.store
         .release_floating_ip(&f.address, Some(ctx.project_id()))?;
+    tracing::info!(address = %f.address, "floating IP released");
     Ok(ok_empty(StatusCode::ACCEPTED))
 }

@@ -86,6 +86,7 @@ async fn create_bulk(
         .interface
         .unwrap_or_else(|| st.cfg.public_interface.clone());
     st.store.create_floating_ips(&pool, &interface, &addrs)?;
+    tracing::info!(range = %b.ip_range, pool = %pool, count = addrs.len(), "floating IPs created");
     Ok(Json(
         json!({"floating_ips_bulk_create": {"ip_range": b.ip_range, "pool": pool, "interface": interface}}),
     ))
@@ -109,5 +110,6 @@ async fn delete_bulk(
     }
     let addrs = parse_range("ip_range", &b.ip_range)?;
     st.store.delete_floating_ips(&addrs)?;
+    tracing::info!(range = %b.ip_range, count = addrs.len(), "floating IPs deleted");
     Ok(Json(json!({ "floating_ips_bulk_delete": b.ip_range })))
 }

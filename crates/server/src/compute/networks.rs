@@ -221,6 +221,9 @@ async fn create_network(
     let req = b.network.to_request(true)?;
     novanet_core::planning::check_requested_range(&req)?;
     let (nets, _) = st.store.create_networks(&req, &st.cfg)?;
+    for n in &nets {
+        tracing::info!(network = %n.uuid, label = %n.label, cidr = ?n.cidr, "network created");
+    }
     claim_for_network_host(&st)?;
     Ok(Json(json!({ "network": network_view(&nets[0], true) })))
 }
@@ -255,6 +258,7 @@ async fn delete_network(
 ) -> ApiResult<Response> {
     ctx.require_admin("os_compute_api:os-networks:delete")?;
     st.store.delete_network(&id, true)?;
+    tracing::info!(network = %id, "network deleted");
     Ok(ok_empty(StatusCode::ACCEPTED))
 }
 
@@ -276,6 +280,7 @@ async fn add_network(
             Error::Exhausted(m) => ApiError::bad_request(m),
             other => other.into(),
         })?;
+    tracing::info!(project = %ctx.project_id(), network = ?b.id, "network added to the project");
     Ok(ok_empty(StatusCode::ACCEPTED))
 }
 
@@ -316,5 +321,6 @@ async fn network_action(
         }
     };
     st.store.update_network(&id, &update)?;
+    tracing::info!(network = %id, action = %action, "network association changed");
     Ok(ok_empty(StatusCode::ACCEPTED))
 }

@@ -86,6 +86,11 @@ async fn create_rule(
         &rule,
         super::quotas::limit(&st, &parent.project_id, "security_group_rules")?,
     )?;
+    tracing::info!(
+        group = parent.id,
+        rule = created.id,
+        "security group rule created"
+    );
     Ok(Json(json!({ "security_group_rule": rule_view(&created) })))
 }
 
@@ -104,5 +109,6 @@ async fn delete_rule(
         return Err(ApiError::not_found(format!("Rule ({id}) not found")));
     }
     st.store.delete_security_group_rule(id)?;
+    tracing::info!(rule = id, "security group rule deleted");
     Ok(ok_empty(StatusCode::ACCEPTED))
 }

@@ -118,6 +118,7 @@ async fn create_group(
         &desc,
         super::quotas::limit(&st, ctx.project_id(), "security_groups")?,
     )?;
+    tracing::info!(group = g.id, name = %g.name, project = %g.project_id, "security group created");
     Ok(Json(json!({ "security_group": group_view(&g) })))
 }
 
@@ -135,6 +136,7 @@ async fn update_group(
         return Err(Error::invalid("name", "the default group cannot be renamed").into());
     }
     let g = st.store.update_security_group(g.id, &name, &desc)?;
+    tracing::info!(group = g.id, name = %g.name, "security group updated");
     Ok(Json(json!({ "security_group": group_view(&g) })))
 }
 
@@ -150,6 +152,7 @@ async fn delete_group(
 ) -> ApiResult<Response> {
     let g = own_group(&st, &ctx, &id)?;
     st.store.delete_security_group(g.id)?;
+    tracing::info!(group = g.id, name = %g.name, project = %g.project_id, "security group deleted");
     Ok(ok_empty(StatusCode::ACCEPTED))
 }
 

@@ -110,5 +110,6 @@ async fn server_action(
             )))
         }
     }
+    tracing::info!(server = %i.uuid, action = %action, "server action done");
     Ok(ok_empty(StatusCode::ACCEPTED))
 }

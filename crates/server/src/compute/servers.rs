@@ -653,6 +653,9 @@ async fn create_server(
             }
         }
     }
+    for i in &created {
+        tracing::info!(server = %i.uuid, name = %i.spec.name, host = ?i.spec.host, "server created");
+    }
     let inst = created.remove(0);
     let groups: Vec<Value> = st
         .store
@@ -681,6 +684,7 @@ async fn delete_server(
 ) -> ApiResult<Response> {
     let i = find_server(&st, &ctx, &id)?;
     st.store.delete_instance(&i.uuid, &st.cfg, unix_now())?;
+    tracing::info!(server = %i.uuid, name = %i.spec.name, "server deleted");
     Ok(ok_empty(StatusCode::NO_CONTENT))
 }
 

@@ -131,6 +131,9 @@ async fn create_tenant_network(
         ..NetworkRequest::default()
     };
     let (nets, _) = st.store.create_networks(&req, &st.cfg)?;
+    for n in &nets {
+        tracing::info!(network = %n.uuid, label = %n.label, cidr = ?n.cidr, project = %ctx.project_id(), "tenant network created");
+    }
     claim_for_network_host(&st)?;
     Ok(Json(json!({ "network": tenant_view(&nets[0]) })))
 }
@@ -213,5 +216,6 @@ async fn delete_tenant_network(
         },
     )?;
     st.store.delete_network(&n.uuid, false)?;
+    tracing::info!(network = %n.uuid, label = %n.label, "tenant network deleted");
     Ok(ok_empty(StatusCode::ACCEPTED))
 }
