@@ -25,6 +25,7 @@ pub mod identity;
 pub mod identity_admin;
 pub mod keystone;
 pub mod metadata;
+pub mod offload;
 pub mod openapi;
 pub mod plans;
 pub mod version;
@@ -121,15 +122,21 @@ pub fn iso8601(secs: i64) -> String {
 
 /// The API router (without the path normalisation `app` adds).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(root))
-        .route("/v2.0", get(v20))
+    // Every handler here may block on the store; the agents' long poll (hostapi's
+    // `plan_routes`) waits for changes instead, and offloads only its store work.
+    let store_bound = Router::new()
         .merge(identity::routes())
         .merge(identity_admin::routes())
         .merge(compute::image_routes())
         .nest("/v2.1", compute::routes())
         .merge(hostapi::routes())
         .merge(configdrive::routes())
+        .route_layer(axum::middleware::from_fn(offload::off_the_workers));
+    Router::new()
+        .route("/", get(root))
+        .route("/v2.0", get(v20))
+        .merge(store_bound)
+        .merge(hostapi::plan_routes())
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { error::ApiError::not_found("The resource could not be found.") })
         .layer(axum::middleware::from_fn(json_faults))
@@ -259,7 +266,10 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> s
     let st = state.clone();
     tokio::spawn(async move {
         loop {
-            st.catch_up();
+            let s = st.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || s.catch_up()).await {
+                tracing::error!(error = %e, "reading the change log");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
@@ -267,11 +277,15 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> s
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
-            let swept = st.store.disassociate_stale_fixed_ips(
-                unix_now(),
-                st.cfg.fixed_ip_disassociate_timeout as i64,
-            );
-            if let Err(e) = swept {
+            let s = st.clone();
+            let swept = tokio::task::spawn_blocking(move || {
+                s.store.disassociate_stale_fixed_ips(
+                    unix_now(),
+                    s.cfg.fixed_ip_disassociate_timeout as i64,
+                )
+            })
+            .await;
+            if let Ok(Err(e)) = swept {
                 tracing::error!(error = %e, "releasing stale fixed IPs");
             }
         }

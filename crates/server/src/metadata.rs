@@ -19,6 +19,7 @@ use novanet_core::model::Instance;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use crate::offload::blocking;
 use crate::AppState;
 
 pub use novanet_metadata::{
@@ -293,7 +294,7 @@ fn meta_for_ip(st: &AppState, ip: &str) -> Option<Arc<InstanceMeta>> {
         match cached {
             Some((g, m)) if g == generation => return m,
             Some((_, m)) => {
-                let now_owner = lookup();
+                let now_owner = blocking(lookup);
                 let same = match (&m, &now_owner) {
                     (Some(m), Some(i)) => m.instance.uuid == i.uuid,
                     (None, None) => true,
@@ -316,10 +317,8 @@ fn meta_for_ip(st: &AppState, ip: &str) -> Option<Arc<InstanceMeta>> {
             None => {}
         }
     }
-    let m = owner
-        .unwrap_or_else(lookup)
-        .and_then(|i| build_meta(st, i))
-        .map(Arc::new);
+    // A miss reads the store; hits (nearly every request) stay on the async worker.
+    let m = blocking(|| owner.unwrap_or_else(lookup).and_then(|i| build_meta(st, i))).map(Arc::new);
     if !ttl.is_zero() {
         let mut cache = st
             .metadata_cache
@@ -467,7 +466,7 @@ async fn handle(
         let Ok(pw) = String::from_utf8(body.to_vec()) else {
             return text(StatusCode::BAD_REQUEST, "The password must be UTF-8 text.");
         };
-        return match st.store.set_instance_password(&m.instance.uuid, &pw) {
+        return match blocking(|| st.store.set_instance_password(&m.instance.uuid, &pw)) {
             Ok(true) => text(StatusCode::OK, ""),
             Ok(false) => text(StatusCode::CONFLICT, "Password already set."),
             Err(_) => not_found(),
@@ -480,8 +479,7 @@ async fn handle(
         );
     }
     let password = if is_password {
-        st.store
-            .instance(&m.instance.uuid)
+        blocking(|| st.store.instance(&m.instance.uuid))
             .ok()
             .and_then(|i| i.password)
     } else {
