@@ -2,15 +2,18 @@
 //! holds its thread until the store answers, and an async worker held that way stalls every
 //! request queued behind it. These helpers move such work to where blocking is allowed.
 //!
-//! `block_in_place` rather than `spawn_blocking`: the handlers borrow the state and their
-//! extracted arguments, and moving the worker's other tasks to a fresh thread costs less
-//! than sending the handler's work to one. On a current-thread runtime (the in-process
-//! tests) there is no other worker to hand the tasks to, so the work runs where it is.
+//! A whole handler goes to the blocking pool (`spawn_blocking`), not `block_in_place`: the
+//! request body is fed by the connection's task, which is the task `block_in_place` would
+//! block, so a handler reading its body there would wait forever. A short piece of store
+//! work inside an async handler uses `block_in_place` (`blocking`). On a current-thread
+//! runtime (the in-process tests) neither applies and the work runs where it is.
 
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::runtime::{Handle, RuntimeFlavor};
+
+use crate::error::ApiError;
 
 fn on_a_multi_thread_runtime() -> Option<Handle> {
     Handle::try_current()
@@ -31,7 +34,12 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// request would hold a thread.
 pub async fn off_the_workers(req: Request, next: Next) -> Response {
     match on_a_multi_thread_runtime() {
-        Some(handle) => tokio::task::block_in_place(|| handle.block_on(next.run(req))),
+        Some(handle) => {
+            let handler = tokio::task::spawn_blocking(move || handle.block_on(next.run(req)));
+            handler
+                .await
+                .unwrap_or_else(|e| ApiError::internal(e).into_response())
+        }
         None => next.run(req).await,
     }
 }
