@@ -18,7 +18,6 @@ use novanet_store::SecurityGroupRule;
 
 use crate::error::{ApiError, ApiResult, Body};
 use crate::identity::Ctx;
-use crate::offload::blocking;
 use crate::{plans, unix_now, AppState};
 
 /// The longest an agent's plan request waits for a change.
@@ -31,8 +30,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/novanet/v1/vifs/{uuid}/plug", post(plug))
 }
 
-/// The agents' long poll: apart from the others because it waits, so only its store work is
-/// moved off the async workers (`offload::blocking`), not the whole handler.
+/// The agents' long poll: apart from the others because it waits (a thread held per waiting
+/// agent would be hundreds). Its store work stays on the async workers: it answers from the
+/// kept plans, and moving each poll's few microseconds of work to another thread cost more
+/// than it saved (`bench scale`).
 pub fn plan_routes() -> Router<Arc<AppState>> {
     Router::new().route("/novanet/v1/hosts/{host}/plan", get(plan))
 }
@@ -220,28 +221,28 @@ async fn plan(
     };
     // The store may be ahead of the plans (another process wrote, and `serve` only looks
     // every 100 ms): never wait for a change that has already happened.
-    blocking(|| st.catch_up());
+    st.catch_up();
     let wait = Duration::from_secs(q.wait.unwrap_or(25)).min(MAX_WAIT);
     let (store, cfg) = (st.store.as_ref(), &st.cfg);
     let Some(epoch) = q.epoch else {
         // The whole plan, once its generation is past `after`.
-        let (mut body, generation, mut rx) = blocking(|| st.plans.current(store, cfg, &host))?;
+        let (mut body, generation, mut rx) = st.plans.current(store, cfg, &host)?;
         if let Some(after) = q.after.filter(|a| generation <= *a) {
             if tokio::time::timeout(wait, rx.wait_for(|g| *g > after))
                 .await
                 .is_ok()
             {
-                body = blocking(|| st.plans.current(store, cfg, &host))?.0;
+                body = st.plans.current(store, cfg, &host)?.0;
             }
         }
         return Ok(json_body(body));
     };
     let held = q.after.map(|g| (epoch, g));
-    let (mut poll, mut rx) = blocking(|| st.plans.poll(store, cfg, &host, held, deltas))?;
+    let (mut poll, mut rx) = st.plans.poll(store, cfg, &host, held, deltas)?;
     if let (plans::Poll::Unchanged(_), Some(after)) = (&poll, q.after) {
         // Woken by a change, by the plan leaving the cache, or at the end of the wait.
         let _ = tokio::time::timeout(wait, rx.wait_for(|g| *g > after)).await;
-        poll = blocking(|| st.plans.poll(store, cfg, &host, held, deltas))?.0;
+        poll = st.plans.poll(store, cfg, &host, held, deltas)?.0;
     }
     Ok(json_body(match poll {
         plans::Poll::Changed(body) => body,

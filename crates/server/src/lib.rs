@@ -123,7 +123,7 @@ pub fn iso8601(secs: i64) -> String {
 /// The API router (without the path normalisation `app` adds).
 pub fn router(state: Arc<AppState>) -> Router {
     // Every handler here may block on the store; the agents' long poll (hostapi's
-    // `plan_routes`) waits for changes instead, and offloads only its store work.
+    // `plan_routes`) waits for changes instead, answering from the kept plans.
     let store_bound = Router::new()
         .merge(identity::routes())
         .merge(identity_admin::routes())
