@@ -126,7 +126,7 @@ pub async fn request_log(mut req: Request, next: Next) -> Response {
         status = resp.status().as_u16(),
         ms,
         request_id = %id.0,
-        project = project.0.get().map_or("-", String::as_str),
+        project = %project.0.get().map_or("-", String::as_str),
         "request"
     );
     resp
