@@ -26,9 +26,16 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/novanet/v1/hosts/{host}/report", post(report))
-        .route("/novanet/v1/hosts/{host}/plan", get(plan))
         .route("/novanet/v1/leases", post(lease))
         .route("/novanet/v1/vifs/{uuid}/plug", post(plug))
+}
+
+/// The agents' long poll: apart from the others because it waits (a thread held per waiting
+/// agent would be hundreds). Its store work stays on the async workers: it answers from the
+/// kept plans, and moving each poll's few microseconds of work to another thread cost more
+/// than it saved (`bench scale`).
+pub fn plan_routes() -> Router<Arc<AppState>> {
+    Router::new().route("/novanet/v1/hosts/{host}/plan", get(plan))
 }
 
 #[derive(Deserialize)]
@@ -120,7 +127,7 @@ pub(crate) fn sg_rule(r: SecurityGroupRule) -> Option<SgRule> {
     let cidr = match r.cidr.as_deref().map(canonical).transpose() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("novanet server: rule {} left out of plans: {e}", r.id);
+            tracing::warn!(rule = r.id, error = %e, "rule left out of plans");
             return None;
         }
     };

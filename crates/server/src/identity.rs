@@ -17,7 +17,7 @@ use novanet_core::Error;
 use novanet_store::Token;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, ApiResult, Body};
+use crate::error::{ApiError, ApiResult, Body, ErrorKind};
 use crate::keystone::Refusal;
 use crate::{iso8601, unix_now, AppState};
 
@@ -71,12 +71,16 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
     ) -> Result<Self, Self::Rejection> {
         let identity = parts.uri.path().starts_with("/identity");
         // Identity routes answer in Keystone's shape, compute routes in Nova's.
-        let ctx = authenticate(parts, state)
-            .await
-            .map_err(|e| match (identity, e) {
-                (true, ApiError::Nova(c, m)) => ApiError::Keystone(c, m),
-                (_, e) => e,
-            })?;
+        let ctx = authenticate(parts, state).await.map_err(|e| {
+            if identity {
+                e.in_keystone_shape()
+            } else {
+                e
+            }
+        })?;
+        if let Some(p) = parts.extensions.get::<crate::version::RequestProject>() {
+            p.set(ctx.project_id());
+        }
         // A reader changes nothing; identity routes are exempt (anyone may end their own
         // token, and Keystone's token routes check the subject instead).
         let changes = !matches!(parts.method, Method::GET | Method::HEAD);
@@ -178,7 +182,7 @@ pub fn token_body(t: &Token, base: &str) -> Value {
 }
 
 fn unauthorized(msg: &str) -> ApiError {
-    ApiError::Keystone(StatusCode::UNAUTHORIZED, msg.to_string())
+    ApiError::keystone(ErrorKind::Unauthorized, msg)
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -192,11 +196,9 @@ async fn issue(
     ext: Extensions,
     body: Result<Body<Value>, ApiError>,
 ) -> ApiResult<Response> {
-    let bad = |m: &str| ApiError::Keystone(StatusCode::BAD_REQUEST, m.to_string());
+    let bad = |m: &str| ApiError::keystone(ErrorKind::BadRequest, m);
     // A malformed body is answered in Keystone's shape too, like every other identity fault.
-    let Body(body) = body.map_err(|e| match e {
-        ApiError::Nova(code, m) | ApiError::Keystone(code, m) => ApiError::Keystone(code, m),
-    })?;
+    let Body(body) = body.map_err(ApiError::in_keystone_shape)?;
     let identity = body
         .pointer("/auth/identity")
         .ok_or_else(|| bad("auth.identity is required"))?;
@@ -228,8 +230,8 @@ async fn issue(
     let keys = LoginGuard::keys(user_key, source.as_deref());
     let now = unix_now();
     if let Some(wait) = st.logins.refused(&keys, now) {
-        return Err(ApiError::Keystone(
-            StatusCode::TOO_MANY_REQUESTS,
+        return Err(ApiError::keystone(
+            ErrorKind::TooManyRequests,
             format!(
                 "Too many failed logins for this user or from this address; try again in {wait} s."
             ),
@@ -271,19 +273,16 @@ fn subject(st: &AppState, ctx: &Ctx, headers: &HeaderMap) -> ApiResult<Token> {
         .get("x-subject-token")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
-            ApiError::Keystone(
-                StatusCode::BAD_REQUEST,
-                "X-Subject-Token header is required".into(),
-            )
+            ApiError::keystone(ErrorKind::BadRequest, "X-Subject-Token header is required")
         })?;
-    let t = st
-        .store
-        .token(id, unix_now())
-        .map_err(|e| ApiError::Keystone(StatusCode::NOT_FOUND, e.to_string()))?;
+    let t = st.store.token(id, unix_now()).map_err(|e| match e {
+        novanet_core::Error::Store(_) => ApiError::from(e).in_keystone_shape(),
+        other => ApiError::keystone(ErrorKind::NotFound, other.to_string()),
+    })?;
     if t.user.id != ctx.user_id() && !ctx.is_admin() {
-        return Err(ApiError::Keystone(
-            StatusCode::FORBIDDEN,
-            "You are not authorized to perform the requested action: only the token's owner or an admin may.".into(),
+        return Err(ApiError::keystone(
+            ErrorKind::Forbidden,
+            "You are not authorized to perform the requested action: only the token's owner or an admin may.",
         ));
     }
     Ok(t)

@@ -15,7 +15,7 @@ use novanet_store::{Project, User};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::error::{ApiError, ApiResult, Body};
+use crate::error::{ApiError, ApiResult, Body, ErrorKind};
 use crate::identity::Ctx;
 use crate::AppState;
 
@@ -56,14 +56,12 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 fn kerr(code: StatusCode, m: impl Into<String>) -> ApiError {
-    ApiError::Keystone(code, m.into())
+    ApiError::keystone(ErrorKind::from_status(code), m)
 }
 
 /// Every fault here in Keystone's shape.
 fn k(e: impl Into<ApiError>) -> ApiError {
-    match e.into() {
-        ApiError::Nova(c, m) | ApiError::Keystone(c, m) => ApiError::Keystone(c, m),
-    }
+    e.into().in_keystone_shape()
 }
 
 fn admin(ctx: &Ctx, what: &str) -> ApiResult<()> {
@@ -232,6 +230,7 @@ async fn create_project(
     let name = str_field(&b, "/project/name", "name")?
         .ok_or_else(|| k(Error::invalid("project.name", "is required")))?;
     let p = st.store.create_project(&name).map_err(k)?;
+    tracing::info!(project = %p.id, name = %p.name, "project created");
     Ok((
         StatusCode::CREATED,
         Json(json!({"project": project_view(&st, &p)})),
@@ -290,6 +289,7 @@ async fn delete_project(
         ));
     }
     st.store.delete_project(&p.id).map_err(k)?;
+    tracing::info!(project = %p.id, name = %p.name, "project deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -334,8 +334,9 @@ async fn create_user(
     // Hashing the password is slow on purpose: off the async workers.
     let u = tokio::task::spawn_blocking(move || store.create_user(&n, &pw))
         .await
-        .map_err(|e| kerr(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .map_err(|e| ApiError::internal(e).in_keystone_shape())?
         .map_err(k)?;
+    tracing::info!(user = %u.id, name = %u.name, "user created");
     let mut view = user_view(&st, &u);
     if let Some(p) = default_project {
         view["default_project_id"] = json!(p.id);
@@ -375,7 +376,7 @@ async fn update_user(
         store.update_user(&u.id, name.as_deref(), password.as_deref())
     })
     .await
-    .map_err(|e| kerr(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+    .map_err(|e| ApiError::internal(e).in_keystone_shape())?
     .map_err(k)?;
     Ok(Json(json!({"user": user_view(&st, &u)})))
 }
@@ -391,6 +392,7 @@ async fn delete_user(
         return Err(kerr(StatusCode::FORBIDDEN, "a user cannot delete itself"));
     }
     st.store.delete_user(&u.id).map_err(k)?;
+    tracing::info!(user = %u.id, name = %u.name, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -452,6 +454,7 @@ async fn grant(
         find_role(&role)?,
     );
     st.store.assign_role(&u.id, &p.id, r).map_err(k)?;
+    tracing::info!(user = %u.id, project = %p.id, role = %r, "role assigned");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -493,9 +496,11 @@ async fn revoke(
         find_user(&st, &user)?,
         find_role(&role)?,
     );
-    st.store
-        .remove_role(&u.id, &p.id, r)
-        .map_err(|e| kerr(StatusCode::NOT_FOUND, e.to_string()))?;
+    st.store.remove_role(&u.id, &p.id, r).map_err(|e| match e {
+        Error::Store(_) => k(e),
+        other => kerr(StatusCode::NOT_FOUND, other.to_string()),
+    })?;
+    tracing::info!(user = %u.id, project = %p.id, role = %r, "role removed");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -23,13 +23,11 @@ pub mod error;
 pub mod hostapi;
 pub mod identity;
 pub mod identity_admin;
-pub mod keypairs;
 pub mod keystone;
 pub mod metadata;
+pub mod offload;
 pub mod openapi;
 pub mod plans;
-pub mod quotas;
-pub mod servers;
 pub mod version;
 
 pub struct AppState {
@@ -88,7 +86,7 @@ impl AppState {
         // read up to, instead of asking the store on every request.
         match self.plans.catch_up(self.store.as_ref(), &self.cfg) {
             Ok(g) => self.metadata_cache.saw_generation(g),
-            Err(e) => eprintln!("novanet server: reading the change log: {e}"),
+            Err(e) => tracing::error!(error = %e, "reading the change log"),
         }
     }
 }
@@ -124,19 +122,26 @@ pub fn iso8601(secs: i64) -> String {
 
 /// The API router (without the path normalisation `app` adds).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(root))
-        .route("/v2.0", get(v20))
+    // Every handler here may block on the store; the agents' long poll (hostapi's
+    // `plan_routes`) waits for changes instead, answering from the kept plans.
+    let store_bound = Router::new()
         .merge(identity::routes())
         .merge(identity_admin::routes())
         .merge(compute::image_routes())
         .nest("/v2.1", compute::routes())
         .merge(hostapi::routes())
         .merge(configdrive::routes())
+        .route_layer(axum::middleware::from_fn(offload::off_the_workers));
+    Router::new()
+        .route("/", get(root))
+        .route("/v2.0", get(v20))
+        .merge(store_bound)
+        .merge(hostapi::plan_routes())
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { error::ApiError::not_found("The resource could not be found.") })
         .layer(axum::middleware::from_fn(json_faults))
         .layer(axum::middleware::from_fn(version::headers))
+        .layer(axum::middleware::from_fn(version::request_log))
         .with_state(state)
 }
 
@@ -164,10 +169,11 @@ async fn json_faults(req: Request, next: axum::middleware::Next) -> Response {
     } else {
         text
     };
+    let fault = error::ApiError::new(error::ErrorKind::from_status(status), message);
     let mut out = if identity {
-        error::ApiError::Keystone(status, message)
+        fault.in_keystone_shape()
     } else {
-        error::ApiError::Nova(status, message)
+        fault
     }
     .into_response();
     // Keep what the rejection said beyond its body (Allow on 405, for one).
@@ -260,7 +266,10 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> s
     let st = state.clone();
     tokio::spawn(async move {
         loop {
-            st.catch_up();
+            let s = st.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || s.catch_up()).await {
+                tracing::error!(error = %e, "reading the change log");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
@@ -268,10 +277,17 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> s
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
-            let _ = st.store.disassociate_stale_fixed_ips(
-                unix_now(),
-                st.cfg.fixed_ip_disassociate_timeout as i64,
-            );
+            let s = st.clone();
+            let swept = tokio::task::spawn_blocking(move || {
+                s.store.disassociate_stale_fixed_ips(
+                    unix_now(),
+                    s.cfg.fixed_ip_disassociate_timeout as i64,
+                )
+            })
+            .await;
+            if let Ok(Err(e)) = swept {
+                tracing::error!(error = %e, "releasing stale fixed IPs");
+            }
         }
     });
     let service = app(state);

@@ -229,7 +229,7 @@ impl Plans {
             latest = latest.max(d.generation);
             if let Err(e) = refresh(store, cfg, &host, entry, d) {
                 // Rebuilt when next asked for; its waiters see the entry go and ask again.
-                eprintln!("novanet server: plan of {host}: {e}");
+                tracing::error!(host = %host, error = %e, "planning the host");
                 inner.hosts.remove(&host);
                 continue;
             }

@@ -3,14 +3,20 @@
 //! compute 2.16`, `latest` for the newest) is checked, handed to handlers, and echoed back
 //! with `Vary`; each request gets an `x-openstack-request-id` (also `x-compute-request-id`),
 //! the id its log line carries.
+//!
+//! `request_log` writes that line: one `tracing` event per request once it is answered, and a
+//! span around the handler so that whatever a handler logs carries the request's id too.
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use tracing::Instrument;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 
 /// A compute microversion, `2.N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,8 +74,8 @@ fn requested(h: &HeaderMap) -> Result<Microversion, ApiError> {
         ))
     })?;
     if v > Microversion::MAX || v < Microversion::MIN {
-        return Err(ApiError::Nova(
-            StatusCode::NOT_ACCEPTABLE,
+        return Err(ApiError::new(
+            ErrorKind::NotAcceptable,
             format!(
                 "Version {v} is not supported by the API. Minimum is {} and maximum is {}.",
                 Microversion::MIN,
@@ -84,10 +90,58 @@ fn requested(h: &HeaderMap) -> Result<Microversion, ApiError> {
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+impl RequestId {
+    fn new() -> RequestId {
+        RequestId(format!("req-{}", uuid::Uuid::new_v4()))
+    }
+}
+
+/// The project a request acts for, known only once its token is checked (`Ctx` fills it in)
+/// and wanted by the request's log line, which is written outside the handler.
+#[derive(Clone, Debug, Default)]
+pub struct RequestProject(Arc<OnceLock<String>>);
+
+impl RequestProject {
+    pub fn set(&self, project_id: &str) {
+        let _ = self.0.set(project_id.to_string());
+    }
+}
+
+/// The outermost middleware: gives the request its id and logs one line when it is answered
+/// (method, path, status, time in ms, request id, project).
+pub async fn request_log(mut req: Request, next: Next) -> Response {
+    let id = RequestId::new();
+    let project = RequestProject::default();
+    req.extensions_mut().insert(id.clone());
+    req.extensions_mut().insert(project.clone());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let span = tracing::info_span!("request", request_id = %id.0);
+    let resp = next.run(req).instrument(span).await;
+    let ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+    tracing::info!(
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        ms,
+        request_id = %id.0,
+        project = %project.0.get().map_or("-", String::as_str),
+        "request"
+    );
+    resp
+}
+
 /// The middleware: version check for compute paths, headers on every response.
 pub async fn headers(mut req: Request, next: Next) -> Response {
-    let id = format!("req-{}", uuid::Uuid::new_v4());
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let id = match req.extensions().get::<RequestId>() {
+        Some(id) => id.0.clone(),
+        None => {
+            let id = RequestId::new();
+            req.extensions_mut().insert(id.clone());
+            id.0
+        }
+    };
     let compute = req.uri().path().starts_with("/v2");
     let version = if compute {
         match requested(req.headers()) {
@@ -167,12 +221,18 @@ mod tests {
         for bad in ["2.x", "3.1", "2.", "two", "2.01"] {
             assert!(matches!(
                 requested(&h("x-openstack-nova-api-version", bad)),
-                Err(ApiError::Nova(StatusCode::BAD_REQUEST, _))
+                Err(ApiError {
+                    kind: ErrorKind::BadRequest,
+                    ..
+                })
             ));
         }
         assert!(matches!(
             requested(&h("x-openstack-nova-api-version", "2.36")),
-            Err(ApiError::Nova(StatusCode::NOT_ACCEPTABLE, _))
+            Err(ApiError {
+                kind: ErrorKind::NotAcceptable,
+                ..
+            })
         ));
     }
 }

@@ -4,30 +4,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use novanet_core::config::{Config, KeystoneAuthtoken};
 use novanet_server::AppState;
-use novanet_store::prelude::*;
-use novanet_store::SqliteStore;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-struct TempDir(std::path::PathBuf);
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p =
-            std::env::temp_dir().join(format!("novanet-keystone-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{store_with_users, Harness, TempDir};
 
 /// A token from the Keystone at `base` (blocking HTTP, off the runtime).
 async fn login(base: String, user: &str, project: &str) -> String {
@@ -49,44 +32,28 @@ async fn login(base: String, user: &str, project: &str) -> String {
 }
 
 async fn call(
-    app: &axum::Router,
+    h: &Harness,
     method: &str,
     path: &str,
     token: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("x-auth-token", token)
-        .header("content-type", "application/json")
-        .body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
-        .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let (status, _, v) = h.req(method, path, Some(token), body).await;
+    (status, v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_validated_by_an_external_keystone() {
     // The external Keystone: a service user, an admin and a member.
     let dir_k = TempDir::new("keystone");
-    let store_k = SqliteStore::open_dir(&dir_k.0).unwrap();
-    for (project, user, role) in [
-        ("service", "nova", "admin"),
-        ("admin", "admin", "admin"),
-        ("demo", "demo", "member"),
-    ] {
-        let p = store_k.create_project(project).unwrap();
-        let u = store_k.create_user(user, "pw").unwrap();
-        store_k.assign_role(&u.id, &p.id, role).unwrap();
-    }
+    let store_k = store_with_users(
+        &dir_k,
+        &[
+            ("service", "nova", "admin"),
+            ("admin", "admin", "admin"),
+            ("demo", "demo", "member"),
+        ],
+    );
     let keystone = AppState::new(Arc::new(store_k), Config::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -98,8 +65,6 @@ async fn tokens_are_validated_by_an_external_keystone() {
     let base = format!("http://{addr}/identity/v3");
 
     // novanet, with no users of its own, believing that Keystone.
-    let dir_n = TempDir::new("novanet");
-    let store_n = SqliteStore::open_dir(&dir_n.0).unwrap();
     let cfg = Config {
         flat_network_bridge: Some("br100".into()),
         keystone_authtoken: Some(KeystoneAuthtoken {
@@ -112,7 +77,7 @@ async fn tokens_are_validated_by_an_external_keystone() {
         }),
         ..Config::default()
     };
-    let app = novanet_server::router(AppState::new(Arc::new(store_n), cfg));
+    let app = Harness::over("novanet", &[], cfg);
 
     let demo = login(base.clone(), "demo", "demo").await;
     let admin = login(base.clone(), "admin", "admin").await;

@@ -17,7 +17,6 @@ use novanet_core::planning::NetworkRequest;
 use novanet_server::metadata::{self, EC2_VERSIONS, OPENSTACK_VERSIONS};
 use novanet_server::AppState;
 use novanet_store::prelude::*;
-use novanet_store::SqliteStore;
 use serde_json::Value;
 use sha2::Sha256;
 use tower::ServiceExt;
@@ -39,7 +38,7 @@ const META_DATA: &str = "ami-id\nami-launch-index\nami-manifest-path\nblock-devi
 // ---- harness -------------------------------------------------------------------------------
 
 mod common;
-use common::TempDir;
+use common::{store_with_users, TempDir};
 
 /// A store with network vmnet 10.0.0.0/24, the seed's instance `test` (10.0.0.2) and an
 /// instance `plain` without key or user data (10.0.0.3).
@@ -59,7 +58,7 @@ struct Reply {
 
 fn setup(name: &str, tweak: impl FnOnce(&mut Config)) -> Env {
     let dir = TempDir::new(name);
-    let store = SqliteStore::open_dir(&dir.0).expect("open store");
+    let store = store_with_users(&dir, &[]);
     let mut cfg = Config {
         flat_network_bridge: Some("br100".into()),
         ..Config::default()

@@ -50,12 +50,8 @@ impl Rng {
 const HOSTS: [&str; 5] = ["net-1", "net-2", "c1", "c2", "c3"];
 const PROJECTS: [&str; 2] = ["p1", "p2"];
 
-struct Dir(std::path::PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 /// A simulated agent: the plan it holds, from which server epoch.
 #[derive(Default)]
@@ -385,10 +381,7 @@ fn every_host_holds_the_plan_computed_from_scratch() {
     let mut releases_seen = 0;
     for case in 0..cases {
         let cfg = configs()[case as usize % 3].clone();
-        let dir =
-            Dir(std::env::temp_dir()
-                .join(format!("novanet-plans-prop-{}-{case}", std::process::id())));
-        let _ = std::fs::remove_dir_all(&dir.0);
+        let dir = TempDir::new(&format!("plans-prop-{case}"));
         let sqlite = Arc::new(SqliteStore::open_dir(&dir.0).unwrap());
         let store: Arc<dyn Store> = sqlite.clone();
         let st = AppState::new(store.clone(), cfg.clone());
@@ -501,8 +494,7 @@ fn every_host_holds_the_plan_computed_from_scratch() {
 /// network served by net-1 touches c1 and net-1 and nobody else; a login touches nobody.
 #[test]
 fn a_boot_touches_its_host_and_its_dhcp_host_only() {
-    let dir = Dir(std::env::temp_dir().join(format!("novanet-plans-touch-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = TempDir::new("plans-touch");
     let store = SqliteStore::open_dir(&dir.0).unwrap();
     let cfg = Config::default();
     let req = NetworkRequest {
@@ -574,8 +566,6 @@ fn a_boot_touches_its_host_and_its_dhcp_host_only() {
         BTreeMap::from([("c1".into(), 1), ("c2".into(), 1), ("c3".into(), 1)])
     );
 }
-
-mod common;
 
 /// The long poll over HTTP: the whole plan first, then what changed since the plan held,
 /// nothing (after the wait) when nothing did, the whole plan again for another epoch.

@@ -1,5 +1,6 @@
-//! The harness the server's integration tests share: one server over a fresh SQLite store
-//! with three projects, driven in-process through `novanet_server::call`.
+//! The harness the server's integration tests share (api, policy, keystone, metadata, plans):
+//! temporary directories, stores seeded with projects and users, and one server over a
+//! fresh SQLite store driven in-process through `novanet_server::call`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ impl TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let p = std::env::temp_dir().join(format!(
-            "novanet-server-api-{name}-{}-{n}",
+            "novanet-server-test-{name}-{}-{n}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&p);
@@ -41,6 +42,24 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The harness's (project, user, role) triples.
+pub const USERS: &[(&str, &str, &str)] = &[
+    ("admin", "admin", "admin"),
+    ("demo", "demo", "member"),
+    ("other", "other", "member"),
+];
+
+/// A fresh store in `dir` with these (project, user, role) triples; every password is `pw`.
+pub fn store_with_users(dir: &TempDir, users: &[(&str, &str, &str)]) -> SqliteStore {
+    let store = SqliteStore::open_dir(&dir.0).expect("open store");
+    for (project, user, role) in users {
+        let p = store.create_project(project).expect("project");
+        let u = store.create_user(user, "pw").expect("user");
+        store.assign_role(&u.id, &p.id, role).expect("role");
+    }
+    store
 }
 
 /// One server over a fresh store with three projects: `admin` (user admin, role admin),
@@ -60,35 +79,31 @@ type Reply = (StatusCode, HeaderMap, Value);
 
 impl Harness {
     pub async fn new(name: &str) -> Harness {
-        let dir = TempDir::new(name);
-        let store = SqliteStore::open_dir(&dir.0).expect("open store");
-        for (project, user, role) in [
-            ("admin", "admin", "admin"),
-            ("demo", "demo", "member"),
-            ("other", "other", "member"),
-        ] {
-            let p = store.create_project(project).expect("project");
-            let u = store.create_user(user, "pw").expect("user");
-            store.assign_role(&u.id, &p.id, role).expect("role");
-        }
         let cfg = Config {
             flat_network_bridge: Some("br100".into()),
             public_endpoint: Some(format!("http://{HOST}")),
             ..Config::default()
         };
-        let state = AppState::new(Arc::new(store), cfg);
-        let mut h = Harness {
-            state,
+        let mut h = Harness::over(name, USERS, cfg);
+        h.admin = h.token("admin", "admin").await;
+        h.demo = h.token("demo", "demo").await;
+        h.other = h.token("other", "other").await;
+        h
+    }
+
+    /// A server over a fresh store with `users` and `cfg`, holding no tokens (the caller
+    /// logs in, here or at the Keystone `cfg` names).
+    pub fn over(name: &str, users: &[(&str, &str, &str)], cfg: Config) -> Harness {
+        let dir = TempDir::new(name);
+        let store = store_with_users(&dir, users);
+        Harness {
+            state: AppState::new(Arc::new(store), cfg),
             admin: String::new(),
             demo: String::new(),
             other: String::new(),
             calls: Mutex::new(Vec::new()),
             _dir: dir,
-        };
-        h.admin = h.token("admin", "admin").await;
-        h.demo = h.token("demo", "demo").await;
-        h.other = h.token("other", "other").await;
-        h
+        }
     }
 
     pub fn admin(&self) -> Option<&str> {

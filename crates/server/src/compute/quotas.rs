@@ -87,6 +87,7 @@ async fn update_class(
     for (k, n) in &changes {
         st.store.set_quota(DEFAULT_CLASS, k, *n)?;
     }
+    tracing::info!(changes = ?changes, "default quotas changed");
     let mut limits = class_limits(&st)?;
     limits.remove("id");
     Ok(Json(
@@ -149,7 +150,7 @@ pub fn limits_of(st: &AppState, project_id: &str) -> ApiResult<BTreeMap<String, 
 pub fn instance_usage(st: &AppState, project_id: &str) -> ApiResult<(i64, i64, i64)> {
     let instances = st.store.instances(Some(project_id))?;
     let cores_ram = |i: &novanet_core::model::Instance| {
-        crate::compute::FLAVORS
+        super::FLAVORS
             .iter()
             .find(|f| Some(f.0) == i.spec.flavor_id.as_deref())
             .map_or((1, 512), |f| (i64::from(f.4), i64::from(f.2)))
@@ -267,6 +268,7 @@ async fn update(
     for (k, n) in &changes {
         st.store.set_quota(&p, k, *n)?;
     }
+    tracing::info!(project = %p, changes = ?changes, "quotas changed");
     // Nova's update answers without the id.
     Ok(Json(
         json!({"quota_set": quota_set_without_id(&limits_of(&st, &p)?)}),
@@ -281,6 +283,7 @@ async fn revert(
     ctx.require_admin("os_compute_api:os-quota-sets:delete")?;
     let p = project(&st, &ctx, &tenant, "delete")?;
     st.store.delete_quotas(&p)?;
+    tracing::info!(project = %p, "quotas reverted to the defaults");
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

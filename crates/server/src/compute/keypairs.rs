@@ -219,6 +219,7 @@ async fn create(
         created_at: unix_now(),
     };
     st.store.create_keypair(&kp)?;
+    tracing::info!(name = %kp.name, user = %user, "key pair created");
     let mut x = json!({"name": kp.name, "public_key": kp.public_key, "fingerprint": kp.fingerprint, "user_id": user});
     if let Some(p) = private_key {
         x["private_key"] = json!(p);
@@ -259,6 +260,7 @@ async fn delete(
 ) -> ApiResult<StatusCode> {
     let user = owner(&ctx, v, q.user_id.as_deref())?;
     st.store.delete_keypair(&user, &name)?;
+    tracing::info!(name = %name, user = %user, "key pair deleted");
     Ok(if v.at_least(2) {
         StatusCode::NO_CONTENT
     } else {
