@@ -356,8 +356,6 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
     (decls, rules)
 }
 
-/// iptables-restore input (for `--noflush`) that replaces the content of every chain novanet
-/// owns, and adds the jumps from the builtin chains listed in `missing_jumps`.
 /// novanet's chains in a restore or save text: (table, chain) to its `-A` lines in order (a
 /// declared chain without rules has none).
 pub type OwnedChains = BTreeMap<(String, String), Vec<String>>;
@@ -438,6 +436,8 @@ pub fn restore_delta(
     out
 }
 
+/// iptables-restore input (for `--noflush`) that replaces the content of every chain novanet
+/// owns, and adds the jumps from the builtin chains listed in `missing_jumps`.
 pub(super) fn iptables_restore(
     rules: &Ruleset,
     sec: Option<&SecurityPlan>,
