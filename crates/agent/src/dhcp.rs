@@ -1,12 +1,12 @@
 //! One dnsmasq per network: started with nova's arguments, kept running, fed new hosts
-//! without a restart, stopped when its network goes.
+//! without a restart, stopped when its network goes. Its argv, opts and hosts files are
+//! rendered here too, by pure functions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use novanet_core::plan::{DhcpPlan, DhcpRelease};
+use novanet_core::plan::{DhcpPlan, DhcpRelease, NO_DEFAULT_ROUTE_TAG};
 
-use crate::render::{dnsmasq_args, dnsmasq_hosts, dnsmasq_opts};
 use crate::sys::{cmdline, io_err, run, signal, write_if_changed, Result};
 
 pub struct DhcpManager {
@@ -261,17 +261,6 @@ impl DhcpManager {
         }
         errors
     }
-
-    /// PIDs of the dnsmasq servers this manager runs, by bridge.
-    pub fn pids(&self, plans: &[DhcpPlan]) -> BTreeMap<String, u32> {
-        plans
-            .iter()
-            .filter_map(|d| {
-                self.any_running(&d.bridge)
-                    .map(|p| (d.bridge.to_string(), p))
-            })
-            .collect()
-    }
 }
 
 fn wait_gone(pid: u32) {
@@ -284,9 +273,91 @@ fn wait_gone(pid: u32) {
     let _ = signal(pid, "KILL");
 }
 
+/// dnsmasq's argv for a network: nova's arguments (linux_net.py), with a watched hosts
+/// directory beside nova's hosts file, so that a new instance costs one small file, not a
+/// reload (see `dhcp::hosts_step`).
+pub fn dnsmasq_args(d: &DhcpPlan, dir: &Path, hook: &Path) -> Vec<String> {
+    let f = |kind: &str| {
+        dir.join(format!("nova-{}.{kind}", d.bridge))
+            .display()
+            .to_string()
+    };
+    let mut a = vec![
+        "--strict-order".to_string(),
+        "--bind-interfaces".into(),
+        format!("--conf-file={}", d.conf_file),
+        format!("--pid-file={}", f("pid")),
+        format!("--dhcp-optsfile={}", f("opts")),
+        format!("--listen-address={}", d.listen_address),
+        "--except-interface=lo".into(),
+        format!(
+            "--dhcp-range=set:{},{},static,{},{}s",
+            d.label, d.dhcp_start, d.netmask, d.lease_time
+        ),
+        format!("--dhcp-lease-max={}", d.lease_max),
+        format!("--dhcp-hostsfile={}", f("conf")),
+        format!("--dhcp-hostsdir={}", f("hosts.d")),
+        format!("--dhcp-script={}", hook.display()),
+        "--no-hosts".into(),
+        "--leasefile-ro".into(),
+    ];
+    if !d.domain.is_empty() {
+        a.push(format!("--domain={}", d.domain));
+    }
+    if !d.dns_servers.is_empty() {
+        a.push("--no-resolv".into());
+        for s in &d.dns_servers {
+            a.push(format!("--server={s}"));
+        }
+    }
+    a
+}
+
+/// The opts file: the default route for every host but those tagged as an instance's other
+/// VIFs, which get an empty router option (nova's `use_single_default_gateway`), plus the
+/// MTU when the network has one. The file does not depend on the hosts, so a host added
+/// through the watched directory needs no reload.
+pub fn dnsmasq_opts(d: &DhcpPlan) -> String {
+    let mut s = format!(
+        "tag:!{NO_DEFAULT_ROUTE_TAG},3,{}\ntag:{NO_DEFAULT_ROUTE_TAG},3\n",
+        d.gateway
+    );
+    if let Some(mtu) = d.mtu {
+        s.push_str(&format!("26,{mtu}\n"));
+    }
+    s
+}
+
+/// nova's hosts file: one `MAC,HOSTNAME.DOMAIN,IP` line per host.
+pub fn dnsmasq_hosts(d: &DhcpPlan) -> String {
+    d.hosts
+        .iter()
+        .map(|h| format!("{}\n", h.line(&d.domain)))
+        .collect()
+}
+
+/// What `dhcp-script init` prints with `--leasefile-ro`: the leases the server knows of
+/// (`expiry mac ip hostname clientid`), as nova-dhcpbridge did.
+pub fn lease_lines(d: &DhcpPlan, now: i64) -> String {
+    d.hosts
+        .iter()
+        .filter(|h| h.leased)
+        .map(|h| {
+            format!(
+                "{} {} {} {} *\n",
+                now + i64::from(d.lease_time),
+                h.mac,
+                h.address,
+                h.hostname
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use novanet_core::plan::DhcpHost;
 
     fn hosts(lines: &[&str]) -> BTreeMap<String, String> {
         by_address(&lines.join("\n"))
@@ -324,5 +395,69 @@ mod tests {
         let s = hosts_step(&hosts(&[A, C2]), &hosts(&[A, C]), &BTreeMap::new());
         assert!(s.full);
         assert_eq!(s.base, format!("{A}\n{C2}\n"));
+    }
+
+    fn plan() -> DhcpPlan {
+        DhcpPlan {
+            network_uuid: "u".parse().unwrap(),
+            network_id: 1,
+            label: "vmnet".parse().unwrap(),
+            bridge: "br100".parse().unwrap(),
+            listen_address: "10.0.0.1".parse().unwrap(),
+            dhcp_start: "10.0.0.2".parse().unwrap(),
+            netmask: "255.255.255.0".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
+            lease_time: 120,
+            lease_max: 256,
+            domain: "novalocal".parse().unwrap(),
+            conf_file: String::new(),
+            dns_servers: vec![],
+            mtu: None,
+            revoked: vec![],
+            hosts: vec![
+                DhcpHost {
+                    mac: "fa:16:3e:2c:e8:ec".parse().unwrap(),
+                    hostname: "cirros".parse().unwrap(),
+                    address: "10.0.0.2".parse().unwrap(),
+                    leased: true,
+                    default_route: true,
+                },
+                DhcpHost {
+                    mac: "fa:16:3e:2c:e8:ed".parse().unwrap(),
+                    hostname: "multi".parse().unwrap(),
+                    address: "10.0.0.3".parse().unwrap(),
+                    leased: false,
+                    default_route: false,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn dnsmasq_argv_is_novas() {
+        let a = dnsmasq_args(
+            &plan(),
+            Path::new("/var/lib/novanet/networks"),
+            Path::new("/usr/bin/novanet-dhcpbridge"),
+        );
+        assert_eq!(
+            a.join(" "),
+            "--strict-order --bind-interfaces --conf-file= --pid-file=/var/lib/novanet/networks/nova-br100.pid \
+             --dhcp-optsfile=/var/lib/novanet/networks/nova-br100.opts --listen-address=10.0.0.1 --except-interface=lo \
+             --dhcp-range=set:vmnet,10.0.0.2,static,255.255.255.0,120s --dhcp-lease-max=256 \
+             --dhcp-hostsfile=/var/lib/novanet/networks/nova-br100.conf \
+             --dhcp-hostsdir=/var/lib/novanet/networks/nova-br100.hosts.d --dhcp-script=/usr/bin/novanet-dhcpbridge \
+             --no-hosts --leasefile-ro --domain=novalocal"
+        );
+        // An instance's second VIF is tagged: the opts give it no default route.
+        assert_eq!(
+            dnsmasq_hosts(&plan()),
+            "fa:16:3e:2c:e8:ec,cirros.novalocal,10.0.0.2\nfa:16:3e:2c:e8:ed,set:nogw,multi.novalocal,10.0.0.3\n"
+        );
+        assert_eq!(dnsmasq_opts(&plan()), "tag:!nogw,3,10.0.0.1\ntag:nogw,3\n");
+        assert_eq!(
+            lease_lines(&plan(), 1000),
+            "1120 fa:16:3e:2c:e8:ec 10.0.0.2 cirros *\n"
+        );
     }
 }

@@ -3,14 +3,23 @@
 //! is idempotent and touches only what this agent made.
 
 pub mod client;
-pub mod dhcp;
+mod dhcp;
 pub mod firewall;
-pub mod links;
-pub mod nft;
-pub mod plan_check;
-pub mod render;
-pub mod segments;
-pub mod sys;
+mod links;
+mod plan_check;
+mod segments;
+mod sys;
+
+pub use plan_check::parse_plan;
+pub use sys::AgentError;
+
+/// The pure renderers of the plan's other parts, for tests that check what a plan becomes
+/// (the firewall's is `firewall::render`).
+pub mod render {
+    pub use crate::dhcp::{dnsmasq_args, dnsmasq_hosts, dnsmasq_opts};
+    /// The `ip -batch` lines that take the links from what is there to the plan's.
+    pub use crate::links::diff as link_commands;
+}
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -26,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, Polled};
 use crate::dhcp::DhcpManager;
-use crate::firewall::{Iptables, Nftables};
-use crate::sys::{io_err, run, AgentError, Result};
+use crate::firewall::{Firewall, FirewallDriver};
+use crate::sys::{io_err, run, Result};
 
 pub struct AgentOptions {
     pub host: String,
@@ -72,15 +81,11 @@ pub struct Agent {
     opts: AgentOptions,
     client: Arc<Client>,
     dhcp: DhcpManager,
-    iptables: Iptables,
-    nftables: Nftables,
+    /// The driver the last applied plan named; another is built when a plan names another.
+    firewall: Option<(FirewallDriver, Box<dyn Firewall>)>,
     owned: Owned,
     /// The held plan's DHCP servers, for the lease hook (kept by the same deltas).
     dhcp_plans: Arc<Mutex<Vec<DhcpPlan>>>,
-}
-
-fn log(msg: &str) {
-    eprintln!("novanet-agent: {msg}");
 }
 
 impl Agent {
@@ -89,13 +94,11 @@ impl Agent {
             .map_err(|e| io_err(opts.state_dir.display(), e))?;
         let dhcp = DhcpManager::new(&opts.state_dir.join("networks"), &opts.binary);
         let owned = load_owned(&opts.state_dir.join("owned.json"));
-        let nftables = Nftables::new(&opts.state_dir);
         Ok(Agent {
             opts,
             client: Arc::new(client),
             dhcp,
-            iptables: Iptables::default(),
-            nftables,
+            firewall: None,
             owned,
             dhcp_plans: Arc::default(),
         })
@@ -117,47 +120,15 @@ impl Agent {
         }
         // NAT before addresses, as nova did: a floating address is bound only once its
         // rules exist, and its rules go before the address does.
-        if !plan.security.instances.is_empty() {
-            // Bridged frames must reach the instance chains (testbed: settable per namespace).
-            if let Err(e) = sys::ensure_sysctl("net/bridge/bridge-nf-call-iptables", "1") {
-                errors.push(e.to_string());
-            }
+        let kind = plan.firewall_driver;
+        if self.firewall.as_ref().is_none_or(|(k, _)| *k != kind) {
+            tracing::info!(driver = kind.name(), "firewall driver chosen by the plan");
+            self.firewall = Some((kind, firewall::driver(kind, &self.opts.state_dir)));
         }
-        if plan.firewall_driver == "nftables" {
-            match self
-                .nftables
-                .apply(&[("ip", nft::NAT_TABLE, nft::nat_table(&plan.firewall))])
-            {
-                Ok(c) if !c.is_empty() => changed.push("nftables NAT".into()),
-                Ok(_) => {}
-                Err(e) => errors.push(e.to_string()),
-            }
-        } else {
-            match self.iptables.apply(&plan.firewall, Some(&plan.security)) {
-                Ok(true) => changed.push("iptables".into()),
-                Ok(false) => {}
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        // Instance filters and anti-spoofing in nftables. With the iptables driver, nova's
-        // chains filter and the nftables bridge table only anti-spoofs.
-        if plan.firewall_driver == "nftables" {
-            match self.nftables.apply_security(&plan.security) {
-                Ok(Some(how)) => changed.push(format!("security ({how})")),
-                Ok(None) => {}
-                Err(e) => errors.push(e.to_string()),
-            }
-        } else {
-            match self.nftables.apply(&[(
-                "bridge",
-                nft::SPOOF_TABLE,
-                nft::spoof_table(&plan.security),
-            )]) {
-                Ok(c) if !c.is_empty() => changed.push("anti-spoofing".into()),
-                Ok(_) => {}
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
+        let (_, driver) = self.firewall.as_mut().expect("chosen above");
+        let fw = driver.apply(plan);
+        errors.extend(fw.errors.iter().map(ToString::to_string));
+        changed.extend(fw.changed);
         // Segments first: the bridges below enslave their devices.
         self.apply_segments(plan, &mut errors, &mut changed);
         match links::read_links() {
@@ -256,7 +227,10 @@ impl Agent {
             Err(e) => return errors.push(e.to_string()),
         };
         for p in segments::problems(&links, &plan.bridges) {
-            log(&p);
+            tracing::warn!(
+                problem = p.as_str(),
+                "a segment cannot be set up as planned"
+            );
             errors.push(p);
         }
         let cmds = segments::link_commands(&links, &plan.bridges, &self.owned.segments);
@@ -307,7 +281,7 @@ impl Agent {
                 let plan = plan.clone();
                 std::thread::spawn(move || {
                     if let Err(e) = hook_conn(conn, &client, &plan) {
-                        log(&format!("lease hook: {e}"));
+                        tracing::warn!(error = %e, "lease hook request failed");
                     }
                 });
             }
@@ -337,7 +311,7 @@ impl Agent {
                 ) {
                     Ok(()) => last_report = Instant::now(),
                     Err(e) => {
-                        log(&format!("cannot report to the server: {e}"));
+                        tracing::warn!(error = %e, "cannot report to the server; retrying");
                         std::thread::sleep(Duration::from_secs(1));
                         continue;
                     }
@@ -358,7 +332,7 @@ impl Agent {
                     _,
                 )) => {
                     for r in &refused {
-                        log(&format!("refused part of the plan: {r}"));
+                        tracing::warn!(refused = r.as_str(), "refused part of the plan");
                     }
                     let ours = refused.len() > plan.refused.len();
                     *self.dhcp_plans.lock().unwrap_or_else(|p| p.into_inner()) = plan.dhcp.clone();
@@ -374,9 +348,10 @@ impl Agent {
                     });
                     drop(hook);
                     if let Err(e) = fit {
-                        log(&format!(
-                            "a plan delta does not fit, asking for the whole plan: {e}"
-                        ));
+                        tracing::warn!(
+                            error = %e,
+                            "a plan delta does not fit, asking for the whole plan"
+                        );
                         held = None;
                         continue;
                     }
@@ -390,7 +365,7 @@ impl Agent {
                     false
                 }
                 Err(e) => {
-                    log(&format!("cannot fetch the plan: {e}"));
+                    tracing::warn!(error = %e, "cannot fetch the plan; asking for it whole");
                     // A refused delta: start again from the whole plan.
                     held = None;
                     std::thread::sleep(Duration::from_secs(1));
@@ -403,34 +378,54 @@ impl Agent {
 
             let resync = last_full.elapsed() > self.opts.resync;
             let errors = if changed || !applied || resync {
+                let why = if changed {
+                    "the plan changed"
+                } else if !applied {
+                    "the last apply failed"
+                } else {
+                    "periodic resync"
+                };
                 if resync {
                     // The slow resync trusts nothing this process remembers of the kernel.
-                    self.nftables.recheck();
-                    self.iptables.recheck();
+                    if let Some((_, f)) = self.firewall.as_mut() {
+                        f.resync();
+                    }
                 }
                 last_full = Instant::now();
+                let generation = plan.generation;
                 let (errors, what) = self.apply(plan);
+                for change in &what {
+                    tracing::info!(generation, change = change.as_str(), why, "applied");
+                }
                 if !errors.is_empty() {
-                    log(&format!(
-                        "generation {}: {} step(s) failed",
-                        plan.generation,
+                    tracing::warn!(
+                        generation,
+                        failed = errors.len(),
+                        why,
+                        "generation {generation}: {} step(s) failed",
                         errors.len()
-                    ));
+                    );
                 } else if what.is_empty() {
-                    log(&format!("generation {}: up to date", plan.generation));
+                    tracing::info!(generation, why, "generation {generation}: up to date");
                 } else {
-                    log(&format!(
-                        "generation {}: {}",
-                        plan.generation,
+                    tracing::info!(
+                        generation,
+                        why,
+                        "generation {generation}: {}",
                         what.join(", ")
-                    ));
+                    );
                 }
                 errors
             } else {
                 // Nothing changed: only make sure the DHCP servers still run.
                 match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {
                     Ok(r) if !r.started.is_empty() => {
-                        log(&format!("dnsmasq restarted {:?}", r.started));
+                        tracing::warn!(
+                            networks = ?r.started,
+                            why = "dnsmasq was not running",
+                            "dnsmasq restarted {:?}",
+                            r.started
+                        );
                         Vec::new()
                     }
                     Ok(_) => Vec::new(),
@@ -444,7 +439,7 @@ impl Agent {
                 }
             } else {
                 for e in &errors {
-                    log(e);
+                    tracing::warn!(error = e.as_str(), "an apply step failed; retrying");
                 }
                 // Apply the whole plan again on the next pass.
                 applied = false;
@@ -472,7 +467,7 @@ fn hook_conn(conn: UnixStream, client: &Client, plan: &Mutex<Vec<DhcpPlan>>) -> 
             let text = p
                 .iter()
                 .find(|d| d.network_uuid == *network)
-                .map(|d| render::lease_lines(d, now))
+                .map(|d| dhcp::lease_lines(d, now))
                 .unwrap_or_default();
             out.write_all(text.as_bytes())
                 .map_err(|e| io_err("hook socket", e))?;

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use novanet_agent::plan_check::parse_plan;
-use novanet_agent::{links, nft, render};
+use novanet_agent::firewall::{self, FirewallDriver};
+use novanet_agent::{parse_plan, render};
 use novanet_core::config::Config;
 use novanet_core::firewall::Proto;
 use novanet_core::model::{BoundAddress, FloatingIp, Network};
@@ -160,7 +160,7 @@ fn property_no_hostile_string_reaches_a_command_or_a_path() {
         let (plan, _refused) = parse_plan(wire).expect("the plan's frame always parses");
 
         let mut texts: Vec<String> = Vec::new();
-        for line in links::diff(
+        for line in render::link_commands(
             &BTreeMap::new(),
             &plan.bridges,
             &plan.floating,
@@ -196,14 +196,13 @@ fn property_no_hostile_string_reaches_a_command_or_a_path() {
             }
             texts.push(render::dnsmasq_opts(d));
         }
-        texts.push(nft::nat_table(&plan.firewall));
-        texts.push(nft::filter_table(&plan.security));
-        texts.push(nft::spoof_table(&plan.security));
-        texts.push(render::iptables_restore(
-            &plan.firewall,
-            Some(&plan.security),
-            &[],
-        ));
+        for driver in [
+            FirewallDriver::Nftables,
+            FirewallDriver::Iptables,
+            FirewallDriver::Noop,
+        ] {
+            texts.push(firewall::render(driver, &plan));
+        }
         for t in &texts {
             assert!(
                 !t.contains("EVIL"),

@@ -830,8 +830,8 @@ pub fn metadata(instances: usize, clients: usize, secs: f64) -> Result<()> {
 
 // ---- bench firewall ------------------------------------------------------------------------
 
-use novanet_agent::nft as nftr;
-use novanet_core::firewall::{Proto, Ruleset};
+use novanet_agent::firewall::SecurityScripts;
+use novanet_core::firewall::Proto;
 use novanet_core::plan::{InstanceSecurity, PortSecurity, SecurityPlan, SgRule};
 
 /// Instance `i` of the bench: one port and ten rules; `variant` changes one rule's port.
@@ -892,9 +892,17 @@ fn nft_run(script: &str) -> std::result::Result<(), String> {
     if script.is_empty() {
         return Ok(());
     }
-    novanet_agent::sys::run("nft", &["-f", "-"], Some(script))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let mut nft = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e}"))?;
+    std::io::Write::write_all(nft.stdin.as_mut().expect("piped"), script.as_bytes())
+        .map_err(|e| format!("nft: {e}"))?;
+    match nft.wait() {
+        Ok(s) if s.success() => Ok(()),
+        r => Err(format!("nft -f failed: {r:?}")),
+    }
 }
 
 /// `bench firewall`: builds a host namespace with a bridge and two endpoint namespaces (the
@@ -1053,10 +1061,12 @@ pub fn firewall_inner(driver: &str, instances: usize, client: &str, server: &str
     let mut boots = Vec::new();
     let full;
     if driver == "iptables" {
-        let mut ipt = novanet_agent::firewall::Iptables::default();
+        let dir =
+            Scratch(std::env::temp_dir().join(format!("novanet-bench-fw-{}", std::process::id())));
+        let mut ipt = novanet_agent::firewall::Iptables::new(&dir.0);
         let mut apply = |plan: &SecurityPlan| {
             time_ms(|| {
-                ipt.apply(&Ruleset::default(), Some(plan))
+                ipt.apply_instance_chains(plan)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             })
@@ -1091,14 +1101,13 @@ pub fn firewall_inner(driver: &str, instances: usize, client: &str, server: &str
         // The same kind of changes split in the transaction that makes them take effect and
         // the one that retires what they replaced, which no packet waits for; from a fresh
         // full apply, whose state this side knows.
-        nft_run(&nftr::replace_security(&plan)).map_err(err)?;
-        let mut state = nftr::full_state(&plan);
+        let (full_script, mut scripts) = SecurityScripts::full(&plan);
+        nft_run(&full_script).map_err(err)?;
         let mut step =
             |plan: &SecurityPlan, out: &mut Vec<f64>| -> std::result::Result<(), String> {
-                let (u, next) = nftr::incremental(&state, plan).ok_or("no incremental path")?;
+                let u = scripts.change(plan).ok_or("no incremental path")?;
                 out.push(time_ms(|| nft_run(&u.hot))?);
                 retires.push(time_ms(|| nft_run(&u.retire))?);
-                state = next;
                 Ok(())
             };
         for k in 11..=20 {

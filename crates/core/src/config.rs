@@ -57,10 +57,13 @@ impl TryFrom<String> for Manager {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+/// Which firewall driver renders and applies a host's plan. It travels in the plan under
+/// its short name (`"nftables"`), so the wire stays readable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum FirewallDriver {
     Iptables,
+    #[default]
     Nftables,
     Noop,
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::FirewallDriver;
 use crate::firewall::Rule;
 use crate::plan::{
     BridgePlan, DhcpHost, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity,
@@ -37,7 +38,7 @@ pub struct PlanDelta {
     /// The plan's generation once applied.
     pub generation: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub firewall_driver: Option<String>,
+    pub firewall_driver: Option<FirewallDriver>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bridges: Vec<Hunk<BridgePlan>>,
     /// Whole DHCP servers (a network gained, lost, or changed one).
@@ -264,7 +265,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDelta {
     } = new;
     let mut d = PlanDelta {
         generation: *generation,
-        firewall_driver: (old.firewall_driver != *firewall_driver).then(|| firewall_driver.clone()),
+        firewall_driver: (old.firewall_driver != *firewall_driver).then_some(*firewall_driver),
         bridges: diff_list(&old.bridges, bridges),
         firewall: diff_list(&old.firewall.rules, &firewall.rules),
         floating: diff_list(&old.floating, floating),
@@ -321,8 +322,8 @@ pub fn apply_dhcp(dhcp: &mut Vec<DhcpPlan>, d: &PlanDelta) -> Result<(), String>
 /// the agent asks for the whole plan.
 pub fn apply(plan: &mut HostPlan, d: &PlanDelta) -> Result<(), String> {
     plan.generation = d.generation;
-    if let Some(f) = &d.firewall_driver {
-        plan.firewall_driver = f.clone();
+    if let Some(f) = d.firewall_driver {
+        plan.firewall_driver = f;
     }
     apply_hunks(&mut plan.bridges, &d.bridges)?;
     apply_dhcp(&mut plan.dhcp, d)?;

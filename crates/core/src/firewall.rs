@@ -1,5 +1,7 @@
 //! The firewall and NAT rule model: what a host's netfilter must hold, as data. Drivers
 //! (iptables-restore text, nft scripts) render it; nothing here knows their syntax.
+//! Floating IPs are not rules here: a plan carries them as bindings, which each driver
+//! renders its own way (nova's per-address rules, or one nftables map each way).
 
 use serde::{Deserialize, Serialize};
 
@@ -7,7 +9,7 @@ use crate::valid::{CidrText, IfName, NatTo};
 
 /// The chains novanet owns, in nova-network's layout (seed 004). Each builtin hook jumps to
 /// the chain of the same name; `Snat` hangs off a bottom POSTROUTING chain and starts with a
-/// jump to `FloatSnat`, as nova's did.
+/// jump to `FloatSnat` (where the iptables driver puts floating IPs' SNAT), as nova's did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Chain {
     FilterInput,

@@ -24,11 +24,14 @@ pub const METADATA_PORT: u16 = 80;
 pub struct HostPlan {
     pub host: String,
     pub generation: u64,
-    pub firewall_driver: String,
+    pub firewall_driver: FirewallDriver,
     pub bridges: Vec<BridgePlan>,
     pub dhcp: Vec<DhcpPlan>,
+    /// The gateway's accepts, SNAT and its exceptions, the metadata redirect: the host's
+    /// netfilter intent but for floating IPs, which `floating` carries.
     pub firewall: Ruleset,
-    /// Floating addresses to bind as /32 on an interface.
+    /// Floating addresses to bind as /32 on an interface, each mapped to its fixed address
+    /// (its NAT both ways: every driver renders it from here).
     pub floating: Vec<FloatingBinding>,
     /// Leases to end with `dhcp_release` (instances deleted with `force_dhcp_release`).
     pub releases: Vec<DhcpRelease>,
@@ -274,12 +277,7 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
     let mut plan = HostPlan {
         host: host.to_string(),
         generation,
-        firewall_driver: match cfg.firewall_driver {
-            FirewallDriver::Iptables => "iptables",
-            FirewallDriver::Nftables => "nftables",
-            FirewallDriver::Noop => "noop",
-        }
-        .into(),
+        firewall_driver: cfg.firewall_driver,
         ..HostPlan::default()
     };
     // Host-level values from configuration, checked at start (`Config::validate`).
@@ -594,34 +592,14 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
             ));
             continue;
         };
-        let float32 = CidrText::from(Ipv4Cidr::new(address, 32).expect("/32"));
-        let fixed32 = CidrText::from(Ipv4Cidr::new(fixed, 32).expect("/32"));
-        for chain in [Chain::NatPrerouting, Chain::NatOutput] {
-            fw.push(
-                chain,
-                Match {
-                    dst: Some(float32.clone()),
-                    ..Match::default()
-                },
-                Target::Dnat(NatTo::from(fixed)),
-            );
-        }
-        fw.push(
-            Chain::NatFloatSnat,
-            Match {
-                src: Some(fixed32),
-                ..Match::default()
-            },
-            Target::Snat(NatTo::from(address)),
-        );
         plan.floating.push(FloatingBinding {
             address: address.into(),
             interface,
             fixed: fixed.into(),
         });
     }
-    // Floating DNATs must win over nothing else in PREROUTING, but the metadata DNAT only
-    // matches 169.254.169.254, so order between them does not matter; keep a stable order.
+    // Drivers put the floating DNATs after these rules; the metadata DNAT only matches
+    // 169.254.169.254, so order between them does not matter; keep a stable order.
     fw.rules.sort_by_key(|r: &Rule| r.chain);
     plan.firewall = fw;
     if cfg.firewall_driver != FirewallDriver::Noop {

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use novanet_core::config::{Config, HostOptions};
 use novanet_core::delta::{self, DhcpHostsDelta, Hunk, PlanDelta};
-use novanet_core::firewall::{Chain, Rule};
 use novanet_core::plan::{
     host_plan, DhcpHost, DhcpPlan, DhcpRelease, FloatingBinding, GroupRule, HostPlan,
     InstanceSecurity, SgRule, Snapshot,
@@ -427,8 +426,8 @@ type InstancePatch = (String, Option<InstanceSecurity>);
 /// A floating IP's binding and NAT rules on the host, before and now (`host_plan` over
 /// that one floating IP).
 struct FloatingPatch {
-    old: Option<(FloatingBinding, Vec<Rule>)>,
-    new: Option<(FloatingBinding, Vec<Rule>)>,
+    old: Option<FloatingBinding>,
+    new: Option<FloatingBinding>,
 }
 
 /// What to change in a plan, every part checked to give what a recomputation would.
@@ -600,9 +599,8 @@ fn prepare_instances(
     Ok(Some(out))
 }
 
-/// The floating IPs' bindings and NAT rules, as the host's plan had them and as it has them
-/// now. A plan's floating rules are, in each of their chains, after the chain's other rules
-/// and in the order of the bindings (by address).
+/// The floating IPs' bindings (which carry their NAT), as the host's plan had them and as
+/// it has them now.
 fn prepare_floating(
     store: &dyn Store,
     host: &str,
@@ -623,20 +621,17 @@ fn prepare_floating(
         let p = host_plan(&snap, &e.cfg, host, 0);
         match (
             p.floating.len(),
-            p.firewall.rules.len(),
+            p.firewall.rules.is_empty(),
             p.refused.is_empty(),
         ) {
-            (0, 0, true) => Some(None),
-            (1, n, true) if n == FLOATING_CHAINS.len() => {
-                let b = p.floating.into_iter().next().expect("one");
-                Some(Some((b, p.firewall.rules)))
-            }
+            (0, true, true) => Some(None),
+            (1, true, true) => p.floating.into_iter().next().map(Some),
             _ => None,
         }
     };
     let mut out = Vec::new();
     for address in addresses {
-        // As the plan has it: its rules must be there.
+        // As the plan has it.
         let old = match plan.floating.iter().find(|b| b.address.as_str() == address) {
             None => None,
             Some(b) => {
@@ -651,13 +646,13 @@ fn prepare_floating(
                     host: Some(host.to_string()),
                     auto_assigned: false,
                 };
-                let Some(Some((ob, rules))) = one(Some(f)) else {
+                let Some(Some(ob)) = one(Some(f)) else {
                     return Ok(None);
                 };
-                if ob != *b || !rules.iter().all(|r| plan.firewall.rules.contains(r)) {
+                if ob != *b {
                     return Ok(None);
                 }
-                Some((ob, rules))
+                Some(ob)
             }
         };
         let now = store.floating_ip(address).ok();
@@ -666,50 +661,14 @@ fn prepare_floating(
         };
         out.push(FloatingPatch { old, new });
     }
-    // Each binding has one rule in each floating chain, after the chain's other rules.
-    for chain in FLOATING_CHAINS {
-        let n = plan
-            .firewall
-            .rules
-            .iter()
-            .filter(|r| r.chain == chain)
-            .count();
-        if n < plan.floating.len() {
-            return Ok(None);
-        }
-    }
     Ok(Some(out))
 }
-
-/// The chains a floating IP has one rule in each of (`host_plan`'s order).
-const FLOATING_CHAINS: [Chain; 3] = [Chain::NatPrerouting, Chain::NatOutput, Chain::NatFloatSnat];
 
 fn patch_floating(plan: &mut HostPlan, p: FloatingPatch, delta: &mut PlanDelta) {
     if p.old == p.new {
         return;
     }
-    let mut edit = |plan: &mut HostPlan, hunk: Hunk<Rule>| {
-        delta::apply_hunks(&mut plan.firewall.rules, std::slice::from_ref(&hunk))
-            .expect("made for this list");
-        delta.firewall.push(hunk);
-    };
-    if let Some((b, rules)) = &p.old {
-        for r in rules {
-            let at = plan
-                .firewall
-                .rules
-                .iter()
-                .position(|x| x == r)
-                .expect("checked");
-            edit(
-                plan,
-                Hunk {
-                    at,
-                    remove: 1,
-                    insert: Vec::new(),
-                },
-            );
-        }
+    if let Some(b) = &p.old {
         let at = plan.floating.iter().position(|x| x == b).expect("checked");
         let hunk = Hunk {
             at,
@@ -719,28 +678,11 @@ fn patch_floating(plan: &mut HostPlan, p: FloatingPatch, delta: &mut PlanDelta) 
         delta::apply_hunks(&mut plan.floating, std::slice::from_ref(&hunk)).expect("made for it");
         delta.floating.push(hunk);
     }
-    if let Some((b, rules)) = p.new {
+    if let Some(b) = p.new {
         let key = u32::from(b.address.addr());
         let j = plan
             .floating
             .partition_point(|x| u32::from(x.address.addr()) < key);
-        let bindings = plan.floating.len();
-        for r in rules {
-            let start = plan.firewall.rules.partition_point(|x| x.chain < r.chain);
-            let len = plan.firewall.rules[start..]
-                .iter()
-                .take_while(|x| x.chain == r.chain)
-                .count();
-            let at = start + (len - bindings) + j;
-            edit(
-                plan,
-                Hunk {
-                    at,
-                    remove: 0,
-                    insert: vec![r],
-                },
-            );
-        }
         let hunk = Hunk {
             at: j,
             remove: 0,

@@ -1,11 +1,170 @@
-//! Pure rendering of a host plan into what the tools take: dnsmasq's argv and host records,
-//! iptables-restore input. Snapshot-tested; no I/O.
+//! The iptables driver: nova-network's chains (seed 004's layout, novanet's prefix), rendered
+//! for iptables-restore and applied in one `--noflush` transaction that replaces only the
+//! chains that change. Anti-spoofing, which nova did with ebtables, is nftables' bridge table
+//! (`nftables::spoof_table`). Rendering is pure and snapshot-tested.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
-use novanet_core::firewall::{Chain, Match, Proto, Ruleset, Target};
-use novanet_core::plan::{DhcpPlan, SecurityPlan, SgRule, NO_DEFAULT_ROUTE_TAG};
+use novanet_core::firewall::{Chain, Match, Proto, Rule, Ruleset, Target};
+use novanet_core::net::Ipv4Cidr;
+use novanet_core::plan::{FloatingBinding, HostPlan, SecurityPlan, SgRule};
+use novanet_core::valid::{CidrText, NatTo};
+
+use super::nftables::{spoof_table, Tables, SPOOF_TABLE};
+use super::{bridge_filtering, dedup_in_order, Applied, Firewall};
+use crate::sys::{run, Result};
+
+/// The iptables driver: nova's chains for the gateway, NAT and instances, nftables' bridge
+/// table for anti-spoofing.
+pub struct Iptables {
+    /// novanet's chains as the kernel holds them (read at the first apply of this process,
+    /// then as this process left them); None: read them again.
+    applied: Option<OwnedChains>,
+    spoof: Tables,
+}
+
+impl Iptables {
+    pub fn new(state_dir: &Path) -> Iptables {
+        Iptables {
+            applied: None,
+            spoof: Tables::new(state_dir),
+        }
+    }
+
+    /// nova's instance chains for `sec` alone, with no NAT and no anti-spoofing: what
+    /// `bench firewall` measures. False when they were already in place.
+    pub fn apply_instance_chains(&mut self, sec: &SecurityPlan) -> Result<bool> {
+        self.apply_chains(&HostPlan::default(), sec)
+    }
+
+    /// Applies the plan's chains with `sec` as the instances' filters, replacing only the
+    /// chains that change; false when they were already in place. An agent restart finding
+    /// its chains in place touches nothing.
+    pub(super) fn apply_chains(&mut self, plan: &HostPlan, sec: &SecurityPlan) -> Result<bool> {
+        let wanted = owned_chains(&iptables_restore(&with_floating(plan), Some(sec), &[]));
+        let mut missing = Vec::new();
+        if self.applied.is_none() {
+            let saved = run("iptables-save", &[], None)?;
+            let present = owned_lines(&saved);
+            missing = jumps()
+                .into_iter()
+                .filter(|(t, b, j)| !present.contains(&(t.to_string(), format!("-A {b} -j {j}"))))
+                .collect();
+            self.applied = Some(owned_chains(&saved));
+        }
+        let text = restore_delta(
+            self.applied.as_ref().expect("read above"),
+            &wanted,
+            &missing,
+        );
+        if text.is_empty() {
+            return Ok(false);
+        }
+        if let Err(e) = run("iptables-restore", &["--noflush"], Some(&text)) {
+            self.applied = None;
+            return Err(e);
+        }
+        tracing::info!(
+            chains = text.lines().filter(|l| l.starts_with(':')).count(),
+            jumps_restored = missing.len(),
+            "iptables: replaced novanet's changed chains"
+        );
+        self.applied = Some(wanted);
+        Ok(true)
+    }
+
+    /// The bridge table that anti-spoofs `sec`'s ports (empty sets admit every frame).
+    pub(super) fn apply_spoofing(&mut self, sec: &SecurityPlan) -> Result<bool> {
+        let changed = self
+            .spoof
+            .apply(&[("bridge", SPOOF_TABLE, spoof_table(sec))])?;
+        Ok(!changed.is_empty())
+    }
+
+    pub(super) fn forget(&mut self) {
+        self.applied = None;
+        self.spoof.recheck();
+    }
+}
+
+impl Firewall for Iptables {
+    fn apply(&mut self, plan: &HostPlan) -> Applied {
+        let mut out = Applied::default();
+        if !plan.security.instances.is_empty() {
+            out.step(bridge_filtering(), |()| None);
+        }
+        out.step(self.apply_chains(plan, &plan.security), |c| {
+            c.then(|| "iptables".to_string())
+        });
+        // nova's chains filter; the nftables bridge table only anti-spoofs.
+        out.step(self.apply_spoofing(&plan.security), |c| {
+            c.then(|| "anti-spoofing".to_string())
+        });
+        out
+    }
+
+    fn resync(&mut self) {
+        self.forget();
+    }
+}
+
+/// The whole iptables-restore text for a plan with `sec` as the instances' filters, and
+/// the anti-spoofing table beside it.
+pub(super) fn render(plan: &HostPlan, sec: &SecurityPlan) -> String {
+    let mut text = iptables_restore(&with_floating(plan), Some(sec), &[]);
+    text.push_str(&spoof_table(sec));
+    text
+}
+
+/// The plan's rules with each floating IP's three NAT rules (DNAT in PREROUTING and OUTPUT,
+/// SNAT in float-snat) after the other rules of their chains, in the bindings' order: where
+/// nova's `floating_forward_rules` put them.
+pub(super) fn with_floating(plan: &HostPlan) -> Ruleset {
+    let host32 = |a: Ipv4Addr| CidrText::from(Ipv4Cidr::new(a, 32).expect("/32"));
+    let mut rules = plan.firewall.rules.clone();
+    for f in &plan.floating {
+        let FloatingBinding { address, fixed, .. } = f;
+        let (address, fixed) = (address.addr(), fixed.addr());
+        for chain in [Chain::NatPrerouting, Chain::NatOutput] {
+            rules.push(Rule {
+                chain,
+                m: Match {
+                    dst: Some(host32(address)),
+                    ..Match::default()
+                },
+                target: Target::Dnat(NatTo::from(fixed)),
+            });
+        }
+        rules.push(Rule {
+            chain: Chain::NatFloatSnat,
+            m: Match {
+                src: Some(host32(fixed)),
+                ..Match::default()
+            },
+            target: Target::Snat(NatTo::from(address)),
+        });
+    }
+    // Stable: each chain keeps the plan's rules first, then the floating ones.
+    rules.sort_by_key(|r| r.chain);
+    Ruleset { rules }
+}
+
+/// The `-A` lines of an iptables-save (or restore) text, with their table, in order, for
+/// the tables novanet uses.
+fn owned_lines(text: &str) -> Vec<(String, String)> {
+    let mut table = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.to_string();
+        } else if line.starts_with("-A ") && matches!(table.as_str(), "filter" | "nat" | "mangle") {
+            out.push((table.clone(), line.to_string()));
+        }
+    }
+    out
+}
 
 /// Chain names, nova-network's layout with novanet's prefix (nova used `nova-network-`).
 pub const PREFIX: &str = "novanet";
@@ -197,15 +356,6 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
     (decls, rules)
 }
 
-/// Drops repeated lines, keeping the first of each in place: two ports on one network (a
-/// second fixed IP there) would otherwise write its accepts twice; nova's sets never did.
-pub fn dedup_in_order(lines: &mut Vec<String>) {
-    let mut seen = std::collections::HashSet::new();
-    lines.retain(|l| seen.insert(l.clone()));
-}
-
-/// iptables-restore input (for `--noflush`) that replaces the content of every chain novanet
-/// owns, and adds the jumps from the builtin chains listed in `missing_jumps`.
 /// novanet's chains in a restore or save text: (table, chain) to its `-A` lines in order (a
 /// declared chain without rules has none).
 pub type OwnedChains = BTreeMap<(String, String), Vec<String>>;
@@ -286,7 +436,9 @@ pub fn restore_delta(
     out
 }
 
-pub fn iptables_restore(
+/// iptables-restore input (for `--noflush`) that replaces the content of every chain novanet
+/// owns, and adds the jumps from the builtin chains listed in `missing_jumps`.
+pub(super) fn iptables_restore(
     rules: &Ruleset,
     sec: Option<&SecurityPlan>,
     missing_jumps: &[(&str, &str, String)],
@@ -347,156 +499,10 @@ pub fn iptables_restore(
     out
 }
 
-/// dnsmasq's argv for a network: nova's arguments (linux_net.py), with a watched hosts
-/// directory beside nova's hosts file, so that a new instance costs one small file, not a
-/// reload (see `dhcp::hosts_step`).
-pub fn dnsmasq_args(d: &DhcpPlan, dir: &Path, hook: &Path) -> Vec<String> {
-    let f = |kind: &str| {
-        dir.join(format!("nova-{}.{kind}", d.bridge))
-            .display()
-            .to_string()
-    };
-    let mut a = vec![
-        "--strict-order".to_string(),
-        "--bind-interfaces".into(),
-        format!("--conf-file={}", d.conf_file),
-        format!("--pid-file={}", f("pid")),
-        format!("--dhcp-optsfile={}", f("opts")),
-        format!("--listen-address={}", d.listen_address),
-        "--except-interface=lo".into(),
-        format!(
-            "--dhcp-range=set:{},{},static,{},{}s",
-            d.label, d.dhcp_start, d.netmask, d.lease_time
-        ),
-        format!("--dhcp-lease-max={}", d.lease_max),
-        format!("--dhcp-hostsfile={}", f("conf")),
-        format!("--dhcp-hostsdir={}", f("hosts.d")),
-        format!("--dhcp-script={}", hook.display()),
-        "--no-hosts".into(),
-        "--leasefile-ro".into(),
-    ];
-    if !d.domain.is_empty() {
-        a.push(format!("--domain={}", d.domain));
-    }
-    if !d.dns_servers.is_empty() {
-        a.push("--no-resolv".into());
-        for s in &d.dns_servers {
-            a.push(format!("--server={s}"));
-        }
-    }
-    a
-}
-
-/// The opts file: the default route for every host but those tagged as an instance's other
-/// VIFs, which get an empty router option (nova's `use_single_default_gateway`), plus the
-/// MTU when the network has one. The file does not depend on the hosts, so a host added
-/// through the watched directory needs no reload.
-pub fn dnsmasq_opts(d: &DhcpPlan) -> String {
-    let mut s = format!(
-        "tag:!{NO_DEFAULT_ROUTE_TAG},3,{}\ntag:{NO_DEFAULT_ROUTE_TAG},3\n",
-        d.gateway
-    );
-    if let Some(mtu) = d.mtu {
-        s.push_str(&format!("26,{mtu}\n"));
-    }
-    s
-}
-
-/// nova's hosts file: one `MAC,HOSTNAME.DOMAIN,IP` line per host.
-pub fn dnsmasq_hosts(d: &DhcpPlan) -> String {
-    d.hosts
-        .iter()
-        .map(|h| format!("{}\n", h.line(&d.domain)))
-        .collect()
-}
-
-/// What `dhcp-script init` prints with `--leasefile-ro`: the leases the server knows of
-/// (`expiry mac ip hostname clientid`), as nova-dhcpbridge did.
-pub fn lease_lines(d: &DhcpPlan, now: i64) -> String {
-    d.hosts
-        .iter()
-        .filter(|h| h.leased)
-        .map(|h| {
-            format!(
-                "{} {} {} {} *\n",
-                now + i64::from(d.lease_time),
-                h.mac,
-                h.address,
-                h.hostname
-            )
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use novanet_core::firewall::Proto;
-    use novanet_core::plan::DhcpHost;
-
-    fn plan() -> DhcpPlan {
-        DhcpPlan {
-            network_uuid: "u".parse().unwrap(),
-            network_id: 1,
-            label: "vmnet".parse().unwrap(),
-            bridge: "br100".parse().unwrap(),
-            listen_address: "10.0.0.1".parse().unwrap(),
-            dhcp_start: "10.0.0.2".parse().unwrap(),
-            netmask: "255.255.255.0".parse().unwrap(),
-            gateway: "10.0.0.1".parse().unwrap(),
-            lease_time: 120,
-            lease_max: 256,
-            domain: "novalocal".parse().unwrap(),
-            conf_file: String::new(),
-            dns_servers: vec![],
-            mtu: None,
-            revoked: vec![],
-            hosts: vec![
-                DhcpHost {
-                    mac: "fa:16:3e:2c:e8:ec".parse().unwrap(),
-                    hostname: "cirros".parse().unwrap(),
-                    address: "10.0.0.2".parse().unwrap(),
-                    leased: true,
-                    default_route: true,
-                },
-                DhcpHost {
-                    mac: "fa:16:3e:2c:e8:ed".parse().unwrap(),
-                    hostname: "multi".parse().unwrap(),
-                    address: "10.0.0.3".parse().unwrap(),
-                    leased: false,
-                    default_route: false,
-                },
-            ],
-        }
-    }
-
-    #[test]
-    fn dnsmasq_argv_is_novas() {
-        let a = dnsmasq_args(
-            &plan(),
-            Path::new("/var/lib/novanet/networks"),
-            Path::new("/usr/bin/novanet-dhcpbridge"),
-        );
-        assert_eq!(
-            a.join(" "),
-            "--strict-order --bind-interfaces --conf-file= --pid-file=/var/lib/novanet/networks/nova-br100.pid \
-             --dhcp-optsfile=/var/lib/novanet/networks/nova-br100.opts --listen-address=10.0.0.1 --except-interface=lo \
-             --dhcp-range=set:vmnet,10.0.0.2,static,255.255.255.0,120s --dhcp-lease-max=256 \
-             --dhcp-hostsfile=/var/lib/novanet/networks/nova-br100.conf \
-             --dhcp-hostsdir=/var/lib/novanet/networks/nova-br100.hosts.d --dhcp-script=/usr/bin/novanet-dhcpbridge \
-             --no-hosts --leasefile-ro --domain=novalocal"
-        );
-        // An instance's second VIF is tagged: the opts give it no default route.
-        assert_eq!(
-            dnsmasq_hosts(&plan()),
-            "fa:16:3e:2c:e8:ec,cirros.novalocal,10.0.0.2\nfa:16:3e:2c:e8:ed,set:nogw,multi.novalocal,10.0.0.3\n"
-        );
-        assert_eq!(dnsmasq_opts(&plan()), "tag:!nogw,3,10.0.0.1\ntag:nogw,3\n");
-        assert_eq!(
-            lease_lines(&plan(), 1000),
-            "1120 fa:16:3e:2c:e8:ec 10.0.0.2 cirros *\n"
-        );
-    }
 
     #[test]
     fn iptables_shapes_match_the_seed() {

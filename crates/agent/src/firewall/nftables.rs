@@ -1,12 +1,17 @@
-//! Rendering for nftables: the same rule model as the iptables driver, in novanet's own
-//! tables. Instances are reached through verdict maps (one lookup whatever their number);
-//! floating NAT is one map each way. Pure: text in, text out.
+//! The nftables driver: novanet's own tables, each replaced in one transaction when its
+//! text changes, the security tables changed incrementally. Instances are reached through
+//! verdict maps (one lookup whatever their number); floating NAT is one map each way, filled
+//! from the plan's floating bindings. Rendering is pure: plan in, text out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
 use novanet_core::firewall::{Chain, Match, Proto, Ruleset, Target};
-use novanet_core::plan::{InstanceSecurity, SecurityPlan, SgRule};
+use novanet_core::plan::{FloatingBinding, HostPlan, InstanceSecurity, SecurityPlan, SgRule};
+
+use super::{bridge_filtering, dedup_in_order, Applied, Firewall};
+use crate::sys::{run, write_if_changed, Result};
 
 pub const NAT_TABLE: &str = "novanet_nat";
 pub const FILTER_TABLE: &str = "novanet_filter";
@@ -59,20 +64,6 @@ fn rule_line(m: &Match, t: &Target) -> Option<String> {
     })
 }
 
-/// A bare `-d FLOAT/32` DNAT or `-s FIXED/32` SNAT: a floating IP, which goes in a map.
-fn floating_pair(m: &Match, t: &Target) -> Option<(String, String)> {
-    let plain = m.in_iface.is_none() && m.out_iface.is_none() && m.proto.is_none() && !m.not_dnat;
-    match (plain, &m.src, &m.dst, t) {
-        (true, None, Some(d), Target::Dnat(to)) if d.ends_with("/32") => {
-            Some((d.trim_end_matches("/32").into(), to.to_string()))
-        }
-        (true, Some(s), None, Target::Snat(to)) if s.ends_with("/32") => {
-            Some((s.trim_end_matches("/32").into(), to.to_string()))
-        }
-        _ => None,
-    }
-}
-
 fn map_elements(pairs: &[(String, String)]) -> String {
     pairs
         .iter()
@@ -81,11 +72,18 @@ fn map_elements(pairs: &[(String, String)]) -> String {
         .join(", ")
 }
 
-/// The NAT and gateway filter rules of the model as one `ip` table.
-pub fn nat_table(rules: &Ruleset) -> String {
+/// The NAT and gateway filter rules of the model, and the floating IPs' maps, as one `ip`
+/// table.
+pub fn nat_table(rules: &Ruleset, floating: &[FloatingBinding]) -> String {
     let mut out = String::new();
-    let mut dnat: BTreeMap<String, String> = BTreeMap::new();
-    let mut snat: BTreeMap<String, String> = BTreeMap::new();
+    let dnat: BTreeMap<String, String> = floating
+        .iter()
+        .map(|f| (f.address.to_string(), f.fixed.to_string()))
+        .collect();
+    let snat: BTreeMap<String, String> = floating
+        .iter()
+        .map(|f| (f.fixed.to_string(), f.address.to_string()))
+        .collect();
     let mut chains: BTreeMap<&str, String> = BTreeMap::new();
     for r in &rules.rules {
         let name = match r.chain {
@@ -98,19 +96,6 @@ pub fn nat_table(rules: &Ruleset) -> String {
             Chain::NatFloatSnat => "float_snat",
             Chain::ManglePostrouting => continue,
         };
-        if matches!(
-            r.chain,
-            Chain::NatPrerouting | Chain::NatOutput | Chain::NatFloatSnat
-        ) {
-            if let Some((k, v)) = floating_pair(&r.m, &r.target) {
-                if r.chain == Chain::NatFloatSnat {
-                    snat.insert(k, v);
-                } else {
-                    dnat.insert(k, v);
-                }
-                continue;
-            }
-        }
         if let Some(line) = rule_line(&r.m, &r.target) {
             chains.entry(name).or_default().push_str(&line);
         }
@@ -242,7 +227,7 @@ pub fn inst_rules(i: &InstanceSecurity, sec: &SecurityPlan) -> Vec<String> {
     }
     v.extend(i.rules.iter().filter_map(sg_rule));
     v.push("drop".into());
-    crate::render::dedup_in_order(&mut v);
+    dedup_in_order(&mut v);
     v
 }
 
@@ -636,6 +621,243 @@ pub fn replace_table(family: &str, name: &str, body: &str) -> String {
     format!("table {family} {name}\ndelete table {family} {name}\n{body}")
 }
 
+/// The nftables driver: the gateway's rules and NAT in an `ip` table, instances' filters in
+/// an `inet` table and anti-spoofing in a `bridge` table, all novanet's own.
+pub struct Nftables {
+    tables: Tables,
+}
+
+impl Nftables {
+    pub fn new(state_dir: &Path) -> Nftables {
+        Nftables {
+            tables: Tables::new(state_dir),
+        }
+    }
+
+    /// The security tables alone (instances' filters and anti-spoofing), as `apply` changes
+    /// them: what `bench firewall` measures. What it did (`full`, `incremental`), None when
+    /// nothing changed.
+    pub fn apply_security(&mut self, sec: &SecurityPlan) -> Result<Option<&'static str>> {
+        self.tables.apply_security(sec)
+    }
+}
+
+impl Firewall for Nftables {
+    fn apply(&mut self, plan: &HostPlan) -> Applied {
+        let mut out = Applied::default();
+        if !plan.security.instances.is_empty() {
+            out.step(bridge_filtering(), |()| None);
+        }
+        let nat = nat_table(&plan.firewall, &plan.floating);
+        out.step(self.tables.apply(&[("ip", NAT_TABLE, nat)]), |c| {
+            (!c.is_empty()).then(|| "nftables NAT".to_string())
+        });
+        out.step(self.apply_security(&plan.security), |how| {
+            how.map(|how| format!("security ({how})"))
+        });
+        out
+    }
+
+    fn resync(&mut self) {
+        self.tables.recheck();
+    }
+}
+
+/// Every table the plan becomes, as one text.
+pub(super) fn render(plan: &HostPlan) -> String {
+    [
+        nat_table(&plan.firewall, &plan.floating),
+        filter_table(&plan.security),
+        spoof_table(&plan.security),
+    ]
+    .concat()
+}
+
+/// The security tables' scripts without the kernel: a full replace, then each change as
+/// the add-only transaction that makes it take effect and the one that retires what it
+/// replaced (`bench firewall` times them apart).
+pub struct SecurityScripts {
+    state: SecState,
+}
+
+impl SecurityScripts {
+    /// The script that replaces both security tables with `sec`, and the scripts' state
+    /// after it.
+    pub fn full(sec: &SecurityPlan) -> (String, SecurityScripts) {
+        let state = full_state(sec);
+        (replace_security(sec), SecurityScripts { state })
+    }
+
+    /// The change to `sec`; None when only a full replace can make it.
+    pub fn change(&mut self, sec: &SecurityPlan) -> Option<Update> {
+        let (u, next) = incremental(&self.state, sec)?;
+        self.state = next;
+        Some(u)
+    }
+}
+
+/// novanet's nftables tables as the kernel holds them, each replaced in one transaction
+/// when its text changes. The last applied text is kept in the state directory, so that a
+/// restarted agent finding its tables in place leaves them alone. Both the nftables driver
+/// and the iptables driver (for its anti-spoofing table) apply through it.
+pub(super) struct Tables {
+    state: PathBuf,
+    last: BTreeMap<String, String>,
+    sec_path: PathBuf,
+    /// What the security tables hold, for incremental changes.
+    sec: Option<SecState>,
+    /// The tables present in the kernel, as last listed and as changed since. `nft list
+    /// tables` fetches the whole ruleset (270 ms at 1,000 instances), so it runs only when
+    /// this is unknown: at start, after a failure, and on the periodic resync.
+    tables: Option<BTreeSet<String>>,
+}
+
+impl Tables {
+    pub(super) fn new(state_dir: &Path) -> Tables {
+        let state = state_dir.join("nft-applied.json");
+        let last = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let sec_path = state_dir.join("nft-security.json");
+        let sec = std::fs::read_to_string(&sec_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Tables {
+            state,
+            last,
+            sec_path,
+            sec,
+            tables: None,
+        }
+    }
+
+    /// Makes the next apply list the kernel's tables again instead of trusting what this
+    /// process applied (the periodic resync: somebody may have removed a table).
+    pub(super) fn recheck(&mut self) {
+        self.tables = None;
+    }
+
+    fn tables(&mut self) -> Result<&BTreeSet<String>> {
+        if self.tables.is_none() {
+            let listed = self.nft(&["list", "tables"], None)?;
+            let names = listed
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("table "))
+                .map(str::to_string)
+                .collect();
+            self.tables = Some(names);
+        }
+        Ok(self.tables.get_or_insert_with(BTreeSet::new))
+    }
+
+    /// Runs an nft script; on failure forgets the tables, so the next apply starts over.
+    fn run_script(&mut self, script: &str) -> Result<()> {
+        let result = self.nft(&["-f", "-"], Some(script)).map(|_| ());
+        if result.is_err() {
+            self.tables = None;
+        }
+        result
+    }
+
+    fn nft(&self, args: &[&str], input: Option<&str>) -> Result<String> {
+        run("nft", args, input)
+    }
+
+    fn save(&self) -> Result<()> {
+        let text = serde_json::to_string(&self.last).expect("serializable");
+        write_if_changed(&self.state, &text)?;
+        if let Some(sec) = &self.sec {
+            let text = serde_json::to_string(sec).expect("serializable");
+            write_if_changed(&self.sec_path, &text)?;
+        }
+        Ok(())
+    }
+
+    /// The security tables (instances' filters and anti-spoofing): an add-only transaction
+    /// for the change, then one retiring what it replaced; a full replace only when needed.
+    /// Returns what it did, None when nothing changed.
+    pub(super) fn apply_security(&mut self, plan: &SecurityPlan) -> Result<Option<&'static str>> {
+        let fkey = format!("inet {FILTER_TABLE}");
+        let skey = format!("bridge {SPOOF_TABLE}");
+        let tables = self.tables()?;
+        let both = tables.contains(&fkey) && tables.contains(&skey);
+        // What the tables hold is `sec`, not their text: rendering and keeping two whole
+        // tables on every change cost more than the change (agents before kept texts here).
+        self.last.remove(&fkey);
+        self.last.remove(&skey);
+        let step = match self
+            .sec
+            .as_ref()
+            .filter(|_| both)
+            .and_then(|old| incremental(old, plan))
+        {
+            Some((u, _)) if u.hot.is_empty() && u.retire.is_empty() => return Ok(None),
+            Some((u, next)) => {
+                // Until the new state is saved, none is: a crash in between must lead to a
+                // full replace, not to a diff against tables that moved on.
+                let _ = std::fs::remove_file(&self.sec_path);
+                if !u.hot.is_empty() {
+                    if let Err(e) = self.run_script(&u.hot) {
+                        // The kernel did not take the diff: replace the tables next time.
+                        self.sec = None;
+                        return Err(e);
+                    }
+                }
+                self.sec = Some(next);
+                if !u.retire.is_empty() {
+                    if let Err(e) = self.run_script(&u.retire) {
+                        // What the retire left is unknown: the next apply replaces the tables.
+                        self.sec = None;
+                        return Err(e);
+                    }
+                }
+                "incremental"
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.sec_path);
+                self.run_script(&replace_security(plan))?;
+                self.sec = Some(full_state(plan));
+                "full"
+            }
+        };
+        if let Some(t) = self.tables.as_mut() {
+            t.insert(fkey);
+            t.insert(skey);
+        }
+        self.save()?;
+        Ok(Some(step))
+    }
+
+    /// Applies the given tables ((family, name, body)); returns the names it replaced.
+    pub(super) fn apply(&mut self, tables_wanted: &[(&str, &str, String)]) -> Result<Vec<String>> {
+        let tables = self.tables()?.clone();
+        let mut script = String::new();
+        let mut changed = Vec::new();
+        for (family, name, body) in tables_wanted {
+            let key = format!("{family} {name}");
+            if tables.contains(&key) && self.last.get(&key) == Some(body) {
+                continue;
+            }
+            script.push_str(&replace_table(family, name, body));
+            changed.push(key);
+        }
+        if script.is_empty() {
+            return Ok(changed);
+        }
+        self.run_script(&script)?;
+        for (family, name, body) in tables_wanted {
+            let key = format!("{family} {name}");
+            if let Some(t) = self.tables.as_mut() {
+                t.insert(key.clone());
+            }
+            self.last.insert(key, body.clone());
+        }
+        self.save()?;
+        Ok(changed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,6 +916,15 @@ mod tests {
         }
     }
 
+    /// 68.99.26.170 for 10.0.0.2, as the seed's floating IP example.
+    fn floating() -> FloatingBinding {
+        FloatingBinding {
+            address: "68.99.26.170".parse().unwrap(),
+            interface: "eth1".parse().unwrap(),
+            fixed: "10.0.0.2".parse().unwrap(),
+        }
+    }
+
     fn smtp_block() -> SgRule {
         SgRule {
             proto: Some(Proto::Tcp),
@@ -717,7 +948,7 @@ mod tests {
         sec.instances = vec![i.clone()];
         let nft = inst_rules(&i, &sec);
         let mut unique = nft.clone();
-        crate::render::dedup_in_order(&mut unique);
+        super::super::dedup_in_order(&mut unique);
         assert_eq!(nft, unique);
         assert_eq!(
             nft.iter()
@@ -725,7 +956,7 @@ mod tests {
                 .count(),
             1
         );
-        let (_, ipt) = crate::render::iptables_security(&sec);
+        let (_, ipt) = super::super::iptables::iptables_security(&sec);
         assert_eq!(
             ipt.iter()
                 .filter(|l| l.ends_with("-s 10.0.0.0/24 -j ACCEPT"))
@@ -889,23 +1120,8 @@ mod tests {
         }
         let mut sec = plan(false, vec![smtp_block()]);
         sec.group_members.insert(4, vec![]);
+        let floating = [floating()];
         let mut rs = Ruleset::default();
-        rs.push(
-            Chain::NatPrerouting,
-            Match {
-                dst: Some("68.99.26.170/32".parse().unwrap()),
-                ..Match::default()
-            },
-            Target::Dnat("10.0.0.2".parse().unwrap()),
-        );
-        rs.push(
-            Chain::NatFloatSnat,
-            Match {
-                src: Some("10.0.0.2/32".parse().unwrap()),
-                ..Match::default()
-            },
-            Target::Snat("68.99.26.170".parse().unwrap()),
-        );
         rs.push(
             Chain::NatSnat,
             Match {
@@ -936,7 +1152,7 @@ mod tests {
             Target::Accept,
         );
         let script = [
-            replace_table("ip", NAT_TABLE, &nat_table(&rs)),
+            replace_table("ip", NAT_TABLE, &nat_table(&rs, &floating)),
             replace_table("inet", FILTER_TABLE, &filter_table(&sec)),
             replace_table("bridge", SPOOF_TABLE, &spoof_table(&sec)),
             replace_table(
@@ -962,7 +1178,7 @@ mod tests {
     }
 
     /// Runs the scripts in order in a private network namespace; the final ruleset.
-    fn run_in_private_netns(scripts: &[String]) -> Result<String, String> {
+    fn run_in_private_netns(scripts: &[String]) -> std::result::Result<String, String> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("novanet-nft-{}-{n}", std::process::id()));
@@ -1096,24 +1312,6 @@ mod tests {
     #[test]
     fn floating_nat_is_one_map() {
         let mut rs = Ruleset::default();
-        for chain in [Chain::NatPrerouting, Chain::NatOutput] {
-            rs.push(
-                chain,
-                Match {
-                    dst: Some("68.99.26.170/32".parse().unwrap()),
-                    ..Match::default()
-                },
-                Target::Dnat("10.0.0.2".parse().unwrap()),
-            );
-        }
-        rs.push(
-            Chain::NatFloatSnat,
-            Match {
-                src: Some("10.0.0.2/32".parse().unwrap()),
-                ..Match::default()
-            },
-            Target::Snat("68.99.26.170".parse().unwrap()),
-        );
         rs.push(
             Chain::NatPrerouting,
             Match {
@@ -1124,7 +1322,7 @@ mod tests {
             },
             Target::Dnat("192.168.56.200:8775".parse().unwrap()),
         );
-        let t = nat_table(&rs);
+        let t = nat_table(&rs, &[floating()]);
         assert!(t.contains("elements = { 68.99.26.170 : 10.0.0.2 }"), "{t}");
         assert!(t.contains("elements = { 10.0.0.2 : 68.99.26.170 }"), "{t}");
         assert!(
