@@ -51,7 +51,7 @@ fn meta_map(v: Option<&Value>, key: &str) -> ApiResult<BTreeMap<String, String>>
 fn within_quota(st: &AppState, i: &Instance, m: &BTreeMap<String, String>) -> ApiResult<()> {
     let quota = super::quotas::limit(st, &i.spec.project_id, "metadata_items")?;
     if quota >= 0 && m.len() as i64 > quota {
-        return Err(Error::OverLimit(format!(
+        return Err(Error::Forbidden(format!(
             "Quota exceeded for metadata_items: {} items, at most {quota}",
             m.len()
         ))

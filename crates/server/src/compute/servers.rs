@@ -546,7 +546,7 @@ async fn create_server(
     let limit = |r: &str| limits.get(r).copied().unwrap_or(-1);
     let meta_quota = limit("metadata_items");
     if meta_quota >= 0 && metadata.len() as i64 > meta_quota {
-        return Err(Error::OverLimit(format!(
+        return Err(Error::Forbidden(format!(
             "Quota exceeded for metadata_items: {} items, at most {meta_quota}",
             metadata.len()
         ))
@@ -627,7 +627,9 @@ async fn create_server(
         }
         let room = ((quota - in_use).max(0) / each.max(1)) as u32;
         if room < min_count {
-            return Err(Error::OverLimit(format!(
+            // nova answers an exceeded instance quota with 403 `forbidden` (its fault name
+            // follows the status), not `overLimit`.
+            return Err(Error::Forbidden(format!(
                 "Quota exceeded for {resource}: requested {}, but already used {in_use} of {quota} {resource}",
                 i64::from(min_count) * each
             ))
