@@ -17,7 +17,6 @@ use novanet_core::plan::{
     host_plan, DhcpHost, DhcpPlan, DhcpRelease, FloatingBinding, GroupRule, HostPlan,
     InstanceSecurity, SgRule, Snapshot,
 };
-use novanet_core::segment::Segment;
 use novanet_core::valid::Ipv4Text;
 use novanet_core::Result;
 use novanet_store::{ChangeScope, SecurityGroupRule, Store};
@@ -78,15 +77,6 @@ pub fn segment_peers(raw: BTreeMap<i64, Vec<String>>) -> BTreeMap<i64, Vec<Ipv4T
                 .collect();
             (id, v)
         })
-        .collect()
-}
-
-/// The VXLAN networks a plan has a segment of.
-fn vxlan_networks(plan: &HostPlan) -> BTreeSet<String> {
-    plan.bridges
-        .iter()
-        .filter(|b| matches!(b.segment, Some(Segment::Vxlan { .. })))
-        .map(|b| b.network_uuid.clone())
         .collect()
 }
 
@@ -215,50 +205,14 @@ impl Plans {
                 }
             }
         }
-        // A host that gains or loses a VXLAN network changes the flood lists of the
-        // network's other hosts: only then are they recomputed.
-        let mut moved = BTreeSet::new();
-        let mut movers = BTreeSet::new();
-        let mut latest = 0;
         for (host, d) in dirty {
             let Some(entry) = inner.hosts.get_mut(&host) else {
                 continue;
             };
-            let before = vxlan_networks(&entry.plan);
-            latest = latest.max(d.generation);
             if let Err(e) = refresh(store, cfg, &host, entry, d) {
                 // Rebuilt when next asked for; its waiters see the entry go and ask again.
                 tracing::error!(host = %host, error = %e, "planning the host");
                 inner.hosts.remove(&host);
-                continue;
-            }
-            let after = vxlan_networks(&inner.hosts[&host].plan);
-            if before != after {
-                moved.extend(before.symmetric_difference(&after).cloned());
-                // Recomputed whole (its bridges changed): its own flood lists are current.
-                movers.insert(host);
-            }
-        }
-        if !moved.is_empty() {
-            let peers: Vec<String> = inner
-                .hosts
-                .iter()
-                .filter(|(h, e)| {
-                    !movers.contains(*h) && !vxlan_networks(&e.plan).is_disjoint(&moved)
-                })
-                .map(|(h, _)| h.clone())
-                .collect();
-            for host in peers {
-                let entry = inner.hosts.get_mut(&host).expect("listed above");
-                let d = Dirty {
-                    generation: latest,
-                    full: true,
-                    ..Dirty::default()
-                };
-                if let Err(e) = refresh(store, cfg, &host, entry, d) {
-                    eprintln!("novanet server: plan of {host}: {e}");
-                    inner.hosts.remove(&host);
-                }
             }
         }
         inner.cursor = changes.upto;

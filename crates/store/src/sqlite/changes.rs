@@ -91,6 +91,7 @@ pub(super) fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> 
              ON CONFLICT(host) DO UPDATE SET generation = excluded.generation",
         )
         .map_err(db)?;
+    let peers = segment_peers(tx, t)?;
     let mut rows: Vec<(&str, ChangeScope)> = Vec::new();
     // A host with many instances changed at once (a rule of a big group) is recomputed
     // whole: cheaper than one patch per instance.
@@ -101,6 +102,7 @@ pub(super) fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> 
     let whole: BTreeSet<&str> = t
         .hosts
         .iter()
+        .chain(&peers)
         .map(String::as_str)
         .chain(
             per_host
@@ -155,6 +157,79 @@ pub(super) fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> 
         prune_changes_tx(tx, generation - CHANGES_KEPT)?;
     }
     Ok(true)
+}
+
+/// The other hosts of each VLAN network that a touched host may have joined or left with this
+/// write (none of its instances on the network is left untouched): their VXLAN flood lists
+/// name it. A boot on a host that already has the network touches no other host.
+fn segment_peers(c: &Connection, t: &Touched) -> Result<BTreeSet<String>> {
+    let mut touched_on: BTreeMap<(&str, i64), BTreeSet<&str>> = BTreeMap::new();
+    for ((h, uuid), nets) in &t.instances {
+        for n in nets {
+            touched_on
+                .entry((h.as_str(), *n))
+                .or_default()
+                .insert(uuid.as_str());
+        }
+    }
+    let mut out = BTreeSet::new();
+    for ((h, n), uuids) in touched_on {
+        if !is_vlan_network(c, n)? {
+            continue;
+        }
+        let on = strings(
+            c,
+            "SELECT DISTINCT i.uuid FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
+             WHERE f.network_id = ?1 AND i.host = ?2 AND f.allocated = 1",
+            params![n, h],
+        )?;
+        if on.iter().any(|u| !uuids.contains(u.as_str())) {
+            continue;
+        }
+        out.extend(network_hosts(c, n)?.into_iter().filter(|x| x != h));
+    }
+    Ok(out)
+}
+
+fn is_vlan_network(c: &Connection, network_id: i64) -> Result<bool> {
+    let vlan: Option<i64> = qrow(
+        c,
+        "SELECT json_extract(data, '$.vlan') FROM networks WHERE id = ?1",
+        [network_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)?
+    .flatten();
+    Ok(vlan.is_some())
+}
+
+/// The hosts that have a network: its own host and the hosts of its instances.
+fn network_hosts(c: &Connection, network_id: i64) -> Result<Vec<String>> {
+    strings(
+        c,
+        "SELECT host FROM networks WHERE id = ?1 AND host IS NOT NULL \
+         UNION SELECT DISTINCT i.host FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
+         WHERE f.network_id = ?1 AND f.allocated = 1 AND i.host IS NOT NULL",
+        [network_id],
+    )
+}
+
+/// The other hosts of every VLAN network `host` has: they flood to its address.
+pub(super) fn segment_neighbours(c: &Connection, host: &str) -> Result<Vec<String>> {
+    let nets: Vec<String> = strings(
+        c,
+        "SELECT CAST(id AS TEXT) FROM networks WHERE host = ?1 AND json_extract(data, '$.vlan') IS NOT NULL \
+         UNION SELECT DISTINCT CAST(f.network_id AS TEXT) FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
+           JOIN networks n ON n.id = f.network_id \
+         WHERE i.host = ?1 AND f.allocated = 1 AND json_extract(n.data, '$.vlan') IS NOT NULL",
+        [host],
+    )?;
+    let mut out = BTreeSet::new();
+    for n in nets.iter().filter_map(|n| n.parse::<i64>().ok()) {
+        out.extend(network_hosts(c, n)?.into_iter().filter(|x| x != host));
+    }
+    Ok(out.into_iter().collect())
 }
 
 pub(super) fn prune_changes_tx(tx: &Transaction, before: u64) -> Result<()> {
