@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 #[doc(hidden)]
 pub mod conformance;
 mod contract;
+mod location;
 pub mod migrate;
 mod passwords;
 mod postgres;
@@ -23,6 +24,7 @@ pub use contract::{
     FixedIpStore, FloatingIpStore, IdentityStore, InstanceStore, KeypairStore, NetworkStore,
     PlanStore, QuotaStore, SecurityGroupStore, ServiceStore, Store,
 };
+pub use location::{is_postgres_url, Location, SQLITE_FILE};
 pub use novanet_core::model::BoundAddress;
 pub use novanet_core::secgroup::NewRule;
 pub use postgres::PgStore;

@@ -128,12 +128,22 @@ impl TestPostgres {
         Ok(TestPostgres { dir, pid })
     }
 
-    /// The URL of one database of this server.
+    /// The URL of one database of this server (the socket's directory percent-encoded as
+    /// the host, as libpq reads it).
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "host={} port={PORT} user=postgres dbname={database}",
-            self.dir.display()
-        )
+        let host: String = self
+            .dir
+            .display()
+            .to_string()
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("postgresql://postgres@{host}:{PORT}/{database}")
     }
 
     /// Makes a new, empty database and returns its URL. `name` is made unique and safe.
