@@ -24,6 +24,41 @@ pub(super) fn bump_generation(tx: &Db) -> Result<u64> {
     Ok(g as u64)
 }
 
+/// Takes the next generation and records what the change touched under it, in one
+/// statement: the generation's row is then locked for one round trip and the commit only.
+pub(super) fn bump_and_record(tx: &Db, t: &Touched) -> Result<u64> {
+    let (hosts, whats): (Vec<&str>, Vec<String>) = t
+        .log_rows()
+        .into_iter()
+        .map(|(h, scope)| (h, scope.encode()))
+        .unzip();
+    let unique: Vec<&str> = hosts
+        .iter()
+        .copied()
+        .collect::<BTreeSet<&str>>()
+        .into_iter()
+        .collect();
+    let g: i64 = tx
+        .one(
+            "WITH g AS (UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation' \
+                        RETURNING value::bigint AS generation), \
+                  log AS (INSERT INTO host_changes(generation, host, what) \
+                          SELECT g.generation, r.host, r.what FROM g, unnest($1::text[], $2::text[]) AS r(host, what) \
+                          ON CONFLICT DO NOTHING), \
+                  hosts AS (INSERT INTO host_generations(host, generation) \
+                            SELECT u.host, g.generation FROM g, unnest($3::text[]) AS u(host) \
+                            ON CONFLICT (host) DO UPDATE SET generation = excluded.generation) \
+             SELECT generation FROM g",
+            &[&hosts, &whats, &unique],
+        )?
+        .get(0);
+    let generation = g as u64;
+    if !hosts.is_empty() && generation.is_multiple_of(1024) && generation > CHANGES_KEPT {
+        prune_changes_tx(tx, generation - CHANGES_KEPT)?;
+    }
+    Ok(generation)
+}
+
 /// Writes what a change touched into the change log and the hosts' generations; false
 /// when it touched nothing.
 pub(super) fn record_touched(tx: &Db, generation: u64, t: &Touched) -> Result<bool> {

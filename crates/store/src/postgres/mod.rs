@@ -40,7 +40,7 @@ mod schema;
 mod secgroups;
 mod services;
 
-use changes::{bump_generation, prune_changes_tx, record_touched, Touched};
+use changes::{bump_and_record, bump_generation, prune_changes_tx, record_touched, Touched};
 pub use schema::TABLES;
 
 /// Idle connections a store keeps for its next calls.
@@ -261,8 +261,7 @@ impl PgStore {
         let (out, generation) = self.write_raw(|tx| {
             let mut t = Touched::default();
             let out = f(tx, &mut t)?;
-            let generation = bump_generation(tx)?;
-            record_touched(tx, generation, &t)?;
+            let generation = bump_and_record(tx, &t)?;
             Ok((out, generation))
         })?;
         self.run_hooks(generation);
