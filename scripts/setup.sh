@@ -19,6 +19,7 @@ packages=(
   iperf3                       # bench firewall's throughput
   tcpdump                      # the 802.1Q lab checks the VLAN tags on the fabric
   qemu-system-x86 kmod         # the guest lab: Debian's kernel, which has 802.1Q VLAN devices
+  postgresql                   # the PostgreSQL store's tests run a throwaway server of its own
 )
 missing=()
 for p in "${packages[@]}"; do

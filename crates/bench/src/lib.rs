@@ -16,8 +16,12 @@ mod scale;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
-    /// Fixed IP allocation rate on a fresh SQLite store with a /16
+    /// Fixed IP allocation rate on a fresh SQLite store with a /16 (or on an empty
+    /// PostgreSQL database: --db)
     Alloc {
+        /// An empty PostgreSQL database to measure instead (postgres://user@host/dbname)
+        #[arg(long, value_name = "URL")]
+        db: Option<String>,
         /// Allocations made by the single client
         #[arg(long, default_value_t = 5000)]
         count: usize,
@@ -95,7 +99,11 @@ pub enum BenchCmd {
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
-        BenchCmd::Alloc { count, per_client } => alloc(count, per_client),
+        BenchCmd::Alloc {
+            db,
+            count,
+            per_client,
+        } => alloc(db, count, per_client),
         BenchCmd::Dhcp { instances, hosts } => dhcp(instances, hosts),
         BenchCmd::Floating { rounds, count } => floating(rounds, count),
         BenchCmd::Scale {
@@ -136,12 +144,28 @@ fn spec(n: usize) -> InstanceSpec {
     }
 }
 
-fn alloc(count: usize, per_client: usize) -> Result<()> {
+fn alloc(db: Option<String>, count: usize, per_client: usize) -> Result<()> {
     let dir =
         Scratch(std::env::temp_dir().join(format!("novanet-bench-alloc-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
+    // Each client opens the store again, as another server process would.
+    let open = {
+        let dir = dir.0.clone();
+        let url = db.clone();
+        move || -> Result<Box<dyn Store>> {
+            Ok(match &url {
+                Some(url) => Box::new(novanet_store::PgStore::open(url)?),
+                None => Box::new(SqliteStore::open_dir(&dir)?),
+            })
+        }
+    };
     let cfg = Config::default();
-    let store = SqliteStore::open_dir(&dir.0)?;
+    let store = open()?;
+    if db.is_some() && store.generation()? != 0 {
+        return Err(novanet_core::Error::conflict(
+            "bench alloc --db needs an empty database: it fills it with a /16 and thousands of instances",
+        ));
+    }
     let req = NetworkRequest {
         label: "bench".into(),
         cidr: Some("10.0.0.0/16".into()),
@@ -160,10 +184,10 @@ fn alloc(count: usize, per_client: usize) -> Result<()> {
     let t = Instant::now();
     let handles: Vec<_> = (0..32)
         .map(|c| {
-            let dir = dir.0.clone();
+            let open = open.clone();
             let cfg = cfg.clone();
             std::thread::spawn(move || -> Result<Vec<String>> {
-                let s = SqliteStore::open_dir(&dir)?;
+                let s = open()?;
                 (0..per_client)
                     .map(|n| {
                         s.create_instance(&spec(100_000 + c * per_client + n), &cfg)

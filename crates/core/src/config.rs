@@ -243,6 +243,9 @@ pub struct Config {
     /// nova.conf's `[keystone_authtoken]`: when present, API tokens are validated against
     /// that Keystone instead of novanet's own identity service.
     pub keystone_authtoken: Option<KeystoneAuthtoken>,
+    /// nova.conf's `[database]`: a PostgreSQL `connection` puts the store there (several
+    /// servers share it) instead of the data dir's SQLite file.
+    pub database: Option<Database>,
 }
 
 /// The options that belong to one host, not to the cloud: each agent reads them from its
@@ -342,6 +345,23 @@ pub struct KeystoneAuthtoken {
     pub project_domain_name: String,
 }
 
+/// Where the store is, as a `[database]` table.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// `postgresql://user:password@host/dbname` (SQLAlchemy's `postgresql+driver://` too).
+    pub connection: String,
+}
+
+impl Database {
+    /// The URL PostgreSQL's driver takes: SQLAlchemy's `+driver` part dropped.
+    pub fn postgres_url(&self) -> Option<String> {
+        let (scheme, rest) = self.connection.split_once("://")?;
+        let base = scheme.split('+').next().unwrap_or(scheme);
+        matches!(base, "postgres" | "postgresql").then(|| format!("postgresql://{rest}"))
+    }
+}
+
 fn default_domain() -> String {
     "Default".into()
 }
@@ -419,6 +439,7 @@ impl Default for Config {
             metadata_rate_limit: 0,
             metadata_rate_burst: 200,
             keystone_authtoken: None,
+            database: None,
         }
     }
 }
@@ -514,6 +535,14 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if let Some(d) = &self.database {
+            if d.postgres_url().is_none() {
+                return Err(Error::invalid(
+                    "database.connection",
+                    format!("{:?}: novanet stores in PostgreSQL (postgresql://...) or, without [database], in SQLite under the data dir", d.connection),
+                ));
+            }
+        }
         if let Some(k) = &self.keystone_authtoken {
             if !k.auth_url.starts_with("http://") {
                 return Err(Error::invalid(
@@ -740,7 +769,7 @@ mod tests {
     fn every_option_has_an_ini_kind() {
         let v = serde_json::to_value(Config::default()).unwrap();
         let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        fields.retain(|f| *f != "keystone_authtoken");
+        fields.retain(|f| !matches!(*f, "keystone_authtoken" | "database"));
         fields.sort();
         let mut kinds: Vec<&str> = crate::nova_conf::OPTIONS.iter().map(|(k, _)| *k).collect();
         kinds.sort();

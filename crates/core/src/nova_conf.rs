@@ -225,6 +225,7 @@ pub fn parse(text: &str) -> Result<Parsed> {
     let flags = is_flag_file(text);
     let mut table = Table::new();
     let mut keystone = Table::new();
+    let mut database = Table::new();
     let mut lines = BTreeMap::new();
     let mut unused: Vec<String> = Vec::new();
     let mut unused_sections: Vec<String> = Vec::new();
@@ -237,7 +238,7 @@ pub fn parse(text: &str) -> Result<Parsed> {
         if !flags && line.starts_with('[') {
             let name = line.trim_start_matches('[').trim_end_matches(']').trim();
             section = name.to_string();
-            if !matches!(name, "DEFAULT" | "keystone_authtoken") {
+            if !matches!(name, "DEFAULT" | "keystone_authtoken" | "database") {
                 unused_sections.push(format!("[{name}]"));
             }
             continue;
@@ -289,8 +290,27 @@ pub fn parse(text: &str) -> Result<Parsed> {
                     unused.push(format!("keystone_authtoken.{key}"));
                 }
             }
+            // Nova's own database (MySQL, mostly) is not novanet's store; a PostgreSQL one
+            // may be: novanet keeps its tables there.
+            "database" => {
+                let url = unquote(value);
+                let postgres = crate::config::Database {
+                    connection: url.to_string(),
+                }
+                .postgres_url()
+                .is_some();
+                if key == "connection" && postgres {
+                    database.insert(key.to_string(), Value::String(url.to_string()));
+                    lines.insert(format!("database.{key}"), n + 1);
+                } else {
+                    unused.push(format!("database.{key}"));
+                }
+            }
             _ => {}
         }
+    }
+    if !database.is_empty() {
+        table.insert("database".into(), Value::Table(database));
     }
     if keystone.contains_key("auth_url") {
         table.insert("keystone_authtoken".into(), Value::Table(keystone));
@@ -347,6 +367,32 @@ pub fn notes_for(present: &[String], cfg: &crate::config::Config) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_postgresql_database_is_the_store_and_novas_mysql_is_not() {
+        let p =
+            parse("[DEFAULT]\n[database]\nconnection = postgresql+psycopg2://nova:pw@db/novanet\n")
+                .unwrap();
+        let c = crate::config::Config::load(
+            "[DEFAULT]\n[database]\nconnection = postgresql+psycopg2://nova:pw@db/novanet\n",
+            "nova.conf",
+        )
+        .unwrap()
+        .config;
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(
+            c.database.unwrap().postgres_url().as_deref(),
+            Some("postgresql://nova:pw@db/novanet")
+        );
+        let p =
+            parse("[DEFAULT]\n[database]\nconnection = mysql+pymysql://nova:pw@db/nova\n").unwrap();
+        assert!(!p.table.contains_key("database"));
+        assert!(
+            p.warnings[0].contains("database.connection"),
+            "{:?}",
+            p.warnings
+        );
+    }
 
     #[test]
     fn ini_values_become_typed() {

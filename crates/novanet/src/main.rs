@@ -10,7 +10,6 @@ mod table;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -94,6 +93,10 @@ struct ServerArgs {
     /// Where the store (state.sqlite) lives; made if missing
     #[arg(long, env = "NOVANET_DATA_DIR", default_value = "/var/lib/novanet")]
     data_dir: PathBuf,
+    /// Keep the state in this PostgreSQL database instead (postgres://user@host/dbname), which
+    /// several servers may share; nova.conf's `[database] connection` names it too
+    #[arg(long, env = "NOVANET_DB", value_name = "URL")]
+    db: Option<String>,
     /// The configuration: TOML with nova.conf's option names (network_manager, ...)
     #[arg(long, env = "NOVANET_CONFIG")]
     config: Option<PathBuf>,
@@ -175,10 +178,11 @@ fn fail(msg: impl std::fmt::Display, code: i32) -> ! {
 
 fn run_server(a: ServerArgs) -> Result<(), String> {
     let cfg = manage::load_config(a.config.as_deref()).map_err(|e| format!("error: {e}"))?;
-    let store =
-        novanet_store::SqliteStore::open_dir(&a.data_dir).map_err(|e| format!("error: {e}"))?;
+    let store = novanet_store::Location::choose(a.db.as_deref(), &cfg, &a.data_dir)
+        .and_then(|l| l.open())
+        .map_err(|e| format!("error: {e}"))?;
     if let Some(pw) = &a.bootstrap_password {
-        manage::bootstrap(&store, pw).map_err(|e| format!("error: {e}"))?;
+        manage::bootstrap(store.as_ref(), pw).map_err(|e| format!("error: {e}"))?;
     }
     let metadata = a
         .metadata_listen
@@ -190,7 +194,7 @@ fn run_server(a: ServerArgs) -> Result<(), String> {
     } else if cfg.public_endpoint.is_none() {
         cfg.public_endpoint = Some(format!("http://{}:{}", cfg.my_ip, a.listen.port()));
     }
-    let state = novanet_server::AppState::new(Arc::new(store), cfg);
+    let state = novanet_server::AppState::new(store, cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,19 +1,16 @@
 //! `novanet manage`: nova-manage's commands, working on the store directly.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use novanet_core::config::Config;
 use novanet_core::floating::parse_range;
 use novanet_core::{Error, Result};
 use novanet_store::prelude::*;
-use novanet_store::{NetworkUpdate, SqliteStore};
+use novanet_store::{Location, NetworkUpdate, SQLITE_FILE};
 
 use crate::args::NetworkCreateArgs;
 use crate::table::out;
-
-/// The store's file inside a data dir (`SqliteStore::open_dir`).
-const STORE_FILE: &str = "state.sqlite";
 
 // No doc comment on the struct: clap would show it as the about of `manage`.
 #[derive(Args, Debug)]
@@ -21,6 +18,10 @@ pub struct ManageArgs {
     /// The server's data dir, where its store (state.sqlite) is
     #[arg(long, env = "NOVANET_DATA_DIR", default_value = "/var/lib/novanet")]
     pub data_dir: PathBuf,
+    /// The server's PostgreSQL database instead (postgres://user@host/dbname); nova.conf's
+    /// `[database] connection` names it too
+    #[arg(long, env = "NOVANET_DB", value_name = "URL")]
+    pub db: Option<String>,
     /// The configuration (nova.conf's INI, a flag file, or TOML): the defaults for new
     /// networks and floating IPs come from here
     #[arg(long, env = "NOVANET_CONFIG")]
@@ -51,6 +52,10 @@ pub enum ManageCommand {
     /// Users: create
     #[command(subcommand)]
     User(UserCmd),
+    /// The store's schema: `db sync` creates or upgrades it; `db migrate --to URL` copies
+    /// the data dir's SQLite store into an empty PostgreSQL database
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Configuration: `config show` prints every option's effective value and its source
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -67,6 +72,24 @@ pub enum ManageCommand {
             value_name = "PASSWORD"
         )]
         bootstrap_password: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCmd {
+    /// Create the store's schema, or upgrade it to this novanet's (either engine)
+    #[command(after_help = "Examples:\n  \
+        novanet manage --data-dir /var/lib/novanet db sync\n  \
+        novanet manage --db postgresql://novanet@db/novanet db sync")]
+    Sync,
+    /// Copy the data dir's SQLite store into an empty PostgreSQL database, checking every
+    /// table's row count (the SQLite store is only read)
+    #[command(after_help = "Example:\n  \
+        novanet manage --data-dir /var/lib/novanet db migrate --to postgresql://novanet@db/novanet")]
+    Migrate {
+        /// The PostgreSQL database to fill
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 
@@ -323,22 +346,61 @@ fn none(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("None")
 }
 
-/// Opens the store of `data_dir`, refusing to make one there unless asked: a mistyped
-/// `--data-dir` would otherwise get a new, empty store and every command would seem to work.
-fn open_store(data_dir: &Path, create: bool) -> Result<SqliteStore> {
-    if !create && !data_dir.join(STORE_FILE).is_file() {
+/// Opens the store, refusing to make an SQLite one unless asked: a mistyped `--data-dir`
+/// would otherwise get a new, empty store and every command would seem to work.
+fn open_store(location: &Location, create: bool) -> Result<std::sync::Arc<dyn Store>> {
+    if !create && !location.exists() {
+        let dir = location.describe();
         return Err(Error::invalid(
             "data_dir",
             format!(
-                "{} holds no novanet store ({STORE_FILE}). Check --data-dir (or NOVANET_DATA_DIR): \
+                "{dir} holds no novanet store ({SQLITE_FILE}). Check --data-dir (or NOVANET_DATA_DIR): \
                  it must be the server's data dir. To start a new one, run `novanet manage \
-                 --data-dir {} bootstrap --bootstrap-password PW` (or give --create).",
-                data_dir.display(),
-                data_dir.display()
+                 --data-dir {dir} bootstrap --bootstrap-password PW` (or give --create)."
             ),
         ));
     }
-    SqliteStore::open_dir(data_dir)
+    location.open()
+}
+
+/// `db sync` and `db migrate`.
+fn db(args: &ManageArgs, location: &Location, cmd: &DbCmd) -> Result<()> {
+    match cmd {
+        DbCmd::Sync => {
+            open_store(location, true)?;
+            eprintln!("the store at {} is up to date", location.describe());
+            Ok(())
+        }
+        DbCmd::Migrate { to } => {
+            if !novanet_store::is_postgres_url(to) {
+                return Err(Error::invalid(
+                    "to",
+                    format!("{to:?} is not a PostgreSQL URL (postgresql://user@host/dbname)"),
+                ));
+            }
+            let to = Location::choose(Some(to), &Config::default(), &args.data_dir)?;
+            let Location::Postgres(url) = &to else {
+                unreachable!("a PostgreSQL URL was checked")
+            };
+            let counts =
+                novanet_store::migrate::sqlite_to_postgres(&args.data_dir.join(SQLITE_FILE), url)?;
+            let mut text = format!("{:<30}\t{:>8}\t{:>8}", "table", "sqlite", "postgres");
+            for c in &counts {
+                text.push_str(&format!(
+                    "\n{:<30}\t{:>8}\t{:>8}",
+                    c.table, c.source, c.target
+                ));
+            }
+            out(&text);
+            eprintln!(
+                "copied {} into {}: every table's rows counted alike; point the servers at it \
+                 with --db or [database] connection",
+                args.data_dir.display(),
+                to.describe()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// A project's ID from its ID or name. An ID the store does not know is taken as it is
@@ -364,11 +426,17 @@ pub fn run(args: ManageArgs) -> Result<()> {
         return config_show(args.config.as_deref());
     }
     let cfg = load_config(args.config.as_deref())?;
+    let location = Location::choose(args.db.as_deref(), &cfg, &args.data_dir)?;
+    if let ManageCommand::Db(cmd) = &args.command {
+        return db(&args, &location, cmd);
+    }
     let create = args.create || matches!(args.command, ManageCommand::Bootstrap { .. });
-    let store = open_store(&args.data_dir, create)?;
+    let store = open_store(&location, create)?;
+    let store = store.as_ref();
     match args.command {
+        ManageCommand::Db(_) => unreachable!("handled above"),
         ManageCommand::Config(ConfigCmd::Show) => config_show(args.config.as_deref()),
-        ManageCommand::Network(cmd) => network(&store, &cfg, cmd),
+        ManageCommand::Network(cmd) => network(store, &cfg, cmd),
         ManageCommand::Fixed(FixedCmd::Reserve { address }) => {
             store.set_fixed_reserved(&address, true)?;
             eprintln!("reserved fixed IP {address}");
@@ -396,7 +464,7 @@ pub fn run(args: ManageArgs) -> Result<()> {
             out(&text);
             Ok(())
         }
-        ManageCommand::Floating(cmd) => floating(&store, &cfg, cmd),
+        ManageCommand::Floating(cmd) => floating(store, &cfg, cmd),
         ManageCommand::Project(ProjectCmd::Create { name }) => {
             let p = store.create_project(&name)?;
             out(&p.id);
@@ -418,7 +486,7 @@ pub fn run(args: ManageArgs) -> Result<()> {
             project,
         }) => {
             let key = either("project", &project, &project_pos)?;
-            let id = project_id(&store, &key)?;
+            let id = project_id(store, &key)?;
             let r = store.scrub_project(&id)?;
             eprintln!(
                 "scrubbed project {id}: {} networks disassociated, {} security groups deleted",
@@ -444,10 +512,10 @@ pub fn run(args: ManageArgs) -> Result<()> {
             Ok(())
         }
         ManageCommand::Bootstrap { bootstrap_password } => {
-            bootstrap(&store, &bootstrap_password)?;
+            bootstrap(store, &bootstrap_password)?;
             eprintln!(
                 "bootstrapped {}: project admin, user admin with role admin",
-                args.data_dir.display()
+                location.describe()
             );
             Ok(())
         }
@@ -471,7 +539,7 @@ pub fn bootstrap(store: &dyn Store, password: &str) -> Result<()> {
     Ok(())
 }
 
-fn network(store: &SqliteStore, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
+fn network(store: &dyn Store, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
     match cmd {
         NetworkCmd::Create(a) => {
             let mut req = a.to_request()?;
@@ -603,7 +671,7 @@ fn network(store: &SqliteStore, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
     }
 }
 
-fn floating(store: &SqliteStore, cfg: &Config, cmd: FloatingCmd) -> Result<()> {
+fn floating(store: &dyn Store, cfg: &Config, cmd: FloatingCmd) -> Result<()> {
     match cmd {
         FloatingCmd::Create {
             ip_range_pos,

@@ -1,5 +1,7 @@
 //! The state store: one contract (`Store`, a trait per noun in `contract`), engines behind
-//! it. SQLite (a WAL file under the data directory, `sqlite/`) is the embedded default. Every operation that changes state is one transaction:
+//! it. SQLite (a WAL file under the data directory, `sqlite/`) is the embedded default;
+//! PostgreSQL (`postgres/`, by URL) serves several servers on one database. Every
+//! operation that changes state is one transaction:
 //! two callers can never get the same address, and a crash leaves either all of an operation
 //! or none of it.
 
@@ -10,13 +12,22 @@ use serde::{Deserialize, Serialize};
 #[doc(hidden)]
 pub mod conformance;
 mod contract;
+mod location;
+pub mod migrate;
+mod passwords;
+mod postgres;
 mod sqlite;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+mod touched;
 pub use contract::{
     FixedIpStore, FloatingIpStore, IdentityStore, InstanceStore, KeypairStore, NetworkStore,
     PlanStore, QuotaStore, SecurityGroupStore, ServiceStore, Store,
 };
+pub use location::{is_postgres_url, Location, SQLITE_FILE};
 pub use novanet_core::model::BoundAddress;
 pub use novanet_core::secgroup::NewRule;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// The store's traits, for code that calls them on a concrete engine (`SqliteStore`):

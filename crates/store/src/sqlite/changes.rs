@@ -3,64 +3,11 @@
 
 use super::floating::{floating_from_row, FLOATING_SELECT};
 use super::*;
+pub(super) use crate::touched::Touched;
 
 /// Rows of the change log kept behind the newest generation; a server whose cursor falls
 /// further behind recomputes every plan it keeps.
 const CHANGES_KEPT: u64 = 50_000;
-/// More instances of one host changed by one write than this: the host's whole plan.
-const INSTANCES_PER_PATCH: usize = 16;
-
-/// The hosts whose plans one write may change, gathered inside its transaction and
-/// recorded in the change log with its generation.
-#[derive(Default)]
-pub(super) struct Touched {
-    /// Every host's plan.
-    pub(super) all: bool,
-    /// These hosts' plans, any part of them.
-    pub(super) hosts: BTreeSet<String>,
-    /// Only the DHCP entry of (network id, address) on the host serving that network.
-    pub(super) addresses: BTreeSet<(String, i64, String)>,
-    /// Only one instance of a host, (host, uuid), with the networks it was on.
-    pub(super) instances: BTreeMap<(String, String), BTreeSet<i64>>,
-    /// Only one floating IP bound on a host, (host, address).
-    pub(super) floating: BTreeSet<(String, String)>,
-}
-
-impl Touched {
-    pub(super) fn host(&mut self, h: Option<&str>) {
-        if let Some(h) = h {
-            self.hosts.insert(h.to_string());
-        }
-    }
-
-    pub(super) fn hosts(&mut self, hs: Vec<String>) {
-        self.hosts.extend(hs);
-    }
-
-    pub(super) fn instance(&mut self, host: Option<&str>, uuid: &str, networks: &[i64]) {
-        if let Some(h) = host {
-            self.instances
-                .entry((h.to_string(), uuid.to_string()))
-                .or_default()
-                .extend(networks);
-        }
-    }
-
-    pub(super) fn floating(&mut self, fl: &FloatingIp) {
-        if let Some(h) = &fl.host {
-            self.floating.insert((h.clone(), fl.address.clone()));
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        !self.all
-            && self.hosts.is_empty()
-            && self.addresses.is_empty()
-            && self.instances.is_empty()
-            && self.floating.is_empty()
-    }
-}
-
 pub(super) fn bump_generation(tx: &Transaction) -> Result<u64> {
     let g: i64 = qrow(
         tx,
@@ -92,60 +39,7 @@ pub(super) fn record_touched(tx: &Transaction, generation: u64, t: &Touched) -> 
         )
         .map_err(db)?;
     let peers = segment_peers(tx, t)?;
-    let mut rows: Vec<(&str, ChangeScope)> = Vec::new();
-    // A host with many instances changed at once (a rule of a big group) is recomputed
-    // whole: cheaper than one patch per instance.
-    let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
-    for (h, _) in t.instances.keys() {
-        *per_host.entry(h.as_str()).or_default() += 1;
-    }
-    let whole: BTreeSet<&str> = t
-        .hosts
-        .iter()
-        .chain(&peers)
-        .map(String::as_str)
-        .chain(
-            per_host
-                .into_iter()
-                .filter(|(_, n)| *n > INSTANCES_PER_PATCH)
-                .map(|(h, _)| h),
-        )
-        .collect();
-    if t.all {
-        rows.push(("*", ChangeScope::Plan));
-    } else {
-        rows.extend(whole.iter().map(|h| (*h, ChangeScope::Plan)));
-        // A host whose whole plan changed needs no finer rows.
-        for (h, n, a) in t
-            .addresses
-            .iter()
-            .filter(|(h, _, _)| !whole.contains(h.as_str()))
-        {
-            let scope = ChangeScope::Address {
-                network_id: *n,
-                address: a.clone(),
-            };
-            rows.push((h.as_str(), scope));
-        }
-        for (h, a) in t
-            .floating
-            .iter()
-            .filter(|(h, _)| !whole.contains(h.as_str()))
-        {
-            rows.push((h.as_str(), ChangeScope::Floating { address: a.clone() }));
-        }
-        for ((h, uuid), nets) in t
-            .instances
-            .iter()
-            .filter(|((h, _), _)| !whole.contains(h.as_str()))
-        {
-            let scope = ChangeScope::Instance {
-                uuid: uuid.clone(),
-                networks: nets.iter().copied().collect(),
-            };
-            rows.push((h.as_str(), scope));
-        }
-    }
+    let rows = t.log_rows_with(&peers);
     let mut hosts = BTreeSet::new();
     for (h, scope) in rows {
         log.execute(params![g, h, scope.encode()]).map_err(db)?;

@@ -18,7 +18,6 @@ use novanet_core::net::Mac;
 use novanet_core::planning::{plan_networks, NetworkRequest};
 use novanet_core::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
-use sha2::{Digest, Sha256};
 
 use crate::*;
 use novanet_core::model::BoundAddress;

@@ -1,0 +1,307 @@
+//! Fixed IPs: allocation on a network, reservation, DHCP leases and releases, and the
+//! addresses bound to VIFs.
+
+use super::changes::touch_dhcp;
+use super::instances::load_instance;
+use super::*;
+
+pub(super) const FIXED_COLS: &str =
+    "f.id, f.network_id, f.address, f.allocated, f.leased, f.reserved, f.instance_uuid, f.vif_id, f.host, f.updated_at";
+
+pub(super) fn fixed_from_row(r: &Row) -> FixedIp {
+    FixedIp {
+        id: r.get(0),
+        network_id: r.get(1),
+        address: r.get(2),
+        allocated: r.get(3),
+        leased: r.get(4),
+        reserved: r.get(5),
+        instance_uuid: r.get(6),
+        vif_id: r.get(7),
+        host: r.get(8),
+        updated_at: r.get(9),
+    }
+}
+
+fn get_fixed_tail(c: &Db, address: &str, tail: &str) -> Result<FixedIp> {
+    if address.parse::<Ipv4Addr>().is_err() {
+        return Err(Error::invalid(
+            "address",
+            format!("{address:?} is not an IPv4 address"),
+        ));
+    }
+    c.opt(
+        &format!("SELECT {FIXED_COLS} FROM fixed_ips f WHERE f.address = $1 {tail}"),
+        &[&address],
+    )?
+    .map(|r| fixed_from_row(&r))
+    .ok_or_else(|| Error::not_found(format!("fixed IP {address} not found")))
+}
+
+pub(super) fn get_fixed(c: &Db, address: &str) -> Result<FixedIp> {
+    get_fixed_tail(c, address, "")
+}
+
+/// As `get_fixed`, locking the row until the transaction ends (writers change what they
+/// read: they read it as the last commit left it).
+pub(super) fn get_fixed_locked(c: &Db, address: &str) -> Result<FixedIp> {
+    get_fixed_tail(c, address, "FOR UPDATE")
+}
+
+/// Allocates one address on `network` for a VIF: the requested one, or the free one released
+/// longest ago (never-used first, lowest address first). Concurrent allocators skip the
+/// rows others have locked: each takes the next free address, none waits.
+pub(super) fn allocate_address(
+    tx: &Db,
+    network: &Network,
+    requested: Option<&str>,
+    instance_uuid: &str,
+    vif_id: i64,
+    now: i64,
+) -> Result<String> {
+    let address = match requested {
+        Some(a) => {
+            let f = get_fixed_locked(tx, a).map_err(|e| match e {
+                Error::NotFound(_) => Error::invalid(
+                    "fixed_ip",
+                    format!("{a} is not an address of network {}", network.label),
+                ),
+                other => other,
+            })?;
+            if f.network_id != network.id {
+                return Err(Error::invalid(
+                    "fixed_ip",
+                    format!("{a} is not an address of network {}", network.label),
+                ));
+            }
+            if f.reserved {
+                return Err(Error::conflict(format!("fixed IP {a} is reserved")));
+            }
+            if f.instance_uuid.is_some() || f.host.is_some() || f.leased {
+                return Err(Error::conflict(format!("fixed IP {a} is already in use")));
+            }
+            f.address
+        }
+        None => tx
+            .opt(
+                "SELECT address FROM fixed_ips WHERE network_id = $1 AND instance_uuid IS NULL \
+                 AND NOT reserved AND host IS NULL AND NOT leased ORDER BY updated_at, address_int \
+                 LIMIT 1 FOR UPDATE SKIP LOCKED",
+                &[&network.id],
+            )?
+            .map(|r| r.get::<_, String>(0))
+            .ok_or_else(|| {
+                Error::Exhausted(format!(
+                    "no fixed IP left on network {} ({})",
+                    network.label,
+                    network.cidr.as_deref().unwrap_or("-")
+                ))
+            })?,
+    };
+    let n = tx.exec(
+        "UPDATE fixed_ips SET instance_uuid = $2, vif_id = $3, allocated = true, updated_at = $4 \
+         WHERE address = $1 AND instance_uuid IS NULL",
+        &[&address, &instance_uuid, &vif_id, &now],
+    )?;
+    if n != 1 {
+        return Err(Error::conflict(format!(
+            "fixed IP {address} was taken concurrently"
+        )));
+    }
+    Ok(address)
+}
+
+/// Frees a fixed IP (no instance, no VIF) and drops its VIF once nothing refers to it.
+pub(super) fn disassociate_fixed(tx: &Db, f: &FixedIp, now: i64) -> Result<()> {
+    tx.exec(
+        "UPDATE fixed_ips SET instance_uuid = NULL, vif_id = NULL, allocated = false, leased = false, \
+         updated_at = $2 WHERE id = $1",
+        &[&f.id, &now],
+    )?;
+    if let Some(vif) = f.vif_id {
+        tx.exec(
+            "DELETE FROM vifs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM fixed_ips WHERE vif_id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.uuid = vifs.instance_uuid)",
+            &[&vif],
+        )?;
+    }
+    Ok(())
+}
+
+/// Marks an instance's fixed IP deallocated; frees it at once unless a lease is still out
+/// (then the DHCP release, or the disassociate timeout, frees it).
+pub(super) fn deallocate_fixed(tx: &Db, f: &FixedIp, now: i64) -> Result<()> {
+    tx.exec(
+        "UPDATE floating_ips SET fixed_ip_id = NULL, host = NULL WHERE fixed_ip_id = $1",
+        &[&f.id],
+    )?;
+    if f.leased {
+        tx.exec(
+            "UPDATE fixed_ips SET allocated = false, updated_at = $2 WHERE id = $1",
+            &[&f.id, &now],
+        )?;
+        Ok(())
+    } else {
+        disassociate_fixed(tx, f, now)
+    }
+}
+
+pub(super) fn fixed_info(c: &Db, f: FixedIp) -> Result<FixedIpInfo> {
+    let r = c.one(
+        "SELECT cidr, label FROM networks WHERE id = $1",
+        &[&f.network_id],
+    )?;
+    let (cidr, label): (Option<String>, String) = (r.get(0), r.get(1));
+    let inst = match &f.instance_uuid {
+        Some(u) => load_instance(c, u).ok(),
+        None => None,
+    };
+    Ok(FixedIpInfo {
+        network_cidr: cidr.unwrap_or_default(),
+        network_label: label,
+        hostname: inst.as_ref().map(|i| i.hostname.clone()),
+        instance_host: inst.and_then(|i| i.spec.host),
+        fixed: f,
+    })
+}
+
+impl FixedIpStore for PgStore {
+    fn fixed_ip(&self, address: &str) -> Result<FixedIpInfo> {
+        self.read(|c| {
+            let f = get_fixed(c, address)?;
+            fixed_info(c, f)
+        })
+    }
+
+    fn fixed_ips(&self, host: Option<&str>) -> Result<Vec<FixedIpInfo>> {
+        self.read(|c| {
+            let rows = c.rows(
+                &format!(
+                    "SELECT {FIXED_COLS} FROM fixed_ips f LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+                     WHERE $1::text IS NULL OR i.host = $1 ORDER BY f.network_id, f.address_int"
+                ),
+                &[&host],
+            )?;
+            rows.iter()
+                .map(|r| fixed_info(c, fixed_from_row(r)))
+                .collect()
+        })
+    }
+
+    fn set_fixed_reserved(&self, address: &str, reserved: bool) -> Result<()> {
+        self.write(|tx| {
+            let f = get_fixed_locked(tx, address)?;
+            tx.exec(
+                "UPDATE fixed_ips SET reserved = $2 WHERE id = $1",
+                &[&f.id, &reserved],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn lease_fixed_ip(&self, address: &str, _mac: Option<&str>) -> Result<bool> {
+        self.write_touching(|tx, t| {
+            let f = get_fixed_locked(tx, address)?;
+            if f.instance_uuid.is_none() {
+                return Ok(false);
+            }
+            touch_dhcp(tx, t, f.network_id, &f.address, f.instance_uuid.as_deref())?;
+            tx.exec("UPDATE fixed_ips SET leased = true WHERE id = $1", &[&f.id])?;
+            Ok(true)
+        })
+    }
+
+    fn release_fixed_ip(&self, address: &str, mac: Option<&str>, now: i64) -> Result<bool> {
+        self.write_touching(|tx, t| {
+            let f = get_fixed_locked(tx, address)?;
+            let Some(owner) = f.instance_uuid.clone() else {
+                return Ok(false);
+            };
+            touch_dhcp(tx, t, f.network_id, &f.address, Some(&owner))?;
+            tx.exec(
+                "UPDATE fixed_ips SET leased = false WHERE id = $1",
+                &[&f.id],
+            )?;
+            if f.allocated {
+                return Ok(false);
+            }
+            if let Some(mac) = mac {
+                // A late release for an address a new instance already took (nova bug 1249065).
+                let vif_owner: Option<String> = tx
+                    .opt("SELECT instance_uuid FROM vifs WHERE mac = $1", &[&mac])?
+                    .map(|r| r.get(0));
+                if vif_owner.is_some_and(|o| o != owner) {
+                    return Ok(false);
+                }
+            }
+            disassociate_fixed(tx, &f, now)?;
+            Ok(true)
+        })
+    }
+
+    fn disassociate_stale_fixed_ips(&self, now: i64, timeout: i64) -> Result<usize> {
+        self.write_touching(|tx, t| {
+            let stale: Vec<FixedIp> = tx
+                .rows(
+                    &format!(
+                        "SELECT {FIXED_COLS} FROM fixed_ips f WHERE f.allocated = false \
+                         AND f.instance_uuid IS NOT NULL AND f.updated_at < $1 FOR UPDATE"
+                    ),
+                    &[&(now - timeout)],
+                )?
+                .iter()
+                .map(fixed_from_row)
+                .collect();
+            for f in &stale {
+                touch_dhcp(tx, t, f.network_id, &f.address, f.instance_uuid.as_deref())?;
+                disassociate_fixed(tx, f, now)?;
+            }
+            Ok(stale.len())
+        })
+    }
+
+    fn bound_addresses(&self, network_ids: &[i64]) -> Result<Vec<BoundAddress>> {
+        self.read(|c| {
+            let mut out = Vec::new();
+            for nid in network_ids {
+                let rows = c.rows(
+                    "SELECT f.network_id, f.address, v.mac, v.uuid, f.instance_uuid, i.id, i.data, i.host, \
+                       f.allocated, f.leased, v.device, \
+                       (SELECT string_agg(group_id::text, ',') FROM instance_security_groups g \
+                        WHERE g.instance_uuid = f.instance_uuid), \
+                       v.id = (SELECT min(w.id) FROM vifs w WHERE w.instance_uuid = v.instance_uuid) \
+                     FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+                     WHERE f.network_id = $1 ORDER BY f.address_int",
+                    &[nid],
+                )?;
+                for r in rows {
+                    let data: Option<String> = r.get(6);
+                    let mut b = BoundAddress {
+                        network_id: r.get(0),
+                        address: r.get(1),
+                        mac: r.get(2),
+                        vif_uuid: r.get(3),
+                        instance_uuid: r.get(4),
+                        instance_id: r.get::<_, Option<i64>>(5).unwrap_or(0),
+                        hostname: String::new(),
+                        instance_host: r.get(7),
+                        allocated: r.get(8),
+                        leased: r.get(9),
+                        device: r.get(10),
+                        groups: r
+                            .get::<_, Option<String>>(11)
+                            .map(|g| g.split(',').filter_map(|x| x.parse().ok()).collect())
+                            .unwrap_or_default(),
+                        default_route: r.get(12),
+                    };
+                    if let Some(d) = data {
+                        let i: Instance = from_json(&d)?;
+                        b.hostname = i.hostname;
+                    }
+                    out.push(b);
+                }
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,266 @@
+//! The reads hosts' plans are computed from, scoped to one host or instance, and the
+//! change log as readers follow it.
+
+use super::changes::{generation_c, host_generation_c};
+use super::floating::{floating_from_row, FLOATING_SELECT};
+use super::networks::load_networks;
+use super::secgroups::{admin_rules_c, rules_of, AdminRules};
+use super::*;
+
+/// A bound address with its fixed IP's id and numeric address (for order and dedup). The
+/// hostname is read from the instance's record in SQL, without parsing it here.
+pub(super) const BOUND_COLS: &str = "f.id, f.address_int, f.network_id, f.address, v.mac, v.uuid, f.instance_uuid, i.id, \
+     (i.data::json ->> 'hostname'), i.host, f.allocated, f.leased, v.device, \
+     (SELECT string_agg(group_id::text, ',') FROM instance_security_groups g WHERE g.instance_uuid = f.instance_uuid), \
+     v.id = (SELECT min(w.id) FROM vifs w WHERE w.instance_uuid = v.instance_uuid)";
+
+pub(super) type BoundRow = ((i64, i64), BoundAddress);
+
+pub(super) fn bound_row(r: &Row) -> BoundRow {
+    (
+        (r.get(2), r.get(1)),
+        BoundAddress {
+            network_id: r.get(2),
+            address: r.get(3),
+            mac: r.get(4),
+            vif_uuid: r.get(5),
+            instance_uuid: r.get(6),
+            instance_id: r.get::<_, Option<i64>>(7).unwrap_or(0),
+            hostname: r.get::<_, Option<String>>(8).unwrap_or_default(),
+            instance_host: r.get(9),
+            allocated: r.get(10),
+            leased: r.get(11),
+            device: r.get(12),
+            groups: r
+                .get::<_, Option<String>>(13)
+                .map(|g| g.split(',').filter_map(|x| x.parse().ok()).collect())
+                .unwrap_or_default(),
+            default_route: r.get::<_, Option<bool>>(14).unwrap_or(true),
+        },
+    )
+}
+
+pub(super) fn bound_rows(
+    c: &Db,
+    from_where: &str,
+    p: Params,
+    out: &mut Vec<BoundRow>,
+) -> Result<()> {
+    let sql = format!("SELECT {BOUND_COLS} {from_where}");
+    out.extend(c.rows(&sql, p)?.iter().map(bound_row));
+    Ok(())
+}
+
+fn host_options(c: &Db, host: &str) -> Result<novanet_core::config::HostOptions> {
+    let options: Option<String> = c
+        .opt("SELECT options FROM services WHERE host = $1", &[&host])?
+        .map(|r| r.get(0));
+    Ok(options
+        .and_then(|o| serde_json::from_str(&o).ok())
+        .unwrap_or_default())
+}
+
+pub(super) fn host_inputs_c(c: &Db, host: &str) -> Result<HostInputs> {
+    let generation = host_generation_c(c, host)?;
+    let mut rows: Vec<BoundRow> = Vec::new();
+    // The host's own instances' addresses.
+    bound_rows(
+        c,
+        "FROM instances i JOIN fixed_ips f ON f.instance_uuid = i.uuid JOIN vifs v ON v.id = f.vif_id \
+         WHERE i.host = $1",
+        &[&host],
+        &mut rows,
+    )?;
+    let mut ids: BTreeSet<i64> = rows.iter().map(|(k, _)| k.0).collect();
+    let served = load_networks(c, "WHERE host = $1", &[&host])?;
+    ids.extend(served.iter().map(|n| n.id));
+    // Every address of the single-host networks it serves (their DHCP server is here).
+    for n in served.iter().filter(|n| !n.multi_host) {
+        bound_rows(
+            c,
+            "FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+             WHERE f.network_id = $1 AND f.vif_id IS NOT NULL",
+            &[&n.id],
+            &mut rows,
+        )?;
+    }
+    let mut networks = Vec::new();
+    for id in &ids {
+        networks.extend(load_networks(c, "WHERE id = $1", &[id])?);
+    }
+    // The rules of its instances' groups, and the members of the groups they name.
+    let groups: BTreeSet<i64> = rows
+        .iter()
+        .filter(|(_, b)| b.instance_host.as_deref() == Some(host))
+        .flat_map(|(_, b)| b.groups.iter().copied())
+        .collect();
+    let mut rules = Vec::new();
+    for g in &groups {
+        rules.extend(rules_of(c, *g)?);
+    }
+    let sources: BTreeSet<i64> = rules.iter().filter_map(|r| r.group_id).collect();
+    for g in &sources {
+        bound_rows(
+            c,
+            "FROM instance_security_groups m JOIN fixed_ips f ON f.instance_uuid = m.instance_uuid \
+               JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+             WHERE m.group_id = $1 AND f.allocated",
+            &[g],
+            &mut rows,
+        )?;
+    }
+    // In the order of the whole store's (network, then address), each address once.
+    rows.sort_by_key(|(k, _)| *k);
+    rows.dedup_by_key(|(k, _)| *k);
+    let floating = c
+        .rows(
+            &format!("{FLOATING_SELECT} WHERE fl.host = $1 ORDER BY fl.address_int"),
+            &[&host],
+        )?
+        .iter()
+        .map(floating_from_row)
+        .collect();
+    let mut segment_peers = BTreeMap::new();
+    for n in networks.iter().filter(|n| n.vlan.is_some()) {
+        segment_peers.insert(n.id, segment_peers_c(c, n)?);
+    }
+    Ok(HostInputs {
+        generation,
+        networks,
+        bound: rows.into_iter().map(|(_, b)| b).collect(),
+        floating,
+        rules,
+        provider_rules: admin_rules_c(c, AdminRules::Provider)?,
+        options: host_options(c, host)?,
+        segment_peers,
+    })
+}
+
+/// The management addresses (`my_ip` of their agents' reports) of every host that has a
+/// VLAN network: its network host and the hosts of its instances.
+fn segment_peers_c(c: &Db, n: &Network) -> Result<Vec<String>> {
+    let mut hosts: BTreeSet<String> = n.host.iter().cloned().collect();
+    hosts.extend(strings(
+        c,
+        "SELECT DISTINCT i.host FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
+         WHERE f.network_id = $1 AND f.allocated AND i.host IS NOT NULL",
+        &[&n.id],
+    )?);
+    let mut out = Vec::new();
+    for h in &hosts {
+        out.extend(host_options(c, h)?.my_ip);
+    }
+    Ok(out)
+}
+
+impl PlanStore for PgStore {
+    fn generation(&self) -> Result<u64> {
+        self.read(generation_c)
+    }
+
+    fn host_generation(&self, host: &str) -> Result<u64> {
+        self.read(|c| host_generation_c(c, host))
+    }
+
+    fn host_changes(&self, after: u64) -> Result<HostChanges> {
+        self.read(|c| {
+            // The generation first: a change committed after it is left for the next read,
+            // never skipped (generations commit in order: see `changes`).
+            let upto = generation_c(c)?;
+            let from: u64 = c
+                .opt("SELECT value FROM meta WHERE key = 'changes_from'", &[])?
+                .and_then(|r| r.get::<_, String>(0).parse().ok())
+                .unwrap_or(0);
+            let changes = c
+                .rows(
+                    "SELECT generation, host, what FROM host_changes \
+                     WHERE generation > $1 AND generation <= $2 ORDER BY generation",
+                    &[&(after as i64), &(upto as i64)],
+                )?
+                .iter()
+                .map(|r| HostChange {
+                    generation: r.get::<_, i64>(0) as u64,
+                    host: r.get(1),
+                    scope: ChangeScope::decode(r.get(2)),
+                })
+                .collect();
+            Ok(HostChanges {
+                upto,
+                complete: after + 1 >= from,
+                changes,
+            })
+        })
+    }
+
+    fn host_inputs(&self, host: &str) -> Result<HostInputs> {
+        self.read(|c| host_inputs_c(c, host))
+    }
+
+    fn bound_address(&self, address: &str) -> Result<Option<BoundAddress>> {
+        self.read(|c| {
+            let mut rows = Vec::new();
+            bound_rows(
+                c,
+                "FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+                 WHERE f.address = $1",
+                &[&address],
+                &mut rows,
+            )?;
+            Ok(rows.pop().map(|(_, b)| b))
+        })
+    }
+
+    fn instance_inputs(&self, uuid: &str) -> Result<InstanceInputs> {
+        self.read(|c| {
+            let mut rows = Vec::new();
+            bound_rows(
+                c,
+                "FROM fixed_ips f JOIN vifs v ON v.id = f.vif_id LEFT JOIN instances i ON i.uuid = f.instance_uuid \
+                 WHERE f.instance_uuid = $1",
+                &[&uuid],
+                &mut rows,
+            )?;
+            rows.sort_by_key(|(k, _)| *k);
+            let ids: BTreeSet<i64> = rows.iter().map(|(k, _)| k.0).collect();
+            let mut networks = Vec::new();
+            for id in &ids {
+                networks.extend(load_networks(c, "WHERE id = $1", &[id])?);
+            }
+            let groups: Vec<i64> = c
+                .rows(
+                    "SELECT group_id FROM instance_security_groups WHERE instance_uuid = $1",
+                    &[&uuid],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let mut rules = Vec::new();
+            for g in groups {
+                rules.extend(rules_of(c, g)?);
+            }
+            Ok(InstanceInputs {
+                networks,
+                bound: rows.into_iter().map(|(_, b)| b).collect(),
+                rules,
+            })
+        })
+    }
+
+    fn host_on_network(&self, host: &str, network_id: i64) -> Result<bool> {
+        self.read(|c| {
+            Ok(c.one(
+                "SELECT EXISTS(SELECT 1 FROM instances i JOIN fixed_ips f ON f.instance_uuid = i.uuid \
+                 WHERE i.host = $1 AND f.network_id = $2 AND f.allocated AND f.vif_id IS NOT NULL)",
+                &[&host, &network_id],
+            )?
+            .get(0))
+        })
+    }
+
+    fn on_commit(&self, hook: CommitHook) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
+    }
+}
