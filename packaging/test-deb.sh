@@ -223,22 +223,28 @@ if [ -f "$config_rs" ]; then
             on && /^    pub [a-z_0-9]+:/ { f = $2; sub(/:$/, "", f); print f }
         ' "$config_rs" | sort
     }
-    struct_fields Config | grep -vx keystone_authtoken >"$tmp/fields"
+    struct_fields Config | grep -vx -e keystone_authtoken -e database >"$tmp/fields"
     struct_fields KeystoneAuthtoken >"$tmp/ks_fields"
+    struct_fields Database >"$tmp/db_fields"
     # Sample keys (commented or not) by section: DEFAULT and keystone_authtoken.
     awk '
+        BEGIN { sec = "default" }
         /^#?\[keystone_authtoken\]/ { sec = "ks"; next }
+        /^#?\[database\]/ { sec = "db"; next }
         /^#?\[/ { sec = "default"; next }
-        /^#?[a-z_0-9]+ =/ { k = $0; sub(/^#/, "", k); sub(/ =.*/, "", k); print (sec == "ks" ? "ks " : "default ") k }
+        /^#?[a-z_0-9]+ =/ { k = $0; sub(/^#/, "", k); sub(/ =.*/, "", k); print sec " " k }
     ' "$sample" >"$tmp/sample_keys"
     sed -n 's/^default //p' "$tmp/sample_keys" | sort >"$tmp/keys"
     sed -n 's/^ks //p' "$tmp/sample_keys" | sort >"$tmp/ks_keys"
+    sed -n 's/^db //p' "$tmp/sample_keys" | sort >"$tmp/db_keys"
     d1=$(comm -23 "$tmp/fields" "$tmp/keys" | tr '\n' ' ')
     d2=$(comm -13 "$tmp/fields" "$tmp/keys" | tr '\n' ' ')
     [ -z "$d1$d2" ] && ok "the sample has every option of Config ($(wc -l <"$tmp/fields")), and no other" ||
         fail "sample vs Config: missing [$d1] unknown [$d2]"
     [ "$(cat "$tmp/ks_fields")" = "$(cat "$tmp/ks_keys")" ] && ok "the sample's [keystone_authtoken] has every option" ||
         fail "sample's [keystone_authtoken] differs from KeystoneAuthtoken"
+    [ "$(cat "$tmp/db_fields")" = "$(cat "$tmp/db_keys")" ] && ok "the sample's [database] has every option" ||
+        fail "sample's [database] differs from Database"
     dup=$(sort "$tmp/sample_keys" | uniq -d | tr '\n' ' ')
     [ -z "$dup" ] && ok "no option appears twice in the sample" || fail "options twice in the sample: $dup"
     # Defaults: `field: value,` lines of `impl Default for Config`, in the sample's spelling.
@@ -254,7 +260,7 @@ if [ -f "$config_rs" ]; then
             else if (v ~ /^[A-Za-z]+::[A-Za-z]+$/) { sub(/^.*::/, "", v); v = tolower(v) }
             print k "=" v
         }
-    ' "$config_rs" | grep -v '^keystone_authtoken=' | sort >"$tmp/code_defaults"
+    ' "$config_rs" | grep -v -e '^keystone_authtoken=' -e '^database=' | sort >"$tmp/code_defaults"
     awk '/^#?\[keystone_authtoken\]/ { exit }
         /^#?[a-z_0-9]+ =/ { l = $0; sub(/^#/, "", l); k = l; sub(/ =.*/, "", k); v = l; sub(/^[^=]*= ?/, "", v); print k "=" v }
     ' "$sample" | sort >"$tmp/sample_defaults"
@@ -270,6 +276,8 @@ fi
 # Does the binary read nova.conf's INI form? Then it must accept the sample.
 mkdir -p "$tmp/ini"
 printf '[DEFAULT]\nmy_ip = 127.0.0.1\nforce_dhcp_release = True\n' >"$tmp/ini/probe.conf"
+# manage refuses a data dir without a store: make one first.
+"$bin" manage --data-dir "$tmp/ini/store" bootstrap --bootstrap-password probe >/dev/null 2>&1 || true
 manage() { "$bin" manage --data-dir "$tmp/ini/store" --config "$1" network list >"$tmp/ini/out" 2>&1; }
 if manage "$tmp/ini/probe.conf"; then
     if manage "$sample"; then ok "the binary accepts the sample as shipped"
