@@ -37,6 +37,12 @@ fn can_run() -> bool {
 
 impl Lab {
     fn up(name: &str, extra_config: &[&str]) -> Option<Lab> {
+        let args: Vec<&str> = extra_config.iter().flat_map(|c| ["--config", c]).collect();
+        Lab::up_with(name, &args)
+    }
+
+    /// A lab built with `lab up ARGS` (no tutorial network or instance with `--bare`).
+    fn up_with(name: &str, args: &[&str]) -> Option<Lab> {
         if !can_run() {
             return None;
         }
@@ -45,13 +51,10 @@ impl Lab {
             prefix: format!("nt{name}{id}"),
             dir: PathBuf::from(format!("/tmp/novanet-test-{name}-{id}")),
         };
-        let mut args = vec!["up".to_string()];
-        args.extend(lab.opts());
-        for c in extra_config {
-            args.push("--config".into());
-            args.push(c.to_string());
-        }
-        let out = lab.lab(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut full = vec!["up".to_string()];
+        full.extend(lab.opts());
+        full.extend(args.iter().map(|s| s.to_string()));
+        let out = lab.lab(&full.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             out.status.success(),
             "lab up failed: {}\n{}",
@@ -1329,29 +1332,6 @@ fn the_flat_interfaces_address_and_routes_move_to_the_bridge() {
 // ---- VLAN manager: a segment, bridge, subnet and dnsmasq per project -----------------------
 
 impl Lab {
-    /// A lab built with `lab up ARGS` (no tutorial network or instance with `--bare`).
-    fn up_with(name: &str, args: &[&str]) -> Option<Lab> {
-        if !can_run() {
-            return None;
-        }
-        let id = std::process::id() % 100_000;
-        let lab = Lab {
-            prefix: format!("nt{name}{id}"),
-            dir: PathBuf::from(format!("/tmp/novanet-test-{name}-{id}")),
-        };
-        let mut full = vec!["up".to_string()];
-        full.extend(lab.opts());
-        full.extend(args.iter().map(|s| s.to_string()));
-        let out = lab.lab(&full.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(
-            out.status.success(),
-            "lab up failed: {}\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        Some(lab)
-    }
-
     /// `novanet ARGS` as a member of `project` (user `u-PROJECT`, password `pw`).
     fn as_member(&self, project: &str, args: &[&str]) -> Output {
         let user = format!("OS_USERNAME=u-{project}");
