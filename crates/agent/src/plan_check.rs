@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use novanet_core::firewall::Rule;
+use novanet_core::firewall::{MetadataRedirect, ServedNetwork, SourceNat};
 use novanet_core::plan::{
     BridgePlan, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity, SgRule,
 };
-use novanet_core::valid::Ipv4Text;
+use novanet_core::valid::{CidrText, IfName, Ipv4Text};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -32,6 +32,17 @@ fn keep_valid<T: DeserializeOwned>(v: &mut Value, key: &str, refused: &mut Vec<S
             false
         }
     });
+}
+
+/// Drops the object at `v[key]` (it becomes null: none) unless it parses as `T`.
+fn keep_valid_one<T: DeserializeOwned>(v: &mut Value, key: &str, refused: &mut Vec<String>) {
+    let Some(item) = v.get_mut(key).filter(|i| !i.is_null()) else {
+        return;
+    };
+    if let Err(e) = serde_json::from_value::<T>(item.clone()) {
+        refused.push(format!("{key}: {e}"));
+        *item = Value::Null;
+    }
 }
 
 /// Parses a host plan as the server sent it: what is valid, and one line per part refused
@@ -70,8 +81,12 @@ pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
     keep_valid::<DhcpPlan>(&mut v, "dhcp", &mut refused);
     keep_valid::<FloatingBinding>(&mut v, "floating", &mut refused);
     keep_valid::<DhcpRelease>(&mut v, "releases", &mut refused);
-    if let Some(fw) = v.get_mut("firewall") {
-        keep_valid::<Rule>(fw, "rules", &mut refused);
+    if let Some(gw) = v.get_mut("gateway") {
+        keep_valid::<IfName>(gw, "forward", &mut refused);
+        keep_valid::<ServedNetwork>(gw, "served", &mut refused);
+        keep_valid::<CidrText>(gw, "dmz", &mut refused);
+        keep_valid_one::<SourceNat>(gw, "snat", &mut refused);
+        keep_valid_one::<MetadataRedirect>(gw, "metadata", &mut refused);
     }
     if let Some(sec) = v.get_mut("security") {
         keep_valid::<InstanceSecurity>(sec, "instances", &mut refused);
@@ -117,12 +132,8 @@ mod tests {
                  "gateway": "10.1.0.1", "lease_time": 120, "lease_max": 256, "domain": "novalocal",
                  "conf_file": "", "dns_servers": [], "mtu": null, "hosts": []},
             ],
-            "firewall": {"rules": [
-                {"chain": "FilterForward", "m": {"in_iface": "br100", "out_iface": null, "src": null,
-                 "dst": null, "proto": null, "dport": null, "not_dnat": false}, "target": "Accept"},
-                {"chain": "FilterForward", "m": {"in_iface": bridge, "out_iface": null, "src": null,
-                 "dst": null, "proto": null, "dport": null, "not_dnat": false}, "target": "Accept"},
-            ]},
+            "gateway": {"forward": ["br100", bridge], "served": [], "snat": null, "dmz": [],
+                        "metadata": null},
             "floating": [], "releases": [], "ip_forward": true,
         })
     }
@@ -140,7 +151,7 @@ mod tests {
             assert_eq!(plan.bridges.len(), 1, "{hostile:?}");
             assert_eq!(plan.bridges[0].name, "br100");
             assert!(plan.dhcp.is_empty(), "the refused network's DHCP goes too");
-            assert_eq!(plan.firewall.rules.len(), 1);
+            assert_eq!(plan.gateway.forward.len(), 1);
             assert_eq!(refused.len(), 2, "{refused:?}");
             assert!(refused[0].contains("network bad"), "{refused:?}");
         }
@@ -151,6 +162,42 @@ mod tests {
         let (plan, refused) = parse_plan(plan_with("br101")).unwrap();
         assert!(refused.is_empty(), "{refused:?}");
         assert_eq!((plan.bridges.len(), plan.dhcp.len()), (2, 1));
+    }
+
+    /// Each part of the gateway's intent is checked on its own: a bad one goes, with a
+    /// line saying why, and the rest applies.
+    #[test]
+    fn a_hostile_gateway_part_is_refused_and_the_rest_applies() {
+        let mut v = plan_with("br101");
+        v["gateway"] = json!({
+            "forward": ["br100"],
+            "served": [
+                {"bridge": "br100", "cidr": "10.0.0.0/24", "serves_dhcp": true},
+                {"bridge": "br101", "cidr": "10.1.0.0/24 EVIL", "serves_dhcp": false},
+            ],
+            "snat": {"to": "192.168.56.200;reboot", "out_interface": "eth1"},
+            "dmz": ["10.128.0.0/24", "10.128.0.0/40"],
+            "metadata": {"host": "192.168.56.200", "port": 0},
+        });
+        let (plan, refused) = parse_plan(v).unwrap();
+        let g = &plan.gateway;
+        assert_eq!(g.forward.len(), 1);
+        assert_eq!(g.served.len(), 1);
+        assert_eq!(g.served[0].cidr, "10.0.0.0/24");
+        assert_eq!(g.dmz.len(), 1);
+        assert!(g.snat.is_none() && g.metadata.is_none());
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        let (good, refused) = parse_plan(json!({
+            "host": "controller", "generation": 3, "firewall_driver": "iptables",
+            "bridges": [], "dhcp": [], "floating": [], "releases": [], "ip_forward": true,
+            "gateway": {"forward": [], "served": [], "dmz": [],
+                        "snat": {"to": "192.168.56.200", "out_interface": null},
+                        "metadata": {"host": "127.0.0.1", "port": 8775}},
+        }))
+        .unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+        assert!(good.gateway.snat.is_some());
+        assert!(good.gateway.metadata.as_ref().is_some_and(|m| m.is_local()));
     }
 
     #[test]

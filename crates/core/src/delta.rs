@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::FirewallDriver;
-use crate::firewall::Rule;
+use crate::firewall::GatewayPlan;
 use crate::plan::{
     BridgePlan, DhcpHost, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity,
     SgRule,
@@ -47,8 +47,10 @@ pub struct PlanDelta {
     /// Host entries of DHCP servers, applied after `dhcp`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dhcp_hosts: Vec<DhcpHostsDelta>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub firewall: Vec<Hunk<Rule>>,
+    /// The gateway's firewall and NAT intent, whole (it changes rarely: a network or an
+    /// option, never an instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayPlan>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub floating: Vec<Hunk<FloatingBinding>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -77,7 +79,7 @@ impl PlanDelta {
             bridges,
             dhcp,
             dhcp_hosts,
-            firewall,
+            gateway,
             floating,
             releases,
             ip_forward,
@@ -91,7 +93,7 @@ impl PlanDelta {
             && bridges.is_empty()
             && dhcp.is_empty()
             && dhcp_hosts.is_empty()
-            && firewall.is_empty()
+            && gateway.is_none()
             && floating.is_empty()
             && releases.is_empty()
             && ip_forward.is_none()
@@ -256,7 +258,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDelta {
         firewall_driver,
         bridges,
         dhcp,
-        firewall,
+        gateway,
         floating,
         releases,
         ip_forward,
@@ -267,7 +269,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDelta {
         generation: *generation,
         firewall_driver: (old.firewall_driver != *firewall_driver).then_some(*firewall_driver),
         bridges: diff_list(&old.bridges, bridges),
-        firewall: diff_list(&old.firewall.rules, &firewall.rules),
+        gateway: (old.gateway != *gateway).then(|| gateway.clone()),
         floating: diff_list(&old.floating, floating),
         releases: diff_list(&old.releases, releases),
         ip_forward: (old.ip_forward != *ip_forward).then_some(*ip_forward),
@@ -327,7 +329,9 @@ pub fn apply(plan: &mut HostPlan, d: &PlanDelta) -> Result<(), String> {
     }
     apply_hunks(&mut plan.bridges, &d.bridges)?;
     apply_dhcp(&mut plan.dhcp, d)?;
-    apply_hunks(&mut plan.firewall.rules, &d.firewall)?;
+    if let Some(g) = &d.gateway {
+        plan.gateway = g.clone();
+    }
     apply_hunks(&mut plan.floating, &d.floating)?;
     apply_hunks(&mut plan.releases, &d.releases)?;
     if let Some(f) = d.ip_forward {
@@ -411,6 +415,27 @@ mod tests {
             apply_hunks(&mut got, &diff_keyed(&old, &shuffled, |e| e.0)).unwrap();
             assert_eq!(got, shuffled);
         }
+    }
+
+    #[test]
+    fn the_gateway_travels_whole_when_it_changed() {
+        use crate::firewall::ServedNetwork;
+        let old = HostPlan::default();
+        let mut new = old.clone();
+        new.generation = 2;
+        new.gateway.forward.push("br100".parse().unwrap());
+        new.gateway.served.push(ServedNetwork {
+            bridge: "br100".parse().unwrap(),
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            serves_dhcp: true,
+        });
+        let d = diff(&old, &new);
+        assert_eq!(d.gateway.as_ref(), Some(&new.gateway));
+        let mut got = old.clone();
+        apply(&mut got, &d).unwrap();
+        assert_eq!(got, new);
+        let same = diff(&new, &new);
+        assert!(same.gateway.is_none() && same.is_empty());
     }
 
     #[test]

@@ -1,39 +1,14 @@
-//! The firewall and NAT rule model: what a host's netfilter must hold, as data. Drivers
-//! (iptables-restore text, nft scripts) render it; nothing here knows their syntax.
-//! Floating IPs are not rules here: a plan carries them as bindings, which each driver
-//! renders its own way (nova's per-address rules, or one nftables map each way).
+//! A host's firewall and NAT intent, as data: what its netfilter must do for the bridges
+//! it has and the networks it is the gateway of, never how. Each driver
+//! (`agent/src/firewall/`) renders it its own way (nova's iptables chains, nftables tables);
+//! nothing here knows their syntax. Floating IPs travel as bindings
+//! (`HostPlan::floating`), instances' filters as `HostPlan::security`.
+
+use std::num::NonZeroU16;
 
 use serde::{Deserialize, Serialize};
 
-use crate::valid::{CidrText, IfName, NatTo};
-
-/// The chains novanet owns, in nova-network's layout (seed 004). Each builtin hook jumps to
-/// the chain of the same name; `Snat` hangs off a bottom POSTROUTING chain and starts with a
-/// jump to `FloatSnat` (where the iptables driver puts floating IPs' SNAT), as nova's did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Chain {
-    FilterInput,
-    FilterForward,
-    NatPrerouting,
-    NatOutput,
-    NatPostrouting,
-    NatSnat,
-    NatFloatSnat,
-    ManglePostrouting,
-}
-
-impl Chain {
-    pub const ALL: [Chain; 8] = [
-        Chain::FilterInput,
-        Chain::FilterForward,
-        Chain::NatPrerouting,
-        Chain::NatOutput,
-        Chain::NatPostrouting,
-        Chain::NatSnat,
-        Chain::NatFloatSnat,
-        Chain::ManglePostrouting,
-    ];
-}
+use crate::valid::{CidrText, IfName, Ipv4Text};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,53 +28,61 @@ impl Proto {
     }
 }
 
+/// The gateway's part of a host's netfilter (nova's `linux_net`, whatever the firewall
+/// driver): forwarding through the host's bridges and, for the networks it serves, the
+/// DHCP and DNS accepts, source NAT with its exceptions, and the metadata redirect.
+///
+/// Agents and the server ship together: an agent older than this shape (a rule list in
+/// nova's layout, `firewall.rules`) does not read it, and need not.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Match {
-    pub in_iface: Option<IfName>,
-    pub out_iface: Option<IfName>,
-    /// CIDR or address (a bare address means /32).
-    pub src: Option<CidrText>,
-    pub dst: Option<CidrText>,
-    pub proto: Option<Proto>,
-    pub dport: Option<u16>,
-    /// Only packets whose connection was not DNATed (nova's fixed-to-fixed exception).
-    pub not_dnat: bool,
+pub struct GatewayPlan {
+    /// Every bridge on this host, in plan order: traffic forwarded into or out of it is
+    /// accepted (after the instances' filters).
+    pub forward: Vec<IfName>,
+    /// The networks this host is the network host of, in plan order.
+    pub served: Vec<ServedNetwork>,
+    /// Where the served networks' traffic to the outside is source-NATed (nova's
+    /// `routing_source_ip`). Set only when `served` is not empty.
+    pub snat: Option<SourceNat>,
+    /// Destinations the served networks reach with their own addresses (nova's
+    /// `dmz_cidr`), like the metadata host and each network itself. Set only when `served`
+    /// is not empty.
+    pub dmz: Vec<CidrText>,
+    /// Where guests' metadata requests go. Set only when `served` is not empty.
+    pub metadata: Option<MetadataRedirect>,
 }
 
+/// A network this host is the gateway of.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Target {
-    Accept,
-    Drop,
-    /// DNAT to `address[:port]`.
-    Dnat(NatTo),
-    /// SNAT to an address.
-    Snat(NatTo),
-    /// To this host's own port (nova's `REDIRECT --to-ports` for a loopback metadata host:
-    /// a DNAT to 127.0.0.1 is dropped unless `route_localnet` is set).
-    Redirect(u16),
-    /// Fill in UDP checksums (DHCP replies to guests that check them).
-    ChecksumFill,
+pub struct ServedNetwork {
+    pub bridge: IfName,
+    pub cidr: CidrText,
+    /// This host runs the network's DHCP server: DHCP and DNS are accepted from the
+    /// bridge, and DHCP replies on it get their UDP checksum filled (guests that check it).
+    pub serves_dhcp: bool,
 }
 
+/// The default SNAT of the served networks; their traffic to each other, to the metadata
+/// host, to `dmz` and connections that were DNATed (floating IPs) are exempt.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rule {
-    pub chain: Chain,
-    #[serde(default)]
-    pub m: Match,
-    pub target: Target,
+pub struct SourceNat {
+    pub to: Ipv4Text,
+    /// Only traffic leaving through this interface (nova's `public_interface`); None: any.
+    pub out_interface: Option<IfName>,
 }
 
-/// All of a host's rules, in order within each chain.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ruleset {
-    pub rules: Vec<Rule>,
+/// 169.254.169.254:80 redirected to the metadata server (nova's `metadata_host` and
+/// `metadata_port`), whose requests this host's INPUT then accepts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataRedirect {
+    pub host: Ipv4Text,
+    pub port: NonZeroU16,
 }
 
-impl Ruleset {
-    pub fn push(&mut self, chain: Chain, m: Match, target: Target) {
-        self.rules.push(Rule { chain, m, target });
-    }
-    pub fn in_chain(&self, chain: Chain) -> impl Iterator<Item = &Rule> {
-        self.rules.iter().filter(move |r| r.chain == chain)
+impl MetadataRedirect {
+    /// A server on loopback is reached by redirecting to this host's port (nova's
+    /// `REDIRECT --to-ports`): a DNAT to 127.0.0.1 is dropped unless `route_localnet` is set.
+    pub fn is_local(&self) -> bool {
+        self.host.addr().is_loopback()
     }
 }

@@ -1,19 +1,20 @@
 //! A host's desired state as a pure function of the stored state: which bridges, gateway
-//! addresses, DHCP servers, firewall and NAT rules and floating addresses it must have. The
+//! addresses, DHCP servers, firewall and NAT intent and floating addresses it must have. The
 //! server computes it; the agent renders and applies it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::num::NonZeroU16;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FirewallDriver};
-use crate::firewall::{Chain, Match, Proto, Rule, Ruleset, Target};
+use crate::firewall::{GatewayPlan, MetadataRedirect, Proto, ServedNetwork, SourceNat};
 use crate::model::{BoundAddress, FloatingIp, Network};
 use crate::net::Ipv4Cidr;
 use crate::segment::{plan_segment, Segment, SegmentInputs, VXLAN_OVERHEAD};
 use crate::valid::{
-    CidrText, DhcpTag, DnsDomain, Hostname, IfAddr, IfName, Ipv4Text, MacText, Mtu, NatTo, VlanId,
+    CidrText, DhcpTag, DnsDomain, Hostname, IfAddr, IfName, Ipv4Text, MacText, Mtu, VlanId,
 };
 
 /// 169.254.169.254:80, where every cloud image looks for its metadata.
@@ -28,8 +29,9 @@ pub struct HostPlan {
     pub bridges: Vec<BridgePlan>,
     pub dhcp: Vec<DhcpPlan>,
     /// The gateway's accepts, SNAT and its exceptions, the metadata redirect: the host's
-    /// netfilter intent but for floating IPs, which `floating` carries.
-    pub firewall: Ruleset,
+    /// netfilter intent but for floating IPs, which `floating` carries, and instances'
+    /// filters, which `security` carries.
+    pub gateway: GatewayPlan,
     /// Floating addresses to bind as /32 on an interface, each mapped to its fixed address
     /// (its NAT both ways: every driver renders it from here).
     pub floating: Vec<FloatingBinding>,
@@ -291,8 +293,7 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
         .collect();
     let routing_source = cfg.routing_source_ip().parse::<Ipv4Addr>().ok();
     let metadata_host = cfg.metadata_host().parse::<Ipv4Addr>().ok();
-    let mut fw = Ruleset::default();
-    let mut served_cidrs = Vec::new();
+    let mut gw = GatewayPlan::default();
     for n in s.networks {
         let network_host = is_network_host(n, host, s.bound);
         let has_instances = s.bound.iter().any(|b| {
@@ -368,28 +369,17 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
             mtu: v.mtu,
             segment,
         });
-        fw.push(
-            Chain::FilterForward,
-            Match {
-                in_iface: Some(bridge.clone()),
-                ..Match::default()
-            },
-            Target::Accept,
-        );
-        fw.push(
-            Chain::FilterForward,
-            Match {
-                out_iface: Some(bridge.clone()),
-                ..Match::default()
-            },
-            Target::Accept,
-        );
+        gw.forward.push(bridge.clone());
         if !network_host {
             continue;
         }
         plan.ip_forward = true;
         let Some(c) = v.cidr else { continue };
-        served_cidrs.push(c.to_string());
+        let mut served = ServedNetwork {
+            bridge: bridge.clone(),
+            cidr: CidrText::from(c),
+            serves_dhcp: false,
+        };
         let in_net = |b: &&BoundAddress| {
             b.network_id == n.id && (!n.multi_host || b.instance_host.as_deref() == Some(host))
         };
@@ -447,30 +437,7 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
                 mtu: guest_mtu,
                 hosts,
             });
-            for port in [67u16, 53] {
-                for proto in [Proto::Udp, Proto::Tcp] {
-                    fw.push(
-                        Chain::FilterInput,
-                        Match {
-                            in_iface: Some(bridge.clone()),
-                            proto: Some(proto),
-                            dport: Some(port),
-                            ..Match::default()
-                        },
-                        Target::Accept,
-                    );
-                }
-            }
-            fw.push(
-                Chain::ManglePostrouting,
-                Match {
-                    out_iface: Some(bridge.clone()),
-                    proto: Some(Proto::Udp),
-                    dport: Some(68),
-                    ..Match::default()
-                },
-                Target::ChecksumFill,
-            );
+            served.serves_dhcp = true;
             if cfg.force_dhcp_release {
                 for b in s
                     .bound
@@ -491,85 +458,25 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
                 }
             }
         }
-        // nova's init_host order: snat, then the metadata, dmz and fixed-to-fixed exceptions.
-        let cidr_t = CidrText::from(c);
-        if let Some(src_ip) = routing_source {
-            fw.push(
-                Chain::NatSnat,
-                Match {
-                    src: Some(cidr_t.clone()),
-                    out_iface: public_interface.clone(),
-                    ..Match::default()
-                },
-                Target::Snat(NatTo::from(src_ip)),
-            );
-        }
-        if let Some(md) = metadata_host {
-            fw.push(
-                Chain::NatPostrouting,
-                Match {
-                    src: Some(cidr_t.clone()),
-                    dst: Some(CidrText::from(Ipv4Cidr::new(md, 32).expect("/32"))),
-                    ..Match::default()
-                },
-                Target::Accept,
-            );
-        }
-        for dmz in cfg
+        gw.served.push(served);
+    }
+    if !gw.served.is_empty() {
+        gw.snat = routing_source.map(|to| SourceNat {
+            to: to.into(),
+            out_interface: public_interface.clone(),
+        });
+        gw.dmz = cfg
             .dmz_cidr
             .iter()
             .filter_map(|d| d.parse::<Ipv4Cidr>().ok())
-        {
-            fw.push(
-                Chain::NatPostrouting,
-                Match {
-                    src: Some(cidr_t.clone()),
-                    dst: Some(CidrText::from(dmz)),
-                    ..Match::default()
-                },
-                Target::Accept,
-            );
-        }
-        fw.push(
-            Chain::NatPostrouting,
-            Match {
-                src: Some(cidr_t.clone()),
-                dst: Some(cidr_t.clone()),
-                not_dnat: true,
-                ..Match::default()
-            },
-            Target::Accept,
-        );
-    }
-    if let (false, Some(md)) = (served_cidrs.is_empty(), metadata_host) {
-        // nova's metadata_accept: the redirected requests must pass this host's INPUT.
-        fw.push(
-            Chain::FilterInput,
-            Match {
-                dst: Some(CidrText::from(Ipv4Cidr::new(md, 32).expect("/32"))),
-                proto: Some(Proto::Tcp),
-                dport: Some(cfg.metadata_port),
-                ..Match::default()
-            },
-            Target::Accept,
-        );
-        let md_addr: Ipv4Addr = METADATA_ADDRESS.parse().expect("constant address");
-        fw.push(
-            Chain::NatPrerouting,
-            Match {
-                dst: Some(CidrText::from(Ipv4Cidr::new(md_addr, 32).expect("/32"))),
-                proto: Some(Proto::Tcp),
-                dport: Some(METADATA_PORT),
-                ..Match::default()
-            },
-            if md.is_loopback() {
-                Target::Redirect(cfg.metadata_port)
-            } else {
-                Target::Dnat(
-                    NatTo::new(format!("{md}:{}", cfg.metadata_port)).expect("address and port"),
-                )
-            },
-        );
+            .map(CidrText::from)
+            .collect();
+        gw.metadata = metadata_host
+            .zip(NonZeroU16::new(cfg.metadata_port))
+            .map(|(host, port)| MetadataRedirect {
+                host: host.into(),
+                port,
+            });
     }
     for f in s
         .floating
@@ -598,10 +505,7 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
             fixed: fixed.into(),
         });
     }
-    // Drivers put the floating DNATs after these rules; the metadata DNAT only matches
-    // 169.254.169.254, so order between them does not matter; keep a stable order.
-    fw.rules.sort_by_key(|r: &Rule| r.chain);
-    plan.firewall = fw;
+    plan.gateway = gw;
     if cfg.firewall_driver != FirewallDriver::Noop {
         plan.security = security_plan(s, cfg, host, &mut plan.refused);
     }
@@ -774,10 +678,11 @@ mod tests {
             "fa:16:3e:2c:e8:ec,cirros.novalocal,10.0.0.2"
         );
         assert!(ctl.ip_forward);
-        assert!(ctl
-            .firewall
-            .in_chain(Chain::NatPrerouting)
-            .any(|r| r.target == Target::Dnat("192.168.56.200:8775".parse().unwrap())));
+        let md = ctl.gateway.metadata.as_ref().expect("metadata redirect");
+        assert_eq!((md.host.as_str(), md.port.get()), ("192.168.56.200", 8775));
+        assert!(!md.is_local());
+        assert_eq!(ctl.gateway.served.len(), 1);
+        assert!(ctl.gateway.served[0].serves_dhcp);
         let c1 = host_plan(&s, &cfg, "compute-1", 7);
         assert_eq!(c1.bridges.len(), 1);
         assert!(c1.bridges[0].gateway.is_none() && c1.dhcp.is_empty() && !c1.ip_forward);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use novanet_core::config::{Config, HostOptions};
 use novanet_core::delta::{self, DhcpHostsDelta, Hunk, PlanDelta};
+use novanet_core::firewall::GatewayPlan;
 use novanet_core::plan::{
     host_plan, DhcpHost, DhcpPlan, DhcpRelease, FloatingBinding, GroupRule, HostPlan,
     InstanceSecurity, SgRule, Snapshot,
@@ -575,7 +576,7 @@ fn prepare_floating(
         let p = host_plan(&snap, &e.cfg, host, 0);
         match (
             p.floating.len(),
-            p.firewall.rules.is_empty(),
+            p.gateway == GatewayPlan::default(),
             p.refused.is_empty(),
         ) {
             (0, true, true) => Some(None),

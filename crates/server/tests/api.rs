@@ -3288,10 +3288,11 @@ async fn hosts_are_planned_with_their_own_options() {
         .expect(200, "GET", "/novanet/v1/hosts/net-1/plan", h.admin(), None)
         .await;
     assert_eq!(plan["bridges"][0]["interface"], "eth9", "{plan}");
-    let rules = plan["firewall"]["rules"].to_string();
-    assert!(
-        rules.contains("192.0.2.9") && rules.contains("eth7"),
-        "{rules}"
+    let snat = &plan["gateway"]["snat"];
+    assert_eq!(
+        (&snat["to"], &snat["out_interface"]),
+        (&json!("192.0.2.9"), &json!("eth7")),
+        "{plan}"
     );
     // Another host keeps the server's configuration.
     h.expect(

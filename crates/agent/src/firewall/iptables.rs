@@ -4,13 +4,11 @@
 //! (`nftables::spoof_table`). Rendering is pure and snapshot-tested.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::path::Path;
 
-use novanet_core::firewall::{Chain, Match, Proto, Rule, Ruleset, Target};
-use novanet_core::net::Ipv4Cidr;
-use novanet_core::plan::{FloatingBinding, HostPlan, SecurityPlan, SgRule};
-use novanet_core::valid::{CidrText, NatTo};
+use novanet_core::firewall::Proto;
+use novanet_core::plan::{HostPlan, SecurityPlan, SgRule, METADATA_ADDRESS, METADATA_PORT};
+use novanet_core::valid::CidrText;
 
 use super::nftables::{spoof_table, Tables, SPOOF_TABLE};
 use super::{bridge_filtering, dedup_in_order, Applied, Firewall};
@@ -43,7 +41,7 @@ impl Iptables {
     /// chains that change; false when they were already in place. An agent restart finding
     /// its chains in place touches nothing.
     pub(super) fn apply_chains(&mut self, plan: &HostPlan, sec: &SecurityPlan) -> Result<bool> {
-        let wanted = owned_chains(&iptables_restore(&with_floating(plan), Some(sec), &[]));
+        let wanted = owned_chains(&iptables_restore(&nova_rules(plan), Some(sec), &[]));
         let mut missing = Vec::new();
         if self.applied.is_none() {
             let saved = run("iptables-save", &[], None)?;
@@ -113,42 +111,149 @@ impl Firewall for Iptables {
 /// The whole iptables-restore text for a plan with `sec` as the instances' filters, and
 /// the anti-spoofing table beside it.
 pub(super) fn render(plan: &HostPlan, sec: &SecurityPlan) -> String {
-    let mut text = iptables_restore(&with_floating(plan), Some(sec), &[]);
+    let mut text = iptables_restore(&nova_rules(plan), Some(sec), &[]);
     text.push_str(&spoof_table(sec));
     text
 }
 
-/// The plan's rules with each floating IP's three NAT rules (DNAT in PREROUTING and OUTPUT,
-/// SNAT in float-snat) after the other rules of their chains, in the bindings' order: where
-/// nova's `floating_forward_rules` put them.
-pub(super) fn with_floating(plan: &HostPlan) -> Ruleset {
-    let host32 = |a: Ipv4Addr| CidrText::from(Ipv4Cidr::new(a, 32).expect("/32"));
-    let mut rules = plan.firewall.rules.clone();
-    for f in &plan.floating {
-        let FloatingBinding { address, fixed, .. } = f;
-        let (address, fixed) = (address.addr(), fixed.addr());
-        for chain in [Chain::NatPrerouting, Chain::NatOutput] {
-            rules.push(Rule {
-                chain,
-                m: Match {
-                    dst: Some(host32(address)),
-                    ..Match::default()
-                },
-                target: Target::Dnat(NatTo::from(fixed)),
-            });
-        }
-        rules.push(Rule {
-            chain: Chain::NatFloatSnat,
-            m: Match {
-                src: Some(host32(fixed)),
-                ..Match::default()
-            },
-            target: Target::Snat(NatTo::from(address)),
-        });
+/// The chains novanet owns, in nova-network's layout (seed 004). Each builtin hook jumps to
+/// the chain of the same name; `Snat` hangs off a bottom POSTROUTING chain and starts with a
+/// jump to `FloatSnat`, where floating IPs' SNAT goes, as nova's did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Chain {
+    FilterInput,
+    FilterForward,
+    NatPrerouting,
+    NatOutput,
+    NatPostrouting,
+    NatSnat,
+    NatFloatSnat,
+    ManglePostrouting,
+}
+
+impl Chain {
+    pub const ALL: [Chain; 8] = [
+        Chain::FilterInput,
+        Chain::FilterForward,
+        Chain::NatPrerouting,
+        Chain::NatOutput,
+        Chain::NatPostrouting,
+        Chain::NatSnat,
+        Chain::NatFloatSnat,
+        Chain::ManglePostrouting,
+    ];
+}
+
+/// One rule: its chain, and what follows `-A <chain>` in iptables-save's spelling.
+pub type NovaRule = (Chain, String);
+
+/// A CIDR as iptables-save prints it (a bare address is a /32).
+fn cidr(c: &CidrText) -> String {
+    if c.contains('/') {
+        c.to_string()
+    } else {
+        format!("{c}/32")
     }
-    // Stable: each chain keeps the plan's rules first, then the floating ones.
-    rules.sort_by_key(|r| r.chain);
-    Ruleset { rules }
+}
+
+/// The plan's gateway intent and floating IPs as nova's `linux_net` wrote them, chain by
+/// chain in `Chain` order: the DHCP, DNS and metadata accepts on INPUT; the bridges'
+/// accepts on FORWARD; the metadata redirect, then each floating IP's DNAT, on PREROUTING
+/// (floating DNATs on OUTPUT too); per served network the SNAT exceptions (metadata host,
+/// dmz, fixed-to-fixed) on POSTROUTING and the default SNAT on snat; the floating SNATs on
+/// float-snat; the DHCP checksum fill on mangle's POSTROUTING.
+pub(super) fn nova_rules(plan: &HostPlan) -> Vec<NovaRule> {
+    let g = &plan.gateway;
+    let mut r: Vec<NovaRule> = Vec::new();
+    let dhcp_bridges = || g.served.iter().filter(|n| n.serves_dhcp).map(|n| &n.bridge);
+    for bridge in dhcp_bridges() {
+        for port in [67, 53] {
+            for proto in ["udp", "tcp"] {
+                r.push((
+                    Chain::FilterInput,
+                    format!("-i {bridge} -p {proto} -m {proto} --dport {port} -j ACCEPT"),
+                ));
+            }
+        }
+    }
+    if let Some(md) = &g.metadata {
+        // nova's metadata_accept: the redirected requests must pass this host's INPUT.
+        r.push((
+            Chain::FilterInput,
+            format!(
+                "-d {}/32 -p tcp -m tcp --dport {} -j ACCEPT",
+                md.host, md.port
+            ),
+        ));
+    }
+    for b in &g.forward {
+        r.push((Chain::FilterForward, format!("-i {b} -j ACCEPT")));
+        r.push((Chain::FilterForward, format!("-o {b} -j ACCEPT")));
+    }
+    if let Some(md) = &g.metadata {
+        let to = if md.is_local() {
+            format!("REDIRECT --to-ports {}", md.port)
+        } else {
+            format!("DNAT --to-destination {}:{}", md.host, md.port)
+        };
+        r.push((
+            Chain::NatPrerouting,
+            format!("-d {METADATA_ADDRESS}/32 -p tcp -m tcp --dport {METADATA_PORT} -j {to}"),
+        ));
+    }
+    for chain in [Chain::NatPrerouting, Chain::NatOutput] {
+        for f in &plan.floating {
+            r.push((
+                chain,
+                format!("-d {}/32 -j DNAT --to-destination {}", f.address, f.fixed),
+            ));
+        }
+    }
+    for n in &g.served {
+        let c = cidr(&n.cidr);
+        if let Some(md) = &g.metadata {
+            r.push((
+                Chain::NatPostrouting,
+                format!("-s {c} -d {}/32 -j ACCEPT", md.host),
+            ));
+        }
+        for dmz in &g.dmz {
+            r.push((
+                Chain::NatPostrouting,
+                format!("-s {c} -d {} -j ACCEPT", cidr(dmz)),
+            ));
+        }
+        r.push((
+            Chain::NatPostrouting,
+            format!("-s {c} -d {c} -m conntrack ! --ctstate DNAT -j ACCEPT"),
+        ));
+    }
+    if let Some(snat) = &g.snat {
+        let out = snat
+            .out_interface
+            .as_ref()
+            .map(|o| format!(" -o {o}"))
+            .unwrap_or_default();
+        for n in &g.served {
+            r.push((
+                Chain::NatSnat,
+                format!("-s {}{out} -j SNAT --to-source {}", cidr(&n.cidr), snat.to),
+            ));
+        }
+    }
+    for f in &plan.floating {
+        r.push((
+            Chain::NatFloatSnat,
+            format!("-s {}/32 -j SNAT --to-source {}", f.fixed, f.address),
+        ));
+    }
+    for bridge in dhcp_bridges() {
+        r.push((
+            Chain::ManglePostrouting,
+            format!("-o {bridge} -p udp -m udp --dport 68 -j CHECKSUM --checksum-fill"),
+        ));
+    }
+    r
 }
 
 /// The `-A` lines of an iptables-save (or restore) text, with their table, in order, for
@@ -220,48 +325,6 @@ pub fn jump_line(builtin: &str, target: &str) -> String {
     } else {
         format!("-I {builtin} 1 -j {target}")
     }
-}
-
-/// One rule in iptables syntax (without `-A chain`), in iptables-save's canonical order.
-pub fn iptables_rule(m: &Match, t: &Target) -> String {
-    let mut a: Vec<String> = Vec::new();
-    let cidr = |s: &str| {
-        if s.contains('/') {
-            s.to_string()
-        } else {
-            format!("{s}/32")
-        }
-    };
-    if let Some(s) = &m.src {
-        a.push(format!("-s {}", cidr(s)));
-    }
-    if let Some(d) = &m.dst {
-        a.push(format!("-d {}", cidr(d)));
-    }
-    if let Some(i) = &m.in_iface {
-        a.push(format!("-i {i}"));
-    }
-    if let Some(o) = &m.out_iface {
-        a.push(format!("-o {o}"));
-    }
-    if let Some(p) = m.proto {
-        a.push(format!("-p {}", p.name()));
-        if let Some(port) = m.dport {
-            a.push(format!("-m {} --dport {port}", p.name()));
-        }
-    }
-    if m.not_dnat {
-        a.push("-m conntrack ! --ctstate DNAT".into());
-    }
-    a.push(match t {
-        Target::Accept => "-j ACCEPT".into(),
-        Target::Drop => "-j DROP".into(),
-        Target::Dnat(to) => format!("-j DNAT --to-destination {to}"),
-        Target::Snat(to) => format!("-j SNAT --to-source {to}"),
-        Target::ChecksumFill => "-j CHECKSUM --checksum-fill".into(),
-        Target::Redirect(port) => format!("-j REDIRECT --to-ports {port}"),
-    });
-    a.join(" ")
 }
 
 pub const LOCAL_CHAIN: &str = "novanet-local";
@@ -439,7 +502,7 @@ pub fn restore_delta(
 /// iptables-restore input (for `--noflush`) that replaces the content of every chain novanet
 /// owns, and adds the jumps from the builtin chains listed in `missing_jumps`.
 pub(super) fn iptables_restore(
-    rules: &Ruleset,
+    rules: &[NovaRule],
     sec: Option<&SecurityPlan>,
     missing_jumps: &[(&str, &str, String)],
 ) -> String {
@@ -472,12 +535,11 @@ pub(super) fn iptables_restore(
         chain_name(Chain::NatSnat),
         chain_name(Chain::NatFloatSnat)
     ));
-    for r in &rules.rules {
-        tables.entry(table_of(r.chain)).or_default().push(format!(
-            "-A {} {}",
-            chain_name(r.chain),
-            iptables_rule(&r.m, &r.target)
-        ));
+    for (chain, rule) in rules {
+        tables
+            .entry(table_of(*chain))
+            .or_default()
+            .push(format!("-A {} {rule}", chain_name(*chain)));
     }
     for (table, builtin, target) in missing_jumps {
         tables
@@ -506,52 +568,43 @@ mod tests {
 
     #[test]
     fn iptables_shapes_match_the_seed() {
-        let dnat = iptables_rule(
-            &Match {
-                dst: Some("169.254.169.254/32".parse().unwrap()),
-                proto: Some(Proto::Tcp),
-                dport: Some(80),
-                ..Match::default()
+        use novanet_core::firewall::{GatewayPlan, MetadataRedirect, ServedNetwork};
+        use novanet_core::plan::FloatingBinding;
+        let plan = HostPlan {
+            gateway: GatewayPlan {
+                served: vec![ServedNetwork {
+                    bridge: "br100".parse().unwrap(),
+                    cidr: "10.0.0.0/24".parse().unwrap(),
+                    serves_dhcp: false,
+                }],
+                metadata: Some(MetadataRedirect {
+                    host: "192.168.56.200".parse().unwrap(),
+                    port: 8775.try_into().unwrap(),
+                }),
+                ..GatewayPlan::default()
             },
-            &Target::Dnat("192.168.56.200:8775".parse().unwrap()),
-        );
-        assert_eq!(dnat, "-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.56.200:8775");
-        let same = iptables_rule(
-            &Match {
-                src: Some("10.0.0.0/24".parse().unwrap()),
-                dst: Some("10.0.0.0/24".parse().unwrap()),
-                not_dnat: true,
-                ..Match::default()
-            },
-            &Target::Accept,
-        );
-        assert_eq!(
-            same,
-            "-s 10.0.0.0/24 -d 10.0.0.0/24 -m conntrack ! --ctstate DNAT -j ACCEPT"
-        );
-        let fl = iptables_rule(
-            &Match {
-                src: Some("10.0.0.3".parse().unwrap()),
-                ..Match::default()
-            },
-            &Target::Snat("68.99.26.170".parse().unwrap()),
-        );
-        assert_eq!(fl, "-s 10.0.0.3/32 -j SNAT --to-source 68.99.26.170");
+            floating: vec![FloatingBinding {
+                address: "68.99.26.170".parse().unwrap(),
+                interface: "eth1".parse().unwrap(),
+                fixed: "10.0.0.3".parse().unwrap(),
+            }],
+            ..HostPlan::default()
+        };
+        let rules: Vec<String> = nova_rules(&plan).into_iter().map(|(_, r)| r).collect();
+        for want in [
+            "-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.56.200:8775",
+            "-s 10.0.0.0/24 -d 10.0.0.0/24 -m conntrack ! --ctstate DNAT -j ACCEPT",
+            "-s 10.0.0.3/32 -j SNAT --to-source 68.99.26.170",
+        ] {
+            assert!(rules.iter().any(|r| r == want), "{want} in {rules:?}");
+        }
     }
 
     #[test]
     fn restore_text_owns_only_novanet_chains() {
-        let mut rs = Ruleset::default();
-        rs.push(
-            Chain::FilterForward,
-            Match {
-                in_iface: Some("br100".parse().unwrap()),
-                ..Match::default()
-            },
-            Target::Accept,
-        );
+        let rules = [(Chain::FilterForward, "-i br100 -j ACCEPT".to_string())];
         let text = iptables_restore(
-            &rs,
+            &rules,
             None,
             &[("filter", "FORWARD", "novanet-FORWARD".parse().unwrap())],
         );
@@ -560,6 +613,87 @@ mod tests {
 :novanet-postrouting-bottom - [0:0]\n-A novanet-postrouting-bottom -j novanet-snat\n-A novanet-snat -j novanet-float-snat\nCOMMIT\n\
 *mangle\n:novanet-POSTROUTING - [0:0]\nCOMMIT\n";
         assert_eq!(text, want);
+    }
+
+    const TWO_NETWORKS_IPTABLES: &str = "*filter
+:novanet-INPUT - [0:0]
+:novanet-FORWARD - [0:0]
+:novanet-local - [0:0]
+:novanet-sg-fallback - [0:0]
+:novanet-provider - [0:0]
+-A novanet-FORWARD -j novanet-local
+-A novanet-sg-fallback -j DROP
+-A novanet-INPUT -i br100 -p udp -m udp --dport 67 -j ACCEPT
+-A novanet-INPUT -i br100 -p tcp -m tcp --dport 67 -j ACCEPT
+-A novanet-INPUT -i br100 -p udp -m udp --dport 53 -j ACCEPT
+-A novanet-INPUT -i br100 -p tcp -m tcp --dport 53 -j ACCEPT
+-A novanet-INPUT -d 127.0.0.1/32 -p tcp -m tcp --dport 8775 -j ACCEPT
+-A novanet-FORWARD -i br100 -j ACCEPT
+-A novanet-FORWARD -o br100 -j ACCEPT
+-A novanet-FORWARD -i br101 -j ACCEPT
+-A novanet-FORWARD -o br101 -j ACCEPT
+COMMIT
+*nat
+:novanet-PREROUTING - [0:0]
+:novanet-OUTPUT - [0:0]
+:novanet-POSTROUTING - [0:0]
+:novanet-snat - [0:0]
+:novanet-float-snat - [0:0]
+:novanet-postrouting-bottom - [0:0]
+-A novanet-postrouting-bottom -j novanet-snat
+-A novanet-snat -j novanet-float-snat
+-A novanet-PREROUTING -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 8775
+-A novanet-PREROUTING -d 68.99.26.170/32 -j DNAT --to-destination 10.1.0.5
+-A novanet-OUTPUT -d 68.99.26.170/32 -j DNAT --to-destination 10.1.0.5
+-A novanet-POSTROUTING -s 10.0.0.0/24 -d 127.0.0.1/32 -j ACCEPT
+-A novanet-POSTROUTING -s 10.0.0.0/24 -d 10.128.0.0/24 -j ACCEPT
+-A novanet-POSTROUTING -s 10.0.0.0/24 -d 192.0.2.0/25 -j ACCEPT
+-A novanet-POSTROUTING -s 10.0.0.0/24 -d 10.0.0.0/24 -m conntrack ! --ctstate DNAT -j ACCEPT
+-A novanet-POSTROUTING -s 10.1.0.0/24 -d 127.0.0.1/32 -j ACCEPT
+-A novanet-POSTROUTING -s 10.1.0.0/24 -d 10.128.0.0/24 -j ACCEPT
+-A novanet-POSTROUTING -s 10.1.0.0/24 -d 192.0.2.0/25 -j ACCEPT
+-A novanet-POSTROUTING -s 10.1.0.0/24 -d 10.1.0.0/24 -m conntrack ! --ctstate DNAT -j ACCEPT
+-A novanet-snat -s 10.0.0.0/24 -o eth1 -j SNAT --to-source 192.168.56.200
+-A novanet-snat -s 10.1.0.0/24 -o eth1 -j SNAT --to-source 192.168.56.200
+-A novanet-float-snat -s 10.1.0.5/32 -j SNAT --to-source 68.99.26.170
+COMMIT
+*mangle
+:novanet-POSTROUTING - [0:0]
+-A novanet-POSTROUTING -o br100 -p udp -m udp --dport 68 -j CHECKSUM --checksum-fill
+COMMIT
+table bridge novanet_spoof {
+\tset ports {
+\t\ttype ifname
+\t}
+\tset port_mac {
+\t\ttype ifname . ether_addr
+\t}
+\tset port_ip {
+\t\ttype ifname . ipv4_addr
+\t}
+\tchain prerouting {
+\t\ttype filter hook prerouting priority -200; policy accept;
+\t\tiifname != @ports accept
+\t\tiifname . ether saddr != @port_mac drop
+\t\tether type arp iifname . arp saddr ether != @port_mac drop
+\t\tether type arp iifname . arp saddr ip != @port_ip drop
+\t\tether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
+\t\tether type ip iifname . ip saddr != @port_ip drop
+\t\tether type ip udp sport 67 drop
+\t\tether type ip6 drop
+\t}
+}
+";
+
+    /// A controller serving two networks with dmz_cidr and a loopback metadata host: the
+    /// text taken from the rule-list renderer before the plan carried intent.
+    #[test]
+    fn two_networks_snapshot() {
+        let text = render(
+            &super::super::tests::two_networks_plan(),
+            &SecurityPlan::default(),
+        );
+        assert_eq!(text, TWO_NETWORKS_IPTABLES);
     }
 
     #[test]

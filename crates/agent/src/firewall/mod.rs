@@ -82,7 +82,6 @@ fn dedup_in_order(lines: &mut Vec<String>) {
 mod tests {
     use super::*;
     use novanet_core::config::Config;
-    use novanet_core::firewall::{Chain, Match, Ruleset, Target};
     use novanet_core::model::{FloatingIp, Network};
     use novanet_core::plan::{host_plan, Snapshot};
     use novanet_core::planning::{plan_networks, NetworkRequest};
@@ -133,44 +132,109 @@ mod tests {
         host_plan(&snap, &cfg, "controller", 1)
     }
 
-    /// The plan's rules with the floating NAT as `host_plan` listed it before floating IPs
-    /// travelled only as bindings: DNAT in PREROUTING and OUTPUT, SNAT in float-snat, per
-    /// binding, then sorted by chain.
-    fn rules_as_listed_before(plan: &HostPlan) -> Ruleset {
-        let mut rs = plan.firewall.clone();
-        for f in &plan.floating {
-            for chain in [Chain::NatPrerouting, Chain::NatOutput] {
-                rs.push(
-                    chain,
-                    Match {
-                        dst: Some(format!("{}/32", f.address).parse().unwrap()),
-                        ..Match::default()
-                    },
-                    Target::Dnat(f.fixed.as_str().parse().unwrap()),
-                );
-            }
-            rs.push(
-                Chain::NatFloatSnat,
-                Match {
-                    src: Some(format!("{}/32", f.fixed).parse().unwrap()),
-                    ..Match::default()
-                },
-                Target::Snat(f.address.as_str().parse().unwrap()),
-            );
-        }
-        rs.rules.sort_by_key(|r| r.chain);
-        rs
+    /// A controller serving two networks (DHCP on the first only), with dmz_cidr, a
+    /// loopback metadata host (nova's REDIRECT) and a floating IP: every part of the
+    /// gateway's intent at once, for each driver's snapshot.
+    pub(super) fn two_networks_plan() -> HostPlan {
+        let cfg = Config {
+            flat_interface: Some("eth2".into()),
+            public_interface: "eth1".into(),
+            my_ip: "192.168.56.200".into(),
+            metadata_host: Some("127.0.0.1".into()),
+            dmz_cidr: vec!["10.128.0.0/24".into(), "192.0.2.0/25".into()],
+            ..Config::default()
+        };
+        let net = |id: i64, label: &str, cidr: &str, bridge: &str| {
+            let req = NetworkRequest {
+                label: label.into(),
+                cidr: Some(cidr.into()),
+                bridge: Some(bridge.into()),
+                ..Default::default()
+            };
+            let mut n: Network =
+                plan_networks(&req, cfg.network_manager, &cfg, &[], || format!("u{id}"))
+                    .unwrap()
+                    .networks
+                    .remove(0)
+                    .network;
+            n.id = id;
+            n.host = Some("controller".into());
+            n
+        };
+        let mut second = net(2, "backnet", "10.1.0.0/24", "br101");
+        second.enable_dhcp = false;
+        let snap = Snapshot {
+            networks: &[net(1, "vmnet", "10.0.0.0/24", "br100"), second],
+            bound: &[],
+            floating: &[FloatingIp {
+                id: 0,
+                address: "68.99.26.170".into(),
+                pool: "nova".into(),
+                interface: "eth1".into(),
+                project_id: None,
+                fixed_ip: Some("10.1.0.5".into()),
+                instance_uuid: None,
+                host: Some("controller".into()),
+                auto_assigned: false,
+            }],
+            rules: &[],
+            provider_rules: &[],
+            segment_peers: &Default::default(),
+        };
+        host_plan(&snap, &cfg, "controller", 1)
     }
+
+    /// Seed 004's controller as iptables-restore text: taken from the rule lists
+    /// (`firewall.rules` plus each floating IP's three rules) before plans carried intent.
+    const SEED_IPTABLES: &str = "*filter
+:novanet-INPUT - [0:0]
+:novanet-FORWARD - [0:0]
+:novanet-local - [0:0]
+:novanet-sg-fallback - [0:0]
+:novanet-provider - [0:0]
+-A novanet-FORWARD -j novanet-local
+-A novanet-sg-fallback -j DROP
+-A novanet-INPUT -i br100 -p udp -m udp --dport 67 -j ACCEPT
+-A novanet-INPUT -i br100 -p tcp -m tcp --dport 67 -j ACCEPT
+-A novanet-INPUT -i br100 -p udp -m udp --dport 53 -j ACCEPT
+-A novanet-INPUT -i br100 -p tcp -m tcp --dport 53 -j ACCEPT
+-A novanet-INPUT -d 192.168.56.200/32 -p tcp -m tcp --dport 8775 -j ACCEPT
+-A novanet-FORWARD -i br100 -j ACCEPT
+-A novanet-FORWARD -o br100 -j ACCEPT
+COMMIT
+*nat
+:novanet-PREROUTING - [0:0]
+:novanet-OUTPUT - [0:0]
+:novanet-POSTROUTING - [0:0]
+:novanet-snat - [0:0]
+:novanet-float-snat - [0:0]
+:novanet-postrouting-bottom - [0:0]
+-A novanet-postrouting-bottom -j novanet-snat
+-A novanet-snat -j novanet-float-snat
+-A novanet-PREROUTING -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.56.200:8775
+-A novanet-PREROUTING -d 68.99.26.170/32 -j DNAT --to-destination 10.0.0.2
+-A novanet-PREROUTING -d 68.99.26.171/32 -j DNAT --to-destination 10.0.0.3
+-A novanet-OUTPUT -d 68.99.26.170/32 -j DNAT --to-destination 10.0.0.2
+-A novanet-OUTPUT -d 68.99.26.171/32 -j DNAT --to-destination 10.0.0.3
+-A novanet-POSTROUTING -s 10.0.0.0/24 -d 192.168.56.200/32 -j ACCEPT
+-A novanet-POSTROUTING -s 10.0.0.0/24 -d 10.0.0.0/24 -m conntrack ! --ctstate DNAT -j ACCEPT
+-A novanet-snat -s 10.0.0.0/24 -o eth1 -j SNAT --to-source 192.168.56.200
+-A novanet-float-snat -s 10.0.0.2/32 -j SNAT --to-source 68.99.26.170
+-A novanet-float-snat -s 10.0.0.3/32 -j SNAT --to-source 68.99.26.171
+COMMIT
+*mangle
+:novanet-POSTROUTING - [0:0]
+-A novanet-POSTROUTING -o br100 -p udp -m udp --dport 68 -j CHECKSUM --checksum-fill
+COMMIT
+";
 
     #[test]
     fn iptables_text_is_the_rule_lists() {
         let plan = seed_plan();
         assert_eq!(plan.floating.len(), 2);
-        let before =
-            iptables::iptables_restore(&rules_as_listed_before(&plan), Some(&plan.security), &[]);
         let now =
-            iptables::iptables_restore(&iptables::with_floating(&plan), Some(&plan.security), &[]);
-        assert_eq!(now, before);
+            iptables::iptables_restore(&iptables::nova_rules(&plan), Some(&plan.security), &[]);
+        assert_eq!(now, SEED_IPTABLES);
         assert!(now.contains(
             "-A novanet-float-snat -s 10.0.0.2/32 -j SNAT --to-source 68.99.26.170\n\
              -A novanet-float-snat -s 10.0.0.3/32 -j SNAT --to-source 68.99.26.171\n"
@@ -182,7 +246,7 @@ mod tests {
     #[test]
     fn nftables_nat_snapshot() {
         let plan = seed_plan();
-        let t = nftables::nat_table(&plan.firewall, &plan.floating);
+        let t = nftables::nat_table(&plan.gateway, &plan.floating);
         let want = "table ip novanet_nat {
 \tmap floating_dnat {
 \t\ttype ipv4_addr : ipv4_addr

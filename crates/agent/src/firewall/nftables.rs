@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use novanet_core::firewall::{Chain, Match, Proto, Ruleset, Target};
-use novanet_core::plan::{FloatingBinding, HostPlan, InstanceSecurity, SecurityPlan, SgRule};
+use novanet_core::firewall::{GatewayPlan, Proto};
+use novanet_core::plan::{
+    FloatingBinding, HostPlan, InstanceSecurity, SecurityPlan, SgRule, METADATA_ADDRESS,
+    METADATA_PORT,
+};
 
 use super::{bridge_filtering, dedup_in_order, Applied, Firewall};
 use crate::sys::{run, write_if_changed, Result};
@@ -16,53 +19,6 @@ use crate::sys::{run, write_if_changed, Result};
 pub const NAT_TABLE: &str = "novanet_nat";
 pub const FILTER_TABLE: &str = "novanet_filter";
 pub const SPOOF_TABLE: &str = "novanet_spoof";
-
-fn m_expr(m: &Match) -> String {
-    let mut a: Vec<String> = Vec::new();
-    if let Some(i) = &m.in_iface {
-        a.push(format!("iifname \"{i}\""));
-    }
-    if let Some(o) = &m.out_iface {
-        a.push(format!("oifname \"{o}\""));
-    }
-    if let Some(s) = &m.src {
-        a.push(format!("ip saddr {s}"));
-    }
-    if let Some(d) = &m.dst {
-        a.push(format!("ip daddr {d}"));
-    }
-    match (m.proto, m.dport) {
-        (Some(p), Some(port)) => a.push(format!("{} dport {port}", p.name())),
-        (Some(p), None) => a.push(format!("meta l4proto {}", p.name())),
-        _ => {}
-    }
-    if m.not_dnat {
-        a.push("ct status != dnat".into());
-    }
-    a.join(" ")
-}
-
-fn t_expr(t: &Target) -> Option<String> {
-    Some(match t {
-        Target::Accept => "accept".into(),
-        Target::Drop => "drop".into(),
-        Target::Dnat(to) => format!("dnat ip to {to}"),
-        Target::Snat(to) => format!("snat ip to {to}"),
-        // nftables has no checksum-fill; guests with virtio offloads do not need it.
-        Target::ChecksumFill => return None,
-        Target::Redirect(port) => format!("redirect to :{port}"),
-    })
-}
-
-fn rule_line(m: &Match, t: &Target) -> Option<String> {
-    let t = t_expr(t)?;
-    let m = m_expr(m);
-    Some(if m.is_empty() {
-        format!("\t\t{t}\n")
-    } else {
-        format!("\t\t{m} {t}\n")
-    })
-}
 
 fn map_elements(pairs: &[(String, String)]) -> String {
     pairs
@@ -72,9 +28,81 @@ fn map_elements(pairs: &[(String, String)]) -> String {
         .join(", ")
 }
 
-/// The NAT and gateway filter rules of the model, and the floating IPs' maps, as one `ip`
-/// table.
-pub fn nat_table(rules: &Ruleset, floating: &[FloatingBinding]) -> String {
+/// The gateway's chains, one rule a line, by chain: the DHCP, DNS and metadata accepts
+/// (`input`), the bridges' accepts (`forward`), the metadata redirect (`prerouting`), the
+/// SNAT exceptions per served network (`postrouting`) and the default SNAT (`source_nat`).
+/// nftables has no checksum-fill; guests with virtio offloads do not need it.
+fn gateway_chains(g: &GatewayPlan) -> BTreeMap<&'static str, String> {
+    let mut chains: BTreeMap<&str, String> = BTreeMap::new();
+    let mut add = |chain: &'static str, rule: String| {
+        let body = chains.entry(chain).or_default();
+        let _ = writeln!(body, "\t\t{rule}");
+    };
+    for n in g.served.iter().filter(|n| n.serves_dhcp) {
+        for port in [67, 53] {
+            for proto in ["udp", "tcp"] {
+                add(
+                    "input",
+                    format!("iifname \"{}\" {proto} dport {port} accept", n.bridge),
+                );
+            }
+        }
+    }
+    if let Some(md) = &g.metadata {
+        add(
+            "input",
+            format!("ip daddr {}/32 tcp dport {} accept", md.host, md.port),
+        );
+    }
+    for b in &g.forward {
+        add("forward", format!("iifname \"{b}\" accept"));
+        add("forward", format!("oifname \"{b}\" accept"));
+    }
+    if let Some(md) = &g.metadata {
+        let to = if md.is_local() {
+            format!("redirect to :{}", md.port)
+        } else {
+            format!("dnat ip to {}:{}", md.host, md.port)
+        };
+        add(
+            "prerouting",
+            format!("ip daddr {METADATA_ADDRESS}/32 tcp dport {METADATA_PORT} {to}"),
+        );
+    }
+    for n in &g.served {
+        let c = &n.cidr;
+        if let Some(md) = &g.metadata {
+            add(
+                "postrouting",
+                format!("ip saddr {c} ip daddr {}/32 accept", md.host),
+            );
+        }
+        for dmz in &g.dmz {
+            add("postrouting", format!("ip saddr {c} ip daddr {dmz} accept"));
+        }
+        add(
+            "postrouting",
+            format!("ip saddr {c} ip daddr {c} ct status != dnat accept"),
+        );
+    }
+    if let Some(snat) = &g.snat {
+        let out = snat
+            .out_interface
+            .as_ref()
+            .map(|o| format!("oifname \"{o}\" "))
+            .unwrap_or_default();
+        for n in &g.served {
+            add(
+                "source_nat",
+                format!("{out}ip saddr {} snat ip to {}", n.cidr, snat.to),
+            );
+        }
+    }
+    chains
+}
+
+/// The gateway's rules, and the floating IPs' maps, as one `ip` table.
+pub fn nat_table(gateway: &GatewayPlan, floating: &[FloatingBinding]) -> String {
     let mut out = String::new();
     let dnat: BTreeMap<String, String> = floating
         .iter()
@@ -84,22 +112,7 @@ pub fn nat_table(rules: &Ruleset, floating: &[FloatingBinding]) -> String {
         .iter()
         .map(|f| (f.fixed.to_string(), f.address.to_string()))
         .collect();
-    let mut chains: BTreeMap<&str, String> = BTreeMap::new();
-    for r in &rules.rules {
-        let name = match r.chain {
-            Chain::FilterInput => "input",
-            Chain::FilterForward => "forward",
-            Chain::NatPrerouting => "prerouting",
-            Chain::NatOutput => "output",
-            Chain::NatPostrouting => "postrouting",
-            Chain::NatSnat => "source_nat",
-            Chain::NatFloatSnat => "float_snat",
-            Chain::ManglePostrouting => continue,
-        };
-        if let Some(line) = rule_line(&r.m, &r.target) {
-            chains.entry(name).or_default().push_str(&line);
-        }
-    }
+    let chains = gateway_chains(gateway);
     let dnat: Vec<(String, String)> = dnat.into_iter().collect();
     let snat: Vec<(String, String)> = snat.into_iter().collect();
     let _ = writeln!(out, "table ip {NAT_TABLE} {{");
@@ -648,7 +661,7 @@ impl Firewall for Nftables {
         if !plan.security.instances.is_empty() {
             out.step(bridge_filtering(), |()| None);
         }
-        let nat = nat_table(&plan.firewall, &plan.floating);
+        let nat = nat_table(&plan.gateway, &plan.floating);
         out.step(self.tables.apply(&[("ip", NAT_TABLE, nat)]), |c| {
             (!c.is_empty()).then(|| "nftables NAT".to_string())
         });
@@ -666,7 +679,7 @@ impl Firewall for Nftables {
 /// Every table the plan becomes, as one text.
 pub(super) fn render(plan: &HostPlan) -> String {
     [
-        nat_table(&plan.firewall, &plan.floating),
+        nat_table(&plan.gateway, &plan.floating),
         filter_table(&plan.security),
         spoof_table(&plan.security),
     ]
@@ -1121,38 +1134,10 @@ mod tests {
         let mut sec = plan(false, vec![smtp_block()]);
         sec.group_members.insert(4, vec![]);
         let floating = [floating()];
-        let mut rs = Ruleset::default();
-        rs.push(
-            Chain::NatSnat,
-            Match {
-                src: Some("10.0.0.0/24".parse().unwrap()),
-                out_iface: Some("eth1".parse().unwrap()),
-                ..Match::default()
-            },
-            Target::Snat("192.168.56.200".parse().unwrap()),
-        );
-        rs.push(
-            Chain::NatPostrouting,
-            Match {
-                src: Some("10.0.0.0/24".parse().unwrap()),
-                dst: Some("10.0.0.0/24".parse().unwrap()),
-                not_dnat: true,
-                ..Match::default()
-            },
-            Target::Accept,
-        );
-        rs.push(
-            Chain::FilterInput,
-            Match {
-                in_iface: Some("br100".parse().unwrap()),
-                proto: Some(Proto::Udp),
-                dport: Some(67),
-                ..Match::default()
-            },
-            Target::Accept,
-        );
+        // Every part of the gateway's intent: DHCP, two networks, dmz, a metadata redirect.
+        let gateway = super::super::tests::two_networks_plan().gateway;
         let script = [
-            replace_table("ip", NAT_TABLE, &nat_table(&rs, &floating)),
+            replace_table("ip", NAT_TABLE, &nat_table(&gateway, &floating)),
             replace_table("inet", FILTER_TABLE, &filter_table(&sec)),
             replace_table("bridge", SPOOF_TABLE, &spoof_table(&sec)),
             replace_table(
@@ -1309,20 +1294,110 @@ mod tests {
         run_in_private_netns(&scripts).unwrap_or_else(|e| panic!("{e}"));
     }
 
+    const TWO_NETWORKS_NFT: &str = "table ip novanet_nat {
+\tmap floating_dnat {
+\t\ttype ipv4_addr : ipv4_addr
+\t\telements = { 68.99.26.170 : 10.1.0.5 }
+\t}
+\tmap floating_snat {
+\t\ttype ipv4_addr : ipv4_addr
+\t\telements = { 10.1.0.5 : 68.99.26.170 }
+\t}
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\tiifname \"br100\" udp dport 67 accept
+\t\tiifname \"br100\" tcp dport 67 accept
+\t\tiifname \"br100\" udp dport 53 accept
+\t\tiifname \"br100\" tcp dport 53 accept
+\t\tip daddr 127.0.0.1/32 tcp dport 8775 accept
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tiifname \"br100\" accept
+\t\toifname \"br100\" accept
+\t\tiifname \"br101\" accept
+\t\toifname \"br101\" accept
+\t}
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tip daddr 169.254.169.254/32 tcp dport 80 redirect to :8775
+\t\tdnat ip to ip daddr map @floating_dnat
+\t}
+\tchain output {
+\t\ttype nat hook output priority -100; policy accept;
+\t\tdnat ip to ip daddr map @floating_dnat
+\t}
+\tchain postrouting {
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\tip saddr 10.0.0.0/24 ip daddr 127.0.0.1/32 accept
+\t\tip saddr 10.0.0.0/24 ip daddr 10.128.0.0/24 accept
+\t\tip saddr 10.0.0.0/24 ip daddr 192.0.2.0/25 accept
+\t\tip saddr 10.0.0.0/24 ip daddr 10.0.0.0/24 ct status != dnat accept
+\t\tip saddr 10.1.0.0/24 ip daddr 127.0.0.1/32 accept
+\t\tip saddr 10.1.0.0/24 ip daddr 10.128.0.0/24 accept
+\t\tip saddr 10.1.0.0/24 ip daddr 192.0.2.0/25 accept
+\t\tip saddr 10.1.0.0/24 ip daddr 10.1.0.0/24 ct status != dnat accept
+\t\tjump source_nat
+\t}
+\tchain source_nat {
+\t\tsnat ip to ip saddr map @floating_snat
+\t\toifname \"eth1\" ip saddr 10.0.0.0/24 snat ip to 192.168.56.200
+\t\toifname \"eth1\" ip saddr 10.1.0.0/24 snat ip to 192.168.56.200
+\t}
+}
+table inet novanet_filter {
+\tmap instances {
+\t\ttype ipv4_addr : verdict
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tip daddr vmap @instances
+\t}
+}
+table bridge novanet_spoof {
+\tset ports {
+\t\ttype ifname
+\t}
+\tset port_mac {
+\t\ttype ifname . ether_addr
+\t}
+\tset port_ip {
+\t\ttype ifname . ipv4_addr
+\t}
+\tchain prerouting {
+\t\ttype filter hook prerouting priority -200; policy accept;
+\t\tiifname != @ports accept
+\t\tiifname . ether saddr != @port_mac drop
+\t\tether type arp iifname . arp saddr ether != @port_mac drop
+\t\tether type arp iifname . arp saddr ip != @port_ip drop
+\t\tether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
+\t\tether type ip iifname . ip saddr != @port_ip drop
+\t\tether type ip udp sport 67 drop
+\t\tether type ip6 drop
+\t}
+}
+";
+
+    /// A controller serving two networks with dmz_cidr and a loopback metadata host: the
+    /// tables taken from the rule-list renderer before the plan carried intent.
+    #[test]
+    fn two_networks_snapshot() {
+        assert_eq!(
+            render(&super::super::tests::two_networks_plan()),
+            TWO_NETWORKS_NFT
+        );
+    }
+
     #[test]
     fn floating_nat_is_one_map() {
-        let mut rs = Ruleset::default();
-        rs.push(
-            Chain::NatPrerouting,
-            Match {
-                dst: Some("169.254.169.254/32".parse().unwrap()),
-                proto: Some(Proto::Tcp),
-                dport: Some(80),
-                ..Match::default()
-            },
-            Target::Dnat("192.168.56.200:8775".parse().unwrap()),
-        );
-        let t = nat_table(&rs, &[floating()]);
+        let gateway = GatewayPlan {
+            metadata: Some(novanet_core::firewall::MetadataRedirect {
+                host: "192.168.56.200".parse().unwrap(),
+                port: 8775.try_into().unwrap(),
+            }),
+            ..GatewayPlan::default()
+        };
+        let t = nat_table(&gateway, &[floating()]);
         assert!(t.contains("elements = { 68.99.26.170 : 10.0.0.2 }"), "{t}");
         assert!(t.contains("elements = { 10.0.0.2 : 68.99.26.170 }"), "{t}");
         assert!(
