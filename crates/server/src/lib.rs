@@ -25,6 +25,7 @@ pub mod identity;
 pub mod identity_admin;
 pub mod keystone;
 pub mod metadata;
+pub mod metrics;
 pub mod offload;
 pub mod openapi;
 pub mod plans;
@@ -43,6 +44,8 @@ pub struct AppState {
     /// catalog and version documents point there, never at a request's `Host` header.
     pub public_base: String,
     pub logins: identity::LoginGuard,
+    /// Request counters and latencies for `/novanet/v1/metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
             store,
             public_base,
             logins: identity::LoginGuard::default(),
+            metrics: metrics::Metrics::default(),
             cfg: Arc::new(cfg),
             plans: plans::Plans::new(cursor),
             metadata_cache: metadata::Cache::default(),
@@ -131,6 +135,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/v2.1", compute::routes())
         .merge(hostapi::routes())
         .merge(configdrive::routes())
+        .merge(metrics::routes())
         .route_layer(axum::middleware::from_fn(offload::off_the_workers));
     Router::new()
         .route("/", get(root))
@@ -141,7 +146,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { error::ApiError::not_found("The resource could not be found.") })
         .layer(axum::middleware::from_fn(json_faults))
         .layer(axum::middleware::from_fn(version::headers))
-        .layer(axum::middleware::from_fn(version::request_log))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            version::request_log,
+        ))
         .with_state(state)
 }
 

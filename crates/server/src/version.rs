@@ -109,7 +109,11 @@ impl RequestProject {
 
 /// The outermost middleware: gives the request its id and logs one line when it is answered
 /// (method, path, status, time in ms, request id, project).
-pub async fn request_log(mut req: Request, next: Next) -> Response {
+pub async fn request_log(
+    axum::extract::State(st): axum::extract::State<Arc<crate::AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = RequestId::new();
     let project = RequestProject::default();
     req.extensions_mut().insert(id.clone());
@@ -119,7 +123,10 @@ pub async fn request_log(mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let span = tracing::info_span!("request", request_id = %id.0);
     let resp = next.run(req).instrument(span).await;
-    let ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+    let seconds = started.elapsed().as_secs_f64();
+    st.metrics
+        .observe(method.as_str(), &path, resp.status().as_u16(), seconds);
+    let ms = (seconds * 10_000.0).round() / 10.0;
     tracing::info!(
         method = %method,
         path = %path,

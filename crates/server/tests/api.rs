@@ -2201,6 +2201,30 @@ async fn routes_quotas_and_versions(h: &Harness, server: &str) {
     }
 }
 
+/// `/healthz` without a token; `/novanet/v1/metrics` for admins only, with the request
+/// counters by route template and the cloud's figures.
+async fn routes_metrics(h: &Harness) {
+    let ok = h.expect(200, "GET", "/healthz", None, None).await;
+    assert_eq!(ok, "ok\n");
+    h.expect(403, "GET", "/novanet/v1/metrics", h.demo(), None)
+        .await;
+    let m = h
+        .expect(200, "GET", "/novanet/v1/metrics", h.admin(), None)
+        .await;
+    let m = m.as_str().expect("text");
+    for want in [
+        "novanet_http_requests_total{route=\"/v2.1/servers\",method=\"POST\",status=\"202\"}",
+        "novanet_http_request_duration_seconds_bucket{route=\"/v2.1/servers/{id}\",method=\"GET\",le=\"+Inf\"}",
+        "novanet_instances{host=",
+        "novanet_fixed_ips{network=",
+        "state=\"allocated\"",
+        "novanet_floating_ips{pool=",
+        "novanet_store_generation ",
+    ] {
+        assert!(m.contains(want), "{want} missing from:\n{m}");
+    }
+}
+
 #[tokio::test]
 async fn every_openapi_route_succeeds() {
     let h = Harness::new("routes").await;
@@ -2218,6 +2242,7 @@ async fn every_openapi_route_succeeds() {
     routes_quotas_and_versions(&h, &server).await;
     routes_server_records(&h, &server).await;
     routes_identity_admin(&h).await;
+    routes_metrics(&h).await;
     routes_delete_server(&h, &server).await;
     routes_openapi(&h).await;
 

@@ -47,7 +47,10 @@ fn policy(method: &str, path: &str) -> Policy {
         return Admin;
     }
     match (method, path) {
-        ("get", "/identity/v3") | ("get", "/v2.1") | ("post", "/identity/v3/auth/tokens") => Public,
+        ("get", "/identity/v3")
+        | ("get", "/v2.1")
+        | ("get", "/healthz")
+        | ("post", "/identity/v3/auth/tokens") => Public,
         (_, "/identity/v3/auth/tokens") => Subject,
         ("get", "/identity/v3/domains")
         | ("get", "/identity/v3/domains/{id}")

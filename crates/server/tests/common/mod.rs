@@ -153,8 +153,14 @@ impl Harness {
         let binary = headers
             .get("content-type")
             .is_some_and(|t| t.as_bytes() == b"application/x-iso9660-image");
+        let text = headers
+            .get("content-type")
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/plain"));
         let value = if bytes.is_empty() {
             Value::Null
+        } else if text {
+            // Metrics and health answers.
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else if binary {
             // A config drive: base64 of its bytes.
             Value::String(base64::Engine::encode(

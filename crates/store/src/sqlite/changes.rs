@@ -109,6 +109,14 @@ fn network_hosts(c: &Connection, network_id: i64) -> Result<Vec<String>> {
     )
 }
 
+/// A VLAN network moved to another network host: its other hosts flood to the new one.
+pub(super) fn touch_segment_peers(c: &Connection, t: &mut Touched, network_id: i64) -> Result<()> {
+    if is_vlan_network(c, network_id)? {
+        t.hosts(network_hosts(c, network_id)?);
+    }
+    Ok(())
+}
+
 /// The other hosts of every VLAN network `host` has: they flood to its address.
 pub(super) fn segment_neighbours(c: &Connection, host: &str) -> Result<Vec<String>> {
     let nets: Vec<String> = strings(

@@ -234,6 +234,9 @@ impl NetworkStore for SqliteStore {
             }
             t.host(n.host.as_deref());
             save_network(tx, &n)?;
+            if update.host.is_some() || update.project_id.is_some() {
+                super::changes::touch_segment_peers(tx, t, n.id)?;
+            }
             Ok(n)
         })
     }
@@ -259,6 +262,7 @@ impl NetworkStore for SqliteStore {
                 t.host(Some(host));
                 n.host = Some(host.to_string());
                 save_network(tx, &n)?;
+                super::changes::touch_segment_peers(tx, t, n.id)?;
                 n_claimed += 1;
             }
             Ok(n_claimed)
