@@ -17,7 +17,8 @@ use novanet_store::prelude::*;
 use novanet_store::{PgStore, ServiceReport};
 use serde_json::json;
 
-const PASSWORD: &str = "failover-bench";
+/// The admin password of the servers a `Cloud` starts.
+pub const PASSWORD: &str = "failover-bench";
 /// Compute hosts the servers schedule onto (reported once, never heard from again).
 const HOSTS: usize = 4;
 

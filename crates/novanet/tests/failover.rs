@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use novanet_agent::client::Polled;
-use novanet_bench::failover::{boot_many, check, prepare, Cloud};
+use novanet_bench::failover::{boot_many, check, prepare, Cloud, PASSWORD};
 use novanet_store::test_support::shared_postgres;
 use serde_json::json;
 
@@ -128,6 +128,25 @@ fn an_agent_whose_server_dies_moves_on_and_keeps_its_plan() {
     // And calls keep going to the server that answers, with the same login.
     boot_on(&agent, "c", "compute-0");
     assert_eq!(agent.server(), cloud.url(1));
+    // The client commands too: NOVANET_SERVER names both, the first does not answer.
+    let out = std::process::Command::new(BIN)
+        .args(["list", "--json"])
+        .env(
+            "NOVANET_SERVER",
+            format!("{},{}", cloud.url(0), cloud.url(1)),
+        )
+        .env_remove("OS_AUTH_URL")
+        .env("OS_USERNAME", "admin")
+        .env("OS_PASSWORD", PASSWORD)
+        .env("OS_PROJECT_NAME", "admin")
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.contains("\"c\""),
+        "novanet list with the first server down: {listed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
