@@ -182,7 +182,10 @@ impl Client {
         Ok(t.clone().expect("set"))
     }
 
-    /// One API call, authenticating again once if the token was refused.
+    /// One API call, authenticating again once if the token was refused. A server that
+    /// does not answer, or breaks off its answer, hands the call to the next one: the call
+    /// may then be done twice (the agent's own calls, reports, polls and lease events, may
+    /// be; a client that boots through this gets at least one instance per answered boot).
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         self.call_sized(method, path, body).map(|(v, _)| v)
     }
