@@ -12,6 +12,7 @@ use novanet_core::Result;
 use novanet_store::prelude::*;
 use novanet_store::SqliteStore;
 
+pub mod failover;
 mod scale;
 
 #[derive(Subcommand, Debug)]
@@ -86,6 +87,20 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         rule_changes: usize,
     },
+    /// Three servers on one PostgreSQL database, 64 clients booting, one server killed
+    /// (kill -9) and restarted mid-run: no address held twice or leaked, no acknowledged
+    /// boot lost
+    Failover {
+        /// An empty PostgreSQL database (postgres://user@host/dbname)
+        #[arg(long, value_name = "URL")]
+        db: String,
+        /// Boots (each allocates a fixed IP)
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        /// Concurrent clients, spread over the servers
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+    },
     /// Floating IPs: association to reachability, and an agent restart with 1,000 of them
     Floating {
         /// Associations timed until the address answers
@@ -106,6 +121,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         } => alloc(db, count, per_client),
         BenchCmd::Dhcp { instances, hosts } => dhcp(instances, hosts),
         BenchCmd::Floating { rounds, count } => floating(rounds, count),
+        BenchCmd::Failover { db, count, clients } => failover::run(&db, count, clients),
         BenchCmd::Scale {
             hosts,
             instances,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use novanet_agent::client::{Client, Credentials, Polled};
+use novanet_agent::client::{Client, Credentials, Polled, Servers};
 use novanet_core::config::Config;
 use novanet_core::delta;
 use novanet_core::model::InstanceSpec;
@@ -364,7 +364,7 @@ pub fn run(hosts: usize, instances: usize, boots: usize, rule_changes: usize) ->
         password: PASSWORD.into(),
         project: "admin".into(),
     };
-    let api = Client::new(&url, creds.clone());
+    let api = Client::new(Servers::parse(&url).map_err(err)?, creds.clone());
     let up = Instant::now();
     while api.call("GET", "/v2.1/os-services", None).is_err() {
         if up.elapsed() > Duration::from_secs(30) {
@@ -382,7 +382,7 @@ pub fn run(hosts: usize, instances: usize, boots: usize, rule_changes: usize) ->
         .chain((0..hosts).map(compute))
         .collect();
     for (idx, host) in names.iter().enumerate() {
-        let client = Client::new(&url, creds.clone());
+        let client = Client::new(Servers::parse(&url).map_err(err)?, creds.clone());
         let (host, shared) = (host.clone(), shared.clone());
         std::thread::Builder::new()
             .name(format!("agent-{idx}"))
@@ -439,7 +439,7 @@ pub fn run(hosts: usize, instances: usize, boots: usize, rule_changes: usize) ->
     let burst = boots.max(300);
     let clients: Vec<Client> = (0..4)
         .map(|_| {
-            let c = Client::new(&url, creds.clone());
+            let c = Client::new(Servers::parse(&url)?, creds.clone());
             c.call("GET", "/v2.1/os-services", None).map(|_| c)
         })
         .collect::<std::result::Result<_, _>>()

@@ -116,8 +116,9 @@ struct AgentArgs {
     /// This host's name (as availability zones and service-list name it)
     #[arg(long)]
     host: String,
-    /// The server's URL, e.g. http://192.168.56.200:8774
-    #[arg(long, env = "NOVANET_SERVER")]
+    /// The server's URL, e.g. http://192.168.56.200:8774, or several servers' (on one
+    /// database) separated by commas: when one stops answering the agent moves to the next
+    #[arg(long, env = "NOVANET_SERVER", value_name = "URL[,URL...]")]
     server: String,
     /// Serve single-host networks from this host (gateway, DHCP, NAT)
     #[arg(long)]
@@ -239,7 +240,9 @@ fn run_agent(a: AgentArgs, auth: &client::Auth) -> Result<(), String> {
         resync: Duration::from_secs(a.resync),
         once: a.once,
     };
-    let client = novanet_agent::client::Client::new(&a.server, creds);
+    let servers =
+        novanet_agent::client::Servers::parse(&a.server).map_err(|e| format!("error: {e}"))?;
+    let client = novanet_agent::client::Client::new(servers, creds);
     let mut agent = novanet_agent::Agent::new(opts, client).map_err(|e| format!("error: {e}"))?;
     agent.run().map_err(|e| format!("error: {e}"))
 }

@@ -1,13 +1,17 @@
 //! The client's side of the wire: the `--os-*` options, logging in to the identity service,
 //! calling the compute API, and errors that say what to check.
 
+use std::cell::RefCell;
 use std::io::Read;
 use std::time::Duration;
 
 use clap::{ArgMatches, Args, FromArgMatches};
+use novanet_agent::client::Servers;
 use serde_json::{json, Value};
 
 pub const GLOBAL_HEADING: &str = "Global options";
+
+const DEFAULT_AUTH_URL: &str = "http://127.0.0.1:8774/identity/v3";
 
 // The identity options of novaclient (`--os-*`, or the `OS_*` environment variables). They
 // belong to the client commands and the agent, and may be given before the command as with
@@ -22,9 +26,19 @@ pub struct Auth {
         long = "os-auth-url",
         env = "OS_AUTH_URL",
         value_name = "URL",
-        default_value = "http://127.0.0.1:8774/identity/v3"
+        default_value = DEFAULT_AUTH_URL
     )]
     pub auth_url: String,
+    /// Several servers on one database, separated by commas: the client logs in at the
+    /// first that answers and moves to the next when one stops answering. The identity
+    /// service is then the server's own (/identity/v3), unless OS_AUTH_URL names another
+    #[arg(
+        id = "novanet_server",
+        long = "novanet-server",
+        env = "NOVANET_SERVER",
+        value_name = "URL[,URL...]"
+    )]
+    pub servers: Option<String>,
     /// The user to log in as
     #[arg(
         id = "os_username",
@@ -83,6 +97,9 @@ impl Auth {
         };
         if typed(sub, "os_auth_url") {
             self.auth_url = s.auth_url;
+        }
+        if typed(sub, "novanet_server") {
+            self.servers = s.servers;
         }
         if typed(sub, "os_username") {
             self.username = s.username;
@@ -188,9 +205,10 @@ fn read_failure(method: &str, url: &str, code: u16, resp: ureq::Response) -> Fai
 
 pub struct Session {
     http: ureq::Agent,
-    token: String,
-    compute: String,
-    image: String,
+    /// Where calls go now; another server's after a move (NOVANET_SERVER).
+    at: RefCell<Endpoints>,
+    /// The servers to move between, and the login to repeat on the next one.
+    failover: Option<(Servers, Auth)>,
     /// Who we are, for errors that depend on it.
     pub user: String,
     pub project_name: String,
@@ -208,8 +226,103 @@ fn auth_url_hint(a: &Auth) -> String {
     )
 }
 
+/// The token and the service URLs of one login.
+struct Endpoints {
+    token: String,
+    compute: String,
+    image: String,
+}
+
+/// A failed login: the identity service did not answer (another server may), or it did.
+enum LoginError {
+    Unreachable(ClientError),
+    Failed(ClientError),
+}
+
+impl From<ClientError> for LoginError {
+    fn from(e: ClientError) -> LoginError {
+        LoginError::Failed(e)
+    }
+}
+
+impl From<LoginError> for ClientError {
+    fn from(e: LoginError) -> ClientError {
+        match e {
+            LoginError::Unreachable(e) | LoginError::Failed(e) => e,
+        }
+    }
+}
+
+/// The identity service to log in at on `server`: OS_AUTH_URL when it names an outside
+/// one, else the server's own (with OS_AUTH_URL's path when it names one of the servers).
+fn identity_on(a: &Auth, servers: &Servers, server: &str) -> String {
+    let follows = servers.identity_url(&a.auth_url, server);
+    if follows == a.auth_url.trim_end_matches('/') && a.auth_url == DEFAULT_AUTH_URL {
+        format!("{server}/identity/v3")
+    } else {
+        follows
+    }
+}
+
+/// Whether a call that failed so may be sent to another server: any call that could not
+/// connect, and a GET whatever broke (a write that broke mid-way may have been done).
+fn may_move_on(method: &str, t: &ureq::Transport) -> bool {
+    t.kind() == ureq::ErrorKind::ConnectionFailed || method == "GET"
+}
+
 impl Session {
+    /// Logs in at OS_AUTH_URL, or with NOVANET_SERVER at the first of its servers that
+    /// answers.
     pub fn login(a: &Auth) -> Res<Session> {
+        let Some(list) = a.servers.as_deref() else {
+            return Ok(Session::login_once(a)?);
+        };
+        let servers =
+            Servers::parse(list).map_err(|e| err(format!("ERROR (CommandError): {e}")))?;
+        let mut s = Session::login_from(a, &servers)?;
+        s.failover = Some((servers, a.clone()));
+        Ok(s)
+    }
+
+    /// Logs in at the current server, or the next ones round the list while they do not
+    /// answer.
+    fn login_from(a: &Auth, servers: &Servers) -> Res<Session> {
+        let mut last = None;
+        for _ in 0..servers.len() {
+            let (i, server) = servers.current();
+            let mut at = a.clone();
+            at.auth_url = identity_on(a, servers, server);
+            at.servers = None;
+            match Session::login_once(&at) {
+                Ok(s) => return Ok(s),
+                Err(LoginError::Unreachable(e)) => {
+                    servers.failed(i);
+                    last = Some(e);
+                }
+                Err(LoginError::Failed(e)) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| err("ERROR (ConnectionRefused): no server answers")))
+    }
+
+    /// The server in use stopped answering: logs in at the next one that answers; false
+    /// without NOVANET_SERVER or when none does.
+    fn move_on(&self) -> bool {
+        let Some((servers, a)) = &self.failover else {
+            return false;
+        };
+        let (i, _) = servers.current();
+        servers.failed(i);
+        match Session::login_from(a, servers) {
+            Ok(s) => {
+                *self.at.borrow_mut() = s.at.into_inner();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn login_once(a: &Auth) -> Result<Session, LoginError> {
         let http = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(60))
             .build();
@@ -241,18 +354,28 @@ impl Session {
                     ),
                     _ => format!("POST {url} failed. {}", auth_url_hint(a)),
                 };
-                return Err(err(format!("{}\n{hint}", f.line())));
+                return Err(err(format!("{}\n{hint}", f.line())).into());
             }
             Err(ureq::Error::Transport(t)) => {
-                let kind = match t.kind() {
-                    ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => "CommandError",
-                    _ => "ConnectionRefused",
+                let bad_url = matches!(
+                    t.kind(),
+                    ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme
+                );
+                let kind = if bad_url {
+                    "CommandError"
+                } else {
+                    "ConnectionRefused"
                 };
-                return Err(err(format!(
+                let e = err(format!(
                     "ERROR ({kind}): cannot reach the identity service at {url}: {}\n{}",
                     transport_reason(&t),
                     auth_url_hint(a)
-                )));
+                ));
+                return Err(if bad_url {
+                    LoginError::Failed(e)
+                } else {
+                    LoginError::Unreachable(e)
+                });
             }
         };
         let not_identity = |why: &str| {
@@ -292,8 +415,12 @@ impl Session {
         };
         let text = |p: &Value| p.as_str().unwrap_or("").to_string();
         Ok(Session {
-            compute: url_of("compute")?,
-            image: url_of("image")?,
+            at: RefCell::new(Endpoints {
+                compute: url_of("compute")?,
+                image: url_of("image")?,
+                token,
+            }),
+            failover: None,
             user: text(&v["token"]["user"]["name"]),
             project_name: text(&v["token"]["project"]["name"]),
             project_id: text(&v["token"]["project"]["id"]),
@@ -303,33 +430,69 @@ impl Session {
                 .flatten()
                 .map(|r| text(&r["name"]))
                 .collect(),
-            token,
             http,
         })
     }
 
     fn url(&self, path: &str) -> String {
+        let at = self.at.borrow();
         if path.starts_with("/v2/images") {
-            format!("{}{path}", self.image)
+            format!("{}{path}", at.image)
         } else if path.starts_with("/novanet/") {
-            format!("{}{path}", self.compute.trim_end_matches("/v2.1"))
+            format!("{}{path}", at.compute.trim_end_matches("/v2.1"))
         } else {
-            format!("{}{path}", self.compute)
+            format!("{}{path}", at.compute)
+        }
+    }
+
+    fn token(&self) -> String {
+        self.at.borrow().token.clone()
+    }
+
+    /// Sends one request; with NOVANET_SERVER, again on the next server while the one in
+    /// use does not answer (see `may_move_on`).
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Res<(String, ureq::Response)> {
+        let tries = self.failover.as_ref().map_or(1, |(s, _)| s.len());
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            let url = self.url(path);
+            let mut req = self
+                .http
+                .request(method, &url)
+                .set("X-Auth-Token", &self.token());
+            for (k, v) in headers {
+                req = req.set(k, v);
+            }
+            let res = match body {
+                Some(b) => req.send_json(b.clone()),
+                None => req.call(),
+            };
+            match res {
+                Ok(r) => return Ok((url, r)),
+                Err(ureq::Error::Transport(t))
+                    if tried < tries && may_move_on(method, &t) && self.move_on() =>
+                {
+                    continue
+                }
+                Err(e) => return Err(self.explain(method, &url, e)),
+            }
         }
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Res<Value> {
-        let url = self.url(path);
-        let req = self
-            .http
-            .request(method, &url)
-            .set("X-Auth-Token", &self.token)
-            .set("X-OpenStack-Nova-API-Version", "2.35");
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        }
-        .map_err(|e| self.explain(method, &url, e))?;
+        let (url, resp) = self.send(
+            method,
+            path,
+            body.as_ref(),
+            &[("X-OpenStack-Nova-API-Version", "2.35")],
+        )?;
         let mut text = String::new();
         resp.into_reader()
             .read_to_string(&mut text)
@@ -343,13 +506,7 @@ impl Session {
 
     /// A GET whose answer is bytes (a config drive), at most `limit` of them.
     pub fn get_bytes(&self, path: &str, limit: u64) -> Res<Vec<u8>> {
-        let url = self.url(path);
-        let resp = self
-            .http
-            .request("GET", &url)
-            .set("X-Auth-Token", &self.token)
-            .call()
-            .map_err(|e| self.explain("GET", &url, e))?;
+        let (url, resp) = self.send("GET", path, None, &[])?;
         let mut out = Vec::new();
         resp.into_reader()
             .take(limit)
@@ -429,7 +586,7 @@ impl Session {
             .http
             .get(&url)
             .query("name", key)
-            .set("X-Auth-Token", &self.token)
+            .set("X-Auth-Token", &self.token())
             .call()
             .ok()
             .and_then(|r| r.into_json::<Value>().ok())
@@ -484,6 +641,32 @@ mod tests {
         );
         assert_eq!(fault(""), (None, String::new()));
         assert_eq!(fault("<html>"), (None, String::new()));
+    }
+
+    #[test]
+    fn with_several_servers_the_identity_service_is_the_servers_own() {
+        let servers = Servers::parse("http://a:1,http://b:2").unwrap();
+        let mut a = Auth {
+            auth_url: DEFAULT_AUTH_URL.into(),
+            servers: Some("http://a:1,http://b:2".into()),
+            username: "admin".into(),
+            password: String::new(),
+            project: "admin".into(),
+        };
+        assert_eq!(
+            identity_on(&a, &servers, "http://b:2"),
+            "http://b:2/identity/v3"
+        );
+        a.auth_url = "http://a:1/identity/v3".into();
+        assert_eq!(
+            identity_on(&a, &servers, "http://b:2"),
+            "http://b:2/identity/v3"
+        );
+        a.auth_url = "http://keystone:5000/v3".into();
+        assert_eq!(
+            identity_on(&a, &servers, "http://b:2"),
+            "http://keystone:5000/v3"
+        );
     }
 
     #[test]

@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
             identity_tokens_follow_roles_and_passwords,
             keypairs_quotas_and_services,
             writes_touching_a_host_are_in_its_change_log,
+            vlan_hosts_flood_to_each_other,
         );
     };
     // For an engine that may be missing on the machine: each case returns at once (after
@@ -77,6 +78,7 @@ macro_rules! conformance_tests {
             identity_tokens_follow_roles_and_passwords,
             keypairs_quotas_and_services,
             writes_touching_a_host_are_in_its_change_log,
+            vlan_hosts_flood_to_each_other,
         );
     };
     (@cases $fresh:expr, $ready:expr; $($case:ident),* $(,)?) => {
@@ -895,4 +897,84 @@ pub fn writes_touching_a_host_are_in_its_change_log(connect: Connect) {
     assert!(s.host_on_network("compute-1", net).unwrap());
     assert!(!s.host_on_network("compute-2", net).unwrap());
     assert!(s.host_changes(after).unwrap().changes.is_empty());
+}
+
+/// The hosts of a VLAN network know each other's management addresses (VXLAN flood lists):
+/// a host that joins the network changes the plans of the hosts already there, a second
+/// instance on a host that has it changes none of theirs, and a new `my_ip` changes them.
+pub fn vlan_hosts_flood_to_each_other(connect: Connect) {
+    let s = connect();
+    let c = Config {
+        network_manager: Manager::Vlan,
+        vlan_interface: Some("eth2".into()),
+        multi_host: true,
+        ..Config::default()
+    };
+    let req = NetworkRequest {
+        label: "private".into(),
+        cidr: Some("10.0.0.0/24".into()),
+        num_networks: Some(1),
+        network_size: Some(256),
+        ..Default::default()
+    };
+    s.create_networks(&req, &c).unwrap();
+    let report = |host: &str, ip: &str| {
+        let r = ServiceReport {
+            host: host.into(),
+            options: novanet_core::config::HostOptions {
+                my_ip: Some(ip.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        s.report_service(&r, 10).unwrap();
+    };
+    report("compute-1", "192.168.56.11");
+    report("compute-2", "192.168.56.12");
+    report("compute-3", "192.168.56.13");
+    let boot = |name: &str, host: &str| {
+        let mut sp = spec(name);
+        sp.host = Some(host.into());
+        s.create_instance(&sp, &c).unwrap()
+    };
+    let a = boot("a", "compute-1");
+    boot("b", "compute-2");
+    let net = s.instance_inputs(&a.uuid).unwrap().bound[0].network_id;
+    let peers = |host: &str| {
+        let mut p = s.host_inputs(host).unwrap().segment_peers[&net].clone();
+        p.sort();
+        p
+    };
+    assert_eq!(peers("compute-1"), ["192.168.56.11", "192.168.56.12"]);
+    assert_eq!(peers("compute-2"), ["192.168.56.11", "192.168.56.12"]);
+    let whole = |log: &crate::HostChanges, host: &str| {
+        log.changes
+            .iter()
+            .any(|ch| ch.host == host && matches!(ch.scope, ChangeScope::Plan))
+    };
+    let before = s.generation().unwrap();
+    boot("c", "compute-3");
+    let log = s.host_changes(before).unwrap();
+    assert!(
+        whole(&log, "compute-1") && whole(&log, "compute-2"),
+        "a host joining the network changes its other hosts' plans: {log:?}"
+    );
+    assert_eq!(peers("compute-1").len(), 3);
+    let before = s.generation().unwrap();
+    boot("d", "compute-3");
+    let log = s.host_changes(before).unwrap();
+    assert!(
+        log.changes
+            .iter()
+            .all(|ch| ch.host != "compute-1" && ch.host != "compute-2"),
+        "a second instance on a host of the network changes no other host: {log:?}"
+    );
+    let before = s.generation().unwrap();
+    report("compute-3", "192.168.56.23");
+    let log = s.host_changes(before).unwrap();
+    assert!(
+        whole(&log, "compute-1") && whole(&log, "compute-2"),
+        "a host's new address changes its peers' plans: {log:?}"
+    );
+    assert!(peers("compute-2").contains(&"192.168.56.23".to_string()));
 }

@@ -26,9 +26,20 @@ pub(super) fn bump_generation(tx: &Db) -> Result<u64> {
 
 /// Takes the next generation and records what the change touched under it, in one
 /// statement: the generation's row is then locked for one round trip and the commit only.
+/// A change that may make a host join or leave a VLAN network takes the generation first
+/// and then looks for the network's other hosts: with the generation's row locked, every
+/// earlier change is committed and seen, so two hosts joining at once each find the other.
 pub(super) fn bump_and_record(tx: &Db, t: &Touched) -> Result<u64> {
-    let (hosts, whats): (Vec<&str>, Vec<String>) = t
-        .log_rows()
+    if !joins_or_leaves_are_possible(tx, t)? {
+        return bump_and_record_rows(tx, t.log_rows());
+    }
+    let generation = bump_generation(tx)?;
+    record_touched(tx, generation, t)?;
+    Ok(generation)
+}
+
+fn bump_and_record_rows(tx: &Db, rows: Vec<(&str, ChangeScope)>) -> Result<u64> {
+    let (hosts, whats): (Vec<&str>, Vec<String>) = rows
         .into_iter()
         .map(|(h, scope)| (h, scope.encode()))
         .unzip();
@@ -60,14 +71,16 @@ pub(super) fn bump_and_record(tx: &Db, t: &Touched) -> Result<u64> {
 }
 
 /// Writes what a change touched into the change log and the hosts' generations; false
-/// when it touched nothing.
+/// when it touched nothing. Call it with the generation's row locked (after
+/// `bump_generation`), so that the VXLAN peers it looks for include every earlier change.
 pub(super) fn record_touched(tx: &Db, generation: u64, t: &Touched) -> Result<bool> {
     if t.is_empty() {
         return Ok(false);
     }
     let g = generation as i64;
+    let peers = segment_peers(tx, t)?;
     let mut hosts = BTreeSet::new();
-    for (h, scope) in t.log_rows() {
+    for (h, scope) in t.log_rows_with(&peers) {
         tx.exec(
             "INSERT INTO host_changes(generation, host, what) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
@@ -85,6 +98,97 @@ pub(super) fn record_touched(tx: &Db, generation: u64, t: &Touched) -> Result<bo
         prune_changes_tx(tx, generation - CHANGES_KEPT)?;
     }
     Ok(true)
+}
+
+/// The (host, network) pairs of instances this change touched on VLAN networks: the
+/// only changes that can move a VXLAN flood list.
+fn touched_on_vlan<'a>(
+    c: &Db,
+    t: &'a Touched,
+) -> Result<BTreeMap<(&'a str, i64), BTreeSet<&'a str>>> {
+    let mut touched_on: BTreeMap<(&str, i64), BTreeSet<&str>> = BTreeMap::new();
+    for ((h, uuid), nets) in &t.instances {
+        for n in nets {
+            touched_on
+                .entry((h.as_str(), *n))
+                .or_default()
+                .insert(uuid.as_str());
+        }
+    }
+    let ids: Vec<i64> = touched_on
+        .keys()
+        .map(|(_, n)| *n)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if ids.is_empty() {
+        return Ok(touched_on);
+    }
+    let vlan: BTreeSet<i64> = c
+        .rows(
+            "SELECT id FROM networks WHERE id = ANY($1) AND vlan IS NOT NULL",
+            &[&ids],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    touched_on.retain(|(_, n), _| vlan.contains(n));
+    Ok(touched_on)
+}
+
+fn joins_or_leaves_are_possible(c: &Db, t: &Touched) -> Result<bool> {
+    Ok(!t.all && !touched_on_vlan(c, t)?.is_empty())
+}
+
+/// The other hosts of each VLAN network that a touched host may have joined or left with this
+/// write (none of its instances on the network is left untouched): their VXLAN flood lists
+/// name it. A boot on a host that already has the network touches no other host.
+fn segment_peers(c: &Db, t: &Touched) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for ((h, n), uuids) in touched_on_vlan(c, t)? {
+        let on = strings(
+            c,
+            "SELECT DISTINCT i.uuid FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
+             WHERE f.network_id = $1 AND i.host = $2 AND f.allocated",
+            &[&n, &h],
+        )?;
+        if on.iter().any(|u| !uuids.contains(u.as_str())) {
+            continue;
+        }
+        out.extend(network_hosts(c, n)?.into_iter().filter(|x| x != h));
+    }
+    Ok(out)
+}
+
+/// The hosts that have a network: its own host and the hosts of its instances.
+fn network_hosts(c: &Db, network_id: i64) -> Result<Vec<String>> {
+    strings(
+        c,
+        "SELECT host FROM networks WHERE id = $1 AND host IS NOT NULL \
+         UNION SELECT DISTINCT i.host FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
+         WHERE f.network_id = $1 AND f.allocated AND i.host IS NOT NULL",
+        &[&network_id],
+    )
+}
+
+/// The other hosts of every VLAN network `host` has: they flood to its address.
+pub(super) fn segment_neighbours(c: &Db, host: &str) -> Result<Vec<String>> {
+    let nets: Vec<i64> = c
+        .rows(
+            "SELECT id FROM networks WHERE host = $1 AND vlan IS NOT NULL \
+             UNION SELECT DISTINCT f.network_id FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
+               JOIN networks n ON n.id = f.network_id \
+             WHERE i.host = $1 AND f.allocated AND n.vlan IS NOT NULL",
+            &[&host],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = BTreeSet::new();
+    for n in nets {
+        out.extend(network_hosts(c, n)?.into_iter().filter(|x| x != host));
+    }
+    Ok(out.into_iter().collect())
 }
 
 pub(super) fn prune_changes_tx(tx: &Db, before: u64) -> Result<()> {

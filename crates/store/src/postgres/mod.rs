@@ -168,6 +168,28 @@ fn strings(c: &Db, sql: &str, p: Params) -> Result<Vec<String>> {
     Ok(c.rows(sql, p)?.iter().map(|r| r.get(0)).collect())
 }
 
+/// Runs `f` outside the caller's async runtime. The driver blocks on a runtime of its own
+/// for every statement (and when a connection closes), which tokio refuses inside another
+/// one: the server's handlers run the store on a multi-thread runtime's threads (in
+/// `spawn_blocking` under `Handle::block_on`, or in `block_in_place`). `block_in_place`
+/// leaves the runtime for the duration of `f` (and is a plain call where no runtime is
+/// entered, or where it already left one).
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+impl Drop for PgStore {
+    /// Closing a connection blocks on the driver's runtime too.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.pool.get_mut().unwrap_or_else(|p| p.into_inner()));
+        off_the_runtime(|| drop(idle));
+    }
+}
+
 impl PgStore {
     /// Connects to `url` (`postgres://user@host/db`, `postgresql://...`, or libpq's
     /// `key=value` form) and brings the schema up to date.
@@ -200,6 +222,10 @@ impl PgStore {
 
     /// Runs `f` on a pooled connection; a connection that broke is not put back.
     fn with_db<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        off_the_runtime(|| self.with_db_here(f))
+    }
+
+    fn with_db_here<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,

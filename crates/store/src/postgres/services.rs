@@ -25,10 +25,16 @@ impl ServiceStore for PgStore {
                 return Ok(None);
             }
             let generation = bump_generation(tx)?;
-            let t = Touched {
+            let mut t = Touched {
                 hosts: BTreeSet::from([r.host.clone()]),
                 ..Touched::default()
             };
+            // Another address: the hosts that share a VLAN network flood to it (VXLAN).
+            let old: Option<novanet_core::config::HostOptions> =
+                before.and_then(|b| serde_json::from_str(&b).ok());
+            if old.and_then(|o| o.my_ip) != r.options.my_ip {
+                t.hosts(super::changes::segment_neighbours(tx, &r.host)?);
+            }
             record_touched(tx, generation, &t)?;
             Ok(Some(generation))
         })?;
