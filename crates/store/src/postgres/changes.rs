@@ -171,6 +171,14 @@ fn network_hosts(c: &Db, network_id: i64) -> Result<Vec<String>> {
     )
 }
 
+/// A VLAN network moved to another network host: its other hosts flood to the new one.
+pub(super) fn touch_segment_peers(c: &Db, t: &mut Touched, n: &Network) -> Result<()> {
+    if n.vlan.is_some() {
+        t.hosts(network_hosts(c, n.id)?);
+    }
+    Ok(())
+}
+
 /// The other hosts of every VLAN network `host` has: they flood to its address.
 pub(super) fn segment_neighbours(c: &Db, host: &str) -> Result<Vec<String>> {
     let nets: Vec<i64> = c

@@ -292,6 +292,9 @@ impl NetworkStore for PgStore {
             }
             t.host(n.host.as_deref());
             save_network(tx, &n)?;
+            if update.host.is_some() || update.project_id.is_some() {
+                super::changes::touch_segment_peers(tx, t, &n)?;
+            }
             Ok(n)
         })
     }
@@ -318,6 +321,7 @@ impl NetworkStore for PgStore {
                 t.host(Some(host));
                 n.host = Some(host.to_string());
                 save_network(tx, &n)?;
+                super::changes::touch_segment_peers(tx, t, &n)?;
                 n_claimed += 1;
             }
             Ok(n_claimed)
