@@ -3,6 +3,8 @@
 //! own namespaces (named `<prefix>-<node>`) and is removed by `lab down`: processes by PID,
 //! namespaces by name. The machine's own interfaces, routes and firewall are never touched.
 
+pub mod test_image;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
