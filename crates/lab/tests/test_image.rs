@@ -72,7 +72,9 @@ fn boot(args: &[String], limit: Duration) -> Vec<String> {
 #[test]
 fn the_test_image_takes_a_lease_and_reads_its_hostname() {
     if !have("qemu-system-x86_64") {
-        eprintln!("SKIP: qemu-system-x86_64 is missing (scripts/setup.sh installs qemu-system-x86)");
+        eprintln!(
+            "SKIP: qemu-system-x86_64 is missing (scripts/setup.sh installs qemu-system-x86)"
+        );
         return;
     }
     if !have("apt-get") || !have("dpkg-deb") {

@@ -190,7 +190,10 @@ fn run_server(a: ServerArgs) -> Result<(), String> {
     } else if cfg.public_endpoint.is_none() {
         cfg.public_endpoint = Some(format!("http://{}:{}", cfg.my_ip, a.listen.port()));
     }
-    let state = novanet_server::AppState::new(Arc::new(store), cfg);
+    let images_dir = a.data_dir.join("images");
+    let images = novanet_server::compute::ImageStore::in_dir(images_dir.clone())
+        .map_err(|e| format!("error: images in {}: {e}", images_dir.display()))?;
+    let state = novanet_server::AppState::with_images(Arc::new(store), cfg, images);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -43,10 +43,21 @@ pub struct AppState {
     /// catalog and version documents point there, never at a request's `Host` header.
     pub public_base: String,
     pub logins: identity::LoginGuard,
+    /// Uploaded images (the built-in ones are `compute::IMAGES`).
+    pub images: compute::ImageStore,
 }
 
 impl AppState {
+    /// Uploaded images are kept in memory: for in-process servers (tests, bench).
     pub fn new(store: Arc<dyn Store>, cfg: Config) -> Arc<AppState> {
+        Self::with_images(store, cfg, compute::ImageStore::in_memory())
+    }
+
+    pub fn with_images(
+        store: Arc<dyn Store>,
+        cfg: Config,
+        images: compute::ImageStore,
+    ) -> Arc<AppState> {
         let cursor = store.generation().unwrap_or(0);
         let keystone = cfg
             .keystone_authtoken
@@ -66,6 +77,7 @@ impl AppState {
             plans: plans::Plans::new(cursor),
             metadata_cache: metadata::Cache::default(),
             keystone,
+            images,
         });
         st.metadata_cache.saw_generation(cursor);
         // This process's own changes reach the plans (and wake the agents they touch) as

@@ -150,13 +150,14 @@ impl Harness {
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .expect("body");
-        let binary = headers
-            .get("content-type")
-            .is_some_and(|t| t.as_bytes() == b"application/x-iso9660-image");
+        let binary = headers.get("content-type").is_some_and(|t| {
+            t.as_bytes() == b"application/x-iso9660-image"
+                || t.as_bytes() == b"application/octet-stream"
+        });
         let value = if bytes.is_empty() {
             Value::Null
         } else if binary {
-            // A config drive: base64 of its bytes.
+            // A config drive or an image's data: base64 of its bytes.
             Value::String(base64::Engine::encode(
                 &base64::engine::general_purpose::STANDARD,
                 &bytes,
