@@ -21,6 +21,7 @@ pub mod compute;
 pub mod configdrive;
 pub mod error;
 pub mod hostapi;
+pub mod hypervisor;
 pub mod identity;
 pub mod identity_admin;
 pub mod keystone;
@@ -142,6 +143,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(compute::image_routes())
         .nest("/v2.1", compute::routes())
         .merge(hostapi::routes())
+        .merge(hypervisor::routes())
         .merge(configdrive::routes())
         .route_layer(axum::middleware::from_fn(offload::off_the_workers));
     Router::new()

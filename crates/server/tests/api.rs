@@ -1081,6 +1081,41 @@ async fn routes_servers(h: &Harness) -> String {
         Some(json!({"device": "vnet1"})),
     )
     .await;
+    // What the host's hypervisor driver reads: the instance, its size, image and VIFs.
+    let s = h
+        .expect(200, "GET", &format!("/v2.1/servers/{id}"), h.admin(), None)
+        .await;
+    let host = s["server"]["OS-EXT-SRV-ATTR:host"].as_str().unwrap();
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("/novanet/v1/hosts/{host}/instances"),
+            h.admin(),
+            None,
+        )
+        .await;
+    let inst = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["uuid"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not on {host}: {v}"))
+        .clone();
+    assert_eq!(inst["flavor"]["memory_mb"], 512);
+    assert_eq!(inst["flavor"]["vcpus"], 1);
+    assert_eq!(inst["image"]["name"], "cirros");
+    assert_eq!(inst["image"]["data"], false, "cirros is a name only");
+    assert_eq!(inst["vifs"][0]["uuid"], vif.as_str());
+    assert_eq!(inst["vifs"][0]["bridge"], "br100");
+    h.expect(
+        403,
+        "GET",
+        &format!("/novanet/v1/hosts/{host}/instances"),
+        h.demo(),
+        None,
+    )
+    .await;
     id
 }
 
