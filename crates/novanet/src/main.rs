@@ -132,6 +132,11 @@ struct AgentArgs {
     /// public_interface, vlan_interface, routing_source_ip, my_ip) come from here
     #[arg(long, env = "NOVANET_CONFIG")]
     config: Option<PathBuf>,
+    /// What runs this host's instances: none (no VMs), qemu (qemu started directly), or
+    /// libvirt (nova's compute_driver)
+    #[arg(long, env = "NOVANET_COMPUTE_DRIVER", default_value = "none",
+          value_parser = novanet_agent::hypervisor::ComputeDriver::parse)]
+    compute_driver: novanet_agent::hypervisor::ComputeDriver,
 }
 
 /// The command line as parsed: `Cli`'s definition, with the `--os-*` options (and `--json`)
@@ -237,6 +242,7 @@ fn run_agent(a: AgentArgs, auth: &client::Auth) -> Result<(), String> {
         binary,
         resync: Duration::from_secs(a.resync),
         once: a.once,
+        compute_driver: a.compute_driver,
     };
     let client = novanet_agent::client::Client::new(&a.server, creds);
     let mut agent = novanet_agent::Agent::new(opts, client).map_err(|e| format!("error: {e}"))?;
