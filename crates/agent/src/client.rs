@@ -125,6 +125,16 @@ enum Failure {
     Refused(AgentError),
 }
 
+/// Where no other server is tried (a download), a failure is the caller's error.
+impl From<Failure> for AgentError {
+    fn from(f: Failure) -> AgentError {
+        match f {
+            Failure::Refused(e) => e,
+            Failure::Unreachable(why) => AgentError::Server(why),
+        }
+    }
+}
+
 fn server_err(e: ureq::Error) -> Failure {
     match e {
         ureq::Error::Status(code, resp) => {
@@ -302,6 +312,38 @@ impl Client {
         let (v, size) =
             self.call_sized("GET", &format!("/novanet/v1/hosts/{host}/plan{q}"), None)?;
         Ok((parse_poll(v)?, size))
+    }
+
+    /// Streams a GET's body (an image's data) into `dest`; returns the data's MD5, hex.
+    pub fn download(&self, path: &str, dest: &std::path::Path) -> Result<String> {
+        use md5::{Digest, Md5};
+        use std::io::{Read, Write};
+        let server = self.server();
+        let url = format!("{server}{path}");
+        let token = self.token(false, server)?;
+        let resp = self
+            .http
+            .get(&url)
+            .set("X-Auth-Token", &token)
+            .call()
+            .map_err(server_err)?;
+        let mut file =
+            std::fs::File::create(dest).map_err(|e| crate::sys::io_err(dest.display(), e))?;
+        let mut reader = resp.into_reader();
+        let mut md5 = Md5::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| AgentError::Server(format!("reading {path}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            md5.update(&buf[..n]);
+            file.write_all(&buf[..n])
+                .map_err(|e| crate::sys::io_err(dest.display(), e))?;
+        }
+        Ok(md5.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
 
     pub fn lease(

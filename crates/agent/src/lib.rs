@@ -5,6 +5,7 @@
 pub mod client;
 mod dhcp;
 pub mod firewall;
+pub mod hypervisor;
 mod links;
 mod plan_check;
 mod segments;
@@ -51,6 +52,8 @@ pub struct AgentOptions {
     pub once: bool,
     /// This host's own options from its configuration, reported with each heartbeat.
     pub host_options: novanet_core::config::HostOptions,
+    /// What runs this host's instances (`none`: nothing, as before).
+    pub compute_driver: hypervisor::ComputeDriver,
 }
 
 /// What this agent created, kept across restarts so that it removes only its own things.
@@ -86,6 +89,7 @@ pub struct Agent {
     owned: Owned,
     /// The held plan's DHCP servers, for the lease hook (kept by the same deltas).
     dhcp_plans: Arc<Mutex<Vec<DhcpPlan>>>,
+    hypervisor: Option<Box<dyn hypervisor::Hypervisor>>,
 }
 
 impl Agent {
@@ -94,7 +98,9 @@ impl Agent {
             .map_err(|e| io_err(opts.state_dir.display(), e))?;
         let dhcp = DhcpManager::new(&opts.state_dir.join("networks"), &opts.binary);
         let owned = load_owned(&opts.state_dir.join("owned.json"));
+        let hypervisor = hypervisor::driver(opts.compute_driver, &opts.state_dir);
         Ok(Agent {
+            hypervisor,
             opts,
             client: Arc::new(client),
             dhcp,
@@ -212,6 +218,17 @@ impl Agent {
             Err(e) => errors.push(e.to_string()),
         }
         errors.extend(self.dhcp.release(&plan.releases));
+        // VMs last: their taps join bridges made above.
+        if let Some(hv) = self.hypervisor.as_mut() {
+            let r = hypervisor::sync(
+                hv.as_mut(),
+                &self.client,
+                &self.opts.host,
+                &self.opts.state_dir,
+            );
+            errors.extend(r.errors);
+            changed.extend(r.changed);
+        }
         (errors, changed)
     }
 

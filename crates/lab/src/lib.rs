@@ -3,6 +3,8 @@
 //! own namespaces (named `<prefix>-<node>`) and is removed by `lab down`: processes by PID,
 //! namespaces by name. The machine's own interfaces, routes and firewall are never touched.
 
+pub mod test_image;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +43,10 @@ pub enum LabCmd {
         /// needs a kernel with VLAN devices) or vxlan (over the management network)
         #[arg(long, value_enum, default_value = "vlan")]
         segment_driver: LabSegments,
+        /// What the instances are: namespaces (the lab's stand-in) or qemu (real VMs, TCG,
+        /// booted from `manage image build-test`'s image by each compute host's agent)
+        #[arg(long, value_enum, default_value = "namespaces")]
+        vms: LabVms,
     },
     /// Remove everything the lab made
     Down {
@@ -106,6 +112,13 @@ pub enum LabManager {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LabVms {
+    #[default]
+    Namespaces,
+    Qemu,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LabSegments {
     #[default]
     Vlan,
@@ -120,6 +133,7 @@ pub struct Setup {
     pub segments: LabSegments,
     /// Extra configuration lines.
     pub config: Vec<String>,
+    pub vms: LabVms,
 }
 
 pub const PASSWORD: &str = "lab";
@@ -148,6 +162,9 @@ struct LabState {
     /// VMs read their configuration from a config drive instead of asking DHCP (Flat).
     #[serde(default)]
     config_drive: bool,
+    /// Instances are real qemu VMs, made by the agents (`--compute-driver qemu`).
+    #[serde(default)]
+    qemu_vms: bool,
 }
 
 type Res<T> = Result<T, String>;
@@ -423,10 +440,15 @@ pub fn up_with(o: &LabOpts, setup: &Setup) -> Res<()> {
     let mut st = LabState {
         prefix: o.prefix.clone(),
         config_drive: setup.manager == LabManager::Flat,
+        qemu_vms: setup.vms == LabVms::Qemu,
         ..LabState::default()
     };
     save(o, &st)?;
     let result = build(o, &mut st, setup).and_then(|()| {
+        if st.qemu_vms {
+            // The agents run the VMs: no stand-in.
+            return Ok(());
+        }
         // From here on, instances come and go as a hypervisor would have them.
         let args = [
             binary().display().to_string(),
@@ -707,12 +729,17 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
             ],
         )?,
     };
+    let image = if st.qemu_vms {
+        upload_test_image(o)?
+    } else {
+        "cirros".to_string()
+    };
     client(
         o,
         &[
             "boot",
             "--image",
-            "cirros",
+            &image,
             "--flavor",
             "1",
             "--availability-zone",
@@ -721,13 +748,17 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
         ],
     )?;
     save(o, st)?;
-    plug(o, st, "cirros")?;
-    save(o, st)?;
-    let lease = wait_for("cirros's DHCP lease", Duration::from_secs(30), || {
-        std::fs::read_to_string(o.dir.join("vm-cirros.lease"))
-            .ok()
-            .filter(|l| !l.is_empty())
-    })?;
+    let lease = if st.qemu_vms {
+        qemu_lease(o, "cirros")?
+    } else {
+        plug(o, st, "cirros")?;
+        save(o, st)?;
+        wait_for("cirros's DHCP lease", Duration::from_secs(30), || {
+            std::fs::read_to_string(o.dir.join("vm-cirros.lease"))
+                .ok()
+                .filter(|l| !l.is_empty())
+        })?
+    };
     println!("$ novanet list");
     print!("{}", client(o, &["list"])?);
     let networks = o.dir.join("agent-controller/networks");
@@ -794,6 +825,88 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
     Ok(())
 }
 
+/// The name of the test image in the lab's image service.
+pub const TEST_IMAGE: &str = "novanet-test";
+
+/// Builds the test image (packages cached in $NOVANET_IMAGE_CACHE, else
+/// /tmp/novanet-test-image/packages) and uploads it as nova's AMI trio: the kernel (aki),
+/// the initramfs (ari) and an empty machine image naming both. Returns the image's name.
+fn upload_test_image(o: &LabOpts) -> Res<String> {
+    let cache = std::env::var_os("NOVANET_IMAGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("novanet-test-image/packages"));
+    let built = o.dir.join("test-image");
+    let img = test_image::build(&cache, &built).map_err(|e| e.to_string())?;
+    let create = |name: &str, file: &Path, format: &str, props: &[String]| -> Res<String> {
+        let f = file.display().to_string();
+        let mut args = vec![
+            "image-create",
+            name,
+            "--file",
+            &f,
+            "--disk-format",
+            format,
+            "--container-format",
+            format,
+            "--json",
+        ];
+        for p in props {
+            args.extend(["--property", p.as_str()]);
+        }
+        let v: Value = serde_json::from_str(&client(o, &args)?).map_err(|e| e.to_string())?;
+        v["id"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| format!("image-create {name} gave no id: {v}"))
+    };
+    let kernel = create("novanet-test-kernel", &img.kernel, "aki", &[])?;
+    let ramdisk = create("novanet-test-ramdisk", &img.initrd, "ari", &[])?;
+    let empty = built.join("empty.ami");
+    std::fs::write(&empty, b"").map_err(|e| e.to_string())?;
+    create(
+        TEST_IMAGE,
+        &empty,
+        "ami",
+        &[
+            format!("kernel_id={kernel}"),
+            format!("ramdisk_id={ramdisk}"),
+            format!("os_command_line={}", test_image::CMDLINE),
+        ],
+    )?;
+    Ok(TEST_IMAGE.to_string())
+}
+
+/// The console log of an instance's qemu VM (on whichever lab host runs it).
+pub fn console_log_path(o: &LabOpts, instance: &str) -> Res<PathBuf> {
+    let uuid = find_server(o, instance)?["id"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| format!("{instance} has no id"))?;
+    HOSTS
+        .iter()
+        .map(|(h, _)| o.dir.join(format!("agent-{h}/vms/{uuid}/console.log")))
+        .find(|p| p.exists())
+        .ok_or_else(|| format!("{instance} has no VM (yet)"))
+}
+
+/// Waits for a qemu VM's lease on its console (TCG boots in seconds; the first boot also
+/// waits for the agent to fetch the image). Returns `ip=ADDRESS` as the stand-in's lease
+/// file says it.
+fn qemu_lease(o: &LabOpts, instance: &str) -> Res<String> {
+    wait_for(
+        &format!("{instance}'s lease on its serial console"),
+        Duration::from_secs(120),
+        || {
+            let log = std::fs::read_to_string(console_log_path(o, instance).ok()?).ok()?;
+            log.replace('\r', "").lines().find_map(|l| {
+                let rest = l.split("novanet-test: lease ").nth(1)?;
+                let addr = rest.split_whitespace().nth(1)?.split('/').next()?;
+                Some(format!("ip={addr} ({})", l.trim()))
+            })
+        },
+    )
+}
+
 fn start_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
     let mut args = vec![
         binary().display().to_string(),
@@ -807,6 +920,9 @@ fn start_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
     ];
     if host == "controller" {
         args.push("--network-host".into());
+    }
+    if st.qemu_vms {
+        args.extend(["--compute-driver".into(), "qemu".into()]);
     }
     let log = o.dir.join(format!("agent-{host}.log"));
     let env = [(
@@ -1179,6 +1295,23 @@ pub fn down(o: &LabOpts) -> Res<()> {
     for (_, pid) in st.pids.iter().rev() {
         kill(*pid);
     }
+    // The agents' qemu VMs (daemonized: no agent ends them), by the PID in each VM's
+    // directory, checked to be that VM's qemu.
+    for (host, _) in HOSTS {
+        let vms = o.dir.join(format!("agent-{host}/vms"));
+        for e in std::fs::read_dir(&vms).into_iter().flatten().flatten() {
+            let uuid = e.file_name().to_string_lossy().into_owned();
+            let pid = std::fs::read_to_string(e.path().join("pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            if let Some(pid) = pid {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmd).contains(&format!("novanet-{uuid}")) {
+                    kill(pid);
+                }
+            }
+        }
+    }
     for (host, _) in HOSTS {
         let dir = o.dir.join(format!("agent-{host}/networks"));
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -1242,6 +1375,7 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
             config,
             manager,
             segment_driver,
+            vms,
         } => up_with(
             &opts,
             &Setup {
@@ -1249,6 +1383,7 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
                 manager,
                 segments: segment_driver,
                 config,
+                vms,
             },
         ),
         LabCmd::Down { opts } => down(&opts),

@@ -136,6 +136,11 @@ struct AgentArgs {
     /// public_interface, vlan_interface, routing_source_ip, my_ip) come from here
     #[arg(long, env = "NOVANET_CONFIG")]
     config: Option<PathBuf>,
+    /// What runs this host's instances: none (no VMs), qemu (qemu started directly), or
+    /// libvirt (nova's compute_driver)
+    #[arg(long, env = "NOVANET_COMPUTE_DRIVER", default_value = "none",
+          value_parser = novanet_agent::hypervisor::ComputeDriver::parse)]
+    compute_driver: novanet_agent::hypervisor::ComputeDriver,
 }
 
 /// The command line as parsed: `Cli`'s definition, with the `--os-*` options (and `--json`)
@@ -195,7 +200,10 @@ fn run_server(a: ServerArgs) -> Result<(), String> {
     } else if cfg.public_endpoint.is_none() {
         cfg.public_endpoint = Some(format!("http://{}:{}", cfg.my_ip, a.listen.port()));
     }
-    let state = novanet_server::AppState::new(store, cfg);
+    let images_dir = a.data_dir.join("images");
+    let images = novanet_server::compute::ImageStore::in_dir(images_dir.clone())
+        .map_err(|e| format!("error: images in {}: {e}", images_dir.display()))?;
+    let state = novanet_server::AppState::with_images(store, cfg, images);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -239,6 +247,7 @@ fn run_agent(a: AgentArgs, auth: &client::Auth) -> Result<(), String> {
         binary,
         resync: Duration::from_secs(a.resync),
         once: a.once,
+        compute_driver: a.compute_driver,
     };
     let servers =
         novanet_agent::client::Servers::parse(&a.server).map_err(|e| format!("error: {e}"))?;

@@ -1,6 +1,6 @@
 //! `novanet manage`: nova-manage's commands, working on the store directly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use novanet_core::config::Config;
@@ -72,6 +72,22 @@ pub enum ManageCommand {
             value_name = "PASSWORD"
         )]
         bootstrap_password: String,
+    },
+    /// Images: `image build-test` makes a small bootable test image from Debian's packages
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Build the test image (Debian's cloud kernel and a busybox initramfs that takes a DHCP
+    /// lease on every NIC and prints it and its metadata hostname on the serial console):
+    /// writes DIR/vmlinuz and DIR/initrd.img. Downloads are cached in $NOVANET_IMAGE_CACHE,
+    /// else DATA_DIR/cache/packages.
+    BuildTest {
+        /// The output directory (default DATA_DIR/test-image)
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -425,6 +441,9 @@ pub fn run(args: ManageArgs) -> Result<()> {
     if let ManageCommand::Config(ConfigCmd::Show) = args.command {
         return config_show(args.config.as_deref());
     }
+    if let ManageCommand::Image(ImageCmd::BuildTest { output }) = &args.command {
+        return build_test_image(&args.data_dir, output.as_deref());
+    }
     let cfg = load_config(args.config.as_deref())?;
     let location = Location::choose(args.db.as_deref(), &cfg, &args.data_dir)?;
     if let ManageCommand::Db(cmd) = &args.command {
@@ -511,6 +530,9 @@ pub fn run(args: ManageArgs) -> Result<()> {
             out(&u.id);
             Ok(())
         }
+        ManageCommand::Image(ImageCmd::BuildTest { output }) => {
+            build_test_image(&args.data_dir, output.as_deref())
+        }
         ManageCommand::Bootstrap { bootstrap_password } => {
             bootstrap(store, &bootstrap_password)?;
             eprintln!(
@@ -520,6 +542,21 @@ pub fn run(args: ManageArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Needs no store: the image is made from Debian's packages alone.
+fn build_test_image(data_dir: &Path, output: Option<&Path>) -> Result<()> {
+    use novanet_lab::test_image;
+    let dir = output.map_or_else(|| data_dir.join("test-image"), Path::to_path_buf);
+    let image = test_image::build(&test_image::cache_dir(data_dir), &dir)
+        .map_err(|e| Error::invalid("image build-test", e.to_string()))?;
+    out(&format!(
+        "kernel\t{}\ninitrd\t{}\ncmdline\t{}",
+        image.kernel.display(),
+        image.initrd.display(),
+        test_image::CMDLINE
+    ));
+    Ok(())
 }
 
 /// Idempotent, as keystone-manage bootstrap is: existing records are kept.

@@ -515,6 +515,18 @@ impl Session {
         Ok(out)
     }
 
+    /// A PUT of a file's bytes as `application/octet-stream`, streamed (an image's data).
+    pub fn put_file(&self, path: &str, file: std::fs::File) -> Res<()> {
+        let url = self.url(path);
+        self.http
+            .request("PUT", &url)
+            .set("X-Auth-Token", &self.token())
+            .set("Content-Type", "application/octet-stream")
+            .send(file)
+            .map_err(|e| self.explain("PUT", &url, e))?;
+        Ok(())
+    }
+
     pub fn get(&self, path: &str) -> Res<Value> {
         self.call("GET", path, None)
     }

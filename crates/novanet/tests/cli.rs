@@ -565,3 +565,39 @@ fn manage_config_show() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn image_create_uploads_a_file_stored_under_the_data_dir() {
+    let s = server("images");
+    let file = s._dir.0.join("disk.raw");
+    let data = vec![7u8; 300_000];
+    std::fs::write(&file, &data).unwrap();
+    let f = file.display().to_string();
+    let o = s.run(
+        DEMO,
+        &["image-create", "mine", "--file", &f, "--disk-format", "raw"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let shown = text(&o.stdout);
+    assert!(shown.contains("active"), "{shown}");
+    assert!(shown.contains("300000"), "the size: {shown}");
+    // Stored under the data dir: a file of the same bytes beside index.json.
+    let images = s._dir.data().join("images");
+    assert!(images.join("index.json").exists());
+    let stored: Vec<_> = std::fs::read_dir(&images)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "img"))
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(std::fs::read(stored[0].path()).unwrap(), data);
+    let o = s.run(DEMO, &["image-list"]);
+    let list = text(&o.stdout);
+    assert!(list.contains("mine") && list.contains("cirros"), "{list}");
+    let o = s.run(ADMIN, &["image-list"]);
+    assert!(text(&o.stdout).contains("mine"), "admin sees every image");
+    let o = s.run(DEMO, &["image-delete", "mine"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!text(&s.run(DEMO, &["image-list"]).stdout).contains("mine"));
+    assert!(!stored[0].path().exists(), "delete removes the data");
+}

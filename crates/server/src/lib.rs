@@ -21,6 +21,7 @@ pub mod compute;
 pub mod configdrive;
 pub mod error;
 pub mod hostapi;
+pub mod hypervisor;
 pub mod identity;
 pub mod identity_admin;
 pub mod keystone;
@@ -46,10 +47,21 @@ pub struct AppState {
     pub logins: identity::LoginGuard,
     /// Request counters and latencies for `/novanet/v1/metrics`.
     pub metrics: metrics::Metrics,
+    /// Uploaded images (the built-in ones are `compute::IMAGES`).
+    pub images: compute::ImageStore,
 }
 
 impl AppState {
+    /// Uploaded images are kept in memory: for in-process servers (tests, bench).
     pub fn new(store: Arc<dyn Store>, cfg: Config) -> Arc<AppState> {
+        Self::with_images(store, cfg, compute::ImageStore::in_memory())
+    }
+
+    pub fn with_images(
+        store: Arc<dyn Store>,
+        cfg: Config,
+        images: compute::ImageStore,
+    ) -> Arc<AppState> {
         let cursor = store.generation().unwrap_or(0);
         let keystone = cfg
             .keystone_authtoken
@@ -70,6 +82,7 @@ impl AppState {
             plans: plans::Plans::new(cursor),
             metadata_cache: metadata::Cache::default(),
             keystone,
+            images,
         });
         st.metadata_cache.saw_generation(cursor);
         // This process's own changes reach the plans (and wake the agents they touch) as
@@ -134,6 +147,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(compute::image_routes())
         .nest("/v2.1", compute::routes())
         .merge(hostapi::routes())
+        .merge(hypervisor::routes())
         .merge(configdrive::routes())
         .merge(metrics::routes())
         .route_layer(axum::middleware::from_fn(offload::off_the_workers));

@@ -581,6 +581,171 @@ async fn routes_fixed_ips(h: &Harness) {
     fault(&v, "itemNotFound", 404);
 }
 
+/// Glance v2's create, upload, show, list, download and delete of a project's own image.
+async fn routes_uploaded_images(h: &Harness) {
+    let v = h
+        .expect(
+            201,
+            "POST",
+            "/image/v2/images",
+            h.demo(),
+            Some(
+                json!({"name": "tiny", "disk_format": "raw", "container_format": "bare",
+                        "os_command_line": "console=ttyS0"}),
+            ),
+        )
+        .await;
+    assert_eq!(v["status"], "queued");
+    assert_eq!(v["visibility"], "private");
+    assert_eq!(
+        v["os_command_line"], "console=ttyS0",
+        "a property is a top-level key"
+    );
+    let id = v["id"].as_str().unwrap().to_string();
+    let file = format!("/image/v2/images/{id}/file");
+    // Not active yet: no data to give, nothing to boot.
+    let (s, _, _) = h.req("GET", &file, h.demo(), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let data = "hello image";
+    let (s, _, v) = h
+        .send("PUT", &file, h.demo(), &[], Some(data.to_string()))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, _, _) = h
+        .send("PUT", &file, h.demo(), &[], Some(data.to_string()))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "data is uploaded once");
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("/image/v2/images/{id}"),
+            h.demo(),
+            None,
+        )
+        .await;
+    assert_eq!(v["status"], "active");
+    assert_eq!(v["size"], data.len());
+    // md5("hello image")
+    assert_eq!(v["checksum"], "1a8170f6b425d667b1aba297dbe4ff88");
+    assert_eq!(v["os_hash_algo"], "sha512");
+    let (s, headers, v) = h.req("GET", &file, h.demo(), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            data
+        ))
+    );
+    assert_eq!(headers["content-md5"], "1a8170f6b425d667b1aba297dbe4ff88");
+    let v = h
+        .expect(200, "GET", "/image/v2/images?name=tiny", h.demo(), None)
+        .await;
+    assert_eq!(v["images"][0]["id"], id.as_str());
+    // Private: another project neither sees nor deletes it.
+    let v = h
+        .expect(200, "GET", "/image/v2/images?name=tiny", h.other(), None)
+        .await;
+    assert_eq!(v["images"], json!([]));
+    h.expect(
+        404,
+        "DELETE",
+        &format!("/image/v2/images/{id}"),
+        h.other(),
+        None,
+    )
+    .await;
+    // Only admin publishes; the built-in images are protected.
+    h.expect(
+        403,
+        "POST",
+        "/image/v2/images",
+        h.demo(),
+        Some(json!({"name": "pub", "disk_format": "raw", "visibility": "public"})),
+    )
+    .await;
+    h.expect(
+        400,
+        "POST",
+        "/image/v2/images",
+        h.demo(),
+        Some(json!({"name": "bad", "disk_format": "floppy"})),
+    )
+    .await;
+    h.expect(
+        403,
+        "DELETE",
+        &format!("/image/v2/images/{CIRROS}"),
+        h.admin(),
+        None,
+    )
+    .await;
+    let (s, _, _) = h
+        .req("DELETE", &format!("/image/v2/images/{id}"), h.demo(), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    h.expect(
+        404,
+        "GET",
+        &format!("/image/v2/images/{id}"),
+        h.demo(),
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_uploaded_image_boots_by_name() {
+    let h = Harness::new("image-boot").await;
+    create_network(&h, "vmnet", "10.0.0.0/24").await;
+    let v = h
+        .expect(
+            201,
+            "POST",
+            "/image/v2/images",
+            h.demo(),
+            Some(json!({"name": "mine", "disk_format": "qcow2"})),
+        )
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let boot_body = json!({"server": {"name": "vm", "imageRef": "mine", "flavorRef": "1"}});
+    let v = h
+        .expect(
+            400,
+            "POST",
+            "/v2.1/servers",
+            h.demo(),
+            Some(boot_body.clone()),
+        )
+        .await;
+    assert!(
+        v.to_string().contains("Can not find requested image"),
+        "{v}"
+    );
+    let (s, _, _) = h
+        .send(
+            "PUT",
+            &format!("/image/v2/images/{id}/file"),
+            h.demo(),
+            &[],
+            Some("qcow2 bytes".into()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    h.expect(
+        202,
+        "POST",
+        "/v2.1/servers",
+        h.demo(),
+        Some(boot_body.clone()),
+    )
+    .await;
+    // Another project cannot boot a private image.
+    h.expect(400, "POST", "/v2.1/servers", h.other(), Some(boot_body))
+        .await;
+}
+
 async fn routes_keypairs_flavors_images_limits(h: &Harness) {
     let v = h
         .expect(
@@ -914,6 +1079,41 @@ async fn routes_servers(h: &Harness) -> String {
         "/novanet/v1/vifs/nope/plug",
         h.admin(),
         Some(json!({"device": "vnet1"})),
+    )
+    .await;
+    // What the host's hypervisor driver reads: the instance, its size, image and VIFs.
+    let s = h
+        .expect(200, "GET", &format!("/v2.1/servers/{id}"), h.admin(), None)
+        .await;
+    let host = s["server"]["OS-EXT-SRV-ATTR:host"].as_str().unwrap();
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("/novanet/v1/hosts/{host}/instances"),
+            h.admin(),
+            None,
+        )
+        .await;
+    let inst = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["uuid"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not on {host}: {v}"))
+        .clone();
+    assert_eq!(inst["flavor"]["memory_mb"], 512);
+    assert_eq!(inst["flavor"]["vcpus"], 1);
+    assert_eq!(inst["image"]["name"], "cirros");
+    assert_eq!(inst["image"]["data"], false, "cirros is a name only");
+    assert_eq!(inst["vifs"][0]["uuid"], vif.as_str());
+    assert_eq!(inst["vifs"][0]["bridge"], "br100");
+    h.expect(
+        403,
+        "GET",
+        &format!("/novanet/v1/hosts/{host}/instances"),
+        h.demo(),
+        None,
     )
     .await;
     id
@@ -2234,6 +2434,7 @@ async fn every_openapi_route_succeeds() {
     routes_tenant_networks(&h).await;
     routes_fixed_ips(&h).await;
     routes_keypairs_flavors_images_limits(&h).await;
+    routes_uploaded_images(&h).await;
     routes_floating(&h).await;
     routes_hosts(&h).await;
     let server = routes_servers(&h).await;

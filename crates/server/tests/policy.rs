@@ -68,9 +68,9 @@ fn policy(method: &str, path: &str) -> Policy {
             Admin
         }
         ("get", "/v2.1/extensions/{alias}") => AnyToken,
-        ("get", "/v2.1/flavors/{id}")
-        | ("get", "/image/v2/images/{id}")
-        | ("get", "/v2.1/os-quota-sets/{tenant_id}/defaults") => AnyToken,
+        ("get", "/v2.1/flavors/{id}") | ("get", "/v2.1/os-quota-sets/{tenant_id}/defaults") => {
+            AnyToken
+        }
         ("put", "/v2.1/os-quota-sets/{tenant_id}")
         | ("delete", "/v2.1/os-quota-sets/{tenant_id}") => Admin,
         ("get", p) if p.contains('{') => OwnedRead,
@@ -79,7 +79,8 @@ fn policy(method: &str, path: &str) -> Policy {
         | ("post", "/v2.1/os-floating-ips")
         | ("post", "/v2.1/os-security-groups")
         | ("post", "/v2.1/os-keypairs")
-        | ("post", "/v2.1/servers") => Member,
+        | ("post", "/v2.1/servers")
+        | ("post", "/image/v2/images") => Member,
         // A rule is added to a group named in the body: the group's project decides.
         ("post", "/v2.1/os-security-group-rules") => OwnedWrite,
         (_, p) if p.contains('{') => OwnedWrite,
@@ -136,6 +137,8 @@ struct Fixtures {
     expired: String,
     project: String,
     user: String,
+    /// The demo project's private image (the built-in ones are public and protected).
+    image: String,
 }
 
 async fn fixtures(h: &Harness) -> Fixtures {
@@ -276,7 +279,18 @@ async fn fixtures(h: &Harness) -> Fixtures {
         .issue_token("demo", "pw", "demo", now - 7200, 3600)
         .unwrap()
         .id;
+    let v = h
+        .expect(
+            201,
+            "POST",
+            "/image/v2/images",
+            h.demo(),
+            Some(json!({"name": "demo-image", "disk_format": "raw"})),
+        )
+        .await;
+    let image = v["id"].as_str().unwrap().to_string();
     Fixtures {
+        image,
         network,
         server,
         address,
@@ -321,7 +335,7 @@ fn concrete(path: &str, f: &Fixtures) -> String {
         } else if p.starts_with("/v2.1/flavors/") {
             "1".into()
         } else if p.starts_with("/image/") {
-            CIRROS.into()
+            f.image.clone()
         } else {
             f.server.clone()
         }
@@ -373,6 +387,7 @@ fn body(method: &str, path: &str, f: &Fixtures) -> Option<Value> {
             json!({"keypair": {"name": "k2", "public_key": PUBKEY}})
         }
         ("post", "/v2.1/servers") => boot_body("vm2"),
+        ("post", "/image/v2/images") => json!({"name": "img2", "disk_format": "qcow2"}),
         ("post", "/v2.1/servers/{id}/action") => json!({"addSecurityGroup": {"name": "web"}}),
         ("post", "/novanet/v1/hosts/{host}/report") => json!({"network_host": false}),
         ("post", "/novanet/v1/leases") => {
@@ -421,6 +436,7 @@ fn state_of(h: &Harness, f: &Fixtures) -> Value {
         "roles": format!("{:?}", s.role_assignments(None, None).unwrap()),
         "owner_token": s.token(h.demo.as_str(), novanet_server::unix_now()).is_ok(),
         "reader_token": s.token(f.reader.as_str(), novanet_server::unix_now()).is_ok(),
+        "images": format!("{:?}", h.state.images.records()),
     })
 }
 

@@ -278,6 +278,34 @@ pub enum ClientCmd {
     },
     /// Print a list of your key pairs
     KeypairList,
+    /// Create an image from a file (uploaded to the image service), so that
+    /// `boot --image NAME` boots it
+    #[command(after_help = "Examples:\n  \
+        novanet image-create cirros-0.6 --file cirros-0.6.2-x86_64-disk.img\n  \
+        novanet image-create test-kernel --file vmlinuz --disk-format aki --container-format aki")]
+    ImageCreate {
+        /// Name of the image
+        name: String,
+        /// The image's data
+        #[arg(long, value_name = "FILE")]
+        file: String,
+        /// The data's format
+        #[arg(long = "disk-format", default_value = "qcow2", value_parser = ["qcow2", "raw", "aki", "ari", "ami", "iso", "vmdk", "vdi", "vhd", "vhdx"])]
+        disk_format: String,
+        /// The container's format
+        #[arg(long = "container-format", default_value = "bare", value_parser = ["bare", "aki", "ari", "ami", "ovf", "ova"])]
+        container_format: String,
+        /// An image property KEY=VALUE (kernel_id, ramdisk_id, os_command_line); repeatable
+        #[arg(long, value_name = "KEY=VALUE")]
+        property: Vec<String>,
+    },
+    /// Print a list of available images to boot from
+    ImageList,
+    /// Delete an image (yours, or any as admin)
+    ImageDelete {
+        /// Name or ID of the image
+        image: String,
+    },
     /// Delete a key pair given by its name
     KeypairDelete {
         /// Name of the key pair

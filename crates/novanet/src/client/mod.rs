@@ -8,6 +8,7 @@
 mod commands;
 mod fixed_ips;
 mod floating_ips;
+mod images;
 mod keypairs;
 mod networks;
 mod output;
@@ -48,6 +49,23 @@ pub fn run(auth: &Auth, output: &Output, cmd: ClientCmd) -> Res<()> {
         ClientCmd::FloatingIpCreate { pool } => floating_ips::create(&s, pool, j),
         ClientCmd::FloatingIpDelete { address } => floating_ips::delete(&s, &address),
         ClientCmd::FloatingIpList => floating_ips::list(&s, j),
+        ClientCmd::ImageCreate {
+            name,
+            file,
+            disk_format,
+            container_format,
+            property,
+        } => images::create(
+            &s,
+            &name,
+            &file,
+            &disk_format,
+            &container_format,
+            &property,
+            j,
+        ),
+        ClientCmd::ImageList => images::list(&s, j),
+        ClientCmd::ImageDelete { image } => images::delete(&s, &image),
         ClientCmd::FloatingIpPoolList => floating_ips::pool_list(&s, j),
         ClientCmd::FloatingIpAssociate {
             fixed_address,

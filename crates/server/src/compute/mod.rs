@@ -38,7 +38,7 @@ mod tenant_networks;
 mod virtual_interfaces;
 
 pub use flavors::{Flavor, FLAVORS};
-pub use images::IMAGES;
+pub use images::{ImageRecord, ImageStore, IMAGES};
 pub use networks::claim_for_live_network_host;
 
 pub const MAX_MICROVERSION: &str = "2.35";

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::flavors::FLAVORS;
-use super::images::IMAGES;
+use super::images;
 use super::networks::int_field;
 use super::ok_empty;
 use crate::error::{ApiError, ApiResult, Body};
@@ -482,7 +482,7 @@ async fn create_server(
         )));
     }
     if let Some(img) = &s.image_ref {
-        if !img.is_empty() && !IMAGES.iter().any(|i| i.0 == img || i.1 == img) {
+        if !img.is_empty() && !images::bootable(&st, &ctx, img) {
             return Err(ApiError::bad_request(format!(
                 "Can not find requested image {img}"
             )));

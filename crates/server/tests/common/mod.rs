@@ -150,9 +150,10 @@ impl Harness {
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .expect("body");
-        let binary = headers
-            .get("content-type")
-            .is_some_and(|t| t.as_bytes() == b"application/x-iso9660-image");
+        let binary = headers.get("content-type").is_some_and(|t| {
+            t.as_bytes() == b"application/x-iso9660-image"
+                || t.as_bytes() == b"application/octet-stream"
+        });
         let text = headers
             .get("content-type")
             .is_some_and(|t| t.as_bytes().starts_with(b"text/plain"));
@@ -162,7 +163,7 @@ impl Harness {
             // Metrics and health answers.
             Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else if binary {
-            // A config drive: base64 of its bytes.
+            // A config drive or an image's data: base64 of its bytes.
             Value::String(base64::Engine::encode(
                 &base64::engine::general_purpose::STANDARD,
                 &bytes,

@@ -1,0 +1,250 @@
+//! `compute_driver = libvirt`: a transient libvirt domain per VM (`virsh create`), plugged
+//! as nova's libvirt driver plugged nova-network's VIFs: `<interface type='bridge'>` on the
+//! network's bridge with the VIF's MAC and a `vnetN` target. libvirt makes and removes the
+//! taps itself; the domain's name is `instance-<uuid>`, which adoption looks for.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use super::{Disk, Hypervisor, HypervisorReport, PowerState, VmSpec};
+use crate::sys::run;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+/// The domain's name, as libvirt lists it.
+pub fn domain_name(uuid: &str) -> String {
+    format!("instance-{uuid}")
+}
+
+/// libvirt's domain XML for `spec` (type `qemu`: TCG; `kvm` where it works).
+pub fn domain_xml(spec: &VmSpec, domain_type: &str) -> String {
+    let mut x = String::new();
+    x.push_str(&format!("<domain type='{}'>\n", esc(domain_type)));
+    x.push_str(&format!("  <name>{}</name>\n", domain_name(&spec.uuid)));
+    x.push_str(&format!("  <uuid>{}</uuid>\n", esc(&spec.uuid)));
+    x.push_str(&format!(
+        "  <memory unit='MiB'>{}</memory>\n",
+        spec.memory_mb
+    ));
+    x.push_str(&format!("  <vcpu>{}</vcpu>\n", spec.vcpus));
+    x.push_str("  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n");
+    if let Some(k) = &spec.kernel {
+        x.push_str(&format!(
+            "    <kernel>{}</kernel>\n",
+            esc(&k.to_string_lossy())
+        ));
+    }
+    if let Some(i) = &spec.initrd {
+        x.push_str(&format!(
+            "    <initrd>{}</initrd>\n",
+            esc(&i.to_string_lossy())
+        ));
+    }
+    if let Some(c) = &spec.cmdline {
+        x.push_str(&format!("    <cmdline>{}</cmdline>\n", esc(c)));
+    }
+    if spec.kernel.is_none() {
+        x.push_str("    <boot dev='hd'/>\n");
+    }
+    x.push_str("  </os>\n  <cpu mode='host-model'/>\n");
+    x.push_str("  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n");
+    x.push_str("  <devices>\n");
+    match &spec.disk {
+        Some(Disk::Overlay { path }) => x.push_str(&format!(
+            "    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      \
+             <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n",
+            esc(&path.to_string_lossy())
+        )),
+        Some(Disk::Snapshot { base, format }) => x.push_str(&format!(
+            "    <disk type='file' device='disk' snapshot='no'>\n      <driver name='qemu' type='{}'/>\n      \
+             <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n      <transient/>\n    </disk>\n",
+            esc(format),
+            esc(&base.to_string_lossy())
+        )),
+        None => {}
+    }
+    for n in &spec.nics {
+        x.push_str(&format!(
+            "    <interface type='bridge'>\n      <source bridge='{}'/>\n      <mac address='{}'/>\n      \
+             <target dev='{}'/>\n      <model type='virtio'/>\n      <rom enabled='no'/>\n    </interface>\n",
+            n.bridge, n.mac, n.device
+        ));
+    }
+    x.push_str(&format!(
+        "    <serial type='file'>\n      <source path='{}'/>\n      <target port='0'/>\n    </serial>\n",
+        esc(&spec.console_log.to_string_lossy())
+    ));
+    x.push_str("  </devices>\n</domain>\n");
+    x
+}
+
+pub struct LibvirtDriver {
+    dir: PathBuf,
+    /// `qemu:///system`, or a lab host's own socket.
+    uri: String,
+    domain_type: String,
+}
+
+impl LibvirtDriver {
+    pub fn new(dir: PathBuf) -> LibvirtDriver {
+        LibvirtDriver {
+            dir,
+            uri: std::env::var("NOVANET_LIBVIRT_URI").unwrap_or_else(|_| "qemu:///system".into()),
+            domain_type: "qemu".into(),
+        }
+    }
+
+    fn virsh(&self, args: &[&str]) -> Result<String, String> {
+        let mut a = vec!["-c", self.uri.as_str()];
+        a.extend_from_slice(args);
+        run("virsh", &a, None).map_err(|e| e.to_string())
+    }
+
+    /// The running domains' names.
+    fn running(&self) -> Result<BTreeSet<String>, String> {
+        Ok(self
+            .virsh(&["list", "--name"])?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+}
+
+impl Hypervisor for LibvirtDriver {
+    fn apply(&mut self, wanted: &[VmSpec]) -> HypervisorReport {
+        let mut r = HypervisorReport::default();
+        let running = match self.running() {
+            Ok(s) => s,
+            Err(e) => {
+                r.errors.push(format!("libvirt: {e}"));
+                return r;
+            }
+        };
+        let want: BTreeSet<String> = wanted.iter().map(|s| domain_name(&s.uuid)).collect();
+        let existing: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| super::is_uuid(n))
+            .collect();
+        for uuid in existing.iter().filter(|u| !want.contains(&domain_name(u))) {
+            let name = domain_name(uuid);
+            if running.contains(&name) {
+                if let Err(e) = self.virsh(&["destroy", &name]) {
+                    r.errors.push(format!("destroying {name}: {e}"));
+                    continue;
+                }
+            }
+            let _ = std::fs::remove_dir_all(self.dir.join(uuid));
+            r.changed.push(format!("VM {uuid} destroyed"));
+        }
+        for spec in wanted {
+            let dir = self.dir.join(&spec.uuid);
+            let name = domain_name(&spec.uuid);
+            if running.contains(&name) {
+                r.states.insert(spec.uuid.clone(), PowerState::Active);
+                continue;
+            }
+            if dir.join("started").exists() {
+                r.states.insert(spec.uuid.clone(), PowerState::Shutoff);
+                continue;
+            }
+            let xml = dir.join("domain.xml");
+            let made = std::fs::write(&xml, domain_xml(spec, &self.domain_type))
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.virsh(&["create", &xml.to_string_lossy()]));
+            let _ = std::fs::write(dir.join("started"), b"");
+            match made {
+                Ok(_) => {
+                    r.changed.push(format!("VM {} started", spec.uuid));
+                    r.states.insert(spec.uuid.clone(), PowerState::Active);
+                    r.plugged.extend(
+                        spec.nics
+                            .iter()
+                            .map(|n| (n.vif.clone(), n.device.to_string())),
+                    );
+                }
+                Err(e) => {
+                    r.states
+                        .insert(spec.uuid.clone(), PowerState::Error(e.clone()));
+                    r.errors.push(format!("starting VM {}: {e}", spec.uuid));
+                }
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::tests::spec;
+
+    #[test]
+    fn the_domain_xml() {
+        let want = "\
+<domain type='qemu'>
+  <name>instance-0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1</name>
+  <uuid>0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1</uuid>
+  <memory unit='MiB'>512</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <boot dev='hd'/>
+  </os>
+  <cpu mode='host-model'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/disk.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='bridge'>
+      <source bridge='br100'/>
+      <mac address='fa:16:3e:00:00:01'/>
+      <target dev='vnet0'/>
+      <model type='virtio'/>
+      <rom enabled='no'/>
+    </interface>
+    <interface type='bridge'>
+      <source bridge='br101'/>
+      <mac address='fa:16:3e:00:00:02'/>
+      <target dev='vnet3'/>
+      <model type='virtio'/>
+      <rom enabled='no'/>
+    </interface>
+    <serial type='file'>
+      <source path='/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/console.log'/>
+      <target port='0'/>
+    </serial>
+  </devices>
+</domain>
+";
+        assert_eq!(domain_xml(&spec(), "qemu"), want);
+    }
+
+    #[test]
+    fn a_kernel_boot_and_escaped_text() {
+        let mut s = spec();
+        s.nics.clear();
+        s.disk = None;
+        s.kernel = Some("/images/k".into());
+        s.initrd = Some("/images/r".into());
+        s.cmdline = Some("console=ttyS0 a<b&'c'".into());
+        let x = domain_xml(&s, "qemu");
+        assert!(x.contains("<kernel>/images/k</kernel>\n    <initrd>/images/r</initrd>"));
+        assert!(x.contains("<cmdline>console=ttyS0 a&lt;b&amp;&apos;c&apos;</cmdline>"));
+        assert!(!x.contains("<boot dev"));
+    }
+}

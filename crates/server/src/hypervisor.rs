@@ -1,0 +1,83 @@
+//! What a compute host's hypervisor driver asks for: the instances placed on that host, each
+//! with its flavor's size, its image and its VIFs (MAC and bridge).
+//! A host API call of its own rather than part of the host plan: the plan is network
+//! state patched by deltas, and nothing here changes how the network is built.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::compute::{FLAVORS, IMAGES};
+use crate::error::ApiResult;
+use crate::identity::Ctx;
+use crate::AppState;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/novanet/v1/hosts/{host}/instances", get(host_instances))
+}
+
+/// An image as a driver boots it: uploaded (`data` true: fetch `/image/v2/images/{id}/file`)
+/// or built in (a name only: nothing to boot from).
+fn image_view(st: &AppState, key: &str) -> Value {
+    if let Some(r) = st
+        .images
+        .records()
+        .into_iter()
+        .find(|r| r.id == key || r.name == key)
+    {
+        let prop = |k: &str| r.properties.get(k).cloned();
+        return json!({
+            "id": r.id, "name": r.name, "disk_format": r.disk_format,
+            "size": r.size, "checksum": r.checksum, "data": r.status == "active",
+            "kernel_id": prop("kernel_id"), "ramdisk_id": prop("ramdisk_id"),
+            "os_command_line": prop("os_command_line"),
+        });
+    }
+    let builtin = IMAGES.iter().find(|i| i.0 == key || i.1 == key);
+    json!({"id": builtin.map(|i| i.0), "name": builtin.map_or(key, |i| i.1), "data": false})
+}
+
+async fn host_instances(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(host): Path<String>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("a host's instances")?;
+    let bridges: BTreeMap<String, Option<String>> = st
+        .store
+        .networks()?
+        .into_iter()
+        .map(|n| (n.uuid, n.bridge))
+        .collect();
+    let mut out = Vec::new();
+    for i in st.store.instances(None)? {
+        if i.spec.host.as_deref() != Some(host.as_str()) {
+            continue;
+        }
+        let flavor = FLAVORS
+            .iter()
+            .find(|f| Some(f.0) == i.spec.flavor_id.as_deref())
+            .unwrap_or(&FLAVORS[0]);
+        let mut vifs: Vec<Value> = Vec::new();
+        for a in st.store.instance_addresses(&i.uuid)? {
+            if vifs.iter().any(|v| v["uuid"] == a.vif_uuid.as_str()) {
+                continue;
+            }
+            vifs.push(json!({
+                "uuid": a.vif_uuid, "mac": a.mac, "network_uuid": a.network_uuid,
+                "bridge": bridges.get(&a.network_uuid).cloned().flatten(),
+            }));
+        }
+        out.push(json!({
+            "uuid": i.uuid, "name": i.spec.name, "hostname": i.hostname,
+            "flavor": {"id": flavor.0, "name": flavor.1, "memory_mb": flavor.2, "disk_gb": flavor.3, "vcpus": flavor.4},
+            "image": i.spec.image_id.as_deref().map(|k| image_view(&st, k)),
+            "vifs": vifs,
+        }));
+    }
+    Ok(Json(json!({ "host": host, "instances": out })))
+}
