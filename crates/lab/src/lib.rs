@@ -47,6 +47,13 @@ pub enum LabCmd {
         /// booted from `manage image build-test`'s image by each compute host's agent)
         #[arg(long, value_enum, default_value = "namespaces")]
         vms: LabVms,
+        /// The store: a PostgreSQL URL (default: the server's SQLite file)
+        #[arg(long, value_name = "URL")]
+        db: Option<String>,
+        /// A second API server on the controller (port 8776) over the same --db; agents and
+        /// clients are given both and move to the other when one stops answering
+        #[arg(long, requires = "db")]
+        two_servers: bool,
     },
     /// Remove everything the lab made
     Down {
@@ -134,6 +141,10 @@ pub struct Setup {
     /// Extra configuration lines.
     pub config: Vec<String>,
     pub vms: LabVms,
+    /// A PostgreSQL URL for the servers' store.
+    pub db: Option<String>,
+    /// A second API server over the same store.
+    pub two_servers: bool,
 }
 
 pub const PASSWORD: &str = "lab";
@@ -165,6 +176,12 @@ struct LabState {
     /// Instances are real qemu VMs, made by the agents (`--compute-driver qemu`).
     #[serde(default)]
     qemu_vms: bool,
+    /// The servers' PostgreSQL store, if not SQLite.
+    #[serde(default)]
+    db: Option<String>,
+    /// A second API server runs (port 8776).
+    #[serde(default)]
+    two_servers: bool,
 }
 
 type Res<T> = Result<T, String>;
@@ -245,8 +262,18 @@ fn binary() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("novanet"))
 }
 
+/// The API servers' URLs, comma-separated (the first is the one that bootstraps).
+fn server_urls(o: &LabOpts) -> String {
+    let mut urls = format!("http://{CONTROLLER_IP}:8774");
+    if load(o).two_servers {
+        urls.push_str(&format!(",http://{CONTROLLER_IP}:8776"));
+    }
+    urls
+}
+
 fn env_for(o: &LabOpts) -> Vec<(String, String)> {
-    vec![
+    let st = load(o);
+    let mut env = vec![
         (
             "NOVANET_DATA_DIR".into(),
             o.dir.join("server").display().to_string(),
@@ -262,11 +289,13 @@ fn env_for(o: &LabOpts) -> Vec<(String, String)> {
         ("OS_USERNAME".into(), "admin".into()),
         ("OS_PASSWORD".into(), PASSWORD.into()),
         ("OS_PROJECT_NAME".into(), "admin".into()),
-        (
-            "NOVANET_SERVER".into(),
-            format!("http://{CONTROLLER_IP}:8774"),
-        ),
-    ]
+        ("NOVANET_SERVER".into(), server_urls(o)),
+    ];
+    // `novanet manage` then works on the servers' PostgreSQL store.
+    if let Some(db) = st.db {
+        env.push(("NOVANET_DB".into(), db));
+    }
+    env
 }
 
 /// Starts a long-running process in a namespace; `ip netns exec` execs it, so the PID we
@@ -441,6 +470,8 @@ pub fn up_with(o: &LabOpts, setup: &Setup) -> Res<()> {
         prefix: o.prefix.clone(),
         config_drive: setup.manager == LabManager::Flat,
         qemu_vms: setup.vms == LabVms::Qemu,
+        db: setup.db.clone(),
+        two_servers: setup.two_servers,
         ..LabState::default()
     };
     save(o, &st)?;
@@ -671,6 +702,10 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
         "--bootstrap-password".into(),
         PASSWORD.into(),
     ];
+    let mut server_args = server_args;
+    if let Some(db) = &setup.db {
+        server_args.extend(["--db".into(), db.clone()]);
+    }
     let pid = spawn(
         o,
         &ns(o, "controller"),
@@ -681,6 +716,40 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
     .id();
     st.pids.push(("server".into(), pid));
     save(o, st)?;
+    if setup.two_servers {
+        wait_for(
+            "the first server to answer",
+            Duration::from_secs(20),
+            || client(o, &["network-list"]).ok(),
+        )?;
+        // The same store; metadata stays with the first (its port is 8775).
+        let args: Vec<String> = [
+            binary().display().to_string(),
+            "server".into(),
+            "--data-dir".into(),
+            o.dir.join("server-2").display().to_string(),
+            "--config".into(),
+            cfg_path.display().to_string(),
+            "--listen".into(),
+            format!("{CONTROLLER_IP}:8776"),
+            "--metadata-listen".into(),
+            "off".into(),
+            "--db".into(),
+            setup.db.clone().unwrap_or_default(),
+        ]
+        .into();
+        std::fs::create_dir_all(o.dir.join("server-2")).map_err(|e| e.to_string())?;
+        let pid = spawn(
+            o,
+            &ns(o, "controller"),
+            &args,
+            &o.dir.join("server-2.log"),
+            &[],
+        )?
+        .id();
+        st.pids.push(("server-2".into(), pid));
+        save(o, st)?;
+    }
     wait_for("the server to answer", Duration::from_secs(20), || {
         client(o, &["network-list"]).ok()
     })?;
@@ -916,7 +985,7 @@ fn start_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
         "--state-dir".into(),
         o.dir.join(format!("agent-{host}")).display().to_string(),
         "--server".into(),
-        format!("http://{CONTROLLER_IP}:8774"),
+        server_urls(o),
     ];
     if host == "controller" {
         args.push("--network-host".into());
@@ -1376,6 +1445,8 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
             manager,
             segment_driver,
             vms,
+            db,
+            two_servers,
         } => up_with(
             &opts,
             &Setup {
@@ -1384,6 +1455,8 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
                 segments: segment_driver,
                 config,
                 vms,
+                db,
+                two_servers,
             },
         ),
         LabCmd::Down { opts } => down(&opts),

@@ -1929,3 +1929,48 @@ fn seed_tutorial_on_a_real_qemu_vm() {
             && std::fs::read_dir(&vms).map_or(true, |mut d| d.next().is_none())
     });
 }
+
+/// Two API servers on one PostgreSQL: the first is killed (`kill -9`) right after a boot it
+/// acknowledged, and the VM still gets its lease (agents and the lab's hypervisor move to the
+/// second server).
+#[test]
+fn two_servers_on_postgresql_one_killed_while_a_vm_boots() {
+    let Some(pg) = novanet_store::test_support::shared_postgres() else {
+        return;
+    };
+    let url = pg.create_database("lab_two_servers");
+    let Some(lab) = Lab::up_with("pg", &["--db", &url, "--two-servers"]) else {
+        return;
+    };
+    assert!(lab.lease_of("cirros").is_some(), "the tutorial's VM booted");
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    let state: serde_json::Value = serde_json::from_str(&lab.file("lab.json")).unwrap();
+    let pid = state["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p[0] == "server")
+        .and_then(|p| p[1].as_u64())
+        .expect("the first server's pid");
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        "vm2's lease with the first server dead",
+        Duration::from_secs(60),
+        || lab.lease_of("vm2").is_some(),
+    );
+    let listed = lab.novanet(&["list"]);
+    assert!(listed.contains("vm2"), "{listed}");
+}
