@@ -146,7 +146,7 @@ impl Agent {
                     &self.owned.bridges,
                     &self.owned.floating,
                 );
-                match links::apply_batch(&cmds) {
+                match sys::run_batch("ip", &cmds) {
                     Ok(()) => {
                         self.owned.bridges =
                             plan.bridges.iter().map(|b| b.name.to_string()).collect();
@@ -251,7 +251,7 @@ impl Agent {
             errors.push(p);
         }
         let cmds = segments::link_commands(&links, &plan.bridges, &self.owned.segments);
-        match links::apply_batch(&cmds) {
+        match sys::run_batch("ip", &cmds) {
             Ok(()) => {
                 if !cmds.is_empty() {
                     changed.push(format!("segments: {}", cmds.join("; ")));
@@ -264,7 +264,7 @@ impl Agent {
         match segments::read_flood_lists(&plan.bridges) {
             Ok(current) => {
                 let cmds = segments::flood_commands(&current, &plan.bridges);
-                match segments::apply_flood_batch(&cmds) {
+                match sys::run_batch("bridge", &cmds) {
                     Ok(()) if !cmds.is_empty() => {
                         changed.push(format!("VXLAN flood lists: {}", cmds.join("; ")))
                     }

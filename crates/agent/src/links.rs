@@ -234,15 +234,6 @@ pub fn diff(
     cmds
 }
 
-pub fn apply_batch(cmds: &[String]) -> Result<()> {
-    if cmds.is_empty() {
-        return Ok(());
-    }
-    let mut input = cmds.join("\n");
-    input.push('\n');
-    run("ip", &["-batch", "-"], Some(&input)).map(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -206,15 +206,6 @@ pub fn flood_commands(
     cmds
 }
 
-pub fn apply_flood_batch(cmds: &[String]) -> Result<()> {
-    if cmds.is_empty() {
-        return Ok(());
-    }
-    let mut input = cmds.join("\n");
-    input.push('\n');
-    run("bridge", &["-batch", "-"], Some(&input)).map(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,3 +126,14 @@ pub fn write_if_changed(path: &std::path::Path, content: &str) -> Result<bool> {
     std::fs::rename(&tmp, path).map_err(|e| io_err(path.display(), e))?;
     Ok(true)
 }
+
+/// Runs `tool -batch -` (`ip`, `bridge`) over the given lines, in one process; nothing to
+/// run for none.
+pub fn run_batch(tool: &str, cmds: &[String]) -> Result<()> {
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    let mut input = cmds.join("\n");
+    input.push('\n');
+    run(tool, &["-batch", "-"], Some(&input)).map(|_| ())
+}

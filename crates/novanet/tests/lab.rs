@@ -1341,6 +1341,19 @@ impl Lab {
         self.exec("controller", &cmd)
     }
 
+    /// The PIDs the lab recorded for `what` (`server`, `udhcpc-VM`, ...), in its state file.
+    fn pids(&self, what: &str) -> Vec<u64> {
+        let state: serde_json::Value =
+            serde_json::from_str(&self.file("lab.json")).expect("the lab's state");
+        state["pids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p[0] == what)
+            .filter_map(|p| p[1].as_u64())
+            .collect()
+    }
+
     fn lease_of(&self, vm: &str) -> Option<String> {
         let l = self.file(&format!("vm-{vm}.lease"));
         l.split_whitespace()
@@ -1858,14 +1871,9 @@ fn multinic_vm_gets_a_lease_per_network_and_one_default_route() {
     }
     // Removed, the second address is refused at the next renewal (udhcpc renews on USR1).
     lab.novanet(&["remove-fixed-ip", "mn1", &ip1]);
-    let state: serde_json::Value =
-        serde_json::from_str(&lab.file("lab.json")).expect("the lab's state");
-    let pid = state["pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p[0] == "udhcpc-mn1")
-        .filter_map(|p| p[1].as_u64())
+    let pid = lab
+        .pids("udhcpc-mn1")
+        .into_iter()
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains("eth1"))
@@ -1953,14 +1961,7 @@ fn two_servers_on_postgresql_one_killed_while_a_vm_boots() {
         "nova:compute-2",
         "vm2",
     ]);
-    let state: serde_json::Value = serde_json::from_str(&lab.file("lab.json")).unwrap();
-    let pid = state["pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p[0] == "server")
-        .and_then(|p| p[1].as_u64())
-        .expect("the first server's pid");
+    let pid = *lab.pids("server").first().expect("the first server's pid");
     assert!(Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()

@@ -562,7 +562,7 @@ pub(super) fn iptables_restore(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use novanet_core::firewall::Proto;
 
@@ -615,7 +615,7 @@ mod tests {
         assert_eq!(text, want);
     }
 
-    const TWO_NETWORKS_IPTABLES: &str = "*filter
+    pub(crate) const TWO_NETWORKS_IPTABLES: &str = "*filter
 :novanet-INPUT - [0:0]
 :novanet-FORWARD - [0:0]
 :novanet-local - [0:0]

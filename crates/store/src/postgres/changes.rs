@@ -161,7 +161,7 @@ fn segment_peers(c: &Db, t: &Touched) -> Result<BTreeSet<String>> {
 }
 
 /// The hosts that have a network: its own host and the hosts of its instances.
-fn network_hosts(c: &Db, network_id: i64) -> Result<Vec<String>> {
+pub(super) fn network_hosts(c: &Db, network_id: i64) -> Result<Vec<String>> {
     strings(
         c,
         "SELECT host FROM networks WHERE id = $1 AND host IS NOT NULL \

@@ -139,16 +139,9 @@ pub(super) fn host_inputs_c(c: &Db, host: &str) -> Result<HostInputs> {
 /// The management addresses (`my_ip` of their agents' reports) of every host that has a
 /// VLAN network: its network host and the hosts of its instances.
 fn segment_peers_c(c: &Db, n: &Network) -> Result<Vec<String>> {
-    let mut hosts: BTreeSet<String> = n.host.iter().cloned().collect();
-    hosts.extend(strings(
-        c,
-        "SELECT DISTINCT i.host FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
-         WHERE f.network_id = $1 AND f.allocated AND i.host IS NOT NULL",
-        &[&n.id],
-    )?);
     let mut out = Vec::new();
-    for h in &hosts {
-        out.extend(host_options(c, h)?.my_ip);
+    for h in super::changes::network_hosts(c, n.id)? {
+        out.extend(host_options(c, &h)?.my_ip);
     }
     Ok(out)
 }

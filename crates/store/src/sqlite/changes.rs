@@ -99,7 +99,7 @@ fn is_vlan_network(c: &Connection, network_id: i64) -> Result<bool> {
 }
 
 /// The hosts that have a network: its own host and the hosts of its instances.
-fn network_hosts(c: &Connection, network_id: i64) -> Result<Vec<String>> {
+pub(super) fn network_hosts(c: &Connection, network_id: i64) -> Result<Vec<String>> {
     strings(
         c,
         "SELECT host FROM networks WHERE id = ?1 AND host IS NOT NULL \

@@ -1,7 +1,7 @@
 //! The reads hosts' plans are computed from, scoped to one host or instance, and the
 //! change log as readers follow it.
 
-use super::changes::{generation_c, host_generation_c};
+use super::changes::{generation_c, host_generation_c, network_hosts};
 use super::floating::{floating_from_row, FLOATING_SELECT};
 use super::networks::load_networks;
 use super::secgroups::{admin_rules_c, rules_of, AdminRules};
@@ -120,14 +120,7 @@ pub(super) fn host_inputs_c(c: &Connection, host: &str) -> Result<HostInputs> {
             .map_err(db)?;
         rows
     };
-    let options: Option<String> = qrow(
-        c,
-        "SELECT options FROM services WHERE host = ?1",
-        [host],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(db)?;
+    let options = host_options_c(c, host)?;
     let mut segment_peers = BTreeMap::new();
     for n in networks.iter().filter(|n| n.vlan.is_some()) {
         segment_peers.insert(n.id, segment_peers_c(c, n)?);
@@ -139,43 +132,32 @@ pub(super) fn host_inputs_c(c: &Connection, host: &str) -> Result<HostInputs> {
         floating,
         rules,
         provider_rules: admin_rules_c(c, AdminRules::Provider)?,
-        options: options
-            .and_then(|o| serde_json::from_str(&o).ok())
-            .unwrap_or_default(),
+        options,
         segment_peers,
     })
+}
+
+/// A host's own options, as its agent last reported them (none: the server's).
+fn host_options_c(c: &Connection, host: &str) -> Result<novanet_core::config::HostOptions> {
+    let options: Option<String> = qrow(
+        c,
+        "SELECT options FROM services WHERE host = ?1",
+        [host],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)?;
+    Ok(options
+        .and_then(|o| serde_json::from_str(&o).ok())
+        .unwrap_or_default())
 }
 
 /// The management addresses (`my_ip` of their agents' reports) of every host that has a
 /// VLAN network: its network host and the hosts of its instances.
 fn segment_peers_c(c: &Connection, n: &Network) -> Result<Vec<String>> {
-    let mut hosts: BTreeSet<String> = n.host.iter().cloned().collect();
-    let mut st = c
-        .prepare_cached(
-            "SELECT DISTINCT i.host FROM fixed_ips f JOIN instances i ON i.uuid = f.instance_uuid \
-             WHERE f.network_id = ?1 AND f.allocated = 1 AND i.host IS NOT NULL",
-        )
-        .map_err(db)?;
-    hosts.extend(
-        st.query_map([n.id], |r| r.get::<_, String>(0))
-            .map_err(db)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db)?,
-    );
     let mut out = Vec::new();
-    for h in &hosts {
-        let options: Option<String> = qrow(
-            c,
-            "SELECT options FROM services WHERE host = ?1",
-            [h],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db)?;
-        let o: novanet_core::config::HostOptions = options
-            .and_then(|o| serde_json::from_str(&o).ok())
-            .unwrap_or_default();
-        out.extend(o.my_ip);
+    for h in network_hosts(c, n.id)? {
+        out.extend(host_options_c(c, &h)?.my_ip);
     }
     Ok(out)
 }
