@@ -130,8 +130,148 @@ pub struct Instance {
     /// Last change of the record (0: never changed since created).
     #[serde(default)]
     pub updated_at: i64,
+    /// What its hypervisor should do and what it last reported.
+    #[serde(default)]
+    pub power: Power,
     #[serde(flatten)]
     pub spec: InstanceSpec,
+}
+
+/// A lifecycle action on a server (`os-start`, `os-stop`, `reboot`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerAction {
+    #[default]
+    Start,
+    Stop,
+    Reboot,
+}
+
+/// What a hypervisor driver found a VM doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerObserved {
+    Active,
+    Shutoff,
+    Error,
+}
+
+/// An instance's power: the last action asked (numbered, so that a driver acts on each
+/// once) and the last report of its host's hypervisor driver.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Power {
+    /// Bumped by every action; 0: none since boot.
+    #[serde(default)]
+    pub action_id: u32,
+    #[serde(default)]
+    pub action: PowerAction,
+    /// The last action the driver carried out.
+    #[serde(default)]
+    pub done_id: u32,
+    /// None until a driver reports: a host without one (`compute_driver = none`) keeps
+    /// records only, whose state follows the actions.
+    #[serde(default)]
+    pub observed: Option<PowerObserved>,
+    /// The hypervisor's reason when it could not run the VM (nova's `fault`).
+    #[serde(default)]
+    pub fault: Option<String>,
+}
+
+/// The API's view of a server's state: (status, vm_state, power_state, task_state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerState {
+    pub status: &'static str,
+    pub vm_state: &'static str,
+    /// nova's numbers: 1 running, 4 shutdown.
+    pub power_state: u8,
+    pub task_state: Option<&'static str>,
+}
+
+impl Power {
+    /// A new action, for the driver to carry out once.
+    pub fn request(&mut self, action: PowerAction) {
+        self.action_id += 1;
+        self.action = action;
+    }
+
+    /// Takes a driver's report; true when the record changed.
+    pub fn take_report(&mut self, r: &PowerReport) -> bool {
+        let before = self.clone();
+        self.observed = Some(r.state);
+        self.fault = (r.state == PowerObserved::Error).then(|| r.fault.clone().unwrap_or_default());
+        // A report never takes back an action asked after it was made.
+        self.done_id = r.done_id.min(self.action_id).max(self.done_id);
+        *self != before
+    }
+
+    /// Whether the last action still waits for the driver.
+    pub fn pending(&self) -> bool {
+        self.observed.is_some() && self.done_id < self.action_id
+    }
+
+    /// The state nova would show: the driver's report, with the action under way as the
+    /// task; without a driver, the last action's outcome.
+    pub fn state(&self) -> ServerState {
+        let running = ServerState {
+            status: "ACTIVE",
+            vm_state: "active",
+            power_state: 1,
+            task_state: None,
+        };
+        let stopped = ServerState {
+            status: "SHUTOFF",
+            vm_state: "stopped",
+            power_state: 4,
+            task_state: None,
+        };
+        let now = match self.observed {
+            None if self.action == PowerAction::Stop => stopped,
+            None => running,
+            Some(PowerObserved::Active) => running,
+            Some(PowerObserved::Shutoff) => stopped,
+            Some(PowerObserved::Error) => {
+                return ServerState {
+                    status: "ERROR",
+                    vm_state: "error",
+                    power_state: 0,
+                    task_state: None,
+                }
+            }
+        };
+        if !self.pending() {
+            return now;
+        }
+        match self.action {
+            PowerAction::Stop => ServerState {
+                task_state: Some("powering-off"),
+                ..now
+            },
+            PowerAction::Start => ServerState {
+                task_state: Some("powering-on"),
+                ..now
+            },
+            PowerAction::Reboot => ServerState {
+                status: "HARD_REBOOT",
+                task_state: Some("rebooting_hard"),
+                ..now
+            },
+        }
+    }
+}
+
+/// A hypervisor driver's report on one of its host's instances.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerReport {
+    pub uuid: String,
+    pub state: PowerObserved,
+    #[serde(default)]
+    pub fault: Option<String>,
+    /// The last action carried out.
+    #[serde(default)]
+    pub done_id: u32,
+    /// The tail of the VM's serial console, when it changed since the last report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

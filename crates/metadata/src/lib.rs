@@ -440,6 +440,7 @@ mod tests {
                 created_at: 0,
                 password: None,
                 updated_at: 0,
+                power: Default::default(),
                 spec,
             },
             domain: "novalocal".into(),

@@ -511,6 +511,7 @@ mod tests {
                 created_at: 0,
                 password: None,
                 updated_at: 0,
+                power: Default::default(),
                 spec: InstanceSpec {
                     name: "test".into(),
                     key_name: Some("mykey".into()),

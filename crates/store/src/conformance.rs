@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
             keypairs_quotas_and_services,
             writes_touching_a_host_are_in_its_change_log,
             vlan_hosts_flood_to_each_other,
+            power_actions_and_driver_reports,
         );
     };
     // For an engine that may be missing on the machine: each case returns at once (after
@@ -79,6 +80,7 @@ macro_rules! conformance_tests {
             keypairs_quotas_and_services,
             writes_touching_a_host_are_in_its_change_log,
             vlan_hosts_flood_to_each_other,
+            power_actions_and_driver_reports,
         );
     };
     (@cases $fresh:expr, $ready:expr; $($case:ident),* $(,)?) => {
@@ -977,4 +979,68 @@ pub fn vlan_hosts_flood_to_each_other(connect: Connect) {
         "a host's new address changes its peers' plans: {log:?}"
     );
     assert!(peers("compute-2").contains(&"192.168.56.23".to_string()));
+}
+
+pub fn power_actions_and_driver_reports(connect: Connect) {
+    use novanet_core::model::{PowerAction, PowerObserved, PowerReport};
+    let s = connect();
+    vmnet(&*s, "10.0.0.0/24");
+    let i = s.create_instance(&spec("vm"), &cfg()).unwrap();
+    // No driver has reported: a record, whose state follows the actions.
+    assert_eq!(s.instance(&i.uuid).unwrap().power.state().status, "ACTIVE");
+    let report = |state, done_id, console: Option<&str>| PowerReport {
+        uuid: i.uuid.clone(),
+        state,
+        fault: None,
+        done_id,
+        console: console.map(str::to_string),
+    };
+    assert_eq!(
+        s.report_power(
+            "compute-1",
+            &[report(PowerObserved::Active, 0, Some("boot\n"))]
+        )
+        .unwrap(),
+        1
+    );
+    // The same report again changes nothing; another host's report on it is ignored.
+    assert_eq!(
+        s.report_power("compute-1", &[report(PowerObserved::Active, 0, None)])
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.report_power("compute-2", &[report(PowerObserved::Shutoff, 0, Some("x"))])
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.console_output(&i.uuid).unwrap().as_deref(),
+        Some("boot\n")
+    );
+    let stopped = s
+        .request_power_action(&i.uuid, PowerAction::Stop, 10)
+        .unwrap();
+    assert_eq!(stopped.power.action_id, 1);
+    let st = s.instance(&i.uuid).unwrap().power.state();
+    assert_eq!((st.status, st.task_state), ("ACTIVE", Some("powering-off")));
+    s.report_power("compute-1", &[report(PowerObserved::Shutoff, 1, None)])
+        .unwrap();
+    let st = s.instance(&i.uuid).unwrap().power.state();
+    assert_eq!(
+        (st.status, st.task_state, st.power_state),
+        ("SHUTOFF", None, 4)
+    );
+    let mut failed = report(PowerObserved::Error, 1, None);
+    failed.fault = Some("qemu: no such file".into());
+    s.report_power("compute-1", &[failed]).unwrap();
+    let inst = s.instance(&i.uuid).unwrap();
+    assert_eq!(inst.power.state().status, "ERROR");
+    assert_eq!(inst.power.fault.as_deref(), Some("qemu: no such file"));
+    // Deleted with its instance; an unknown instance is not found.
+    s.delete_instance(&i.uuid, &cfg(), 20).unwrap();
+    assert!(s.console_output(&i.uuid).is_err());
+    assert!(s
+        .request_power_action(&i.uuid, PowerAction::Start, 30)
+        .is_err());
 }

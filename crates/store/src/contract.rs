@@ -9,6 +9,7 @@
 use novanet_core::config::Config;
 use novanet_core::model::{
     BoundAddress, FloatingIp, Instance, InstanceAddress, InstanceSpec, InstanceUpdate, Network,
+    PowerAction, PowerReport,
 };
 use novanet_core::planning::NetworkRequest;
 use novanet_core::secgroup::NewRule;
@@ -125,6 +126,14 @@ pub trait InstanceStore {
     fn set_instance_password(&self, uuid: &str, password: &str) -> Result<bool>;
     /// The hypervisor reports where it plugged a VIF (its host-side device).
     fn set_vif_device(&self, vif_uuid: &str, device: &str) -> Result<()>;
+    /// Asks the instance's hypervisor driver for a lifecycle action; the driver reports
+    /// when it carried it out.
+    fn request_power_action(&self, uuid: &str, action: PowerAction, now: i64) -> Result<Instance>;
+    /// A host's hypervisor driver reports on its VMs (state, fault, console tail); reports
+    /// on instances not on `host` are ignored. How many records changed.
+    fn report_power(&self, host: &str, reports: &[PowerReport]) -> Result<usize>;
+    /// The console tail the instance's driver last reported.
+    fn console_output(&self, uuid: &str) -> Result<Option<String>>;
     /// How many instances each host has (hosts without any may be missing).
     fn instance_counts(&self) -> Result<Vec<(String, u64)>>;
     /// Every violated invariant of instances, VIFs and fixed IPs, and of the engine's own

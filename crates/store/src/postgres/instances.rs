@@ -107,6 +107,7 @@ impl InstanceStore for PgStore {
                 created_at: now,
                 password: None,
                 updated_at: now,
+                power: Default::default(),
                 spec: spec.clone(),
             };
             if inst.spec.security_groups.is_empty() {
@@ -313,6 +314,74 @@ impl InstanceStore for PgStore {
             inst.password = Some(password.to_string());
             save_instance_data(tx, &inst)?;
             Ok(true)
+        })
+    }
+
+    fn request_power_action(&self, uuid: &str, action: PowerAction, now: i64) -> Result<Instance> {
+        self.write(|tx| {
+            let mut inst = load_instance_locked(tx, uuid)?;
+            inst.power.request(action);
+            inst.updated_at = now;
+            save_instance_data(tx, &inst)?;
+            Ok(inst)
+        })
+    }
+
+    fn report_power(&self, host: &str, reports: &[PowerReport]) -> Result<usize> {
+        // Most reports change nothing: read first, write (and bump the generation) only
+        // when something did.
+        let changed: Vec<String> = self.read(|c| {
+            let mut out = Vec::new();
+            for r in reports {
+                let Ok(mut inst) = load_instance(c, &r.uuid) else {
+                    continue;
+                };
+                if inst.spec.host.as_deref() == Some(host) && inst.power.take_report(r) {
+                    out.push(inst.uuid);
+                }
+            }
+            Ok(out)
+        })?;
+        let consoles: Vec<&PowerReport> = reports.iter().filter(|r| r.console.is_some()).collect();
+        if changed.is_empty() && consoles.is_empty() {
+            return Ok(0);
+        }
+        let write = |tx: &Db| -> Result<usize> {
+            let mut n = 0;
+            for uuid in &changed {
+                let mut now = load_instance_locked(tx, uuid)?;
+                let report = reports.iter().find(|r| &r.uuid == uuid).expect("reported");
+                if now.power.take_report(report) {
+                    save_instance_data(tx, &now)?;
+                    n += 1;
+                }
+            }
+            for r in &consoles {
+                tx.exec(
+                    "INSERT INTO consoles(instance_uuid, text) \
+                     SELECT uuid, $2 FROM instances WHERE uuid = $1 AND host = $3 \
+                     ON CONFLICT (instance_uuid) DO UPDATE SET text = excluded.text",
+                    &[&r.uuid, &r.console, &host],
+                )?;
+            }
+            Ok(n)
+        };
+        if changed.is_empty() {
+            // Console text reaches no guest and no plan: no new generation for it.
+            self.write_raw(write)
+        } else {
+            self.write(write)
+        }
+    }
+
+    fn console_output(&self, uuid: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            load_instance(c, uuid)?;
+            Ok(c.opt(
+                "SELECT text FROM consoles WHERE instance_uuid = $1",
+                &[&uuid],
+            )?
+            .map(|r| r.get(0)))
         })
     }
 

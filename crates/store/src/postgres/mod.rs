@@ -18,7 +18,7 @@ use ::postgres::{Client, NoTls, Row, Statement};
 use novanet_core::config::{Config, Manager};
 use novanet_core::model::{
     hostname_for, FixedIp, FloatingIp, Instance, InstanceAddress, InstanceSpec, InstanceUpdate,
-    Network,
+    Network, PowerAction, PowerReport,
 };
 use novanet_core::net::Mac;
 use novanet_core::planning::{plan_networks, NetworkRequest};

@@ -5,7 +5,14 @@
 use super::*;
 
 /// Migration N is `MIGRATIONS[N - 1]`. Append, never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    // The tail of each VM's serial console, as its host's hypervisor driver last reported it.
+    "CREATE TABLE consoles (\n\
+         instance_uuid TEXT PRIMARY KEY REFERENCES instances(uuid) ON DELETE CASCADE,\n\
+         text TEXT NOT NULL\n\
+     );",
+];
 
 /// Any number of our own, so that migrations of several servers queue.
 const MIGRATION_LOCK: i64 = 0x006e_6f76_616e_6574; // "novanet"
@@ -52,6 +59,7 @@ pub const TABLES: &[(&str, &[&str])] = &[
         "instances",
         &["id", "uuid", "name", "project_id", "host", "data"],
     ),
+    ("consoles", &["instance_uuid", "text"]),
     (
         "floating_ips",
         &[

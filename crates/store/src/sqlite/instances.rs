@@ -22,6 +22,18 @@ pub(super) fn load_instance(c: &Connection, uuid: &str) -> Result<Instance> {
     Ok(i)
 }
 
+fn save_instance(tx: &Transaction, inst: &Instance) -> Result<()> {
+    let mut stored = inst.clone();
+    stored.id = 0;
+    exec(
+        tx,
+        "UPDATE instances SET name = ?2, data = ?3 WHERE id = ?1",
+        params![inst.id, stored.spec.name, to_json(&stored)],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
 pub(super) fn create_vif(
     tx: &Transaction,
     network_id: i64,
@@ -90,6 +102,7 @@ impl InstanceStore for SqliteStore {
                 created_at: now,
                 password: None,
                 updated_at: now,
+                power: Default::default(),
                 spec: spec.clone(),
             };
             if inst.spec.security_groups.is_empty() {
@@ -327,6 +340,78 @@ impl InstanceStore for SqliteStore {
             )
             .map_err(db)?;
             Ok(true)
+        })
+    }
+
+    fn request_power_action(&self, uuid: &str, action: PowerAction, now: i64) -> Result<Instance> {
+        self.write(|tx| {
+            let mut inst = load_instance(tx, uuid)?;
+            inst.power.request(action);
+            inst.updated_at = now;
+            save_instance(tx, &inst)?;
+            Ok(inst)
+        })
+    }
+
+    fn report_power(&self, host: &str, reports: &[PowerReport]) -> Result<usize> {
+        // Most reports change nothing: read first, write (and bump the generation) only
+        // when something did.
+        let changed: Vec<Instance> = self.read(|c| {
+            let mut out = Vec::new();
+            for r in reports {
+                let Ok(mut inst) = load_instance(c, &r.uuid) else {
+                    continue;
+                };
+                if inst.spec.host.as_deref() == Some(host) && inst.power.take_report(r) {
+                    out.push(inst);
+                }
+            }
+            Ok(out)
+        })?;
+        let consoles: Vec<&PowerReport> = reports.iter().filter(|r| r.console.is_some()).collect();
+        if changed.is_empty() && consoles.is_empty() {
+            return Ok(0);
+        }
+        let write = |tx: &Transaction| -> Result<usize> {
+            let mut n = 0;
+            for c in &changed {
+                let mut now = load_instance(tx, &c.uuid)?;
+                let report = reports.iter().find(|r| r.uuid == c.uuid).expect("reported");
+                if now.power.take_report(report) {
+                    save_instance(tx, &now)?;
+                    n += 1;
+                }
+            }
+            for r in consoles {
+                exec(
+                    tx,
+                    "INSERT INTO consoles(instance_uuid, text) \
+                     SELECT uuid, ?2 FROM instances WHERE uuid = ?1 AND host = ?3 \
+                     ON CONFLICT(instance_uuid) DO UPDATE SET text = excluded.text",
+                    params![r.uuid, r.console, host],
+                )
+                .map_err(db)?;
+            }
+            Ok(n)
+        };
+        if changed.is_empty() {
+            // Console text reaches no guest and no plan: no new generation for it.
+            self.write_raw(write)
+        } else {
+            self.write(write)
+        }
+    }
+
+    fn console_output(&self, uuid: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            load_instance(c, uuid)?;
+            c.query_row(
+                "SELECT text FROM consoles WHERE instance_uuid = ?1",
+                [uuid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)
         })
     }
 

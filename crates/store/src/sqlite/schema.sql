@@ -205,3 +205,9 @@ WHEN OLD.host IS NOT NEW.host BEGIN
     INSERT INTO host_instance_counts(host, instances) SELECT NEW.host, 1 WHERE NEW.host IS NOT NULL
         ON CONFLICT(host) DO UPDATE SET instances = instances + 1;
 END;
+
+-- The tail of each VM's serial console, as its host's hypervisor driver last reported it.
+CREATE TABLE IF NOT EXISTS consoles (
+    instance_uuid TEXT PRIMARY KEY REFERENCES instances(uuid) ON DELETE CASCADE,
+    text TEXT NOT NULL
+);
