@@ -7,17 +7,61 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use novanet_core::model::PowerReport;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::compute::{FLAVORS, IMAGES};
-use crate::error::ApiResult;
+use crate::error::{ApiResult, Body};
 use crate::identity::Ctx;
 use crate::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/novanet/v1/hosts/{host}/instances", get(host_instances))
+    Router::new()
+        .route("/novanet/v1/hosts/{host}/instances", get(host_instances))
+        .route(
+            "/novanet/v1/hosts/{host}/instances/state",
+            post(report_states),
+        )
+}
+
+#[derive(Deserialize)]
+struct StateReport {
+    instances: Vec<PowerReport>,
+}
+
+/// The most of a console kept per VM: nova's `console-log` readers want the last lines.
+const CONSOLE_KEEP: usize = 64 * 1024;
+
+/// `POST /novanet/v1/hosts/{host}/instances/state` (admin): a driver's report on its VMs.
+async fn report_states(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(host): Path<String>,
+    Body(mut r): Body<StateReport>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("hypervisor reports")?;
+    for i in &mut r.instances {
+        if let Some(fault) = &mut i.fault {
+            *fault = clip_front(fault, 1024);
+        }
+        if let Some(c) = &mut i.console {
+            *c = clip_front(c, CONSOLE_KEEP);
+        }
+    }
+    let changed = st.store.report_power(&host, &r.instances)?;
+    Ok(Json(json!({ "host": host, "changed": changed })))
+}
+
+/// The last `max` bytes of `s`, cut at a character boundary.
+fn clip_front(s: &str, max: usize) -> String {
+    let mut from = s.len().saturating_sub(max);
+    while !s.is_char_boundary(from) {
+        from += 1;
+    }
+    s[from..].to_string()
 }
 
 /// An image as a driver boots it: uploaded (`data` true: fetch `/image/v2/images/{id}/file`)
@@ -77,6 +121,7 @@ async fn host_instances(
             "flavor": {"id": flavor.0, "name": flavor.1, "memory_mb": flavor.2, "disk_gb": flavor.3, "vcpus": flavor.4},
             "image": i.spec.image_id.as_deref().map(|k| image_view(&st, k)),
             "vifs": vifs,
+            "power": {"action_id": i.power.action_id, "action": i.power.action},
         }));
     }
     Ok(Json(json!({ "host": host, "instances": out })))

@@ -124,6 +124,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/novanet/v1/hosts/{host}/plan", "A host's desired state; ?after=GEN long-polls, with ?epoch= as deltas over the plan held (admin)"),
     ("post", "/novanet/v1/leases", "dnsmasq lease events: add, old, del (admin)"),
     ("get", "/novanet/v1/hosts/{host}/instances", "The instances placed on a host, with flavor, image and VIFs, for its hypervisor driver (admin)"),
+    ("post", "/novanet/v1/hosts/{host}/instances/state", "A hypervisor driver's report on its VMs: power state, fault, console tail (admin)"),
     ("post", "/novanet/v1/vifs/{uuid}/plug", "The hypervisor reports a VIF's host-side device (admin)"),
     ("get", "/novanet/v1/instances/{id}/config-drive", "An instance's config drive, an ISO 9660 image labelled config-2 (admin)"),
 ];

@@ -1116,7 +1116,185 @@ async fn routes_servers(h: &Harness) -> String {
         None,
     )
     .await;
+    server_lifecycle_follows_its_driver(h, &id, host).await;
     id
+}
+
+/// Stop, start, reboot and the console as a hypervisor driver carries them out and reports;
+/// the server is ACTIVE again at the end.
+async fn server_lifecycle_follows_its_driver(h: &Harness, id: &str, host: &str) {
+    let action = format!("/v2.1/servers/{id}/action");
+    let server = format!("/v2.1/servers/{id}");
+    let report = format!("/novanet/v1/hosts/{host}/instances/state");
+    let state = |v: &Value| {
+        (
+            v["server"]["status"].as_str().unwrap().to_string(),
+            v["server"]["OS-EXT-STS:task_state"]
+                .as_str()
+                .map(str::to_string),
+        )
+    };
+    let said = |state: &str, done: u32, console: Option<&str>| json!({"instances": [{"uuid": id, "state": state, "done_id": done, "console": console}]});
+    h.expect(
+        200,
+        "POST",
+        &report,
+        h.admin(),
+        Some(said("active", 0, Some("line 1\nline 2\n"))),
+    )
+    .await;
+    // os-start of a running server: 409, and nothing asked of the driver.
+    h.expect(
+        409,
+        "POST",
+        &action,
+        h.admin(),
+        Some(json!({"os-start": null})),
+    )
+    .await;
+    h.expect(
+        400,
+        "POST",
+        &action,
+        h.admin(),
+        Some(json!({"reboot": {"type": "WARM"}})),
+    )
+    .await;
+    h.expect(
+        202,
+        "POST",
+        &action,
+        h.admin(),
+        Some(json!({"os-stop": null})),
+    )
+    .await;
+    let v = h.expect(200, "GET", &server, h.admin(), None).await;
+    assert_eq!(state(&v), ("ACTIVE".into(), Some("powering-off".into())));
+    // The driver has not stopped it yet: a second stop waits.
+    h.expect(
+        409,
+        "POST",
+        &action,
+        h.admin(),
+        Some(json!({"os-stop": null})),
+    )
+    .await;
+    let listed = h
+        .expect(
+            200,
+            "GET",
+            &format!("/novanet/v1/hosts/{host}/instances"),
+            h.admin(),
+            None,
+        )
+        .await;
+    let mine = listed["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["uuid"] == id)
+        .unwrap()
+        .clone();
+    assert_eq!(mine["power"], json!({"action_id": 1, "action": "stop"}));
+    h.expect(
+        200,
+        "POST",
+        &report,
+        h.admin(),
+        Some(said("shutoff", 1, None)),
+    )
+    .await;
+    let v = h.expect(200, "GET", &server, h.admin(), None).await;
+    assert_eq!(state(&v), ("SHUTOFF".into(), None));
+    assert_eq!(v["server"]["OS-EXT-STS:power_state"], 4);
+    let stopped = h
+        .expect(
+            200,
+            "GET",
+            "/v2.1/servers/detail?status=SHUTOFF",
+            h.admin(),
+            None,
+        )
+        .await;
+    assert!(stopped["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == id));
+    h.expect(
+        409,
+        "POST",
+        &action,
+        h.admin(),
+        Some(json!({"reboot": {"type": "SOFT"}})),
+    )
+    .await;
+    h.expect(
+        202,
+        "POST",
+        &action,
+        h.admin(),
+        Some(json!({"os-start": null})),
+    )
+    .await;
+    h.expect(
+        200,
+        "POST",
+        &report,
+        h.admin(),
+        Some(said("active", 2, Some("line 3\n"))),
+    )
+    .await;
+    h.expect(
+        202,
+        "POST",
+        &action,
+        h.admin(),
+        Some(json!({"reboot": {"type": "HARD"}})),
+    )
+    .await;
+    let v = h.expect(200, "GET", &server, h.admin(), None).await;
+    assert_eq!(
+        state(&v),
+        ("HARD_REBOOT".into(), Some("rebooting_hard".into()))
+    );
+    h.expect(
+        200,
+        "POST",
+        &report,
+        h.admin(),
+        Some(said("active", 3, None)),
+    )
+    .await;
+    let v = h.expect(200, "GET", &server, h.admin(), None).await;
+    assert_eq!(state(&v), ("ACTIVE".into(), None));
+    let out = h
+        .expect(
+            200,
+            "POST",
+            &action,
+            h.admin(),
+            Some(json!({"os-getConsoleOutput": {"length": 1}})),
+        )
+        .await;
+    assert_eq!(out["output"], "line 3\n");
+    // A failed VM: ERROR with the hypervisor's reason; a project's user may not report.
+    h.expect(403, "POST", &report, h.demo(), Some(said("error", 3, None)))
+        .await;
+    let failed = json!({"instances": [{"uuid": id, "state": "error", "done_id": 3, "fault": "qemu: cannot open disk"}]});
+    h.expect(200, "POST", &report, h.admin(), Some(failed))
+        .await;
+    let v = h.expect(200, "GET", &server, h.admin(), None).await;
+    assert_eq!(v["server"]["status"], "ERROR");
+    assert_eq!(v["server"]["fault"]["message"], "qemu: cannot open disk");
+    h.expect(
+        200,
+        "POST",
+        &report,
+        h.admin(),
+        Some(said("active", 3, None)),
+    )
+    .await;
 }
 
 /// The six server actions, on a server with vmnet; a second network is made for

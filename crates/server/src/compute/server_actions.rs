@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use novanet_core::model::{Instance, PowerAction};
 use serde_json::{Map, Value};
 
 use super::ok_empty;
@@ -19,6 +20,73 @@ use crate::{unix_now, AppState};
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/servers/{id}/action", post(server_action))
+}
+
+/// The lifecycle action `action` asks for, if the server's state allows it (nova's
+/// `check_instance_state`): stop a running or failed server, start a stopped one, reboot
+/// (SOFT only a running one, HARD any), never while an earlier action is under way.
+fn lifecycle(i: &Instance, action: &str, arg: &Value) -> ApiResult<PowerAction> {
+    let state = i.power.state();
+    let conflict = |what: &str| {
+        ApiError::new(
+            crate::error::ErrorKind::Conflict,
+            format!(
+                "Cannot '{action}' instance {} while it is in {what}",
+                i.uuid
+            ),
+        )
+    };
+    if let Some(task) = state.task_state {
+        return Err(conflict(&format!("task_state {task}")));
+    }
+    let allowed: &[&str] = match action {
+        "os-stop" => &["active", "error"],
+        "os-start" => &["stopped"],
+        _ => match arg.get("type").and_then(Value::as_str) {
+            Some(t) if t.eq_ignore_ascii_case("SOFT") => &["active"],
+            Some(t) if t.eq_ignore_ascii_case("HARD") => &["active", "stopped", "error"],
+            _ => {
+                return Err(ApiError::bad_request(
+                    "reboot needs \"type\": \"SOFT\" or \"HARD\"",
+                ))
+            }
+        },
+    };
+    if !allowed.contains(&state.vm_state) {
+        return Err(conflict(&format!("vm_state {}", state.vm_state)));
+    }
+    Ok(match action {
+        "os-stop" => PowerAction::Stop,
+        "os-start" => PowerAction::Start,
+        _ => PowerAction::Reboot,
+    })
+}
+
+/// `os-getConsoleOutput`: the last `length` lines (all when absent or -1) of the serial
+/// console its host's driver last reported.
+fn console_output(st: &AppState, i: &Instance, arg: &Value) -> ApiResult<Response> {
+    let length = match arg.get("length") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let n = v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| ApiError::bad_request("length: not an integer"))?;
+            match n {
+                -1 => None,
+                n if n < 0 => return Err(ApiError::bad_request("length: -1 or more")),
+                n => Some(n as usize),
+            }
+        }
+    };
+    let text = st.store.console_output(&i.uuid)?.unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let from = length.map_or(0, |n| lines.len().saturating_sub(n));
+    let mut output = lines[from..].join("\n");
+    if !output.is_empty() {
+        output.push('\n');
+    }
+    Ok(axum::Json(serde_json::json!({ "output": output })).into_response())
 }
 
 fn str_arg<'a>(v: &'a Value, key: &str, action: &str) -> ApiResult<&'a str> {
@@ -78,8 +146,13 @@ async fn server_action(
                 .ok_or_else(|| ApiError::bad_request("addFixedIp needs \"networkId\""))?;
             st.store.add_fixed_ip(&i.uuid, &net, &st.cfg)?;
         }
-        // A record has no guest to reboot or re-network; nova-network's own actions too.
-        "reboot" | "resetNetwork" | "injectNetworkInfo" => {}
+        // nova-network's own: the network is re-planned from the store anyway.
+        "resetNetwork" | "injectNetworkInfo" => {}
+        "os-stop" | "os-start" | "reboot" => {
+            let power = lifecycle(&i, action, arg)?;
+            st.store.request_power_action(&i.uuid, power, unix_now())?;
+        }
+        "os-getConsoleOutput" => return console_output(&st, &i, arg),
         "removeFixedIp" => {
             let address = str_arg(arg, "address", action)?;
             st.store.remove_fixed_ip(&i.uuid, address, unix_now())?;

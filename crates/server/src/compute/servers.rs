@@ -79,20 +79,25 @@ pub fn server_view(st: &AppState, i: &Instance, v: Microversion, ctx: &Ctx) -> A
         .map(|g| json!({"name": g.name}))
         .collect();
     let created = iso8601(i.created_at);
+    let state = i.power.state();
     let mut view = json!({
-        "id": i.uuid, "name": i.spec.name, "status": "ACTIVE",
+        "id": i.uuid, "name": i.spec.name, "status": state.status,
         "tenant_id": i.spec.project_id, "user_id": i.spec.user_id,
         "image": {"id": i.spec.image_id.clone().unwrap_or_default(), "links": []},
         "flavor": {"id": i.spec.flavor_id.clone().unwrap_or_else(|| "1".into()), "links": []},
         "addresses": addresses, "security_groups": groups, "metadata": i.spec.metadata,
-        "key_name": i.spec.key_name, "OS-EXT-STS:task_state": null, "OS-EXT-STS:vm_state": "active",
-        "OS-EXT-STS:power_state": 1, "OS-EXT-SRV-ATTR:host": i.spec.host,
+        "key_name": i.spec.key_name, "OS-EXT-STS:task_state": state.task_state, "OS-EXT-STS:vm_state": state.vm_state,
+        "OS-EXT-STS:power_state": state.power_state, "OS-EXT-SRV-ATTR:host": i.spec.host,
         "OS-EXT-AZ:availability_zone": i.spec.availability_zone.clone().unwrap_or_else(|| "nova".into()),
         "created": created, "updated": iso8601(i.updated_at.max(i.created_at)), "hostId": "",
         "accessIPv4": i.spec.access_ip_v4.clone().unwrap_or_default(),
         "accessIPv6": i.spec.access_ip_v6.clone().unwrap_or_default(),
         "OS-DCF:diskConfig": "MANUAL", "progress": 0, "links": [],
     });
+    // Nova shows why a server is in ERROR: the hypervisor's reason.
+    if let (Some(fault), "ERROR") = (&i.power.fault, state.status) {
+        view["fault"] = json!({"code": 500, "message": fault, "created": iso8601(i.updated_at.max(i.created_at))});
+    }
     // Nova leaves the key out for a server in no group.
     if view["security_groups"]
         .as_array()
@@ -258,7 +263,7 @@ fn listed(st: &AppState, ctx: &Ctx, q: &ServerQuery) -> ApiResult<Vec<Instance>>
             && flavor.is_none_or(|f| s.flavor_id.as_deref().unwrap_or("1") == f)
             && q.status
                 .as_deref()
-                .is_none_or(|x| x.eq_ignore_ascii_case("ACTIVE"))
+                .is_none_or(|x| x.eq_ignore_ascii_case(i.power.state().status))
             && (!ctx.is_admin()
                 || q.host
                     .as_deref()
