@@ -390,6 +390,7 @@ fn body(method: &str, path: &str, f: &Fixtures) -> Option<Value> {
         ("post", "/image/v2/images") => json!({"name": "img2", "disk_format": "qcow2"}),
         ("post", "/v2.1/servers/{id}/action") => json!({"addSecurityGroup": {"name": "web"}}),
         ("post", "/novanet/v1/hosts/{host}/report") => json!({"network_host": false}),
+        ("post", "/novanet/v1/hosts/{host}/instances/state") => json!({"instances": []}),
         ("post", "/novanet/v1/leases") => {
             json!({"action": "old", "address": f.address, "mac": f.mac})
         }
