@@ -90,6 +90,7 @@ pub struct Agent {
     /// The held plan's DHCP servers, for the lease hook (kept by the same deltas).
     dhcp_plans: Arc<Mutex<Vec<DhcpPlan>>>,
     hypervisor: Option<Box<dyn hypervisor::Hypervisor>>,
+    vms_reported: hypervisor::Reported,
 }
 
 impl Agent {
@@ -101,6 +102,7 @@ impl Agent {
         let hypervisor = hypervisor::driver(opts.compute_driver, &opts.state_dir);
         Ok(Agent {
             hypervisor,
+            vms_reported: Default::default(),
             opts,
             client: Arc::new(client),
             dhcp,
@@ -219,17 +221,27 @@ impl Agent {
         }
         errors.extend(self.dhcp.release(&plan.releases));
         // VMs last: their taps join bridges made above.
-        if let Some(hv) = self.hypervisor.as_mut() {
-            let r = hypervisor::sync(
-                hv.as_mut(),
-                &self.client,
-                &self.opts.host,
-                &self.opts.state_dir,
-            );
-            errors.extend(r.errors);
-            changed.extend(r.changed);
-        }
+        let (e, c) = self.sync_vms();
+        errors.extend(e);
+        changed.extend(c);
         (errors, changed)
+    }
+
+    /// The hypervisor's pass: VMs made, stopped, started or destroyed as the server's
+    /// records say, and what changed reported back. Runs after every apply and on every
+    /// idle pass of the loop, so that actions and VMs that die are seen within seconds.
+    fn sync_vms(&mut self) -> (Vec<String>, Vec<String>) {
+        let Some(hv) = self.hypervisor.as_mut() else {
+            return Default::default();
+        };
+        let r = hypervisor::sync(
+            hv.as_mut(),
+            &self.client,
+            &self.opts.host,
+            &self.opts.state_dir,
+            &mut self.vms_reported,
+        );
+        (r.errors, r.changed)
     }
 
     /// Makes, adopts and removes the plan's segment devices and keeps the VXLAN flood lists.
@@ -449,6 +461,16 @@ impl Agent {
                     Err(e) => vec![e.to_string()],
                 }
             };
+            if !changed && applied && !resync {
+                // A VM's trouble is reported to the server, not retried as a failed apply.
+                let (vm_errors, what) = self.sync_vms();
+                for change in &what {
+                    tracing::info!(change = change.as_str(), "VM");
+                }
+                for e in &vm_errors {
+                    tracing::warn!(error = e.as_str(), "VM");
+                }
+            }
             if errors.is_empty() {
                 applied = true;
                 if self.opts.once {

@@ -4,9 +4,9 @@
 //! taps itself; the domain's name is `instance-<uuid>`, which adoption looks for.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{Disk, Hypervisor, HypervisorReport, PowerState, VmSpec};
+use super::{Disk, Hypervisor, VmSpec};
 use crate::sys::run;
 
 fn esc(s: &str) -> String {
@@ -106,81 +106,40 @@ impl LibvirtDriver {
         run("virsh", &a, None).map_err(|e| e.to_string())
     }
 
-    /// The running domains' names.
-    fn running(&self) -> Result<BTreeSet<String>, String> {
-        Ok(self
-            .virsh(&["list", "--name"])?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect())
-    }
 }
 
 impl Hypervisor for LibvirtDriver {
-    fn apply(&mut self, wanted: &[VmSpec]) -> HypervisorReport {
-        let mut r = HypervisorReport::default();
-        let running = match self.running() {
-            Ok(s) => s,
-            Err(e) => {
-                r.errors.push(format!("libvirt: {e}"));
-                return r;
-            }
-        };
-        let want: BTreeSet<String> = wanted.iter().map(|s| domain_name(&s.uuid)).collect();
-        let existing: Vec<String> = std::fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| super::is_uuid(n))
-            .collect();
-        for uuid in existing.iter().filter(|u| !want.contains(&domain_name(u))) {
-            let name = domain_name(uuid);
-            if running.contains(&name) {
-                if let Err(e) = self.virsh(&["destroy", &name]) {
-                    r.errors.push(format!("destroying {name}: {e}"));
-                    continue;
-                }
-            }
-            let _ = std::fs::remove_dir_all(self.dir.join(uuid));
-            r.changed.push(format!("VM {uuid} destroyed"));
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn running(&mut self) -> Result<BTreeSet<String>, String> {
+        Ok(self
+            .virsh(&["list", "--name"])?
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("instance-"))
+            .filter(|u| super::is_uuid(u))
+            .map(String::from)
+            .collect())
+    }
+
+    fn start(&mut self, spec: &VmSpec) -> Result<(), String> {
+        let xml = self.dir.join(&spec.uuid).join("domain.xml");
+        std::fs::write(&xml, domain_xml(spec, &self.domain_type)).map_err(|e| e.to_string())?;
+        self.virsh(&["create", &xml.to_string_lossy()]).map(|_| ())
+    }
+
+    fn stop(&mut self, uuid: &str) -> Result<(), String> {
+        // A transient domain ends with `destroy`; its disk and console stay in our directory.
+        self.virsh(&["destroy", &domain_name(uuid)]).map(|_| ())
+    }
+
+    fn destroy(&mut self, uuid: &str) -> Result<(), String> {
+        if self.running()?.contains(uuid) {
+            self.stop(uuid)?;
         }
-        for spec in wanted {
-            let dir = self.dir.join(&spec.uuid);
-            let name = domain_name(&spec.uuid);
-            if running.contains(&name) {
-                r.states.insert(spec.uuid.clone(), PowerState::Active);
-                continue;
-            }
-            if dir.join("started").exists() {
-                r.states.insert(spec.uuid.clone(), PowerState::Shutoff);
-                continue;
-            }
-            let xml = dir.join("domain.xml");
-            let made = std::fs::write(&xml, domain_xml(spec, &self.domain_type))
-                .map_err(|e| e.to_string())
-                .and_then(|()| self.virsh(&["create", &xml.to_string_lossy()]));
-            let _ = std::fs::write(dir.join("started"), b"");
-            match made {
-                Ok(_) => {
-                    r.changed.push(format!("VM {} started", spec.uuid));
-                    r.states.insert(spec.uuid.clone(), PowerState::Active);
-                    r.plugged.extend(
-                        spec.nics
-                            .iter()
-                            .map(|n| (n.vif.clone(), n.device.to_string())),
-                    );
-                }
-                Err(e) => {
-                    r.states
-                        .insert(spec.uuid.clone(), PowerState::Error(e.clone()));
-                    r.errors.push(format!("starting VM {}: {e}", spec.uuid));
-                }
-            }
-        }
-        r
+        let dir = self.dir.join(uuid);
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod qemu;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use novanet_core::model::{PowerAction, PowerObserved, PowerReport};
 use novanet_core::valid::{IfName, MacText};
 use serde::{Deserialize, Serialize};
 
@@ -115,16 +116,156 @@ pub enum PowerState {
 pub struct HypervisorReport {
     pub changed: Vec<String>,
     pub errors: Vec<String>,
-    pub states: BTreeMap<String, PowerState>,
+    /// Each wanted VM's state and the last lifecycle action carried out on it.
+    pub states: BTreeMap<String, (PowerState, u32)>,
     /// NICs plugged in this pass: (VIF uuid, device), for the port binding.
     pub plugged: Vec<(String, String)>,
 }
 
+/// What one hypervisor does; the lifecycle (when to start, stop, restart, adopt, report)
+/// is [`apply`]'s, the same for every driver. Each VM has a directory `dir()/<uuid>`.
 pub trait Hypervisor: Send {
-    /// Makes this host's VMs match `wanted`: creates the missing ones, destroys those not
-    /// wanted, adopts running ones (an agent restart), and reports each one's state. A VM
-    /// that stopped is reported `Shutoff`, not started again.
-    fn apply(&mut self, wanted: &[VmSpec]) -> HypervisorReport;
+    fn dir(&self) -> &Path;
+    /// The VMs running now, by instance uuid.
+    fn running(&mut self) -> std::result::Result<BTreeSet<String>, String>;
+    /// Starts the VM (plugging its NICs); returns once it runs or failed.
+    fn start(&mut self, spec: &VmSpec) -> std::result::Result<(), String>;
+    /// Powers the VM off; its directory (disk, console) stays.
+    fn stop(&mut self, uuid: &str) -> std::result::Result<(), String>;
+    /// Powers the VM off if it runs and removes it with its taps and directory.
+    fn destroy(&mut self, uuid: &str) -> std::result::Result<(), String>;
+}
+
+/// A wanted VM and the lifecycle action last asked of it.
+#[derive(Clone, Debug)]
+pub struct Wanted {
+    pub spec: VmSpec,
+    pub power: PowerIntent,
+}
+
+/// The last lifecycle action asked of an instance (numbered: each is carried out once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct PowerIntent {
+    #[serde(default)]
+    pub action_id: u32,
+    #[serde(default)]
+    pub action: PowerAction,
+}
+
+/// What to do to a VM in this pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    Start,
+    Stop,
+    Restart,
+}
+
+/// The lifecycle: a VM is started once when first wanted (unless stopped before it ever
+/// ran); then only a new action moves it. A VM that stopped by itself stays down and is
+/// reported `Shutoff` (nova did not restart it either).
+pub fn next_step(created: bool, running: bool, p: &PowerIntent, done: u32) -> Step {
+    if p.action_id <= done {
+        return if created || p.action == PowerAction::Stop {
+            Step::Nothing
+        } else {
+            Step::Start
+        };
+    }
+    match (p.action, running) {
+        (PowerAction::Stop, true) => Step::Stop,
+        (PowerAction::Reboot, true) => Step::Restart,
+        (PowerAction::Start | PowerAction::Reboot, false) => Step::Start,
+        (PowerAction::Stop, false) | (PowerAction::Start, true) => Step::Nothing,
+    }
+}
+
+/// Marks in a VM's directory: `created` once it was first started (or failed to be), and
+/// `done`, the number of the last action carried out.
+const CREATED: &str = "created";
+const DONE: &str = "done";
+
+/// One pass of the lifecycle over `wanted`: VMs not wanted are destroyed, the others
+/// started, stopped or restarted as [`next_step`] says, running ones adopted.
+pub fn apply(hv: &mut dyn Hypervisor, wanted: &[Wanted]) -> HypervisorReport {
+    let mut r = HypervisorReport::default();
+    let mut running = match hv.running() {
+        Ok(s) => s,
+        Err(e) => {
+            r.errors.push(format!("{}: {e}", hv.dir().display()));
+            return r;
+        }
+    };
+    let want: BTreeSet<&str> = wanted.iter().map(|w| w.spec.uuid.as_str()).collect();
+    let existing: Vec<String> = std::fs::read_dir(hv.dir())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| is_uuid(n))
+        .collect();
+    for uuid in existing.iter().filter(|u| !want.contains(u.as_str())) {
+        match hv.destroy(uuid) {
+            Ok(()) => r.changed.push(format!("VM {uuid} destroyed")),
+            Err(e) => r.errors.push(format!("destroying VM {uuid}: {e}")),
+        }
+    }
+    for w in wanted {
+        let uuid = w.spec.uuid.as_str();
+        let dir = hv.dir().join(uuid);
+        let created = dir.join(CREATED).exists();
+        let done: u32 = std::fs::read_to_string(dir.join(DONE))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let is_running = running.contains(uuid);
+        let step = next_step(created, is_running, &w.power, done);
+        let outcome = match step {
+            Step::Nothing => Ok(()),
+            Step::Stop => hv.stop(uuid),
+            Step::Start => hv.start(&w.spec),
+            Step::Restart => hv.stop(uuid).and_then(|()| hv.start(&w.spec)),
+        };
+        let _ = std::fs::create_dir_all(&dir);
+        if step != Step::Nothing {
+            // Marked even when it failed: a failure is reported, not retried every pass.
+            let _ = std::fs::write(dir.join(CREATED), b"");
+            let _ = std::fs::write(dir.join(DONE), w.power.action_id.to_string());
+        }
+        let state = match (&outcome, step) {
+            (Err(e), _) => {
+                r.errors.push(format!("VM {uuid}: {e}"));
+                PowerState::Error(e.clone())
+            }
+            (Ok(()), Step::Start | Step::Restart) => {
+                running.insert(uuid.to_string());
+                r.changed.push(format!("VM {uuid}: {step:?}"));
+                if !created {
+                    r.plugged.extend(
+                        w.spec
+                            .nics
+                            .iter()
+                            .map(|n| (n.vif.clone(), n.device.to_string())),
+                    );
+                }
+                PowerState::Active
+            }
+            (Ok(()), Step::Stop) => {
+                running.remove(uuid);
+                r.changed.push(format!("VM {uuid}: stopped"));
+                PowerState::Shutoff
+            }
+            (Ok(()), Step::Nothing) if is_running => PowerState::Active,
+            (Ok(()), Step::Nothing) => PowerState::Shutoff,
+        };
+        let done = if step == Step::Nothing {
+            done
+        } else {
+            w.power.action_id
+        };
+        r.states.insert(uuid.to_string(), (state, done));
+    }
+    r
 }
 
 // ---- what the server says is placed on this host ----------------------------------------
@@ -142,6 +283,8 @@ pub struct HostInstance {
     pub image: Option<ImageRef>,
     #[serde(default)]
     pub vifs: Vec<VifRef>,
+    #[serde(default)]
+    pub power: PowerIntent,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -360,13 +503,24 @@ impl ImageFiles for ServerImages<'_> {
 /// What the VM directory keeps of its spec.
 pub const SPEC_FILE: &str = "spec.json";
 
+/// The most of a console sent in one report.
+const CONSOLE_TAIL: u64 = 64 * 1024;
+
+/// What the agent last told the server of each VM, so that it reports changes only.
+#[derive(Default)]
+pub struct Reported {
+    sent: BTreeMap<String, (PowerObserved, Option<String>, u32, u64)>,
+}
+
 /// One pass: the host's instances from the server, their specs (kept ones reused, new ones
-/// made), the driver's apply, and the port bindings of newly plugged NICs.
+/// made), the lifecycle, the port bindings of newly plugged NICs, and a report of what
+/// changed (state, fault, last action done, console tail).
 pub fn sync(
     hv: &mut dyn Hypervisor,
     client: &Client,
     host: &str,
     state_dir: &Path,
+    reported: &mut Reported,
 ) -> HypervisorReport {
     let mut errors = Vec::new();
     let v = match client.call("GET", &format!("/novanet/v1/hosts/{host}/instances"), None) {
@@ -387,7 +541,7 @@ pub fn sync(
             }
         }
     };
-    let vms = state_dir.join("vms");
+    let vms = hv.dir().to_path_buf();
     let images = ServerImages {
         client,
         dir: state_dir.join("images"),
@@ -410,7 +564,10 @@ pub fn sync(
     let mut failed = BTreeMap::new();
     for inst in &listed.instances {
         if let Some(s) = kept.get(&inst.uuid) {
-            wanted.push(s.clone());
+            wanted.push(Wanted {
+                spec: s.clone(),
+                power: inst.power,
+            });
             continue;
         }
         let dir = vms.join(&inst.uuid);
@@ -421,23 +578,21 @@ pub fn sync(
                 let written = std::fs::create_dir_all(&dir)
                     .and_then(|()| std::fs::write(dir.join(SPEC_FILE), text));
                 match written {
-                    Ok(()) => wanted.push(spec),
+                    Ok(()) => wanted.push(Wanted {
+                        spec,
+                        power: inst.power,
+                    }),
                     Err(e) => errors.push(format!("VM {}: {e}", inst.uuid)),
                 }
             }
             Err(why) => {
-                failed.insert(inst.uuid.clone(), why);
+                failed.insert(inst.uuid.clone(), (why, inst.power.action_id));
             }
         }
     }
-    let mut report = hv.apply(&wanted);
-    for (uuid, why) in failed {
-        tracing::warn!(
-            instance = uuid.as_str(),
-            reason = why.as_str(),
-            "cannot boot"
-        );
-        report.states.insert(uuid, PowerState::Error(why));
+    let mut report = apply(hv, &wanted);
+    for (uuid, (why, done)) in failed {
+        report.states.insert(uuid, (PowerState::Error(why), done));
     }
     for (vif, device) in &report.plugged {
         if let Err(e) = client.call(
@@ -450,8 +605,107 @@ pub fn sync(
                 .push(format!("port binding of VIF {vif} on {device}: {e}"));
         }
     }
+    let changes = reported.changes(&report.states, &vms);
+    if !changes.is_empty() {
+        for c in changes.iter().filter(|c| c.state == PowerObserved::Error) {
+            tracing::warn!(
+                instance = c.uuid.as_str(),
+                reason = c.fault.as_deref().unwrap_or(""),
+                "cannot run the VM"
+            );
+        }
+        let body = serde_json::json!({ "instances": changes });
+        match client.call(
+            "POST",
+            &format!("/novanet/v1/hosts/{host}/instances/state"),
+            Some(&body),
+        ) {
+            Ok(_) => reported.sent_ok(&changes, &vms),
+            Err(e) => report.errors.push(format!("reporting VM states: {e}")),
+        }
+    }
     report.errors.extend(errors);
     report
+}
+
+impl Reported {
+    /// The reports that differ from what was last sent (consoles that grew included).
+    fn changes(
+        &self,
+        states: &BTreeMap<String, (PowerState, u32)>,
+        vms: &Path,
+    ) -> Vec<PowerReport> {
+        let mut out = Vec::new();
+        for (uuid, (state, done)) in states {
+            let (observed, fault) = match state {
+                PowerState::Active => (PowerObserved::Active, None),
+                PowerState::Shutoff => (PowerObserved::Shutoff, None),
+                PowerState::Error(why) => (PowerObserved::Error, Some(why.clone())),
+            };
+            let log = vms.join(uuid).join("console.log");
+            let size = std::fs::metadata(&log).map_or(0, |m| m.len());
+            let last = self.sent.get(uuid);
+            let console_changed = last.is_none_or(|l| l.3 != size) && size > 0;
+            let same = last.is_some_and(|l| l.0 == observed && l.1 == fault && l.2 == *done);
+            if same && !console_changed {
+                continue;
+            }
+            out.push(PowerReport {
+                uuid: uuid.clone(),
+                state: observed,
+                fault,
+                done_id: *done,
+                console: console_changed.then(|| console_tail(&log, size)),
+            });
+        }
+        out
+    }
+
+    fn sent_ok(&mut self, changes: &[PowerReport], vms: &Path) {
+        for c in changes {
+            let size = std::fs::metadata(vms.join(&c.uuid).join("console.log")).map_or(0, |m| m.len());
+            self.sent
+                .insert(c.uuid.clone(), (c.state, c.fault.clone(), c.done_id, size));
+        }
+    }
+}
+
+/// The last [`CONSOLE_TAIL`] bytes of a console log, without the terminal's carriage
+/// returns and escape sequences (SeaBIOS writes them), as text.
+fn console_tail(log: &Path, size: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(log) {
+        let _ = f.seek(SeekFrom::Start(size.saturating_sub(CONSOLE_TAIL)));
+        let _ = f.take(CONSOLE_TAIL).read_to_end(&mut buf);
+    }
+    clean_console(&String::from_utf8_lossy(&buf))
+}
+
+/// Console text as a person reads it: no `\r`, no ANSI escape sequences.
+pub fn clean_console(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {}
+            '\u{1b}' => {
+                // CSI: ESC [ parameters final-byte; other escapes: ESC and one character.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -499,6 +753,140 @@ mod tests {
         fn overlay(&self, _: &Path, _: &str, _: &Path) -> Result<Option<()>> {
             Ok(None)
         }
+    }
+
+    #[test]
+    fn the_lifecycle_acts_once_per_action_and_never_revives_a_dead_vm() {
+        let p = |action_id, action| PowerIntent { action_id, action };
+        use PowerAction::*;
+        // First wanted: started, unless stopped before it ever ran.
+        assert_eq!(next_step(false, false, &p(0, Start), 0), Step::Start);
+        assert_eq!(next_step(false, false, &p(1, Stop), 0), Step::Nothing);
+        // Running, nothing new: left alone; died by itself: left down.
+        assert_eq!(next_step(true, true, &p(0, Start), 0), Step::Nothing);
+        assert_eq!(next_step(true, false, &p(0, Start), 0), Step::Nothing);
+        // New actions.
+        assert_eq!(next_step(true, true, &p(1, Stop), 0), Step::Stop);
+        assert_eq!(next_step(true, false, &p(2, Start), 1), Step::Start);
+        assert_eq!(next_step(true, true, &p(3, Reboot), 2), Step::Restart);
+        assert_eq!(next_step(true, false, &p(3, Reboot), 2), Step::Start);
+        // Carried out already: nothing again (an agent restart reads `done`).
+        assert_eq!(next_step(true, false, &p(1, Stop), 1), Step::Nothing);
+        assert_eq!(next_step(true, true, &p(3, Reboot), 3), Step::Nothing);
+    }
+
+    /// Records what it was asked; VMs "run" in a set. A unit-test stand-in only: the real
+    /// drivers are proven in the lab.
+    struct Recorder {
+        dir: PathBuf,
+        up: BTreeSet<String>,
+        calls: Vec<String>,
+        fail_start: bool,
+    }
+    impl Hypervisor for Recorder {
+        fn dir(&self) -> &Path {
+            &self.dir
+        }
+        fn running(&mut self) -> std::result::Result<BTreeSet<String>, String> {
+            Ok(self.up.clone())
+        }
+        fn start(&mut self, spec: &VmSpec) -> std::result::Result<(), String> {
+            self.calls.push(format!("start {}", &spec.uuid[..4]));
+            if self.fail_start {
+                return Err("no such image".into());
+            }
+            self.up.insert(spec.uuid.clone());
+            Ok(())
+        }
+        fn stop(&mut self, uuid: &str) -> std::result::Result<(), String> {
+            self.calls.push(format!("stop {}", &uuid[..4]));
+            self.up.remove(uuid);
+            Ok(())
+        }
+        fn destroy(&mut self, uuid: &str) -> std::result::Result<(), String> {
+            self.calls.push(format!("destroy {}", &uuid[..4]));
+            self.up.remove(uuid);
+            std::fs::remove_dir_all(self.dir.join(uuid)).map_err(|e| e.to_string())
+        }
+    }
+
+    #[test]
+    fn apply_runs_the_lifecycle_and_reports_each_vm() {
+        let dir = std::env::temp_dir().join(format!("novanet-hv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut hv = Recorder {
+            dir: dir.clone(),
+            up: BTreeSet::new(),
+            calls: Vec::new(),
+            fail_start: false,
+        };
+        let mut w = Wanted {
+            spec: spec(),
+            power: PowerIntent::default(),
+        };
+        let uuid = w.spec.uuid.clone();
+        let r = apply(&mut hv, std::slice::from_ref(&w));
+        assert_eq!(r.states[&uuid], (PowerState::Active, 0));
+        assert_eq!(r.plugged.len(), 2, "both NICs' bindings reported once");
+        let r = apply(&mut hv, std::slice::from_ref(&w));
+        assert!(r.plugged.is_empty() && r.changed.is_empty());
+        // It dies: reported, not restarted.
+        hv.up.clear();
+        let r = apply(&mut hv, std::slice::from_ref(&w));
+        assert_eq!(r.states[&uuid], (PowerState::Shutoff, 0));
+        w.power = PowerIntent {
+            action_id: 1,
+            action: PowerAction::Start,
+        };
+        apply(&mut hv, std::slice::from_ref(&w));
+        w.power = PowerIntent {
+            action_id: 2,
+            action: PowerAction::Reboot,
+        };
+        let r = apply(&mut hv, std::slice::from_ref(&w));
+        assert_eq!(r.states[&uuid], (PowerState::Active, 2));
+        w.power = PowerIntent {
+            action_id: 3,
+            action: PowerAction::Stop,
+        };
+        let r = apply(&mut hv, std::slice::from_ref(&w));
+        assert_eq!(r.states[&uuid], (PowerState::Shutoff, 3));
+        // A failed start is an error with the reason, tried once per action.
+        hv.fail_start = true;
+        w.power = PowerIntent {
+            action_id: 4,
+            action: PowerAction::Start,
+        };
+        let r = apply(&mut hv, std::slice::from_ref(&w));
+        assert_eq!(
+            r.states[&uuid],
+            (PowerState::Error("no such image".into()), 4)
+        );
+        apply(&mut hv, std::slice::from_ref(&w));
+        // Not wanted any more: destroyed.
+        apply(&mut hv, &[]);
+        assert_eq!(
+            hv.calls,
+            [
+                "start 0b7a",
+                "start 0b7a",
+                "stop 0b7a",
+                "start 0b7a",
+                "stop 0b7a",
+                "start 0b7a",
+                "destroy 0b7a"
+            ]
+        );
+        assert!(!dir.join(&uuid).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn console_text_loses_carriage_returns_and_escapes() {
+        assert_eq!(
+            clean_console("\u{1b}[2J\u{1b}[01;01HSeaBIOS\r\nlogin: \u{1b}[6n\u{1b}cok\n"),
+            "SeaBIOS\nlogin: ok\n"
+        );
     }
 
     #[test]

@@ -2,15 +2,14 @@
 //! daemonized with its PID in the VM's directory; TCG unless told otherwise (nested KVM
 //! does not work on every host).
 //!
-//! A VM's directory (`vms/<uuid>/`) holds `spec.json`, `pid`, `started` (written once the
-//! VM was started: a VM that stops afterwards is reported, not restarted), `qmp.sock` and
-//! `console.log`. An agent restart finds running VMs there and adopts them.
+//! A VM's directory (`vms/<uuid>/`) holds `spec.json`, `pid`, `qmp.sock`, `console.log`
+//! and the lifecycle's marks; an agent restart finds running VMs there and adopts them.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Disk, Hypervisor, HypervisorReport, PowerState, VmSpec, SPEC_FILE};
+use super::{Disk, Hypervisor, VmSpec, SPEC_FILE};
 use crate::sys::run;
 
 /// How qemu runs on this host.
@@ -159,8 +158,8 @@ fn device_exists(dev: &str) -> bool {
     Path::new("/sys/class/net").join(dev).exists()
 }
 
-/// Ends a VM: SIGTERM (qemu exits at once), SIGKILL after 5 s; its taps go with it.
-fn destroy(dir: &Path, uuid: &str) -> Result<(), String> {
+/// Powers a VM off: SIGTERM (qemu exits at once), SIGKILL after 5 s.
+fn power_off(dir: &Path, uuid: &str) {
     if let Some(pid) = running_pid(dir, uuid) {
         let _ = crate::sys::signal(pid, "TERM");
         let start = Instant::now();
@@ -173,6 +172,11 @@ fn destroy(dir: &Path, uuid: &str) -> Result<(), String> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Ends a VM and removes it: its taps and its directory.
+fn destroy(dir: &Path, uuid: &str) -> Result<(), String> {
+    power_off(dir, uuid);
     let spec: Option<VmSpec> = std::fs::read_to_string(dir.join(SPEC_FILE))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
@@ -187,7 +191,7 @@ fn destroy(dir: &Path, uuid: &str) -> Result<(), String> {
 fn start(spec: &VmSpec, dir: &Path, o: &QemuOptions) -> Result<(), String> {
     for cmd in tap_commands(spec) {
         let dev = &cmd[3];
-        // A tap left by a VM that died is reused as it is.
+        // A tap left by a VM that stopped is reused as it is.
         if cmd[0] == "tuntap" && device_exists(dev) {
             continue;
         }
@@ -197,58 +201,40 @@ fn start(spec: &VmSpec, dir: &Path, o: &QemuOptions) -> Result<(), String> {
     let args = argv(spec, dir, o);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     // -daemonize: qemu returns once the VM runs, or fails with its reason on stderr.
-    run(&o.binary, &argv, None).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("started"), b"").map_err(|e| e.to_string())
+    run(&o.binary, &argv, None)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 impl Hypervisor for QemuDriver {
-    fn apply(&mut self, wanted: &[VmSpec]) -> HypervisorReport {
-        let mut r = HypervisorReport::default();
-        let want: BTreeSet<&str> = wanted.iter().map(|s| s.uuid.as_str()).collect();
-        // VMs of instances that are gone.
-        let existing: Vec<String> = std::fs::read_dir(&self.dir)
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn running(&mut self) -> Result<BTreeSet<String>, String> {
+        Ok(std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| super::is_uuid(n))
-            .collect();
-        for uuid in existing.iter().filter(|u| !want.contains(u.as_str())) {
-            match destroy(&self.vm_dir(uuid), uuid) {
-                Ok(()) => r.changed.push(format!("VM {uuid} destroyed")),
-                Err(e) => r.errors.push(format!("destroying VM {uuid}: {e}")),
-            }
+            .filter(|u| super::is_uuid(u) && running_pid(&self.vm_dir(u), u).is_some())
+            .collect())
+    }
+
+    fn start(&mut self, spec: &VmSpec) -> Result<(), String> {
+        start(spec, &self.vm_dir(&spec.uuid), &self.options)
+    }
+
+    fn stop(&mut self, uuid: &str) -> Result<(), String> {
+        power_off(&self.vm_dir(uuid), uuid);
+        match running_pid(&self.vm_dir(uuid), uuid) {
+            Some(pid) => Err(format!("qemu (PID {pid}) did not end")),
+            None => Ok(()),
         }
-        for spec in wanted {
-            let dir = self.vm_dir(&spec.uuid);
-            if running_pid(&dir, &spec.uuid).is_some() {
-                r.states.insert(spec.uuid.clone(), PowerState::Active);
-                continue;
-            }
-            if dir.join("started").exists() {
-                r.states.insert(spec.uuid.clone(), PowerState::Shutoff);
-                continue;
-            }
-            match start(spec, &dir, &self.options) {
-                Ok(()) => {
-                    r.changed.push(format!("VM {} started", spec.uuid));
-                    r.states.insert(spec.uuid.clone(), PowerState::Active);
-                    r.plugged.extend(
-                        spec.nics
-                            .iter()
-                            .map(|n| (n.vif.clone(), n.device.to_string())),
-                    );
-                }
-                Err(e) => {
-                    // Marked started: an error is reported, not retried every pass.
-                    let _ = std::fs::write(dir.join("started"), b"");
-                    r.states
-                        .insert(spec.uuid.clone(), PowerState::Error(e.clone()));
-                    r.errors.push(format!("starting VM {}: {e}", spec.uuid));
-                }
-            }
-        }
-        r
+    }
+
+    fn destroy(&mut self, uuid: &str) -> Result<(), String> {
+        destroy(&self.vm_dir(uuid), uuid)
     }
 }
 
