@@ -1,6 +1,7 @@
 //! `novanet manage image build-test`: a small bootable test image made from Debian's packages
 //! alone — the cloud kernel and a busybox initramfs whose /init takes a DHCP lease on every
-//! NIC and reads its hostname from the metadata service, printing both on the serial console.
+//! NIC and reads its hostname from the metadata service, printing both on the serial console
+//! and serving the hostname over HTTP on port 80 (for security group and floating IP tests).
 //!
 //! The image is a kernel + initramfs pair, booted with qemu's `-kernel`/`-initrd` (nova's
 //! AMI-style `kernel_id`/`ramdisk_id` images). A raw disk would need a boot loader and the
@@ -103,7 +104,8 @@ pub fn init_script(modules: &[String]) -> String {
          \x20 udhcpc -i \"$nic\" -s /etc/udhcpc.sh -t 10 -T 1 -A 1 -b -S 2>/dev/null\n\
          done\n\
          host=$(timeout 10 wget -qO- http://169.254.169.254/latest/meta-data/hostname 2>/dev/null)\n\
-         echo \"novanet-test: hostname ${host:-none}\"\n",
+         echo \"novanet-test: hostname ${host:-none}\"\n\
+         mkdir -p /www && echo \"${host:-none}\" > /www/index.html && httpd -p 80 -h /www\n",
     );
     s.push_str(&format!("echo \"{READY_LINE}\"\n"));
     s.push_str(
@@ -115,7 +117,8 @@ pub fn init_script(modules: &[String]) -> String {
 
 /// Debian's busybox ships no default udhcpc script: this one sets the address, the first
 /// router as default route (one default route however many NICs), resolv.conf, and prints
-/// the lease on the console.
+/// the lease on the console. (busybox's `ip route show default` lists every route: the
+/// check for an existing default route reads the whole table.)
 pub fn udhcpc_script() -> String {
     "#!/bin/sh\n\
      case \"$1\" in\n\
@@ -126,7 +129,7 @@ pub fn udhcpc_script() -> String {
      \x20 ip -4 addr flush dev \"$interface\"\n\
      \x20 ip addr add \"$ip/$mask\" dev \"$interface\"\n\
      \x20 set -- $router\n\
-     \x20 if [ -n \"$1\" ] && ! ip route show default | grep -q .; then\n\
+     \x20 if [ -n \"$1\" ] && ! ip route | grep -q '^default'; then\n\
      \x20   ip route add default via \"$1\" dev \"$interface\"\n\
      \x20 fi\n\
      \x20 [ -n \"$dns\" ] && for d in $dns; do echo \"nameserver $d\"; done > /etc/resolv.conf\n\
@@ -570,6 +573,7 @@ mod tests {
         let b = s.find("insmod /lib/modules/virtio_net.ko").unwrap();
         assert!(a < b);
         assert!(s.contains("timeout 10 wget -qO- http://169.254.169.254/latest/meta-data/hostname"));
+        assert!(udhcpc_script().contains("! ip route | grep -q '^default'"));
         assert!(s.contains(READY_LINE));
         assert!(udhcpc_script().contains("novanet-test: lease $interface $ip/$mask"));
     }

@@ -105,7 +105,6 @@ impl LibvirtDriver {
         a.extend_from_slice(args);
         run("virsh", &a, None).map_err(|e| e.to_string())
     }
-
 }
 
 impl Hypervisor for LibvirtDriver {

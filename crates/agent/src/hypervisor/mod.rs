@@ -663,7 +663,8 @@ impl Reported {
 
     fn sent_ok(&mut self, changes: &[PowerReport], vms: &Path) {
         for c in changes {
-            let size = std::fs::metadata(vms.join(&c.uuid).join("console.log")).map_or(0, |m| m.len());
+            let size =
+                std::fs::metadata(vms.join(&c.uuid).join("console.log")).map_or(0, |m| m.len());
             self.sent
                 .insert(c.uuid.clone(), (c.state, c.fault.clone(), c.done_id, size));
         }

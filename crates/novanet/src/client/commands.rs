@@ -80,6 +80,35 @@ pub enum ClientCmd {
         #[arg(required = true)]
         servers: Vec<String>,
     },
+    /// Stop the server(s): their VMs are powered off, disks kept
+    Stop {
+        /// Name or ID of the server(s)
+        #[arg(required = true)]
+        servers: Vec<String>,
+    },
+    /// Start the stopped server(s)
+    Start {
+        /// Name or ID of the server(s)
+        #[arg(required = true)]
+        servers: Vec<String>,
+    },
+    /// Reboot a server (its VM is powered off and on again)
+    Reboot {
+        /// Name or ID of the server
+        server: String,
+        /// A hard reboot (also of a stopped or failed server); the default is soft
+        #[arg(long)]
+        hard: bool,
+    },
+    /// The server's serial console output, as its host last reported it
+    #[command(after_help = "Example:\n  novanet console-log --length 20 cirros")]
+    ConsoleLog {
+        /// Name or ID of the server
+        server: String,
+        /// Only the last N lines
+        #[arg(long, value_name = "N")]
+        length: Option<u32>,
+    },
     /// Allocate a floating IP for the current project
     #[command(
         after_help = "Examples:\n  novanet floating-ip-create\n  novanet floating-ip-create nova"

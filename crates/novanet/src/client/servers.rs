@@ -327,6 +327,36 @@ pub fn delete(s: &Session, servers: &[String]) -> Res<()> {
     Ok(())
 }
 
+/// `stop` and `start`: one action per server, as novaclient sends them.
+pub fn power(s: &Session, servers: &[String], action: &str) -> Res<()> {
+    for name in servers {
+        let srv = find(s, name)?;
+        self::action(s, &srv, json!({ action: null }))?;
+        let verb = if action == "os-stop" { "stop" } else { "start" };
+        out(&format!(
+            "Request to {verb} server {name} has been accepted."
+        ));
+    }
+    Ok(())
+}
+
+pub fn reboot(s: &Session, server: &str, hard: bool) -> Res<()> {
+    let srv = find(s, server)?;
+    let kind = if hard { "HARD" } else { "SOFT" };
+    action(s, &srv, json!({"reboot": {"type": kind}}))?;
+    out(&format!(
+        "Request to reboot server {server} has been accepted."
+    ));
+    Ok(())
+}
+
+pub fn console_log(s: &Session, server: &str, length: Option<u32>) -> Res<()> {
+    let srv = find(s, server)?;
+    let v = action(s, &srv, json!({"os-getConsoleOutput": {"length": length}}))?;
+    print!("{}", v["output"].as_str().unwrap_or_default());
+    Ok(())
+}
+
 pub fn add_fixed_ip(s: &Session, server: &str, network: &str) -> Res<()> {
     let srv = find(s, server)?;
     let n = networks::find(s, network)?;

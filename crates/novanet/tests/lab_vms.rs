@@ -1,0 +1,162 @@
+//! End-to-end with real VMs: qemu (TCG) on the lab's compute hosts, booted from the test
+//! image `manage image build-test` makes. Needs root, qemu-system-x86_64 and apt-get (for
+//! the image's packages); skips otherwise.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn have_qemu() -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", "command -v qemu-system-x86_64 && command -v apt-get"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipping the real-VM lab test: it needs qemu-system-x86_64 and apt-get");
+    }
+    ok
+}
+
+/// The server's `status` and `OS-EXT-STS:task_state`, as the API shows them.
+fn status(lab: &Lab, server: &str) -> (String, String) {
+    let v: serde_json::Value =
+        serde_json::from_str(&lab.novanet(&["show", server, "--json"])).expect("show --json");
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+    (s("status"), s("OS-EXT-STS:task_state"))
+}
+
+fn console(lab: &Lab, server: &str) -> String {
+    lab.novanet(&["console-log", server])
+}
+
+/// How many times the test image finished booting, by its console.
+fn boots(lab: &Lab) -> usize {
+    console(lab, "cirros")
+        .matches("novanet-test: ready")
+        .count()
+}
+
+/// The seed's cirros as a real VM: metadata read from inside it, a floating IP from
+/// `outside`, a security group rule opening and closing a port, stop, start, reboot and the
+/// console as nova has them, and a delete that leaves no VM, tap or rule behind.
+#[test]
+fn a_real_vm_through_its_lifecycle() {
+    if !have_qemu() {
+        return;
+    }
+    let Some(lab) = Lab::up_with("vm", &["--vms", "qemu"]) else {
+        return;
+    };
+    // The guest read its hostname from the metadata service (169.254.169.254, DNATed by the
+    // controller), and the console reached the API through the driver's report.
+    wait_until("cirros's console in the API", patience(30), || {
+        console(&lab, "cirros").contains("novanet-test: hostname cirros")
+    });
+    let log = console(&lab, "cirros");
+    assert!(
+        log.contains("novanet-test: lease eth0 10.0.0.2/24 router 10.0.0.1"),
+        "{log}"
+    );
+    assert!(!log.contains('\r') && !log.contains('\u{1b}'), "{log:?}");
+    assert_eq!(status(&lab, "cirros"), ("ACTIVE".into(), "-".into()));
+
+    // A floating IP, reached from outside; the VM serves its hostname on port 80.
+    lab.novanet(&[
+        "manage",
+        "floating",
+        "create",
+        "--pool",
+        "nova",
+        "--ip_range",
+        "68.99.26.170/31",
+    ]);
+    lab.novanet(&["floating-ip-create"]);
+    lab.novanet(&["floating-ip-associate", "cirros", "68.99.26.170"]);
+    lab.novanet(&[
+        "secgroup-add-rule",
+        "default",
+        "icmp",
+        "-1",
+        "-1",
+        "0.0.0.0/0",
+    ]);
+    wait_until("outside pings the floating IP", patience(20), || {
+        lab.succeeds("outside", &["ping", "-c", "1", "-W", "1", "68.99.26.170"])
+    });
+    let web = || curl(&lab, "outside", "http://68.99.26.170/");
+    assert_eq!(web(), None, "port 80 is open before any rule admits it");
+    let rule = ["default", "tcp", "80", "80", "0.0.0.0/0"];
+    let mut add = vec!["secgroup-add-rule"];
+    add.extend(rule);
+    lab.novanet(&add);
+    wait_until("a rule opens port 80", patience(20), || {
+        web().as_deref() == Some("cirros")
+    });
+    let mut del = vec!["secgroup-delete-rule"];
+    del.extend(rule);
+    lab.novanet(&del);
+    wait_until("its removal closes port 80", patience(20), || {
+        web().is_none()
+    });
+
+    // Stop: the VM is powered off and the API says so; start: it boots again.
+    lab.novanet(&["stop", "cirros"]);
+    wait_until("SHUTOFF", patience(20), || {
+        status(&lab, "cirros") == ("SHUTOFF".into(), "-".into())
+    });
+    assert!(!lab.succeeds("outside", &["ping", "-c", "1", "-W", "1", "68.99.26.170"]));
+    let stopped = lab.exec("controller", &["novanet", "stop", "cirros"]);
+    assert!(!stopped.status.success(), "a second stop is refused");
+    assert!(
+        text(&stopped.stderr).contains("vm_state stopped"),
+        "{}",
+        text(&stopped.stderr)
+    );
+    lab.novanet(&["start", "cirros"]);
+    wait_until("ACTIVE and booted again", patience(40), || {
+        status(&lab, "cirros") == ("ACTIVE".into(), "-".into()) && boots(&lab) >= 2
+    });
+    wait_until("the floating IP answers again", patience(20), || {
+        lab.succeeds("outside", &["ping", "-c", "1", "-W", "1", "68.99.26.170"])
+    });
+    lab.novanet(&["reboot", "--hard", "cirros"]);
+    wait_until("rebooted", patience(40), || {
+        status(&lab, "cirros") == ("ACTIVE".into(), "-".into()) && boots(&lab) >= 3
+    });
+    // The same VM throughout: its tap is still vnet0 on br100.
+    let master = lab.ok("compute-1", &["cat", "/sys/class/net/vnet0/master/uevent"]);
+    assert!(master.contains("INTERFACE=br100"), "{master}");
+
+    // A VM that dies is reported, not revived.
+    let vms = lab.dir.join("agent-compute-1/vms");
+    let pid_file = std::fs::read_dir(&vms)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("pid"))
+        .find(|p| p.exists())
+        .expect("the VM's pid file");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert!(Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap()
+        .success());
+    wait_until("the dead VM reported SHUTOFF", patience(20), || {
+        status(&lab, "cirros").0 == "SHUTOFF"
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(status(&lab, "cirros").0, "SHUTOFF", "revived by the agent");
+
+    lab.novanet(&["delete", "cirros"]);
+    wait_until("the VM, its tap and its rules to go", patience(30), || {
+        !lab.link_exists("compute-1", "vnet0")
+            && std::fs::read_dir(&vms).map_or(true, |mut d| d.next().is_none())
+            && !lab
+                .ok("compute-1", &["nft", "list", "ruleset"])
+                .contains("vnet0")
+            && !lab.ok("compute-1", &["iptables-save"]).contains("vnet0")
+    });
+}
