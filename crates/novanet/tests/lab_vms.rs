@@ -93,7 +93,7 @@ fn a_real_vm_through_its_lifecycle() {
     add.extend(rule);
     lab.novanet(&add);
     wait_until("a rule opens port 80", patience(20), || {
-        web().as_deref() == Some("cirros")
+        web().as_deref() == Some("cirros.novalocal")
     });
     let mut del = vec!["secgroup-delete-rule"];
     del.extend(rule);

@@ -77,7 +77,7 @@ pub fn domain_xml(spec: &VmSpec, domain_type: &str) -> String {
         ));
     }
     x.push_str(&format!(
-        "    <serial type='file'>\n      <source path='{}'/>\n      <target port='0'/>\n    </serial>\n",
+        "    <serial type='file'>\n      <source path='{}' append='on'/>\n      <target port='0'/>\n    </serial>\n",
         esc(&spec.console_log.to_string_lossy())
     ));
     x.push_str("  </devices>\n</domain>\n");
@@ -183,7 +183,7 @@ mod tests {
       <rom enabled='no'/>
     </interface>
     <serial type='file'>
-      <source path='/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/console.log'/>
+      <source path='/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/console.log' append='on'/>
       <target port='0'/>
     </serial>
   </devices>

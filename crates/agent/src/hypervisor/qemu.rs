@@ -50,8 +50,14 @@ pub fn argv(spec: &VmSpec, dir: &Path, o: &QemuOptions) -> Vec<String> {
         "-nodefaults".into(),
         "-display".into(),
         "none".into(),
+        // Appended to, so that `console-log` shows every boot, as nova's console.log did.
+        "-chardev".into(),
+        format!(
+            "file,id=console,path={},append=on",
+            spec.console_log.to_string_lossy()
+        ),
         "-serial".into(),
-        format!("file:{}", spec.console_log.to_string_lossy()),
+        "chardev:console".into(),
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", p("qmp.sock")),
         "-daemonize".into(),
@@ -261,7 +267,8 @@ mod tests {
 -m 512
 -nodefaults
 -display none
--serial file:/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/console.log
+-chardev file,id=console,path=/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/console.log,append=on
+-serial chardev:console
 -qmp unix:/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/qmp.sock,server=on,wait=off
 -daemonize
 -pidfile /var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/pid

@@ -151,11 +151,15 @@ impl Server {
             .join("; ")
     }
 
+    /// novaclient's names of nova's power states.
     fn power(&self) -> &'static str {
-        if self.power_state == Some(1) {
-            "Running"
-        } else {
-            "NOSTATE"
+        match self.power_state {
+            Some(1) => "Running",
+            Some(3) => "Paused",
+            Some(4) => "Shutdown",
+            Some(6) => "Crashed",
+            Some(7) => "Suspended",
+            _ => "NOSTATE",
         }
     }
 }
