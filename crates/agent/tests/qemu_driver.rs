@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use novanet_agent::hypervisor::qemu::{running_pid, QemuDriver, QemuOptions};
-use novanet_agent::hypervisor::{Hypervisor, Nic, PowerState, VmSpec};
+use novanet_agent::hypervisor::{apply, Nic, PowerState, VmSpec, Wanted};
 use novanet_core::valid::{IfName, MacText};
 use novanet_lab::test_image;
 
@@ -127,11 +127,15 @@ fn inside() {
         accel: "tcg".into(),
         cpu: "max".into(),
     };
+    let wanted = [Wanted {
+        spec: spec.clone(),
+        power: Default::default(),
+    }];
     let result = std::panic::catch_unwind(|| {
         let mut driver = QemuDriver::with_options(vms.clone(), opts.clone());
-        let r = driver.apply(std::slice::from_ref(&spec));
+        let r = apply(&mut driver, &wanted);
         assert!(r.errors.is_empty(), "{:?}", r.errors);
-        assert_eq!(r.states[UUID], PowerState::Active);
+        assert_eq!(r.states[UUID], (PowerState::Active, 0));
         assert_eq!(r.plugged, [("vif-1".to_string(), "vnet0".to_string())]);
         let master = std::fs::read_link("/sys/class/net/vnet0/master").unwrap();
         assert!(master.ends_with("brt"), "vnet0 is on {master:?}");
@@ -147,7 +151,7 @@ fn inside() {
         // An agent restart: a new driver adopts the running VM, starts nothing.
         let pid = running_pid(&dir, UUID).expect("running");
         let mut again = QemuDriver::with_options(vms.clone(), opts.clone());
-        let r = again.apply(std::slice::from_ref(&spec));
+        let r = apply(&mut again, &wanted);
         assert!(r.changed.is_empty() && r.plugged.is_empty(), "{r:?}");
         assert_eq!(running_pid(&dir, UUID), Some(pid));
 
@@ -156,12 +160,12 @@ fn inside() {
         wait_for("qemu to exit", Duration::from_secs(10), || {
             running_pid(&dir, UUID).is_none()
         });
-        let r = again.apply(std::slice::from_ref(&spec));
-        assert_eq!(r.states[UUID], PowerState::Shutoff);
+        let r = apply(&mut again, &wanted);
+        assert_eq!(r.states[UUID], (PowerState::Shutoff, 0));
         assert!(running_pid(&dir, UUID).is_none());
 
         // The instance is gone: its VM directory and tap go too.
-        let r = again.apply(&[]);
+        let r = apply(&mut again, &[]);
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert!(
             !Path::new("/sys/class/net/vnet0").exists(),
