@@ -6,6 +6,7 @@ pub mod client;
 mod dhcp;
 pub mod firewall;
 pub mod hypervisor;
+mod isolation;
 mod links;
 mod plan_check;
 mod segments;
@@ -18,6 +19,8 @@ pub use sys::AgentError;
 /// (the firewall's is `firewall::render`).
 pub mod render {
     pub use crate::dhcp::{dnsmasq_args, dnsmasq_hosts, dnsmasq_opts};
+    /// The bridge table that keeps a shared multi-host address to its host.
+    pub use crate::isolation::render as isolation_table;
     /// The `ip -batch` lines that take the links from what is there to the plan's.
     pub use crate::links::diff as link_commands;
 }
@@ -90,6 +93,8 @@ pub struct Agent {
     /// The held plan's DHCP servers, for the lease hook (kept by the same deltas).
     dhcp_plans: Arc<Mutex<Vec<DhcpPlan>>>,
     hypervisor: Option<Box<dyn hypervisor::Hypervisor>>,
+    /// The bridge rules that keep a shared multi-host address to this host.
+    isolation: isolation::Isolation,
 }
 
 impl Agent {
@@ -107,6 +112,7 @@ impl Agent {
             firewall: None,
             owned,
             dhcp_plans: Arc::default(),
+            isolation: isolation::Isolation::default(),
         })
     }
 
@@ -135,6 +141,12 @@ impl Agent {
         let fw = driver.apply(plan);
         errors.extend(fw.errors.iter().map(ToString::to_string));
         changed.extend(fw.changed);
+        // Before the shared address goes on the bridge: the other hosts must not hear of it.
+        match self.isolation.apply(&plan.bridges) {
+            Ok(true) => changed.push("shared-address isolation".into()),
+            Ok(false) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
         // Segments first: the bridges below enslave their devices.
         self.apply_segments(plan, &mut errors, &mut changed);
         match links::read_links() {
