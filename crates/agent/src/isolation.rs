@@ -38,9 +38,11 @@ pub fn render(bridges: &[BridgePlan]) -> Option<String> {
             "    iifname \"{iface}\" udp dport 67-68 drop\n    oifname \"{iface}\" udp dport 67-68 drop\n"
         ));
     }
+    // At ebtables' filter priority: bridged IPv4 that br_netfilter hands to iptables comes
+    // back to the bridge hooks after priority 0 only, so a chain at 0 would never see it.
     let chain = |name: &str, rules: &str| {
         format!(
-            "  chain {name} {{\n    type filter hook {name} priority 0; policy accept;\n{rules}  }}\n"
+            "  chain {name} {{\n    type filter hook {name} priority filter; policy accept;\n{rules}  }}\n"
         )
     };
     Some(format!(
@@ -109,13 +111,13 @@ mod tests {
             "table bridge novanet_isolate\n\
              delete table bridge novanet_isolate\n\
              table bridge novanet_isolate {\n  \
-               chain input {\n    type filter hook input priority 0; policy accept;\n    \
+               chain input {\n    type filter hook input priority filter; policy accept;\n    \
                  iifname \"eth2\" arp daddr ip 10.0.0.1 drop\n    \
                  iifname \"eth2\" udp dport 67 drop\n  }\n  \
-               chain output {\n    type filter hook output priority 0; policy accept;\n    \
+               chain output {\n    type filter hook output priority filter; policy accept;\n    \
                  oifname \"eth2\" arp saddr ip 10.0.0.1 drop\n    \
                  oifname \"eth2\" udp sport 67 drop\n  }\n  \
-               chain forward {\n    type filter hook forward priority 0; policy accept;\n    \
+               chain forward {\n    type filter hook forward priority filter; policy accept;\n    \
                  iifname \"eth2\" udp dport 67-68 drop\n    \
                  oifname \"eth2\" udp dport 67-68 drop\n  }\n\
              }\n"

@@ -8,6 +8,7 @@ pub mod firewall;
 pub mod hypervisor;
 mod isolation;
 mod links;
+mod metadata;
 mod plan_check;
 mod segments;
 mod sys;
@@ -95,6 +96,8 @@ pub struct Agent {
     hypervisor: Option<Box<dyn hypervisor::Hypervisor>>,
     /// The bridge rules that keep a shared multi-host address to this host.
     isolation: isolation::Isolation,
+    /// This host's instances' metadata, served here in multi-host mode.
+    metadata: metadata::LocalMetadata,
 }
 
 impl Agent {
@@ -104,6 +107,7 @@ impl Agent {
         let dhcp = DhcpManager::new(&opts.state_dir.join("networks"), &opts.binary);
         let owned = load_owned(&opts.state_dir.join("owned.json"));
         let hypervisor = hypervisor::driver(opts.compute_driver, &opts.state_dir);
+        let metadata = metadata::LocalMetadata::new(&opts.state_dir);
         Ok(Agent {
             hypervisor,
             opts,
@@ -113,6 +117,7 @@ impl Agent {
             owned,
             dhcp_plans: Arc::default(),
             isolation: isolation::Isolation::default(),
+            metadata,
         })
     }
 
@@ -230,6 +235,7 @@ impl Agent {
             Err(e) => errors.push(e.to_string()),
         }
         errors.extend(self.dhcp.release(&plan.releases));
+        errors.extend(self.metadata.sync(plan, &self.client));
         // VMs last: their taps join bridges made above.
         if let Some(hv) = self.hypervisor.as_mut() {
             let r = hypervisor::sync(
