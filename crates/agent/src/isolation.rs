@@ -7,7 +7,7 @@
 
 use novanet_core::plan::BridgePlan;
 
-use crate::sys::{run, Result};
+use crate::sys::{run, AgentError, Result};
 
 /// The table's name: nothing else on the host uses it.
 pub const TABLE: &str = "novanet_isolate";
@@ -73,9 +73,13 @@ impl Isolation {
                 run("nft", &["-f", "-"], Some(text))?;
             }
             None => {
-                // Creating it first makes the delete succeed whether or not it was there.
+                // Creating it first makes the delete succeed whether or not it was there. A
+                // host without nft has no such table: nothing to remove.
                 let text = format!("table bridge {TABLE}\ndelete table bridge {TABLE}\n");
-                run("nft", &["-f", "-"], Some(&text))?;
+                match run("nft", &["-f", "-"], Some(&text)) {
+                    Ok(_) | Err(AgentError::Io(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         let changed = want.is_some() || self.applied.as_ref().is_some_and(Option::is_some);
