@@ -282,7 +282,17 @@ fn multi_host_each_compute_host_serves_its_own_vms() {
 
 #[test]
 fn multi_host_shared_address_stays_on_each_host() {
-    let Some(lab) = Lab::up_with("mhs", &["--multi-host", "--share-address"]) else {
+    // On the nftables driver (the other test runs on iptables): its NAT and metadata
+    // redirect are checked here too.
+    let Some(lab) = Lab::up_with(
+        "mhs",
+        &[
+            "--multi-host",
+            "--share-address",
+            "--config",
+            "firewall_driver = \"nftables\"",
+        ],
+    ) else {
         return;
     };
     boot(&lab, "vm2", "compute-2");
@@ -292,6 +302,17 @@ fn multi_host_shared_address_stays_on_each_host() {
     assert_eq!((r1.as_str(), r2.as_str()), ("10.0.0.1", "10.0.0.1"));
     assert!(has_address(&lab, "compute-1", "br100", "10.0.0.1"));
     assert!(has_address(&lab, "compute-2", "br100", "10.0.0.1"));
+
+    // Each host NATs and answers metadata for its own VMs behind the one gateway address.
+    serve(&lab, "outside", "8080");
+    assert_eq!(
+        outbound(&lab, "cirros"),
+        Some(format!("outside {COMPUTE_1}"))
+    );
+    assert_eq!(outbound(&lab, "vm2"), Some(format!("outside {COMPUTE_2}")));
+    for vm in ["cirros", "vm2"] {
+        assert_eq!(metadata_hostname(&lab, vm), Some(format!("{vm}.novalocal")));
+    }
 
     // Only the VM's own host answers ARP for it.
     for (vm, host) in [("cirros", "compute-1"), ("vm2", "compute-2")] {
