@@ -6,7 +6,9 @@ pub mod client;
 mod dhcp;
 pub mod firewall;
 pub mod hypervisor;
+mod isolation;
 mod links;
+mod metadata;
 mod plan_check;
 mod segments;
 mod sys;
@@ -18,6 +20,8 @@ pub use sys::AgentError;
 /// (the firewall's is `firewall::render`).
 pub mod render {
     pub use crate::dhcp::{dnsmasq_args, dnsmasq_hosts, dnsmasq_opts};
+    /// The bridge table that keeps a shared multi-host address to its host.
+    pub use crate::isolation::render as isolation_table;
     /// The `ip -batch` lines that take the links from what is there to the plan's.
     pub use crate::links::diff as link_commands;
 }
@@ -91,6 +95,10 @@ pub struct Agent {
     dhcp_plans: Arc<Mutex<Vec<DhcpPlan>>>,
     hypervisor: Option<Box<dyn hypervisor::Hypervisor>>,
     vms_reported: hypervisor::Reported,
+    /// The bridge rules that keep a shared multi-host address to this host.
+    isolation: isolation::Isolation,
+    /// This host's instances' metadata, served here in multi-host mode.
+    metadata: metadata::LocalMetadata,
 }
 
 impl Agent {
@@ -100,6 +108,7 @@ impl Agent {
         let dhcp = DhcpManager::new(&opts.state_dir.join("networks"), &opts.binary);
         let owned = load_owned(&opts.state_dir.join("owned.json"));
         let hypervisor = hypervisor::driver(opts.compute_driver, &opts.state_dir);
+        let metadata = metadata::LocalMetadata::new(&opts.state_dir);
         Ok(Agent {
             hypervisor,
             vms_reported: Default::default(),
@@ -109,6 +118,8 @@ impl Agent {
             firewall: None,
             owned,
             dhcp_plans: Arc::default(),
+            isolation: isolation::Isolation::default(),
+            metadata,
         })
     }
 
@@ -137,6 +148,12 @@ impl Agent {
         let fw = driver.apply(plan);
         errors.extend(fw.errors.iter().map(ToString::to_string));
         changed.extend(fw.changed);
+        // Before the shared address goes on the bridge: the other hosts must not hear of it.
+        match self.isolation.apply(&plan.bridges) {
+            Ok(true) => changed.push("shared-address isolation".into()),
+            Ok(false) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
         // Segments first: the bridges below enslave their devices.
         self.apply_segments(plan, &mut errors, &mut changed);
         match links::read_links() {
@@ -220,6 +237,7 @@ impl Agent {
             Err(e) => errors.push(e.to_string()),
         }
         errors.extend(self.dhcp.release(&plan.releases));
+        errors.extend(self.metadata.sync(plan, &self.client));
         // VMs last: their taps join bridges made above.
         let (e, c) = self.sync_vms();
         errors.extend(e);

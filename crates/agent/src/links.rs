@@ -262,6 +262,7 @@ mod tests {
             vlan: None,
             mtu: None,
             segment: None,
+            shared_address: None,
         }
     }
 

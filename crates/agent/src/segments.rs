@@ -226,6 +226,7 @@ mod tests {
             vlan: Some(seg.id()),
             mtu: mtu.map(|m| Mtu::new(m).unwrap()),
             segment: Some(seg),
+            shared_address: None,
         }
     }
 

@@ -153,6 +153,7 @@ fn property_no_hostile_string_reaches_a_command_or_a_path() {
             rules: &rules,
             provider_rules: &[],
             segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
         };
         let plan = host_plan(&snap, &cfg, "controller", 1);
         // What reaches the agent is JSON; it parses it again, entry by entry.

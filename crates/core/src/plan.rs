@@ -112,6 +112,11 @@ pub struct BridgePlan {
     /// then `interface`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<Segment>,
+    /// A multi-host network's shared address (`share_address`): every host has it on its
+    /// bridge, so the agent keeps its ARP and the DHCP traffic of this host's instances from
+    /// crossing `interface` to the other hosts (nova's `isolate_dhcp_address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_address: Option<Ipv4Text>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -197,6 +202,9 @@ pub struct Snapshot<'a> {
     /// For each VLAN network, the management addresses (`my_ip`) of the hosts that have it:
     /// its network host and the hosts of its instances (VXLAN floods to them).
     pub segment_peers: &'a BTreeMap<i64, Vec<Ipv4Text>>,
+    /// This host's own address in each multi-host network without a shared address (nova's
+    /// fixed IP per host): its instances' gateway and DHCP server there.
+    pub host_addresses: &'a BTreeMap<i64, Ipv4Text>,
 }
 
 fn is_network_host(n: &Network, host: &str, bound: &[BoundAddress]) -> bool {
@@ -352,7 +360,25 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
             _ => v.mtu,
         };
         let bridge = v.bridge.clone();
-        let gateway = match (network_host, v.cidr, &v.dhcp_server) {
+        // Where this host serves the network from: in multi-host mode its own address (two
+        // hosts must not both answer for the network's one dhcp_server), unless the address
+        // is shared and isolated on every host.
+        let per_host = n.multi_host && !n.share_address;
+        let serve_from = if per_host {
+            let own = s.host_addresses.get(&n.id).cloned();
+            if own.is_none() && network_host {
+                plan.refused.push(format!(
+                    "network {} ({}): this host has no address of its own in it yet \
+                     (multi_host): no gateway or DHCP server here",
+                    n.uuid,
+                    n.label.escape_debug()
+                ));
+            }
+            own
+        } else {
+            v.dhcp_server.clone()
+        };
+        let gateway = match (network_host, v.cidr, &serve_from) {
             (true, Some(c), Some(d)) => IfAddr::new(d.addr(), c.prefix()),
             _ => None,
         };
@@ -368,6 +394,9 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
             vlan: v.vlan,
             mtu: v.mtu,
             segment,
+            shared_address: serve_from
+                .clone()
+                .filter(|_| network_host && n.multi_host && n.share_address),
         });
         gw.forward.push(bridge.clone());
         if !network_host {
@@ -383,11 +412,7 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
         let in_net = |b: &&BoundAddress| {
             b.network_id == n.id && (!n.multi_host || b.instance_host.as_deref() == Some(host))
         };
-        let dhcp_values = (
-            v.dhcp_server.clone(),
-            v.dhcp_start.clone(),
-            v.netmask.clone(),
-        );
+        let dhcp_values = (serve_from.clone(), v.dhcp_start.clone(), v.netmask.clone());
         if let (true, (Some(listen), Some(dhcp_start), Some(netmask))) = (
             cfg.network_manager.uses_dhcp() && n.enable_dhcp,
             dhcp_values,
@@ -424,7 +449,7 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
                 listen_address: listen.clone(),
                 dhcp_start,
                 netmask,
-                gateway: if n.multi_host && !n.share_address {
+                gateway: if per_host {
                     listen
                 } else {
                     v.gateway.clone().unwrap_or(listen)
@@ -522,6 +547,14 @@ fn dhcp_host(b: &BoundAddress) -> Result<DhcpHost, String> {
     })
 }
 
+/// The address DHCP answers come from on a network, as this host's instances see it.
+fn dhcp_server_for(s: &Snapshot, n: &Network) -> Option<Ipv4Text> {
+    if n.multi_host && !n.share_address {
+        return s.host_addresses.get(&n.id).cloned();
+    }
+    n.dhcp_server.as_deref().and_then(|d| Ipv4Text::new(d).ok())
+}
+
 fn security_plan(
     s: &Snapshot,
     cfg: &Config,
@@ -563,9 +596,7 @@ fn security_plan(
                     mac,
                     ips: vec![ip],
                     network_cidr: net.and_then(|n| n.cidr_v4()).map(CidrText::from),
-                    dhcp_server: net
-                        .and_then(|n| n.dhcp_server.as_deref())
-                        .and_then(|d| Ipv4Text::new(d).ok()),
+                    dhcp_server: net.and_then(|n| dhcp_server_for(s, n)),
                 }),
             }
         }
@@ -665,6 +696,7 @@ mod tests {
             rules: &[],
             provider_rules: &[],
             segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
         };
         let ctl = host_plan(&s, &cfg, "controller", 7);
         assert_eq!(
@@ -740,6 +772,7 @@ mod tests {
             rules: &rules,
             provider_rules: &[],
             segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
         };
         let p = host_plan(&s, &cfg, "compute-1", 1);
         assert_eq!(p.security.instances.len(), 1);
@@ -773,6 +806,7 @@ mod tests {
             rules: &[],
             provider_rules: &[],
             segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
         };
         let p = host_plan(&s, &cfg, "controller", 1);
         assert!(p.dhcp[0].hosts.is_empty());
@@ -784,5 +818,110 @@ mod tests {
         assert!(host_plan(&s, &no_force, "controller", 1)
             .releases
             .is_empty());
+    }
+
+    fn multi_host_snapshot_plans(share: bool) -> (HostPlan, HostPlan, HostPlan) {
+        let cfg = Config {
+            flat_interface: Some("eth2".into()),
+            public_interface: "eth1".into(),
+            ..Config::default()
+        };
+        let mut n = seed_network();
+        n.multi_host = true;
+        n.share_address = share;
+        n.host = None;
+        let nets = [n];
+        let mut other = cirros();
+        other.address = "10.0.0.3".into();
+        other.mac = "fa:16:3e:00:00:03".into();
+        other.instance_uuid = "j".into();
+        other.instance_host = Some("compute-2".into());
+        let bound = [cirros(), other];
+        let plan = |host: &str, own: Option<&str>| {
+            let own: BTreeMap<i64, Ipv4Text> = own
+                .map(|a| (1, Ipv4Text::new(a).unwrap()))
+                .into_iter()
+                .collect();
+            let s = Snapshot {
+                networks: &nets,
+                bound: &bound,
+                floating: &[],
+                rules: &[],
+                provider_rules: &[],
+                segment_peers: &Default::default(),
+                host_addresses: &own,
+            };
+            host_plan(&s, &cfg, host, 1)
+        };
+        (
+            plan("compute-1", Some("10.0.0.4")),
+            plan("compute-2", Some("10.0.0.5")),
+            plan("controller", None),
+        )
+    }
+
+    #[test]
+    fn multi_host_each_host_serves_its_instances_from_its_own_address() {
+        let (c1, c2, ctl) = multi_host_snapshot_plans(false);
+        for (p, own, mac) in [
+            (&c1, "10.0.0.4", "fa:16:3e:2c:e8:ec"),
+            (&c2, "10.0.0.5", "fa:16:3e:00:00:03"),
+        ] {
+            assert_eq!(
+                p.bridges[0].gateway.map(|g| g.to_string()),
+                Some(format!("{own}/24"))
+            );
+            assert_eq!(p.bridges[0].shared_address, None);
+            let d = &p.dhcp[0];
+            assert_eq!((d.listen_address.as_str(), d.gateway.as_str()), (own, own));
+            let macs: Vec<&str> = d.hosts.iter().map(|h| h.mac.as_str()).collect();
+            assert_eq!(macs, [mac], "only the host's own instances");
+            assert_eq!(
+                p.security.instances[0].ports[0].dhcp_server.as_deref(),
+                Some(own)
+            );
+            assert!(p.ip_forward && p.gateway.snat.is_some());
+        }
+        assert!(ctl.bridges.is_empty() && ctl.dhcp.is_empty());
+        // No address of its own yet: no gateway, no DHCP, and the reason is named.
+        let nets = [{
+            let mut n = seed_network();
+            n.multi_host = true;
+            n
+        }];
+        let bound = [cirros()];
+        let s = Snapshot {
+            networks: &nets,
+            bound: &bound,
+            floating: &[],
+            rules: &[],
+            provider_rules: &[],
+            segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
+        };
+        let p = host_plan(&s, &Config::default(), "compute-1", 1);
+        assert!(p.bridges[0].gateway.is_none() && p.dhcp.is_empty());
+        assert!(
+            p.refused[0].contains("no address of its own"),
+            "{:?}",
+            p.refused
+        );
+    }
+
+    #[test]
+    fn multi_host_shared_address_is_on_every_host_and_isolated() {
+        let (c1, c2, _) = multi_host_snapshot_plans(true);
+        for p in [&c1, &c2] {
+            let b = &p.bridges[0];
+            assert_eq!(
+                b.gateway.map(|g| g.to_string()).as_deref(),
+                Some("10.0.0.1/24")
+            );
+            assert_eq!(b.shared_address.as_deref(), Some("10.0.0.1"));
+            assert_eq!(b.interface.as_deref(), Some("eth2"));
+            assert_eq!(p.dhcp[0].listen_address.as_str(), "10.0.0.1");
+            assert_eq!(p.dhcp[0].hosts.len(), 1);
+            assert!(p.refused.is_empty());
+        }
     }
 }

@@ -54,6 +54,14 @@ pub enum LabCmd {
         /// clients are given both and move to the other when one stops answering
         #[arg(long, requires = "db")]
         two_servers: bool,
+        /// vmnet is multi_host: each compute host is its own instances' gateway, DHCP
+        /// server, NAT and floating-IP host (seeds 000 and 003)
+        #[arg(long)]
+        multi_host: bool,
+        /// With --multi-host, one gateway and DHCP address shared by every host, kept to
+        /// each host by bridge rules (nova's share_dhcp_address)
+        #[arg(long, requires = "multi_host")]
+        share_address: bool,
     },
     /// Remove everything the lab made
     Down {
@@ -145,6 +153,10 @@ pub struct Setup {
     pub db: Option<String>,
     /// A second API server over the same store.
     pub two_servers: bool,
+    /// vmnet is multi_host (each compute host serves its own instances).
+    pub multi_host: bool,
+    /// With `multi_host`: one shared gateway address on every host.
+    pub share_address: bool,
 }
 
 pub const PASSWORD: &str = "lab";
@@ -435,6 +447,16 @@ fn lab_config(setup: &Setup, my_ip: &str) -> String {
          dns_server = [\"{OUTSIDE_IP}\"]\n\
          metadata_listen = \"{CONTROLLER_IP}\"\n"
     );
+    if setup.multi_host {
+        // Every compute host NATs its own instances (SNAT to its my_ip, floating IPs on
+        // its eth1) and serves their metadata: nothing is sent through the controller.
+        c.push_str("multi_host = true\n");
+        if setup.share_address {
+            c.push_str("share_dhcp_address = true\n");
+        }
+        // Each compute host answers its own instances' metadata (seed 000).
+        c.push_str("metadata_host = \"127.0.0.1\"\n");
+    }
     for l in &setup.config {
         c.push_str(l);
         c.push('\n');
@@ -634,16 +656,30 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
     ])?;
     ip(&["-n", &outside, "link", "set", "eth0", "up"])?;
     // The "internet" routes the seed's public block (68.99.0.0/16) to the controller, as an
-    // ISP would route a customer's floating range.
-    ip(&[
-        "-n",
-        &outside,
-        "route",
-        "add",
-        FLOATING_BLOCK,
-        "via",
-        CONTROLLER_IP,
-    ])?;
+    // ISP would route a customer's floating range. In multi-host mode any compute host may
+    // hold a floating address: the block is on the public segment, and the host that has
+    // the address answers ARP for it.
+    if setup.multi_host {
+        ip(&[
+            "-n",
+            &outside,
+            "route",
+            "add",
+            FLOATING_BLOCK,
+            "dev",
+            "eth0",
+        ])?;
+    } else {
+        ip(&[
+            "-n",
+            &outside,
+            "route",
+            "add",
+            FLOATING_BLOCK,
+            "via",
+            CONTROLLER_IP,
+        ])?;
+    }
     for (i, (host, addr)) in HOSTS.iter().enumerate() {
         let h = ns(o, host);
         let (m, d) = (format!("m{i}"), format!("d{i}"));
@@ -767,17 +803,23 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
     }
     match setup.manager {
         // The tutorial: one FlatDHCP network and one instance on compute-1.
-        LabManager::Flatdhcp | LabManager::Flat => client(
-            o,
-            &[
+        LabManager::Flatdhcp | LabManager::Flat => {
+            let mut args = vec![
                 "network-create",
                 "vmnet",
                 "--fixed-range-v4",
                 "10.0.0.0/24",
                 "--bridge",
                 "br100",
-            ],
-        )?,
+            ];
+            if setup.multi_host {
+                args.extend(["--multi-host", "T"]);
+                if setup.share_address {
+                    args.extend(["--share-address", "T"]);
+                }
+            }
+            client(o, &args)?
+        }
         // Three project networks (VLANs 100 to 102) as nova-manage made them; the admin
         // project's first boot takes the first.
         LabManager::Vlan => manage(
@@ -830,7 +872,13 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
     };
     println!("$ novanet list");
     print!("{}", client(o, &["list"])?);
-    let networks = o.dir.join("agent-controller/networks");
+    // The DHCP server of cirros: the controller's, or in multi-host mode its own host's.
+    let dhcp_host = if setup.multi_host {
+        "compute-1"
+    } else {
+        "controller"
+    };
+    let networks = o.dir.join(format!("agent-{dhcp_host}/networks"));
     println!(
         "$ cat {0}/nova-br100.conf {0}/nova-br100.hosts.d/*",
         networks.display()
@@ -1447,6 +1495,8 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
             vms,
             db,
             two_servers,
+            multi_host,
+            share_address,
         } => up_with(
             &opts,
             &Setup {
@@ -1457,6 +1507,8 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
                 vms,
                 db,
                 two_servers,
+                multi_host,
+                share_address,
             },
         ),
         LabCmd::Down { opts } => down(&opts),

@@ -4,6 +4,7 @@
 //! instance, `lookup` resolves a path in them, and `config_drive_files` lists the drive's
 //! files. Whoever serves them (the server, or an agent on a compute host) brings the I/O.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use novanet_core::model::Instance;
@@ -22,8 +23,9 @@ pub const EC2_VERSIONS: &[&str] = &[
 /// Seed 000's versions, then 2015-10-15 for `network_data.json`.
 pub const OPENSTACK_VERSIONS: &[&str] = &["2012-08-10", "2013-04-04", "2013-10-17", "2015-10-15"];
 
-/// Everything the trees show about one instance.
-#[derive(Clone, Debug, PartialEq)]
+/// Everything the trees show about one instance (serializable: a compute host's agent keeps
+/// its instances' copies and answers from them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceMeta {
     pub instance: Instance,
     pub domain: String,

@@ -171,7 +171,9 @@ pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
         .into_iter()
         .filter_map(sg_rule)
         .collect();
-    let peers = crate::plans::segment_peers(st.store.host_inputs(host)?.segment_peers);
+    let inputs = st.store.host_inputs(host)?;
+    let peers = crate::plans::segment_peers(inputs.segment_peers);
+    let own = crate::plans::host_addresses(inputs.host_addresses);
     let snap = Snapshot {
         networks: &networks,
         bound: &bound,
@@ -179,6 +181,7 @@ pub fn compute_plan(st: &AppState, host: &str) -> ApiResult<HostPlan> {
         rules: &rules,
         provider_rules: &provider_rules,
         segment_peers: &peers,
+        host_addresses: &own,
     };
     // The host's own options (its agent's configuration) over the server's.
     let options = st

@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/novanet/v1/hosts/{host}/instances/state",
             post(report_states),
         )
+        .route("/novanet/v1/hosts/{host}/metadata", get(host_metadata))
 }
 
 #[derive(Deserialize)]
@@ -62,6 +63,24 @@ fn clip_front(s: &str, max: usize) -> String {
         from += 1;
     }
     s[from..].to_string()
+}
+
+/// The metadata of every instance placed on a host, as the metadata service would answer
+/// it: a multi-host compute host's agent keeps this copy and answers its own instances from
+/// it (`metadata_host = 127.0.0.1`), also while no server answers.
+async fn host_metadata(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(host): Path<String>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("a host's instances' metadata")?;
+    let mut metas = Vec::new();
+    for i in st.store.instances(None)? {
+        if i.spec.host.as_deref() == Some(host.as_str()) {
+            metas.extend(crate::metadata::build_meta(&st, i));
+        }
+    }
+    Ok(Json(json!({ "instances": metas })))
 }
 
 /// An image as a driver boots it: uploaded (`data` true: fetch `/image/v2/images/{id}/file`)

@@ -125,6 +125,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/novanet/v1/leases", "dnsmasq lease events: add, old, del (admin)"),
     ("get", "/novanet/v1/hosts/{host}/instances", "The instances placed on a host, with flavor, image and VIFs, for its hypervisor driver (admin)"),
     ("post", "/novanet/v1/hosts/{host}/instances/state", "A hypervisor driver's report on its VMs: power state, fault, console tail (admin)"),
+    ("get", "/novanet/v1/hosts/{host}/metadata", "The metadata of the instances placed on a host, which its agent keeps and serves them (multi-host, metadata_host 127.0.0.1) (admin)"),
     ("post", "/novanet/v1/vifs/{uuid}/plug", "The hypervisor reports a VIF's host-side device (admin)"),
     ("get", "/novanet/v1/instances/{id}/config-drive", "An instance's config drive, an ISO 9660 image labelled config-2 (admin)"),
 ];

@@ -56,6 +56,7 @@ pub fn scoped_plan(
         .collect();
     let hcfg = host_config(cfg, &inputs.options);
     let peers = segment_peers(inputs.segment_peers);
+    let own = host_addresses(inputs.host_addresses);
     let snap = Snapshot {
         networks: &inputs.networks,
         bound: &inputs.bound,
@@ -63,8 +64,17 @@ pub fn scoped_plan(
         rules: &rules,
         provider_rules: &provider_rules,
         segment_peers: &peers,
+        host_addresses: &own,
     };
     Ok((host_plan(&snap, &hcfg, host, inputs.generation), hcfg))
+}
+
+/// The host's own addresses in multi-host networks, as the plan takes them: one that does
+/// not parse is left out (the plan then names the network in `refused`).
+pub fn host_addresses(raw: BTreeMap<i64, String>) -> BTreeMap<i64, Ipv4Text> {
+    raw.into_iter()
+        .filter_map(|(id, a)| Some((id, Ipv4Text::new(a.as_str()).ok()?)))
+        .collect()
 }
 
 /// The hosts' reported management addresses, as the plan takes them: an address that does
@@ -449,6 +459,7 @@ fn prepare_addresses(
             rules: &[],
             provider_rules: &[],
             segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
         };
         let one = host_plan(&snap, &e.cfg, host, 0);
         let server = plan.dhcp.iter().position(|s| s.network_id == nets[0].id);
@@ -527,6 +538,7 @@ fn prepare_instances(
             rules: &rules,
             provider_rules: &[],
             segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
         };
         let one = host_plan(&snap, &e.cfg, host, 0);
         let mut entries = one.security.instances;
@@ -572,6 +584,7 @@ fn prepare_floating(
             rules: &[],
             provider_rules: &[],
             segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
         };
         let p = host_plan(&snap, &e.cfg, host, 0);
         match (

@@ -1117,6 +1117,33 @@ async fn routes_servers(h: &Harness) -> String {
     )
     .await;
     server_lifecycle_follows_its_driver(h, &id, host).await;
+    // What a multi-host compute host's agent serves its instances' metadata from.
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("/novanet/v1/hosts/{host}/metadata"),
+            h.admin(),
+            None,
+        )
+        .await;
+    let meta = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["instance"]["uuid"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id}'s metadata not on {host}: {v}"))
+        .clone();
+    assert_eq!(meta["domain"], "novalocal");
+    assert!(meta["fixed_ips"][0].is_string(), "{meta}");
+    h.expect(
+        403,
+        "GET",
+        &format!("/novanet/v1/hosts/{host}/metadata"),
+        h.demo(),
+        None,
+    )
+    .await;
     id
 }
 

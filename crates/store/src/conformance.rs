@@ -53,6 +53,7 @@ macro_rules! conformance_tests {
             writes_touching_a_host_are_in_its_change_log,
             vlan_hosts_flood_to_each_other,
             power_actions_and_driver_reports,
+            multi_host_networks_give_each_host_its_own_address,
         );
     };
     // For an engine that may be missing on the machine: each case returns at once (after
@@ -81,6 +82,7 @@ macro_rules! conformance_tests {
             writes_touching_a_host_are_in_its_change_log,
             vlan_hosts_flood_to_each_other,
             power_actions_and_driver_reports,
+            multi_host_networks_give_each_host_its_own_address,
         );
     };
     (@cases $fresh:expr, $ready:expr; $($case:ident),* $(,)?) => {
@@ -1043,4 +1045,87 @@ pub fn power_actions_and_driver_reports(connect: Connect) {
     assert!(s
         .request_power_action(&i.uuid, PowerAction::Start, 30)
         .is_err());
+}
+
+/// A multi-host network gives each host with instances on it one address of its own (its
+/// instances' gateway and DHCP server), reserved with the host's first boot there and
+/// recorded as a change of that host's whole plan; a shared-address or single-host network
+/// gives none.
+pub fn multi_host_networks_give_each_host_its_own_address(connect: Connect) {
+    let s = connect();
+    let net = |label: &str, cidr: &str, multi: bool, share: bool| {
+        let req = NetworkRequest {
+            label: label.into(),
+            cidr: Some(cidr.into()),
+            bridge: Some(format!("br-{label}")),
+            multi_host: Some(multi),
+            share_address: Some(share),
+            ..Default::default()
+        };
+        s.create_networks(&req, &cfg()).unwrap().0[0].uuid.clone()
+    };
+    let multi = net("multi", "10.0.0.0/24", true, false);
+    let shared = net("shared", "10.0.1.0/24", true, true);
+    let single = net("single", "10.0.2.0/24", false, false);
+    let boot = |name: &str, host: &str| {
+        let mut sp = spec(name);
+        sp.host = Some(host.into());
+        sp.networks = vec![RequestedNetwork {
+            uuid: multi.clone(),
+            fixed_ip: None,
+        }];
+        s.create_instance(&sp, &cfg()).unwrap()
+    };
+    let whole = |log: &crate::HostChanges, host: &str| {
+        log.changes
+            .iter()
+            .any(|ch| ch.host == host && matches!(ch.scope, ChangeScope::Plan))
+    };
+    let before = s.generation().unwrap();
+    let a = boot("a", "compute-1");
+    assert!(whole(&s.host_changes(before).unwrap(), "compute-1"));
+    let id = s.network(&multi).unwrap().id;
+    let own = |host: &str| {
+        s.host_inputs(host)
+            .unwrap()
+            .host_addresses
+            .get(&id)
+            .cloned()
+    };
+    let one = own("compute-1").expect("compute-1's address");
+    let b = boot("b", "compute-2");
+    let two = own("compute-2").expect("compute-2's address");
+    let taken = [first_address(&*s, &a.uuid), first_address(&*s, &b.uuid)];
+    assert!(one != two && !taken.contains(&one) && !taken.contains(&two));
+    let gateway = s.network(&multi).unwrap().gateway.unwrap();
+    assert!(
+        one != gateway && two != gateway,
+        "the shared gateway stays unused"
+    );
+    // A second boot on the host keeps its address.
+    let c = boot("c", "compute-1");
+    assert_eq!(own("compute-1").as_deref(), Some(one.as_str()));
+    assert!(![one.as_str(), two.as_str()].contains(&first_address(&*s, &c.uuid).as_str()));
+    assert_eq!(s.reserve_host_address(&multi, "compute-1").unwrap(), one);
+    // Released, the address is the host's no more and the host's plan follows.
+    let before = s.generation().unwrap();
+    assert_eq!(
+        s.release_host_address(&multi, "compute-2")
+            .unwrap()
+            .as_deref(),
+        Some(two.as_str())
+    );
+    assert!(whole(&s.host_changes(before).unwrap(), "compute-2"));
+    assert_eq!(own("compute-2"), None);
+    assert_eq!(s.release_host_address(&multi, "compute-2").unwrap(), None);
+    let again = s.reserve_host_address(&multi, "compute-3").unwrap();
+    assert_ne!(again, one);
+    for key in [&shared, &single] {
+        let e = s.reserve_host_address(key, "compute-1").unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid { field, .. } if field == "network"),
+            "{e}"
+        );
+    }
+    assert!(s.check_consistency().unwrap().is_empty());
 }

@@ -108,6 +108,13 @@ pub trait FixedIpStore {
     fn disassociate_stale_fixed_ips(&self, now: i64, timeout: i64) -> Result<usize>;
     /// Addresses bound to VIFs on these networks (allocated, or awaiting their release).
     fn bound_addresses(&self, network_ids: &[i64]) -> Result<Vec<BoundAddress>>;
+    /// The address `host` serves a multi-host network from (its own instances' gateway and
+    /// DHCP server, nova's one fixed IP per host), taken from the pool on first use; booting
+    /// on a host reserves it too. A network that is not multi-host, or whose address is
+    /// shared (`share_address`), has none: an error naming the field.
+    fn reserve_host_address(&self, network_key: &str, host: &str) -> Result<String>;
+    /// Gives `host`'s address in the network back to the pool (None: it had none).
+    fn release_host_address(&self, network_key: &str, host: &str) -> Result<Option<String>>;
 }
 
 /// Instances with their VIFs and the fixed IPs allocated to them.

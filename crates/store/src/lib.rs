@@ -30,6 +30,23 @@ pub use novanet_core::secgroup::NewRule;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// The error for a host address asked of a network whose hosts have none of their own.
+pub(crate) fn not_per_host(n: &Network) -> novanet_core::Error {
+    novanet_core::Error::invalid(
+        "network",
+        format!(
+            "network {} has no address per host: it is {} (only a multi_host network without \
+             share_address gives each host its own gateway address)",
+            n.label,
+            if n.multi_host {
+                "share_address"
+            } else {
+                "single-host"
+            }
+        ),
+    )
+}
+
 /// The store's traits, for code that calls them on a concrete engine (`SqliteStore`):
 /// `use novanet_store::prelude::*;`. Code holding `dyn Store` needs none of them.
 pub mod prelude {
@@ -268,4 +285,6 @@ pub struct HostInputs {
     pub options: novanet_core::config::HostOptions,
     /// For each of its VLAN networks, the `my_ip` of every host that has the network.
     pub segment_peers: std::collections::BTreeMap<i64, Vec<String>>,
+    /// The host's own address in each multi-host network it has one in (by network id).
+    pub host_addresses: std::collections::BTreeMap<i64, String>,
 }

@@ -128,6 +128,7 @@ mod tests {
             rules: &[],
             provider_rules: &[],
             segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
         };
         host_plan(&snap, &cfg, "controller", 1)
     }
@@ -180,6 +181,7 @@ mod tests {
             rules: &[],
             provider_rules: &[],
             segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
         };
         host_plan(&snap, &cfg, "controller", 1)
     }

@@ -1,8 +1,9 @@
 //! Fixed IPs: allocation on a network, reservation, DHCP leases and releases, and the
 //! addresses bound to VIFs.
 
-use super::changes::touch_dhcp;
+use super::changes::{touch_dhcp, Touched};
 use super::instances::load_instance;
+use super::networks::find_network;
 use super::*;
 
 pub(super) const FIXED_COLS: &str =
@@ -46,6 +47,63 @@ pub(super) fn get_fixed(c: &Db, address: &str) -> Result<FixedIp> {
 /// read: they read it as the last commit left it).
 pub(super) fn get_fixed_locked(c: &Db, address: &str) -> Result<FixedIp> {
     get_fixed_tail(c, address, "FOR UPDATE")
+}
+
+/// `host`'s own address in a multi-host network whose address is not shared: the one it
+/// holds, else the free one released longest ago, marked as the host's (`fixed_ips.host`,
+/// which keeps it out of the pool). A new one changes the host's whole plan. None for any
+/// other network. Two first boots on one host at once: the network's row lock makes the
+/// second see the first's address.
+pub(super) fn ensure_host_address(
+    tx: &Db,
+    t: &mut Touched,
+    network: &Network,
+    host: &str,
+    now: i64,
+) -> Result<Option<String>> {
+    if !network.multi_host || network.share_address {
+        return Ok(None);
+    }
+    if let Some(a) = host_address(tx, network.id, host)? {
+        return Ok(Some(a));
+    }
+    tx.opt(
+        "SELECT id FROM networks WHERE id = $1 FOR UPDATE",
+        &[&network.id],
+    )?;
+    if let Some(a) = host_address(tx, network.id, host)? {
+        return Ok(Some(a));
+    }
+    let address: String = tx
+        .opt(
+            "SELECT address FROM fixed_ips WHERE network_id = $1 AND instance_uuid IS NULL \
+             AND NOT reserved AND host IS NULL AND NOT leased ORDER BY updated_at, address_int \
+             LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[&network.id],
+        )?
+        .map(|r| r.get(0))
+        .ok_or_else(|| {
+            Error::Exhausted(format!(
+                "no fixed IP left on network {} for host {host}'s gateway",
+                network.label
+            ))
+        })?;
+    tx.exec(
+        "UPDATE fixed_ips SET host = $2, updated_at = $3 WHERE address = $1",
+        &[&address, &host, &now],
+    )?;
+    t.host(Some(host));
+    Ok(Some(address))
+}
+
+/// The address `host` holds in the network as its own (not an instance's).
+pub(super) fn host_address(c: &Db, network_id: i64, host: &str) -> Result<Option<String>> {
+    Ok(c.opt(
+        "SELECT address FROM fixed_ips WHERE network_id = $1 AND host = $2 \
+             AND instance_uuid IS NULL ORDER BY address_int LIMIT 1",
+        &[&network_id, &host],
+    )?
+    .map(|r| r.get(0)))
 }
 
 /// Allocates one address on `network` for a VIF: the requested one, or the free one released
@@ -185,6 +243,30 @@ impl FixedIpStore for PgStore {
             rows.iter()
                 .map(|r| fixed_info(c, fixed_from_row(r)))
                 .collect()
+        })
+    }
+
+    fn reserve_host_address(&self, network_key: &str, host: &str) -> Result<String> {
+        let now = unix_now();
+        self.write_touching(|tx, t| {
+            let n = find_network(tx, network_key)?;
+            ensure_host_address(tx, t, &n, host, now)?.ok_or_else(|| not_per_host(&n))
+        })
+    }
+
+    fn release_host_address(&self, network_key: &str, host: &str) -> Result<Option<String>> {
+        let now = unix_now();
+        self.write_touching(|tx, t| {
+            let n = find_network(tx, network_key)?;
+            let Some(a) = host_address(tx, n.id, host)? else {
+                return Ok(None);
+            };
+            tx.exec(
+                "UPDATE fixed_ips SET host = NULL, updated_at = $2 WHERE address = $1",
+                &[&a, &now],
+            )?;
+            t.host(Some(host));
+            Ok(Some(a))
         })
     }
 

@@ -1,8 +1,9 @@
 //! Fixed IPs: allocation on a network, reservation, DHCP leases and releases, and the
 //! addresses bound to VIFs.
 
-use super::changes::touch_dhcp;
+use super::changes::{touch_dhcp, Touched};
 use super::instances::load_instance;
+use super::networks::find_network;
 use super::*;
 
 pub(super) const FIXED_COLS: &str =
@@ -143,6 +144,61 @@ pub(super) fn deallocate_fixed(tx: &Transaction, f: &FixedIp, now: i64) -> Resul
     }
 }
 
+/// `host`'s own address in a multi-host network whose address is not shared: the one it
+/// holds, else the free one released longest ago, marked as the host's (`fixed_ips.host`,
+/// which keeps it out of the pool). A new one changes the host's whole plan (its bridge's
+/// address, its DHCP server). None for any other network.
+pub(super) fn ensure_host_address(
+    tx: &Transaction,
+    t: &mut Touched,
+    network: &Network,
+    host: &str,
+    now: i64,
+) -> Result<Option<String>> {
+    if !network.multi_host || network.share_address {
+        return Ok(None);
+    }
+    if let Some(a) = host_address(tx, network.id, host)? {
+        return Ok(Some(a));
+    }
+    let address: String = tx
+        .query_row(
+            "SELECT address FROM fixed_ips WHERE network_id = ?1 AND instance_uuid IS NULL \
+             AND reserved = 0 AND host IS NULL AND leased = 0 ORDER BY updated_at, address_int LIMIT 1",
+            [network.id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?
+        .ok_or_else(|| {
+            Error::Exhausted(format!(
+                "no fixed IP left on network {} for host {host}'s gateway",
+                network.label
+            ))
+        })?;
+    exec(
+        tx,
+        "UPDATE fixed_ips SET host = ?2, updated_at = ?3 WHERE address = ?1",
+        params![address, host, now],
+    )
+    .map_err(db)?;
+    t.host(Some(host));
+    Ok(Some(address))
+}
+
+/// The address `host` holds in the network as its own (not an instance's).
+pub(super) fn host_address(c: &Connection, network_id: i64, host: &str) -> Result<Option<String>> {
+    qrow(
+        c,
+        "SELECT address FROM fixed_ips WHERE network_id = ?1 AND host = ?2 AND instance_uuid IS NULL \
+         ORDER BY address_int LIMIT 1",
+        params![network_id, host],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)
+}
+
 pub(super) fn fixed_info(c: &Connection, f: FixedIp) -> Result<FixedIpInfo> {
     let (cidr, label): (Option<String>, String) = c
         .query_row(
@@ -186,6 +242,32 @@ impl FixedIpStore for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db)?;
             rows.into_iter().map(|f| fixed_info(c, f)).collect()
+        })
+    }
+
+    fn reserve_host_address(&self, network_key: &str, host: &str) -> Result<String> {
+        let now = unix_now();
+        self.write_touching(|tx, t| {
+            let n = find_network(tx, network_key)?;
+            ensure_host_address(tx, t, &n, host, now)?.ok_or_else(|| not_per_host(&n))
+        })
+    }
+
+    fn release_host_address(&self, network_key: &str, host: &str) -> Result<Option<String>> {
+        let now = unix_now();
+        self.write_touching(|tx, t| {
+            let n = find_network(tx, network_key)?;
+            let Some(a) = host_address(tx, n.id, host)? else {
+                return Ok(None);
+            };
+            exec(
+                tx,
+                "UPDATE fixed_ips SET host = NULL, updated_at = ?2 WHERE address = ?1",
+                params![a, now],
+            )
+            .map_err(db)?;
+            t.host(Some(host));
+            Ok(Some(a))
         })
     }
 

@@ -1,6 +1,8 @@
 //! Instances, their VIFs and the fixed IPs allocated to them in the same transaction.
 
-use super::addresses::{allocate_address, deallocate_fixed, fixed_from_row, get_fixed, FIXED_COLS};
+use super::addresses::{
+    allocate_address, deallocate_fixed, ensure_host_address, fixed_from_row, get_fixed, FIXED_COLS,
+};
 use super::changes::touch_instance;
 use super::floating::{allocate_floating_tx, associate_floating_tx};
 use super::networks::{default_networks, find_network, usable_by};
@@ -164,6 +166,10 @@ impl InstanceStore for SqliteStore {
                 let (vif_id, _, _) = create_vif(tx, n.id, &uuid, cfg.create_unique_mac_address_attempts)?;
                 let a = allocate_address(tx, n, requested.as_deref(), &uuid, vif_id, now)?;
                 first_fixed.get_or_insert(a);
+                // Its host serves it there (multi-host): the host's own gateway address.
+                if let Some(h) = &spec.host {
+                    ensure_host_address(tx, t, n, h, now)?;
+                }
             }
             if cfg.auto_assign_floating_ip {
                 let fixed = first_fixed.expect("at least one network");
@@ -266,6 +272,9 @@ impl InstanceStore for SqliteStore {
             let (vif_id, _, _) =
                 create_vif(tx, n.id, uuid, cfg.create_unique_mac_address_attempts)?;
             let a = allocate_address(tx, &n, None, uuid, vif_id, now)?;
+            if let Some(h) = &inst.spec.host {
+                ensure_host_address(tx, t, &n, h, now)?;
+            }
             touch_instance(tx, t, uuid)?;
             instance_addresses_tx(tx, uuid)?
                 .into_iter()

@@ -1,6 +1,7 @@
 //! The reads hosts' plans are computed from, scoped to one host or instance, and the
 //! change log as readers follow it.
 
+use super::addresses::host_address;
 use super::changes::{generation_c, host_generation_c, network_hosts};
 use super::floating::{floating_from_row, FLOATING_SELECT};
 use super::networks::load_networks;
@@ -125,7 +126,14 @@ pub(super) fn host_inputs_c(c: &Connection, host: &str) -> Result<HostInputs> {
     for n in networks.iter().filter(|n| n.vlan.is_some()) {
         segment_peers.insert(n.id, segment_peers_c(c, n)?);
     }
+    let mut host_addresses = BTreeMap::new();
+    for n in networks.iter().filter(|n| n.multi_host && !n.share_address) {
+        if let Some(a) = host_address(c, n.id, host)? {
+            host_addresses.insert(n.id, a);
+        }
+    }
     Ok(HostInputs {
+        host_addresses,
         generation,
         networks,
         bound: rows.into_iter().map(|(_, b)| b).collect(),
