@@ -8,6 +8,7 @@ pub mod firewall;
 pub mod hypervisor;
 mod links;
 mod plan_check;
+mod ra;
 mod segments;
 mod sys;
 
@@ -20,6 +21,7 @@ pub mod render {
     pub use crate::dhcp::{dnsmasq_args, dnsmasq_hosts, dnsmasq_opts};
     /// The `ip -batch` lines that take the links from what is there to the plan's.
     pub use crate::links::diff as link_commands;
+    pub use crate::ra::{radvd_args, radvd_conf};
 }
 
 use std::collections::BTreeSet;
@@ -84,6 +86,7 @@ pub struct Agent {
     opts: AgentOptions,
     client: Arc<Client>,
     dhcp: DhcpManager,
+    ra: ra::RaManager,
     /// The driver the last applied plan named; another is built when a plan names another.
     firewall: Option<(FirewallDriver, Box<dyn Firewall>)>,
     owned: Owned,
@@ -97,6 +100,7 @@ impl Agent {
         std::fs::create_dir_all(&opts.state_dir)
             .map_err(|e| io_err(opts.state_dir.display(), e))?;
         let dhcp = DhcpManager::new(&opts.state_dir.join("networks"), &opts.binary);
+        let ra = ra::RaManager::new(&opts.state_dir.join("networks"));
         let owned = load_owned(&opts.state_dir.join("owned.json"));
         let hypervisor = hypervisor::driver(opts.compute_driver, &opts.state_dir);
         Ok(Agent {
@@ -104,6 +108,7 @@ impl Agent {
             opts,
             client: Arc::new(client),
             dhcp,
+            ra,
             firewall: None,
             owned,
             dhcp_plans: Arc::default(),
@@ -218,6 +223,7 @@ impl Agent {
             Err(e) => errors.push(e.to_string()),
         }
         errors.extend(self.dhcp.release(&plan.releases));
+        self.apply_ra(plan, &mut errors, &mut changed);
         // VMs last: their taps join bridges made above.
         if let Some(hv) = self.hypervisor.as_mut() {
             let r = hypervisor::sync(
@@ -230,6 +236,29 @@ impl Agent {
             changed.extend(r.changed);
         }
         (errors, changed)
+    }
+
+    /// Dual stack: IPv6 forwarding, the gateways' v6 addresses, radvd per bridge.
+    fn apply_ra(&mut self, plan: &HostPlan, errors: &mut Vec<String>, changed: &mut Vec<String>) {
+        if !plan.ra.is_empty() {
+            if let Err(e) = sys::ensure_sysctl("net/ipv6/conf/all/forwarding", "1") {
+                errors.push(e.to_string());
+            }
+            let cmds = links::read_links().map(|l| ra::address_commands(&l, &plan.ra));
+            match cmds.and_then(|c| sys::run_batch("ip", &c).map(|()| c)) {
+                Ok(c) if !c.is_empty() => changed.push(format!("IPv6 gateways: {}", c.join("; "))),
+                Ok(_) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        match self.ra.apply(&plan.ra) {
+            Ok(r) if !r.started.is_empty() || !r.stopped.is_empty() => changed.push(format!(
+                "radvd started {:?} stopped {:?}",
+                r.started, r.stopped
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
     }
 
     /// Makes, adopts and removes the plan's segment devices and keeps the VXLAN flood lists.
@@ -434,7 +463,18 @@ impl Agent {
                 }
                 errors
             } else {
-                // Nothing changed: only make sure the DHCP servers still run.
+                // Nothing changed: only make sure the DHCP and RA servers still run.
+                let mut errors = Vec::new();
+                match self.ra.apply(&plan.ra) {
+                    Ok(r) if !r.started.is_empty() => tracing::warn!(
+                        bridges = ?r.started,
+                        why = "radvd was not running",
+                        "radvd restarted {:?}",
+                        r.started
+                    ),
+                    Ok(_) => {}
+                    Err(e) => errors.push(e.to_string()),
+                }
                 match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {
                     Ok(r) if !r.started.is_empty() => {
                         tracing::warn!(
@@ -443,11 +483,11 @@ impl Agent {
                             "dnsmasq restarted {:?}",
                             r.started
                         );
-                        Vec::new()
                     }
-                    Ok(_) => Vec::new(),
-                    Err(e) => vec![e.to_string()],
+                    Ok(_) => {}
+                    Err(e) => errors.push(e.to_string()),
                 }
+                errors
             };
             if errors.is_empty() {
                 applied = true;
