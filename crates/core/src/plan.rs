@@ -94,6 +94,13 @@ pub struct PortSecurity {
     pub ips: Vec<Ipv4Text>,
     pub network_cidr: Option<CidrText>,
     pub dhcp_server: Option<Ipv4Text>,
+    /// Dual stack: the address the instance autoconfigures on this port (EUI-64 of its MAC
+    /// in the network's prefix), which it may send from besides link-local ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips_v6: Vec<Ipv6Text>,
+    /// Dual stack: the network's IPv6 prefix (same-network traffic, when allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_cidr_v6: Option<Ipv6Prefix>,
 }
 
 /// One ingress rule (nova-network's groups had no egress rules).
@@ -572,6 +579,18 @@ fn dhcp_host(b: &BoundAddress) -> Result<DhcpHost, String> {
     })
 }
 
+/// The port's IPv6 address and its network's prefix in dual stack. Only for the rfc2462
+/// backend: that is the address the guest configures itself (the plan's inputs do not carry
+/// the project that account_identifier's address needs, and no guest forms it by SLAAC).
+fn port_v6(cfg: &Config, n: &Network, mac: &MacText) -> Option<(Ipv6Text, Ipv6Prefix)> {
+    if cfg.ipv6() != Some(crate::ipv6::Backend::Rfc2462) {
+        return None;
+    }
+    let prefix: crate::net::Ipv6Cidr = n.cidr_v6.as_deref()?.parse().ok()?;
+    let a = crate::ipv6::instance_address(crate::ipv6::Backend::Rfc2462, n, mac, "")?;
+    Some((a.into(), prefix.into()))
+}
+
 fn security_plan(
     s: &Snapshot,
     cfg: &Config,
@@ -608,15 +627,20 @@ fn security_plan(
             };
             match ports.iter_mut().find(|p| p.mac == mac) {
                 Some(p) => p.ips.push(ip),
-                None => ports.push(PortSecurity {
-                    device,
-                    mac,
-                    ips: vec![ip],
-                    network_cidr: net.and_then(|n| n.cidr_v4()).map(CidrText::from),
-                    dhcp_server: net
-                        .and_then(|n| n.dhcp_server.as_deref())
-                        .and_then(|d| Ipv4Text::new(d).ok()),
-                }),
+                None => {
+                    let v6 = net.and_then(|n| port_v6(cfg, n, &mac));
+                    ports.push(PortSecurity {
+                        device,
+                        ips: vec![ip],
+                        network_cidr: net.and_then(|n| n.cidr_v4()).map(CidrText::from),
+                        dhcp_server: net
+                            .and_then(|n| n.dhcp_server.as_deref())
+                            .and_then(|d| Ipv4Text::new(d).ok()),
+                        ips_v6: v6.iter().map(|(a, _)| a.clone()).collect(),
+                        network_cidr_v6: v6.map(|(_, p)| p),
+                        mac,
+                    })
+                }
             }
         }
         let groups: BTreeSet<i64> = addrs

@@ -127,3 +127,25 @@ async fn without_use_ipv6_no_v6_address() {
     let nets: &Vec<Value> = meta.network_data["networks"].as_array().unwrap();
     assert!(nets.iter().all(|n| n["type"] != "ipv6"), "{nets:?}");
 }
+
+/// Provider rules accept IPv6 ranges (both drivers render them in their v6 filters).
+#[tokio::test]
+async fn provider_rules_take_ipv6_ranges() {
+    let h = dual_stack("v6-provider", true, "rfc2462").await;
+    let v = h
+        .expect(
+            200,
+            "POST",
+            "/v2.1/os-provider-firewall-rules",
+            h.admin(),
+            Some(
+                json!({"provider_firewall_rule": {"ip_protocol": "tcp", "from_port": 25,
+                                                    "to_port": 25, "cidr": "2001:db8::/32"}}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        v["provider_firewall_rule"]["ip_range"]["cidr"], "2001:db8::/32",
+        "{v}"
+    );
+}
