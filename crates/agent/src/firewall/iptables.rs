@@ -80,8 +80,8 @@ impl Iptables {
     }
 
     /// The IPv6 chains (dual stack), replacing only those that change; false when they were
-    /// in place. Without instances with IPv6 addresses, novanet's v6 chains are removed (and
-    /// ip6tables is not run at all when it never made any).
+    /// in place. Without instances with IPv6 addresses none are made (and ip6tables need not
+    /// be installed); once made, the base chains stay, empty, behind FORWARD's jump.
     pub(super) fn apply_chains6(&mut self, sec: &SecurityPlan) -> Result<bool> {
         if self.applied6.is_none() {
             let saved = match run("ip6tables-save", &[], None) {
