@@ -423,9 +423,16 @@ fn ip_element(dev: &str, ip: &str) -> String {
     format!("\"{dev}\" . {ip}")
 }
 
+/// The security tables' structure (sets, maps, the spoof chain's rules): a state written
+/// for another one is replaced whole, never patched (1: the IPv6 sets and map).
+pub const TABLES_LAYOUT: u32 = 1;
+
 /// What this agent last wrote to the security tables, to compute the next change from.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SecState {
+    /// [`TABLES_LAYOUT`] of the tables written (0: before layouts were recorded).
+    #[serde(default)]
+    pub layout: u32,
     pub allow_same_net: bool,
     pub instances: BTreeMap<i64, InstState>,
     pub groups: BTreeMap<i64, Vec<String>>,
@@ -480,6 +487,7 @@ fn sorted<T: ToString>(v: &[T]) -> Vec<String> {
 /// The state right after a full render of `sec`.
 pub fn full_state(sec: &SecurityPlan) -> SecState {
     SecState {
+        layout: TABLES_LAYOUT,
         allow_same_net: sec.allow_same_net,
         instances: sec
             .instances
@@ -535,7 +543,7 @@ fn add_chain(out: &mut String, table: &str, name: &str, rules: &[String]) {
 /// The update from `old` to `new`, and the state after it; None when a full replace is
 /// needed (the same-network switch changes every chain).
 pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecState)> {
-    if old.allow_same_net != new.allow_same_net {
+    if old.allow_same_net != new.allow_same_net || old.layout != TABLES_LAYOUT {
         return None;
     }
     let t = format!("inet {FILTER_TABLE}");
@@ -1256,6 +1264,22 @@ mod tests {
             rule(Proto::Tcp, 22, 22, "0.0.0.0/0"),
         ];
         i
+    }
+
+    /// A state from before the IPv6 sets (an agent upgraded in place) is never patched: the
+    /// tables are replaced whole once.
+    #[test]
+    fn an_older_layout_is_replaced() {
+        let sec = plan(true, vec![]);
+        let mut old = full_state(&sec);
+        assert!(incremental(&old, &sec).is_some());
+        old.layout = 0;
+        assert!(incremental(&old, &sec).is_none());
+        let text = serde_json::to_string(&full_state(&sec))
+            .unwrap()
+            .replace("\"layout\":1,", "");
+        let read: SecState = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.layout, 0);
     }
 
     /// Dual stack: v6 dispatch, neighbour discovery and RAs from link-local routers, the
