@@ -10,6 +10,7 @@ mod isolation;
 mod links;
 mod metadata;
 mod plan_check;
+mod ra;
 mod segments;
 mod sys;
 
@@ -24,6 +25,7 @@ pub mod render {
     pub use crate::isolation::render as isolation_table;
     /// The `ip -batch` lines that take the links from what is there to the plan's.
     pub use crate::links::diff as link_commands;
+    pub use crate::ra::{radvd_args, radvd_conf};
 }
 
 use std::collections::BTreeSet;
@@ -88,6 +90,7 @@ pub struct Agent {
     opts: AgentOptions,
     client: Arc<Client>,
     dhcp: DhcpManager,
+    ra: ra::RaManager,
     /// The driver the last applied plan named; another is built when a plan names another.
     firewall: Option<(FirewallDriver, Box<dyn Firewall>)>,
     owned: Owned,
@@ -106,6 +109,7 @@ impl Agent {
         std::fs::create_dir_all(&opts.state_dir)
             .map_err(|e| io_err(opts.state_dir.display(), e))?;
         let dhcp = DhcpManager::new(&opts.state_dir.join("networks"), &opts.binary);
+        let ra = ra::RaManager::new(&opts.state_dir.join("networks"));
         let owned = load_owned(&opts.state_dir.join("owned.json"));
         let hypervisor = hypervisor::driver(opts.compute_driver, &opts.state_dir);
         let metadata = metadata::LocalMetadata::new(&opts.state_dir);
@@ -115,6 +119,7 @@ impl Agent {
             opts,
             client: Arc::new(client),
             dhcp,
+            ra,
             firewall: None,
             owned,
             dhcp_plans: Arc::default(),
@@ -238,6 +243,7 @@ impl Agent {
         }
         errors.extend(self.dhcp.release(&plan.releases));
         errors.extend(self.metadata.sync(plan, &self.client));
+        self.apply_ra(plan, &mut errors, &mut changed);
         // VMs last: their taps join bridges made above.
         let (e, c) = self.sync_vms();
         errors.extend(e);
@@ -260,6 +266,29 @@ impl Agent {
             &mut self.vms_reported,
         );
         (r.errors, r.changed)
+    }
+
+    /// Dual stack: IPv6 forwarding, the gateways' v6 addresses, radvd per bridge.
+    fn apply_ra(&mut self, plan: &HostPlan, errors: &mut Vec<String>, changed: &mut Vec<String>) {
+        if !plan.ra.is_empty() {
+            if let Err(e) = sys::ensure_sysctl("net/ipv6/conf/all/forwarding", "1") {
+                errors.push(e.to_string());
+            }
+            let cmds = links::read_links().map(|l| ra::address_commands(&l, &plan.ra));
+            match cmds.and_then(|c| sys::run_batch("ip", &c).map(|()| c)) {
+                Ok(c) if !c.is_empty() => changed.push(format!("IPv6 gateways: {}", c.join("; "))),
+                Ok(_) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        match self.ra.apply(&plan.ra) {
+            Ok(r) if !r.started.is_empty() || !r.stopped.is_empty() => changed.push(format!(
+                "radvd started {:?} stopped {:?}",
+                r.started, r.stopped
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
     }
 
     /// Makes, adopts and removes the plan's segment devices and keeps the VXLAN flood lists.
@@ -464,7 +493,18 @@ impl Agent {
                 }
                 errors
             } else {
-                // Nothing changed: only make sure the DHCP servers still run.
+                // Nothing changed: only make sure the DHCP and RA servers still run.
+                let mut errors = Vec::new();
+                match self.ra.apply(&plan.ra) {
+                    Ok(r) if !r.started.is_empty() => tracing::warn!(
+                        bridges = ?r.started,
+                        why = "radvd was not running",
+                        "radvd restarted {:?}",
+                        r.started
+                    ),
+                    Ok(_) => {}
+                    Err(e) => errors.push(e.to_string()),
+                }
                 match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {
                     Ok(r) if !r.started.is_empty() => {
                         tracing::warn!(
@@ -473,11 +513,11 @@ impl Agent {
                             "dnsmasq restarted {:?}",
                             r.started
                         );
-                        Vec::new()
                     }
-                    Ok(_) => Vec::new(),
-                    Err(e) => vec![e.to_string()],
+                    Ok(_) => {}
+                    Err(e) => errors.push(e.to_string()),
                 }
+                errors
             };
             if !changed && applied && !resync {
                 // A VM's trouble is reported to the server, not retried as a failed apply.

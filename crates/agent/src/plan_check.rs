@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use novanet_core::firewall::{MetadataRedirect, ServedNetwork, SourceNat};
 use novanet_core::plan::{
-    BridgePlan, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity, SgRule,
+    BridgePlan, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity, RaPlan, SgRule,
 };
 use novanet_core::valid::{CidrText, IfName, Ipv4Text};
 use serde::de::DeserializeOwned;
@@ -72,13 +72,16 @@ pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
     let all_bridges = uuids(&v, "bridges");
     keep_valid::<BridgePlan>(&mut v, "bridges", &mut refused);
     let kept_bridges = uuids(&v, "bridges");
-    if let Some(dhcp) = v.get_mut("dhcp").and_then(Value::as_array_mut) {
-        dhcp.retain(|d| {
-            let u = d.get("network_uuid").and_then(Value::as_str).unwrap_or("");
-            !all_bridges.contains(u) || kept_bridges.contains(u)
-        });
+    for key in ["dhcp", "ra"] {
+        if let Some(list) = v.get_mut(key).and_then(Value::as_array_mut) {
+            list.retain(|d| {
+                let u = d.get("network_uuid").and_then(Value::as_str).unwrap_or("");
+                !all_bridges.contains(u) || kept_bridges.contains(u)
+            });
+        }
     }
     keep_valid::<DhcpPlan>(&mut v, "dhcp", &mut refused);
+    keep_valid::<RaPlan>(&mut v, "ra", &mut refused);
     keep_valid::<FloatingBinding>(&mut v, "floating", &mut refused);
     keep_valid::<DhcpRelease>(&mut v, "releases", &mut refused);
     if let Some(gw) = v.get_mut("gateway") {

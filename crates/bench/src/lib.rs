@@ -900,6 +900,8 @@ fn fw_instance(i: usize, device: Option<&str>, ip: &str, variant: i32) -> Instan
             ips: vec![ip.parse().expect("bench address")],
             network_cidr: Some("10.1.0.0/16".parse().expect("bench CIDR")),
             dhcp_server: Some("10.1.0.1".parse().expect("bench address")),
+            ips_v6: vec![],
+            network_cidr_v6: None,
         }],
         rules: vec![
             tcp(22, "0.0.0.0/0"),

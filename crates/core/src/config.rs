@@ -457,6 +457,20 @@ pub struct Loaded {
 }
 
 impl Config {
+    /// `ipv6_backend` as the type that computes addresses.
+    pub fn ipv6_backend(&self) -> Result<crate::ipv6::Backend> {
+        self.ipv6_backend
+            .parse()
+            .map_err(|e: String| Error::invalid("ipv6_backend", e))
+    }
+
+    /// The backend instances' IPv6 addresses come from, when `use_ipv6` is on (a validated
+    /// config never falls back to the default).
+    pub fn ipv6(&self) -> Option<crate::ipv6::Backend> {
+        self.use_ipv6
+            .then(|| self.ipv6_backend().unwrap_or_default())
+    }
+
     /// Reads any of the three forms an operator may have: nova.conf's INI, seed 004's flag
     /// file, or novanet's TOML. `origin` names the file in messages.
     pub fn load(text: &str, origin: &str) -> Result<Loaded> {
@@ -558,6 +572,12 @@ impl Config {
         self.fixed_range_v6
             .parse::<Ipv6Cidr>()
             .map_err(|e| Error::invalid("fixed_range_v6", e))?;
+        self.ipv6_backend()?;
+        if let Some(g) = &self.gateway_v6 {
+            g.parse::<std::net::Ipv6Addr>().map_err(|_| {
+                Error::invalid("gateway_v6", format!("{g:?} is not an IPv6 address"))
+            })?;
+        }
         self.validate_ranges()?;
         if !(1..=4094).contains(&self.vlan_start) {
             return Err(Error::invalid("vlan_start", "must be between 1 and 4094"));
@@ -908,5 +928,27 @@ mod tests {
             Config::from_toml("[keystone_authtoken]\nauth_url = \"http://k/v3\"\nuser = \"n\"\n")
                 .unwrap_err();
         assert!(e.to_string().contains("user"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_options_are_checked() {
+        let mut c = Config {
+            use_ipv6: true,
+            ipv6_backend: "account_identifier".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
+        assert_eq!(c.ipv6(), Some(crate::ipv6::Backend::AccountIdentifier));
+        c.use_ipv6 = false;
+        assert_eq!(c.ipv6(), None);
+        c.ipv6_backend = "eui64".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ipv6_backend"));
+        c.ipv6_backend = "rfc2462".into();
+        c.gateway_v6 = Some("10.0.0.1".into());
+        assert!(c.validate().unwrap_err().to_string().contains("gateway_v6"));
     }
 }

@@ -10,7 +10,7 @@ use crate::config::FirewallDriver;
 use crate::firewall::GatewayPlan;
 use crate::plan::{
     BridgePlan, DhcpHost, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity,
-    SgRule,
+    RaPlan, SgRule,
 };
 use crate::valid::Ipv4Text;
 
@@ -68,6 +68,9 @@ pub struct PlanDelta {
     pub group_members: BTreeMap<i64, Option<Vec<Ipv4Text>>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub provider_rules: Vec<Hunk<SgRule>>,
+    /// IPv6 gateways, whole (they change with networks, never with instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ra: Option<Vec<RaPlan>>,
 }
 
 impl PlanDelta {
@@ -88,6 +91,7 @@ impl PlanDelta {
             instances,
             group_members,
             provider_rules,
+            ra,
         } = self;
         firewall_driver.is_none()
             && bridges.is_empty()
@@ -102,6 +106,7 @@ impl PlanDelta {
             && instances.is_empty()
             && group_members.is_empty()
             && provider_rules.is_empty()
+            && ra.is_none()
     }
 }
 
@@ -264,6 +269,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDelta {
         ip_forward,
         refused,
         security,
+        ra,
     } = new;
     let mut d = PlanDelta {
         generation: *generation,
@@ -280,6 +286,7 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDelta {
             i.uuid.as_str()
         }),
         provider_rules: diff_list(&old.security.provider_rules, &security.provider_rules),
+        ra: (old.ra != *ra).then(|| ra.clone()),
         ..PlanDelta::default()
     };
     let servers_same =
@@ -353,6 +360,9 @@ pub fn apply(plan: &mut HostPlan, d: &PlanDelta) -> Result<(), String> {
         }
     }
     apply_hunks(&mut plan.security.provider_rules, &d.provider_rules)?;
+    if let Some(r) = &d.ra {
+        plan.ra = r.clone();
+    }
     Ok(())
 }
 

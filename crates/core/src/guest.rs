@@ -4,8 +4,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::ipv6::Backend;
 use crate::model::Network;
-use crate::net::{eui64_address, Ipv4Cidr, Ipv6Cidr, Mac};
+use crate::net::{Ipv4Cidr, Ipv6Cidr, Mac};
 use crate::valid::{IfName, MacText};
 
 /// One VIF as the guest configures it statically.
@@ -23,7 +24,7 @@ pub struct GuestInterface {
     pub v6: Option<GuestV6>,
 }
 
-/// The VIF's IPv6 address (EUI-64 in the network's prefix, as nova's default backend).
+/// The VIF's IPv6 address (computed by the configured backend, EUI-64 by default).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GuestV6 {
     pub address: Ipv6Addr,
@@ -42,7 +43,11 @@ pub struct Vif<'a> {
 /// instance's VIFs (the guest names its NICs in plug order); only VIFs on `injected`
 /// networks get a stanza, as in nova. Stored values are parsed here: a bad one is an error
 /// naming it, never text in a guest's file.
-pub fn guest_interfaces(vifs: &[Vif], use_ipv6: bool) -> Result<Vec<GuestInterface>, String> {
+/// `ipv6` is the backend and the instance's project when `use_ipv6` is on.
+pub fn guest_interfaces(
+    vifs: &[Vif],
+    ipv6: Option<(Backend, &str)>,
+) -> Result<Vec<GuestInterface>, String> {
     let mut out = Vec::new();
     let mut default_route_given = false;
     for (i, v) in vifs.iter().enumerate() {
@@ -75,8 +80,8 @@ pub fn guest_interfaces(vifs: &[Vif], use_ipv6: bool) -> Result<Vec<GuestInterfa
         for d in [&n.dns1, &n.dns2] {
             dns.extend(parse4(d, "DNS server")?);
         }
-        let v6 = match (use_ipv6, n.cidr_v6.as_deref()) {
-            (true, Some(c6)) => {
+        let v6 = match (ipv6, n.cidr_v6.as_deref()) {
+            (Some((backend, project_id)), Some(c6)) => {
                 let prefix: Ipv6Cidr = c6.parse()?;
                 let mac: Mac = v.mac.parse()?;
                 let gateway = n
@@ -88,7 +93,7 @@ pub fn guest_interfaces(vifs: &[Vif], use_ipv6: bool) -> Result<Vec<GuestInterfa
                     })
                     .transpose()?;
                 Some(GuestV6 {
-                    address: eui64_address(&prefix, mac),
+                    address: crate::ipv6::to_global(backend, prefix.network(), mac, project_id),
                     prefix: prefix.prefix(),
                     gateway: if default_route_given { None } else { gateway },
                 })
@@ -208,7 +213,7 @@ mod tests {
                     address: "10.1.0.3",
                 },
             ],
-            false,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -259,7 +264,7 @@ iface eth1 inet static
                     address: "10.1.0.3",
                 },
             ],
-            true,
+            Some((Backend::Rfc2462, "p")),
         )
         .unwrap();
         let text = interfaces_text(&ifs);
@@ -296,7 +301,7 @@ iface eth1 inet6 static
                     mac: "fa:16:3e:00:00:01",
                     address: addr,
                 }],
-                false,
+                None,
             )
         };
         assert!(vif(&a, "10.0.1.2").unwrap_err().contains("not in network"));

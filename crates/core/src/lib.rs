@@ -7,6 +7,7 @@ pub mod error;
 pub mod firewall;
 pub mod floating;
 pub mod guest;
+pub mod ipv6;
 pub mod model;
 pub mod net;
 pub mod nova_conf;

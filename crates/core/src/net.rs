@@ -177,6 +177,9 @@ impl Ipv6Cidr {
     pub fn netmask(&self) -> Ipv6Addr {
         Ipv6Addr::from(mask_v6(self.prefix))
     }
+    pub fn contains(&self, addr: Ipv6Addr) -> bool {
+        u128::from(addr) & mask_v6(self.prefix) == self.network
+    }
     pub fn contains_cidr(&self, other: &Ipv6Cidr) -> bool {
         other.prefix >= self.prefix
             && u128::from(other.network()) & mask_v6(self.prefix) == self.network

@@ -344,10 +344,7 @@ pub fn notes_for(present: &[String], cfg: &crate::config::Config) -> Vec<String>
         .filter(|(k, _)| present.iter().any(|p| p == k))
         .map(|(k, why)| format!("{k} is accepted and not needed: {why}"))
         .collect();
-    if cfg.use_ipv6 {
-        w.push("use_ipv6 = True: novanet does not give out IPv6 addresses yet; instances get IPv4 only".into());
-    }
-    for k in ["gateway_v6", "ipv6_backend"] {
+    for k in ["ipv6_backend"] {
         if present.iter().any(|p| p == k) && !cfg.use_ipv6 {
             w.push(format!("{k} has no effect without use_ipv6"));
         }

@@ -14,7 +14,8 @@ use crate::model::{BoundAddress, FloatingIp, Network};
 use crate::net::Ipv4Cidr;
 use crate::segment::{plan_segment, Segment, SegmentInputs, VXLAN_OVERHEAD};
 use crate::valid::{
-    CidrText, DhcpTag, DnsDomain, Hostname, IfAddr, IfName, Ipv4Text, MacText, Mtu, VlanId,
+    CidrText, DhcpTag, DnsDomain, Hostname, IfAddr, IfName, Ipv4Text, Ipv6Prefix, Ipv6Text,
+    MacText, Mtu, VlanId,
 };
 
 /// 169.254.169.254:80, where every cloud image looks for its metadata.
@@ -45,6 +46,22 @@ pub struct HostPlan {
     /// Security groups and anti-spoofing for the instances on this host.
     #[serde(default)]
     pub security: SecurityPlan,
+    /// Dual stack (`use_ipv6`): the networks this host is the gateway of that have an IPv6
+    /// prefix. IPv6 forwarding is on while there is one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ra: Vec<RaPlan>,
+}
+
+/// IPv6 on the bridge of a network this host serves: the gateway's address on the bridge
+/// and radvd advertising the prefix, from which guests configure their addresses (nova's
+/// `update_ra` and `initialize_gateway_device`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaPlan {
+    pub network_uuid: String,
+    pub bridge: IfName,
+    pub prefix: Ipv6Prefix,
+    /// The network's `gateway_v6`, bound on the bridge with the prefix's length.
+    pub gateway: Ipv6Text,
 }
 
 /// What filters traffic to and from this host's instances.
@@ -77,6 +94,13 @@ pub struct PortSecurity {
     pub ips: Vec<Ipv4Text>,
     pub network_cidr: Option<CidrText>,
     pub dhcp_server: Option<Ipv4Text>,
+    /// Dual stack: the address the instance autoconfigures on this port (EUI-64 of its MAC
+    /// in the network's prefix), which it may send from besides link-local ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips_v6: Vec<Ipv6Text>,
+    /// Dual stack: the network's IPv6 prefix (same-network traffic, when allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_cidr_v6: Option<Ipv6Prefix>,
 }
 
 /// One ingress rule (nova-network's groups had no egress rules).
@@ -403,6 +427,18 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
             continue;
         }
         plan.ip_forward = true;
+        // As nova: radvd runs where the DHCP managers run dnsmasq (not for Flat).
+        if cfg.use_ipv6 && cfg.network_manager.uses_dhcp() {
+            match ra_plan(n, &bridge) {
+                Ok(Some(r)) => plan.ra.push(r),
+                Ok(None) => {}
+                Err(e) => plan.refused.push(format!(
+                    "network {} ({}): {e}",
+                    n.uuid,
+                    n.label.escape_debug()
+                )),
+            }
+        }
         let Some(c) = v.cidr else { continue };
         let mut served = ServedNetwork {
             bridge: bridge.clone(),
@@ -537,6 +573,27 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
     plan
 }
 
+/// A network's IPv6 gateway: its prefix and `gateway_v6` (inside the prefix), if it has one.
+fn ra_plan(n: &Network, bridge: &IfName) -> Result<Option<RaPlan>, String> {
+    let Some(prefix) = opt("cidr_v6", &n.cidr_v6, |s| s.parse::<crate::net::Ipv6Cidr>())? else {
+        return Ok(None);
+    };
+    let gateway = match opt("gateway_v6", &n.gateway_v6, |s| {
+        s.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{s:?} is not an IPv6 address"))
+    })? {
+        Some(g) if prefix.contains(g) => g,
+        Some(g) => return Err(format!("gateway_v6: {g} is not in {prefix}")),
+        None => prefix.nth(1),
+    };
+    Ok(Some(RaPlan {
+        network_uuid: n.uuid.clone(),
+        bridge: bridge.clone(),
+        prefix: prefix.into(),
+        gateway: gateway.into(),
+    }))
+}
+
 fn dhcp_host(b: &BoundAddress) -> Result<DhcpHost, String> {
     Ok(DhcpHost {
         mac: MacText::new(b.mac.as_str())?,
@@ -553,6 +610,18 @@ fn dhcp_server_for(s: &Snapshot, n: &Network) -> Option<Ipv4Text> {
         return s.host_addresses.get(&n.id).cloned();
     }
     n.dhcp_server.as_deref().and_then(|d| Ipv4Text::new(d).ok())
+}
+
+/// The port's IPv6 address and its network's prefix in dual stack. Only for the rfc2462
+/// backend: that is the address the guest configures itself (the plan's inputs do not carry
+/// the project that account_identifier's address needs, and no guest forms it by SLAAC).
+fn port_v6(cfg: &Config, n: &Network, mac: &MacText) -> Option<(Ipv6Text, Ipv6Prefix)> {
+    if cfg.ipv6() != Some(crate::ipv6::Backend::Rfc2462) {
+        return None;
+    }
+    let prefix: crate::net::Ipv6Cidr = n.cidr_v6.as_deref()?.parse().ok()?;
+    let a = crate::ipv6::instance_address(crate::ipv6::Backend::Rfc2462, n, mac, "")?;
+    Some((a.into(), prefix.into()))
 }
 
 fn security_plan(
@@ -591,13 +660,18 @@ fn security_plan(
             };
             match ports.iter_mut().find(|p| p.mac == mac) {
                 Some(p) => p.ips.push(ip),
-                None => ports.push(PortSecurity {
-                    device,
-                    mac,
-                    ips: vec![ip],
-                    network_cidr: net.and_then(|n| n.cidr_v4()).map(CidrText::from),
-                    dhcp_server: net.and_then(|n| dhcp_server_for(s, n)),
-                }),
+                None => {
+                    let v6 = net.and_then(|n| port_v6(cfg, n, &mac));
+                    ports.push(PortSecurity {
+                        device,
+                        ips: vec![ip],
+                        network_cidr: net.and_then(|n| n.cidr_v4()).map(CidrText::from),
+                        dhcp_server: net.and_then(|n| dhcp_server_for(s, n)),
+                        ips_v6: v6.iter().map(|(a, _)| a.clone()).collect(),
+                        network_cidr_v6: v6.map(|(_, p)| p),
+                        mac,
+                    })
+                }
             }
         }
         let groups: BTreeSet<i64> = addrs
@@ -677,6 +751,50 @@ mod tests {
             groups: vec![1],
             default_route: true,
         }
+    }
+
+    /// Dual stack: the gateway host gets the network's IPv6 gateway and radvd, compute hosts
+    /// do not; without use_ipv6 nobody does; a stored gateway outside the prefix is refused.
+    #[test]
+    fn ra_on_the_gateway_host_only() {
+        let mut n = seed_network();
+        n.cidr_v6 = Some("fd00:1::/64".into());
+        n.gateway_v6 = Some("fd00:1::1".into());
+        let mut nets = [n];
+        let bound = [cirros()];
+        let mut cfg = Config {
+            use_ipv6: true,
+            ..Config::default()
+        };
+        let plan = |nets: &[Network], cfg: &Config, host: &str| {
+            let s = Snapshot {
+                networks: nets,
+                bound: &bound,
+                floating: &[],
+                rules: &[],
+                provider_rules: &[],
+                segment_peers: &Default::default(),
+                host_addresses: &Default::default(),
+            };
+            host_plan(&s, cfg, host, 1)
+        };
+        let ctl = plan(&nets, &cfg, "controller");
+        assert_eq!(
+            ctl.ra,
+            [RaPlan {
+                network_uuid: "u-1".into(),
+                bridge: IfName::new("br100").unwrap(),
+                prefix: Ipv6Prefix::new("fd00:1::/64").unwrap(),
+                gateway: Ipv6Text::new("fd00:1::1").unwrap(),
+            }]
+        );
+        assert!(plan(&nets, &cfg, "compute-1").ra.is_empty());
+        nets[0].gateway_v6 = Some("fd00:2::1".into());
+        let bad = plan(&nets, &cfg, "controller");
+        assert!(bad.ra.is_empty());
+        assert!(bad.refused[0].contains("gateway_v6"), "{:?}", bad.refused);
+        cfg.use_ipv6 = false;
+        assert!(plan(&nets, &cfg, "controller").ra.is_empty());
     }
 
     #[test]

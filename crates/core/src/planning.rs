@@ -520,9 +520,15 @@ pub fn plan_networks(
         if let Some(s6) = subnets_v6.get(i) {
             net.cidr_v6 = Some(s6.to_string());
             net.netmask_v6 = Some(s6.netmask().to_string());
+            // nova.conf's gateway_v6 is the default only for the prefix that holds it.
+            let from_config = cfg
+                .gateway_v6
+                .as_deref()
+                .and_then(|g| g.parse().ok())
+                .filter(|g| s6.contains(*g));
             let g6 = match &req.gateway_v6 {
                 Some(g) => parse_v6("gateway_v6", g)?,
-                None => s6.nth(1),
+                None => from_config.unwrap_or_else(|| s6.nth(1)),
             };
             net.gateway_v6 = Some(g6.to_string());
         }
@@ -710,6 +716,29 @@ mod tests {
             plan.networks[1].network.gateway_v6.as_deref(),
             Some("fd00:1:0:1::1")
         );
+    }
+
+    /// nova.conf's gateway_v6 is the default gateway of the network whose prefix holds it;
+    /// the others keep their prefix's first address.
+    #[test]
+    fn config_gateway_v6_only_inside_its_prefix() {
+        let cfg = Config {
+            gateway_v6: Some("fd00:1:0:1::fe".into()),
+            ..Config::default()
+        };
+        let r = NetworkRequest {
+            num_networks: Some(2),
+            network_size: Some(128),
+            cidr_v6: Some("fd00:1::/48".into()),
+            ..req("net", "10.1.0.0/24")
+        };
+        let plan = plan_networks(&r, Manager::FlatDhcp, &cfg, &[], uuids()).unwrap();
+        let g: Vec<_> = plan
+            .networks
+            .iter()
+            .map(|p| p.network.gateway_v6.clone().unwrap())
+            .collect();
+        assert_eq!(g, ["fd00:1::1", "fd00:1:0:1::fe"]);
     }
 
     /// nova's own expectation (test_network_manager, VLAN, allowed start/end with a DHCP

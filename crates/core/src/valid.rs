@@ -210,6 +210,75 @@ impl Ipv4Text {
     }
 }
 
+fn check_ipv6(s: &str) -> std::result::Result<(), String> {
+    match s.parse::<std::net::Ipv6Addr>() {
+        Ok(a) if a.to_string() == s => Ok(()),
+        Ok(a) => Err(format!(
+            "{s:?} is not a canonical IPv6 address (did you mean {a}?)"
+        )),
+        _ => Err(format!("{s:?} is not an IPv6 address")),
+    }
+}
+
+checked_string!(
+    /// An IPv6 address in its canonical (RFC 5952) form, kept as text.
+    Ipv6Text,
+    check_ipv6
+);
+
+impl From<std::net::Ipv6Addr> for Ipv6Text {
+    fn from(a: std::net::Ipv6Addr) -> Ipv6Text {
+        Ipv6Text(a.to_string())
+    }
+}
+
+impl Ipv6Text {
+    pub fn addr(&self) -> std::net::Ipv6Addr {
+        self.0.parse().expect("checked on construction")
+    }
+}
+
+fn check_ipv6_prefix(s: &str) -> std::result::Result<(), String> {
+    let c: crate::net::Ipv6Cidr = s.parse()?;
+    if c.to_string() != s {
+        return Err(format!(
+            "{s:?} is not a canonical IPv6 prefix (did you mean {c}?)"
+        ));
+    }
+    Ok(())
+}
+
+checked_string!(
+    /// An IPv6 prefix in canonical form (`fd00:1::/64`): what radvd advertises.
+    Ipv6Prefix,
+    check_ipv6_prefix
+);
+
+impl From<crate::net::Ipv6Cidr> for Ipv6Prefix {
+    fn from(c: crate::net::Ipv6Cidr) -> Ipv6Prefix {
+        Ipv6Prefix(c.to_string())
+    }
+}
+
+impl Ipv6Prefix {
+    pub fn cidr(&self) -> crate::net::Ipv6Cidr {
+        self.0.parse().expect("checked on construction")
+    }
+}
+
+impl From<Ipv6Prefix> for CidrText {
+    fn from(p: Ipv6Prefix) -> CidrText {
+        CidrText(p.0)
+    }
+}
+
+impl From<std::net::Ipv6Addr> for CidrText {
+    /// A single address as a /128.
+    fn from(a: std::net::Ipv6Addr) -> CidrText {
+        CidrText(format!("{a}/128"))
+    }
+}
+
 /// An IPv4 or IPv6 prefix in canonical form (host bits clear), or a bare IPv4 address
 /// (a /32): what a firewall rule matches.
 fn check_cidr(s: &str) -> std::result::Result<(), String> {
@@ -549,6 +618,20 @@ mod tests {
             "10.0.0.0/24; flush ruleset",
         ] {
             assert!(CidrText::new(bad).is_err(), "{bad}");
+        }
+        assert!(Ipv6Text::new("fd00:1::1").is_ok());
+        for bad in [
+            "fd00:1:0::1",
+            "FD00::1",
+            "10.0.0.1",
+            "fd00::1/64",
+            "fd00::1 ",
+        ] {
+            assert!(Ipv6Text::new(bad).is_err(), "{bad}");
+        }
+        assert!(Ipv6Prefix::new("fd00:1::/64").is_ok());
+        for bad in ["fd00:1::1/64", "fd00:1::", "10.0.0.0/24", "fd00::/129"] {
+            assert!(Ipv6Prefix::new(bad).is_err(), "{bad}");
         }
         assert!(NatTo::new("10.0.0.1:8775").is_ok());
         assert!(NatTo::new("10.0.0.1:0").is_err());

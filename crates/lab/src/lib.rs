@@ -62,6 +62,10 @@ pub enum LabCmd {
         /// each host by bridge rules (nova's share_dhcp_address)
         #[arg(long, requires = "multi_host")]
         share_address: bool,
+        /// Dual stack (seed 000): use_ipv6, networks with IPv6 prefixes from fd00:1::/48,
+        /// radvd on the gateway, VMs that autoconfigure their IPv6 addresses
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Remove everything the lab made
     Down {
@@ -157,7 +161,12 @@ pub struct Setup {
     pub multi_host: bool,
     /// With `multi_host`: one shared gateway address on every host.
     pub share_address: bool,
+    /// Dual stack: IPv6 prefixes, radvd, SLAAC in the VMs.
+    pub ipv6: bool,
 }
+
+/// The IPv6 block the lab's networks are carved from (seed 000's example).
+pub const FIXED_RANGE_V6: &str = "fd00:1::/48";
 
 pub const PASSWORD: &str = "lab";
 pub const CONTROLLER_IP: &str = "192.168.56.200";
@@ -194,6 +203,9 @@ struct LabState {
     /// A second API server runs (port 8776).
     #[serde(default)]
     two_servers: bool,
+    /// Dual stack: VMs take router advertisements.
+    #[serde(default)]
+    ipv6: bool,
 }
 
 type Res<T> = Result<T, String>;
@@ -457,6 +469,9 @@ fn lab_config(setup: &Setup, my_ip: &str) -> String {
         // Each compute host answers its own instances' metadata (seed 000).
         c.push_str("metadata_host = \"127.0.0.1\"\n");
     }
+    if setup.ipv6 {
+        c.push_str("# dual stack (seed 000)\nuse_ipv6 = true\n");
+    }
     for l in &setup.config {
         c.push_str(l);
         c.push('\n');
@@ -494,6 +509,7 @@ pub fn up_with(o: &LabOpts, setup: &Setup) -> Res<()> {
         qemu_vms: setup.vms == LabVms::Qemu,
         db: setup.db.clone(),
         two_servers: setup.two_servers,
+        ipv6: setup.ipv6,
         ..LabState::default()
     };
     save(o, &st)?;
@@ -818,13 +834,15 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
                     args.extend(["--share-address", "T"]);
                 }
             }
+            if setup.ipv6 {
+                args.extend(["--fixed-range-v6", FIXED_RANGE_V6]);
+            }
             client(o, &args)?
         }
         // Three project networks (VLANs 100 to 102) as nova-manage made them; the admin
         // project's first boot takes the first.
-        LabManager::Vlan => manage(
-            o,
-            &[
+        LabManager::Vlan => {
+            let mut args = vec![
                 "network",
                 "create",
                 "--label",
@@ -837,8 +855,12 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
                 "256",
                 "--vlan-start",
                 "100",
-            ],
-        )?,
+            ];
+            if setup.ipv6 {
+                args.extend(["--fixed-range-v6", FIXED_RANGE_V6]);
+            }
+            manage(o, &args)?
+        }
     };
     let image = if st.qemu_vms {
         upload_test_image(o)?
@@ -1071,17 +1093,26 @@ fn restart_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
     start_agent(o, st, host)
 }
 
+/// Answers over IPv4 and IPv6 alike (one dual-stack socket); a v4 client is shown as its
+/// plain address.
 const RESPONDER: &str = r#"
-import http.server, socketserver, sys
+import http.server, socket, socketserver, sys
 node, port = sys.argv[1], int(sys.argv[2])
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = ("%s %s\n" % (node, self.client_address[0])).encode()
+        c = self.client_address[0]
+        c = c[7:] if c.startswith("::ffff:") else c
+        body = ("%s %s\n" % (node, c)).encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
     def log_message(self, *a): pass
-socketserver.TCPServer.allow_reuse_address = True
-socketserver.TCPServer(("0.0.0.0", port), H).serve_forever()
+class S(socketserver.TCPServer):
+    address_family = socket.AF_INET6
+    allow_reuse_address = True
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+S(("::", port), H).serve_forever()
 "#;
 
 fn serve(o: &LabOpts, st: &mut LabState, node: &str, port: u16) -> Res<()> {
@@ -1233,6 +1264,13 @@ fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<Vec<Child>> {
             &vm_ns,
         ])?;
         ip(&["-n", &vm_ns, "link", "set", &eth, "address", &p.mac])?;
+        if st.ipv6 {
+            // A guest with stateless autoconfiguration: it takes router advertisements
+            // (2: even if something turned forwarding on) and forms its address from the MAC.
+            sysctl(&vm_ns, &format!("net.ipv6.conf.{eth}.forwarding"), "0")?;
+            sysctl(&vm_ns, &format!("net.ipv6.conf.{eth}.accept_ra"), "2")?;
+            ip(&["-n", &vm_ns, "link", "set", &eth, "addrgenmode", "eui64"])?;
+        }
         ip(&[
             "-n", &host_ns, "link", "set", vnet, "master", &p.bridge, "up",
         ])?;
@@ -1497,6 +1535,7 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
             two_servers,
             multi_host,
             share_address,
+            ipv6,
         } => up_with(
             &opts,
             &Setup {
@@ -1509,6 +1548,7 @@ pub fn run(cmd: LabCmd) -> Result<(), String> {
                 two_servers,
                 multi_host,
                 share_address,
+                ipv6,
             },
         ),
         LabCmd::Down { opts } => down(&opts),

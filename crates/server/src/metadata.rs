@@ -188,25 +188,46 @@ pub fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
     let mut links = Vec::new();
     let mut nets = Vec::new();
     let mut dns = Vec::new();
+    let ipv6 = st.cfg.ipv6();
+    let project = inst.spec.project_id.as_str();
     // One default route, the first network's (nova's use_single_default_gateway).
     let mut default_given = false;
-    for (n, a) in addrs.iter().enumerate() {
+    let mut default6_given = false;
+    let mut net_num = 0;
+    for a in &addrs {
         let link = format!("tap{}", &a.vif_uuid[..11.min(a.vif_uuid.len())]);
         if !links.iter().any(|l: &Value| l["id"] == json!(link)) {
             links.push(json!({"id": link, "vif_id": a.vif_uuid, "type": "bridge", "mtu": null, "ethernet_mac_address": a.mac}));
         }
         let net = networks.iter().find(|x| x.uuid == a.network_uuid);
         let dhcp = net.is_some_and(|x| x.enable_dhcp) && st.cfg.network_manager.uses_dhcp();
+        let gw = net
+            .and_then(|x| x.gateway.clone())
+            .filter(|_| !default_given);
         if dhcp {
-            nets.push(json!({"id": format!("network{n}"), "type": "ipv4_dhcp", "link": link, "network_id": a.network_uuid}));
+            nets.push(json!({"id": format!("network{net_num}"), "type": "ipv4_dhcp", "link": link, "network_id": a.network_uuid}));
         } else {
-            let gw = net
-                .and_then(|x| x.gateway.clone())
-                .filter(|_| !default_given);
             default_given |= gw.is_some();
-            nets.push(json!({"id": format!("network{n}"), "type": "ipv4", "link": link, "ip_address": a.address,
+            nets.push(json!({"id": format!("network{net_num}"), "type": "ipv4", "link": link, "ip_address": a.address,
                 "netmask": net.and_then(|x| x.netmask.clone()), "network_id": a.network_uuid,
                 "routes": gw.map(|g| vec![json!({"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": g})]).unwrap_or_default()}));
+        }
+        net_num += 1;
+        // nova's v6 subnet has no DHCP server: always a static entry; one default route,
+        // the first v6 network's, as for v4.
+        let v6 = net.zip(ipv6).and_then(|(n, b)| {
+            Some((
+                n,
+                novanet_core::ipv6::instance_address(b, n, &a.mac, project)?,
+            ))
+        });
+        if let Some((n, addr)) = v6 {
+            let gw6 = n.gateway_v6.clone().filter(|_| !default6_given);
+            default6_given |= gw6.is_some();
+            nets.push(json!({"id": format!("network{net_num}"), "type": "ipv6", "link": link, "ip_address": addr.to_string(),
+                "netmask": n.netmask_v6, "network_id": a.network_uuid,
+                "routes": gw6.map(|g| vec![json!({"network": "::", "netmask": "::", "gateway": g})]).unwrap_or_default()}));
+            net_num += 1;
         }
         for d in net.iter().flat_map(|x| x.dns1.iter().chain(x.dns2.iter())) {
             let s = json!({"type": "dns", "address": d});
@@ -226,7 +247,7 @@ pub fn build_meta(st: &AppState, inst: Instance) -> Option<InstanceMeta> {
         })
         .collect();
     // A stored value that is not valid leaves the file out rather than reach the guest.
-    let network_config = novanet_core::guest::guest_interfaces(&vifs, st.cfg.use_ipv6)
+    let network_config = novanet_core::guest::guest_interfaces(&vifs, ipv6.map(|b| (b, project)))
         .ok()
         .filter(|ifs| !ifs.is_empty())
         .map(|ifs| novanet_core::guest::interfaces_text(&ifs));

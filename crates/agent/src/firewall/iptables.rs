@@ -20,6 +20,10 @@ pub struct Iptables {
     /// novanet's chains as the kernel holds them (read at the first apply of this process,
     /// then as this process left them); None: read them again.
     applied: Option<OwnedChains>,
+    /// The same for ip6tables (dual stack).
+    applied6: Option<OwnedChains>,
+    /// FORWARD's jump to novanet's v6 chains is not there yet.
+    jump6_missing: bool,
     spoof: Tables,
 }
 
@@ -27,6 +31,8 @@ impl Iptables {
     pub fn new(state_dir: &Path) -> Iptables {
         Iptables {
             applied: None,
+            applied6: None,
+            jump6_missing: true,
             spoof: Tables::new(state_dir),
         }
     }
@@ -73,6 +79,43 @@ impl Iptables {
         Ok(true)
     }
 
+    /// The IPv6 chains (dual stack), replacing only those that change; false when they were
+    /// in place. Without instances with IPv6 addresses none are made (and ip6tables need not
+    /// be installed); once made, the base chains stay, empty, behind FORWARD's jump.
+    pub(super) fn apply_chains6(&mut self, sec: &SecurityPlan) -> Result<bool> {
+        if self.applied6.is_none() {
+            let saved = match run("ip6tables-save", &[], None) {
+                Ok(s) => s,
+                // No ip6tables on a host that has nothing to filter over IPv6: nothing to do.
+                Err(_) if ip6tables_restore(sec, false, &[]).is_empty() => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            self.applied6 = Some(owned_chains(&saved));
+            self.jump6_missing = !owned_lines(&saved).iter().any(|(t, l)| {
+                t == "filter" && *l == format!("-A FORWARD -j {}", chain_name(Chain::FilterForward))
+            });
+        }
+        let old = self.applied6.as_ref().expect("read above");
+        let wanted = owned_chains(&ip6tables_restore(sec, !old.is_empty(), &[]));
+        let forward = chain_name(Chain::FilterForward);
+        let missing: Vec<(&str, &str, String)> = if self.jump6_missing && !wanted.is_empty() {
+            vec![("filter", "FORWARD", forward)]
+        } else {
+            Vec::new()
+        };
+        let text = restore_delta(old, &wanted, &missing);
+        if text.is_empty() {
+            return Ok(false);
+        }
+        if let Err(e) = run("ip6tables-restore", &["--noflush"], Some(&text)) {
+            self.applied6 = None;
+            return Err(e);
+        }
+        self.jump6_missing &= wanted.is_empty();
+        self.applied6 = Some(wanted);
+        Ok(true)
+    }
+
     /// The bridge table that anti-spoofs `sec`'s ports (empty sets admit every frame).
     pub(super) fn apply_spoofing(&mut self, sec: &SecurityPlan) -> Result<bool> {
         let changed = self
@@ -83,6 +126,7 @@ impl Iptables {
 
     pub(super) fn forget(&mut self) {
         self.applied = None;
+        self.applied6 = None;
         self.spoof.recheck();
     }
 }
@@ -95,6 +139,9 @@ impl Firewall for Iptables {
         }
         out.step(self.apply_chains(plan, &plan.security), |c| {
             c.then(|| "iptables".to_string())
+        });
+        out.step(self.apply_chains6(&plan.security), |c| {
+            c.then(|| "ip6tables".to_string())
         });
         // nova's chains filter; the nftables bridge table only anti-spoofs.
         out.step(self.apply_spoofing(&plan.security), |c| {
@@ -112,6 +159,7 @@ impl Firewall for Iptables {
 /// the anti-spoofing table beside it.
 pub(super) fn render(plan: &HostPlan, sec: &SecurityPlan) -> String {
     let mut text = iptables_restore(&nova_rules(plan), Some(sec), &[]);
+    text.push_str(&ip6tables_restore(sec, false, &[]));
     text.push_str(&spoof_table(sec));
     text
 }
@@ -419,6 +467,112 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
     (decls, rules)
 }
 
+/// What a rule matches among IPv6 sources, as ip6tables arguments: rules with an IPv6 CIDR
+/// (`::/0`: any), and rules that name no source. Group rules list their members' IPv4
+/// addresses only, so they admit no IPv6 source.
+fn ip6t_matches(r: &SgRule) -> Option<String> {
+    let source = match (&r.cidr, r.group) {
+        (Some(c), _) if c == "::/0" => String::new(),
+        (Some(c), _) if c.is_v6() => format!(" -s {c}"),
+        (None, None) => String::new(),
+        _ => return None,
+    };
+    let proto = match r.proto {
+        Some(Proto::Icmp) => {
+            let t = match (r.from_port, r.to_port) {
+                (Some(t), Some(c)) if t >= 0 && c >= 0 => {
+                    format!(" -m icmp6 --icmpv6-type {t}/{c}")
+                }
+                (Some(t), _) if t >= 0 => format!(" -m icmp6 --icmpv6-type {t}"),
+                _ => String::new(),
+            };
+            format!(" -p ipv6-icmp{t}")
+        }
+        Some(p) => format!(" -p {}{}", p.name(), ipt_ports(r, p)),
+        None => String::new(),
+    };
+    Some(format!("{source}{proto}"))
+}
+
+/// The same chains for IPv6 (nova's ip6tables filter when `use_ipv6`): FORWARD to the
+/// instances' v6 addresses, each instance's chain with neighbour discovery, router
+/// advertisements from link-local sources, its network's prefix when same-network traffic
+/// is allowed, and its rules for IPv6 sources. Empty when no instance has a v6 address,
+/// unless `keep` (the chains exist and FORWARD jumps to them: they stay, empty).
+pub fn ip6tables_restore(
+    sec: &SecurityPlan,
+    keep: bool,
+    missing_jumps: &[(&str, &str, String)],
+) -> String {
+    if !keep
+        && !sec
+            .instances
+            .iter()
+            .any(|i| i.ports.iter().any(|p| !p.ips_v6.is_empty()))
+    {
+        return String::new();
+    }
+    let forward = chain_name(Chain::FilterForward);
+    let mut decls = vec![
+        format!(":{forward} - [0:0]"),
+        format!(":{LOCAL_CHAIN} - [0:0]"),
+        format!(":{FALLBACK_CHAIN} - [0:0]"),
+        format!(":{PROVIDER_CHAIN} - [0:0]"),
+    ];
+    let mut rules = vec![
+        format!("-A {forward} -j {LOCAL_CHAIN}"),
+        format!("-A {FALLBACK_CHAIN} -j DROP"),
+    ];
+    for m in sec.provider_rules.iter().filter_map(ip6t_matches) {
+        rules.push(format!("-A {PROVIDER_CHAIN}{m} -j DROP"));
+    }
+    for i in sec
+        .instances
+        .iter()
+        .filter(|i| i.ports.iter().any(|p| !p.ips_v6.is_empty()))
+    {
+        let chain = format!("{PREFIX}-inst-{}", i.id);
+        decls.push(format!(":{chain} - [0:0]"));
+        for ip in i.ports.iter().flat_map(|p| &p.ips_v6) {
+            rules.push(format!("-A {LOCAL_CHAIN} -d {ip}/128 -j {chain}"));
+        }
+        rules.push(format!("-A {chain} -m conntrack --ctstate INVALID -j DROP"));
+        rules.push(format!(
+            "-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+        ));
+        rules.push(format!("-A {chain} -j {PROVIDER_CHAIN}"));
+        for t in [135, 136] {
+            rules.push(format!(
+                "-A {chain} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"
+            ));
+        }
+        rules.push(format!(
+            "-A {chain} -s fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 134 -j ACCEPT"
+        ));
+        if sec.allow_same_net {
+            for c in i.ports.iter().filter_map(|p| p.network_cidr_v6.as_ref()) {
+                rules.push(format!("-A {chain} -s {c} -j ACCEPT"));
+            }
+        }
+        for m in i.rules.iter().filter_map(ip6t_matches) {
+            rules.push(format!("-A {chain}{m} -j ACCEPT"));
+        }
+        rules.push(format!("-A {chain} -j {FALLBACK_CHAIN}"));
+    }
+    dedup_in_order(&mut rules);
+    let mut out = String::from("*filter\n");
+    for l in decls.iter().chain(&rules) {
+        out.push_str(l);
+        out.push('\n');
+    }
+    for (_, builtin, target) in missing_jumps {
+        out.push_str(&jump_line(builtin, target));
+        out.push('\n');
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
 /// novanet's chains in a restore or save text: (table, chain) to its `-A` lines in order (a
 /// declared chain without rules has none).
 pub type OwnedChains = BTreeMap<(String, String), Vec<String>>;
@@ -671,6 +825,12 @@ table bridge novanet_spoof {
 \tset port_ip {
 \t\ttype ifname . ipv4_addr
 \t}
+\tset ports6 {
+\t\ttype ifname
+\t}
+\tset port_ip6 {
+\t\ttype ifname . ipv6_addr
+\t}
 \tchain prerouting {
 \t\ttype filter hook prerouting priority -200; policy accept;
 \t\tiifname != @ports accept
@@ -680,10 +840,98 @@ table bridge novanet_spoof {
 \t\tether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
 \t\tether type ip iifname . ip saddr != @port_ip drop
 \t\tether type ip udp sport 67 drop
-\t\tether type ip6 drop
+\t\tether type ip6 iifname != @ports6 drop
+\t\tether type ip6 icmpv6 type { nd-router-advert, nd-redirect } drop
+\t\tether type ip6 udp sport 547 drop
+\t\tether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept
+\t\tether type ip6 ip6 saddr fe80::/10 accept
+\t\tether type ip6 iifname . ip6 saddr != @port_ip6 drop
 \t}
 }
 ";
+
+    /// Dual stack in ip6tables: the instance's v6 address dispatched to its chain, ND and
+    /// link-local RAs accepted, the prefix when same-network traffic is allowed, only the
+    /// rules for IPv6 sources (ICMP as ICMPv6), the provider's v6 drops; nothing at all
+    /// without a v6 address.
+    #[test]
+    fn ip6tables_snapshot() {
+        use novanet_core::plan::{InstanceSecurity, PortSecurity};
+        let rule = |proto, from, to, cidr: &str| SgRule {
+            proto: Some(proto),
+            from_port: Some(from),
+            to_port: Some(to),
+            cidr: Some(cidr.parse().unwrap()),
+            group: None,
+        };
+        let mut sec = SecurityPlan {
+            allow_same_net: true,
+            instances: vec![InstanceSecurity {
+                id: 9,
+                uuid: "u".parse().unwrap(),
+                ports: vec![PortSecurity {
+                    device: Some("vnet0".parse().unwrap()),
+                    mac: "fa:16:3e:2c:e8:ec".parse().unwrap(),
+                    ips: vec!["10.0.0.2".parse().unwrap()],
+                    network_cidr: Some("10.0.0.0/24".parse().unwrap()),
+                    dhcp_server: Some("10.0.0.1".parse().unwrap()),
+                    ips_v6: vec![],
+                    network_cidr_v6: None,
+                }],
+                rules: vec![rule(Proto::Tcp, 80, 80, "0.0.0.0/0")],
+            }],
+            ..SecurityPlan::default()
+        };
+        assert_eq!(ip6tables_restore(&sec, false, &[]), "");
+        let p = &mut sec.instances[0].ports[0];
+        p.ips_v6 = vec!["fd00:1::f816:3eff:fe2c:e8ec".parse().unwrap()];
+        p.network_cidr_v6 = Some("fd00:1::/64".parse().unwrap());
+        sec.instances[0]
+            .rules
+            .push(rule(Proto::Tcp, 22, 22, "::/0"));
+        sec.instances[0]
+            .rules
+            .push(rule(Proto::Icmp, 128, 0, "fd00:2::/64"));
+        sec.provider_rules
+            .push(rule(Proto::Tcp, 25, 25, "2001:db8::/32"));
+        assert_eq!(
+            ip6tables_restore(
+                &sec,
+                false,
+                &[("filter", "FORWARD", chain_name(Chain::FilterForward))]
+            ),
+            "*filter
+:novanet-FORWARD - [0:0]
+:novanet-local - [0:0]
+:novanet-sg-fallback - [0:0]
+:novanet-provider - [0:0]
+:novanet-inst-9 - [0:0]
+-A novanet-FORWARD -j novanet-local
+-A novanet-sg-fallback -j DROP
+-A novanet-provider -s 2001:db8::/32 -p tcp -m tcp --dport 25 -j DROP
+-A novanet-local -d fd00:1::f816:3eff:fe2c:e8ec/128 -j novanet-inst-9
+-A novanet-inst-9 -m conntrack --ctstate INVALID -j DROP
+-A novanet-inst-9 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A novanet-inst-9 -j novanet-provider
+-A novanet-inst-9 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT
+-A novanet-inst-9 -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j ACCEPT
+-A novanet-inst-9 -s fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 134 -j ACCEPT
+-A novanet-inst-9 -s fd00:1::/64 -j ACCEPT
+-A novanet-inst-9 -p tcp -m tcp --dport 22 -j ACCEPT
+-A novanet-inst-9 -s fd00:2::/64 -p ipv6-icmp -m icmp6 --icmpv6-type 128/0 -j ACCEPT
+-A novanet-inst-9 -j novanet-sg-fallback
+-I FORWARD 1 -j novanet-FORWARD
+COMMIT
+"
+        );
+        // The v4 chains never carry a v6 rule.
+        let (_, v4) = iptables_security(&sec);
+        assert!(
+            !v4.iter()
+                .any(|l| l.contains("fd00") || l.contains("2001:db8")),
+            "{v4:?}"
+        );
+    }
 
     /// A controller serving two networks with dmz_cidr and a loopback metadata host: the
     /// text taken from the rule-list renderer before the plan carried intent.
@@ -717,6 +965,8 @@ table bridge novanet_spoof {
                     ips: vec!["10.0.0.2".parse().unwrap()],
                     network_cidr: Some("10.0.0.0/24".parse().unwrap()),
                     dhcp_server: Some("10.0.0.1".parse().unwrap()),
+                    ips_v6: vec![],
+                    network_cidr_v6: None,
                 }],
                 rules: vec![
                     rule(

@@ -68,7 +68,9 @@ pub fn render(kind: FirewallDriver, plan: &HostPlan) -> String {
 /// Bridged frames must pass netfilter to reach the instances' filters (settable per
 /// network namespace on the testbed's kernel).
 fn bridge_filtering() -> Result<()> {
-    ensure_sysctl("net/bridge/bridge-nf-call-iptables", "1")
+    ensure_sysctl("net/bridge/bridge-nf-call-iptables", "1")?;
+    // IPv6 too (dual stack; the kernel's default, made sure of).
+    ensure_sysctl("net/bridge/bridge-nf-call-ip6tables", "1")
 }
 
 /// Drops repeated lines, keeping the first of each in place: two ports on one network (a

@@ -167,11 +167,21 @@ pub fn nat_table(gateway: &GatewayPlan, floating: &[FloatingBinding]) -> String 
     out
 }
 
-fn ports_of(r: &SgRule, proto: Proto) -> String {
+/// The rule's protocol as nft names it: ICMP becomes ICMPv6 in a rule for IPv6 sources, as
+/// nova's ip6tables rules made it.
+fn proto_name(proto: Proto, v6: bool) -> &'static str {
+    match proto {
+        Proto::Icmp if v6 => "icmpv6",
+        p => p.name(),
+    }
+}
+
+fn ports_of(r: &SgRule, proto: Proto, v6: bool) -> String {
+    let icmp = proto_name(proto, v6);
     match (proto, r.from_port, r.to_port) {
         (Proto::Icmp, Some(t), c) if t >= 0 => match c {
-            Some(c) if c >= 0 => format!(" icmp type {t} icmp code {c}"),
-            _ => format!(" icmp type {t}"),
+            Some(c) if c >= 0 => format!(" {icmp} type {t} {icmp} code {c}"),
+            _ => format!(" {icmp} type {t}"),
         },
         (Proto::Icmp, _, _) => String::new(),
         (_, Some(f), Some(t)) if f == t => format!(" {} dport {f}", proto.name()),
@@ -180,20 +190,23 @@ fn ports_of(r: &SgRule, proto: Proto) -> String {
     }
 }
 
-/// What a rule matches, as nft expressions (None for what IPv4 dispatch cannot see; empty
-/// for everything).
+/// What a rule matches, as nft expressions (empty for everything). A CIDR rule matches its
+/// own family only: `0.0.0.0/0` admits no IPv6 source, `::/0` no IPv4 one.
 fn sg_match(r: &SgRule) -> Option<String> {
     let mut s = String::new();
+    let v6 = r.cidr.as_ref().is_some_and(|c| c.is_v6());
     match (&r.cidr, r.group) {
-        (Some(c), _) if c.contains(':') => return None,
-        (Some(c), _) if c != "0.0.0.0/0" => s.push_str(&format!("ip saddr {c} ")),
+        (Some(c), _) if c == "::/0" => s.push_str("meta nfproto ipv6 "),
+        (Some(c), _) if v6 => s.push_str(&format!("ip6 saddr {c} ")),
+        (Some(c), _) if c == "0.0.0.0/0" => s.push_str("meta nfproto ipv4 "),
+        (Some(c), _) => s.push_str(&format!("ip saddr {c} ")),
         (_, Some(g)) => s.push_str(&format!("ip saddr @grp_{g} ")),
         _ => {}
     }
     if let Some(p) = r.proto {
-        let ports = ports_of(r, p);
+        let ports = ports_of(r, p, v6);
         if ports.is_empty() {
-            s.push_str(&format!("meta l4proto {} ", p.name()));
+            s.push_str(&format!("meta l4proto {} ", proto_name(p, v6)));
         } else {
             s.push_str(ports.trim_start());
             s.push(' ');
@@ -231,10 +244,19 @@ pub fn inst_rules(i: &InstanceSecurity, sec: &SecurityPlan) -> Vec<String> {
             v.push(format!("ip saddr {d} udp sport 67 udp dport 68 accept"));
         }
     }
+    if i.ports.iter().any(|p| !p.ips_v6.is_empty()) {
+        // Neighbour discovery to the instance's address, and router advertisements, which
+        // come from a router's link-local address (nova: from the gateway's, RASERVER).
+        v.push("icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept".into());
+        v.push("ip6 saddr fe80::/10 icmpv6 type nd-router-advert accept".into());
+    }
     if sec.allow_same_net {
         for p in &i.ports {
             if let Some(c) = &p.network_cidr {
                 v.push(format!("ip saddr {c} accept"));
+            }
+            if let Some(c) = &p.network_cidr_v6 {
+                v.push(format!("ip6 saddr {c} accept"));
             }
         }
     }
@@ -277,36 +299,44 @@ pub fn filter_table(sec: &SecurityPlan) -> String {
     for (g, m) in &sec.group_members {
         out.push_str(&set_block(*g, m));
     }
-    let elements: Vec<String> = sec
-        .instances
-        .iter()
-        .flat_map(|i| {
-            i.ports.iter().flat_map(move |p| {
-                p.ips
-                    .iter()
+    let elements = |v6: bool| -> Vec<String> {
+        sec.instances
+            .iter()
+            .flat_map(|i| {
+                ips_of(i)
+                    .into_iter()
+                    .filter(move |ip| ip.contains(':') == v6)
                     .map(move |ip| format!("{ip} : jump {}", version_chain(i.id, 0)))
             })
-        })
-        .collect();
-    out.push_str("\tmap instances {\n\t\ttype ipv4_addr : verdict\n");
-    if !elements.is_empty() {
-        let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
+            .collect()
+    };
+    for (map, ty, v6) in [
+        ("instances", "ipv4_addr", false),
+        ("instances6", "ipv6_addr", true),
+    ] {
+        let _ = write!(out, "\tmap {map} {{\n\t\ttype {ty} : verdict\n");
+        let e = elements(v6);
+        if !e.is_empty() {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", e.join(", "));
+        }
+        out.push_str("\t}\n");
     }
-    out.push_str("\t}\n");
     for i in &sec.instances {
         // Versioned chains, so that a change adds the next version and a jump to it from
         // the current one: an add-only transaction (see `incremental`).
         out.push_str(&chain_block(&version_chain(i.id, 0), &inst_rules(i, sec)));
     }
-    out.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tip daddr vmap @instances\n\t}\n}\n");
+    out.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tip daddr vmap @instances\n\t\tip6 daddr vmap @instances6\n\t}\n}\n");
     out
 }
 
 /// Anti-spoofing for every instance port at once, as data: the ports, each port's MAC and
 /// each port's addresses are sets, and one chain checks a frame against them (its MAC only,
 /// its addresses only but for the DHCP discover from 0.0.0.0, ARP only for its own address
-/// and MAC, no DHCP server answers, no IPv6). A port coming or going is set elements, not a
-/// chain: the ruleset nft must read before each change stays small.
+/// and MAC, no DHCP server answers; IPv6 only from a dual-stack port, from its own address
+/// or a link-local one, never a router advertisement, redirect or DHCPv6 answer). A port
+/// coming or going is set elements, not a chain: the ruleset nft must read before each
+/// change stays small.
 pub fn spoof_table(sec: &SecurityPlan) -> String {
     let ports = ports_of_plan(sec);
     let set = |name: &str, ty: &str, elements: Vec<String>| {
@@ -336,7 +366,24 @@ pub fn spoof_table(sec: &SecurityPlan) -> String {
         "ifname . ipv4_addr",
         ports
             .iter()
-            .flat_map(|(d, (_, ips))| ips.iter().map(move |ip| ip_element(d, ip)))
+            .flat_map(|(d, (_, ips))| family(ips, false).map(move |ip| ip_element(d, ip)))
+            .collect(),
+    ));
+    out.push_str(&set(
+        "ports6",
+        "ifname",
+        ports
+            .iter()
+            .filter(|(_, (_, ips))| family(ips, true).next().is_some())
+            .map(|(d, _)| format!("\"{d}\""))
+            .collect(),
+    ));
+    out.push_str(&set(
+        "port_ip6",
+        "ifname . ipv6_addr",
+        ports
+            .iter()
+            .flat_map(|(d, (_, ips))| family(ips, true).map(move |ip| ip_element(d, ip)))
             .collect(),
     ));
     out.push_str(&chain_block(
@@ -350,11 +397,22 @@ pub fn spoof_table(sec: &SecurityPlan) -> String {
             "ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept".into(),
             "ether type ip iifname . ip saddr != @port_ip drop".into(),
             "ether type ip udp sport 67 drop".into(),
-            "ether type ip6 drop".into(),
+            "ether type ip6 iifname != @ports6 drop".into(),
+            "ether type ip6 icmpv6 type { nd-router-advert, nd-redirect } drop".into(),
+            "ether type ip6 udp sport 547 drop".into(),
+            // Duplicate address detection and MLD before the port has an address.
+            "ether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept".into(),
+            "ether type ip6 ip6 saddr fe80::/10 accept".into(),
+            "ether type ip6 iifname . ip6 saddr != @port_ip6 drop".into(),
         ],
     ));
     out.push_str("}\n");
     out
+}
+
+/// A port's addresses of one family (the state keeps both in one list).
+fn family(ips: &[String], v6: bool) -> impl Iterator<Item = &String> {
+    ips.iter().filter(move |ip| ip.contains(':') == v6)
 }
 
 fn mac_element(dev: &str, mac: &str) -> String {
@@ -365,9 +423,16 @@ fn ip_element(dev: &str, ip: &str) -> String {
     format!("\"{dev}\" . {ip}")
 }
 
+/// The security tables' structure (sets, maps, the spoof chain's rules): a state written
+/// for another one is replaced whole, never patched (1: the IPv6 sets and map).
+pub const TABLES_LAYOUT: u32 = 1;
+
 /// What this agent last wrote to the security tables, to compute the next change from.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SecState {
+    /// [`TABLES_LAYOUT`] of the tables written (0: before layouts were recorded).
+    #[serde(default)]
+    pub layout: u32,
     pub allow_same_net: bool,
     pub instances: BTreeMap<i64, InstState>,
     pub groups: BTreeMap<i64, Vec<String>>,
@@ -382,11 +447,17 @@ pub struct InstState {
     pub ips: Vec<String>,
 }
 
+/// An instance's addresses, both families.
 fn ips_of(i: &InstanceSecurity) -> Vec<String> {
     let mut v: Vec<String> = i
         .ports
         .iter()
-        .flat_map(|p| p.ips.iter().map(|a| a.to_string()))
+        .flat_map(|p| {
+            p.ips
+                .iter()
+                .map(|a| a.to_string())
+                .chain(p.ips_v6.iter().map(|a| a.to_string()))
+        })
         .collect();
     v.sort();
     v
@@ -398,7 +469,9 @@ fn ports_of_plan(sec: &SecurityPlan) -> BTreeMap<String, (String, Vec<String>)> 
     for p in sec.instances.iter().flat_map(|i| i.ports.iter()) {
         if let Some(dev) = &p.device {
             // nft prints MACs in lower case; so does the state, whatever the store holds.
-            m.insert(dev.to_string(), (p.mac.to_lowercase(), sorted(&p.ips)));
+            let mut ips = sorted(&p.ips);
+            ips.extend(sorted(&p.ips_v6));
+            m.insert(dev.to_string(), (p.mac.to_lowercase(), ips));
         }
     }
     m
@@ -414,6 +487,7 @@ fn sorted<T: ToString>(v: &[T]) -> Vec<String> {
 /// The state right after a full render of `sec`.
 pub fn full_state(sec: &SecurityPlan) -> SecState {
     SecState {
+        layout: TABLES_LAYOUT,
         allow_same_net: sec.allow_same_net,
         instances: sec
             .instances
@@ -469,7 +543,7 @@ fn add_chain(out: &mut String, table: &str, name: &str, rules: &[String]) {
 /// The update from `old` to `new`, and the state after it; None when a full replace is
 /// needed (the same-network switch changes every chain).
 pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecState)> {
-    if old.allow_same_net != new.allow_same_net {
+    if old.allow_same_net != new.allow_same_net || old.layout != TABLES_LAYOUT {
         return None;
     }
     let t = format!("inet {FILTER_TABLE}");
@@ -556,8 +630,6 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
         .filter(|(ip, _)| !old_map.contains_key(*ip))
         .map(element)
         .collect();
-    let map = format!("{t} instances");
-    element_line(&mut u.hot, "add", &map, &added);
     let changed: Vec<&String> = old_map
         .iter()
         .filter(|(ip, chain)| new_map.get(*ip) != Some(*chain))
@@ -568,8 +640,23 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
         .filter_map(|ip| new_map.get_key_value(*ip))
         .map(element)
         .collect();
-    element_line(&mut u.retire, "delete", &map, &changed);
-    element_line(&mut u.retire, "add", &map, &repointed);
+    for (name, v6) in [("instances", false), ("instances6", true)] {
+        let map = format!("{t} {name}");
+        let of = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .filter(|e| e.split(' ').next().is_some_and(|ip| ip.contains(':') == v6))
+                .cloned()
+                .collect()
+        };
+        let changed: Vec<String> = changed
+            .iter()
+            .filter(|ip| ip.contains(':') == v6)
+            .map(|ip| ip.to_string())
+            .collect();
+        element_line(&mut u.hot, "add", &map, &of(&added));
+        element_line(&mut u.retire, "delete", &map, &changed);
+        element_line(&mut u.retire, "add", &map, &of(&repointed));
+    }
     for vc in retired_chains {
         let _ = writeln!(u.retire, "flush chain {t} {vc}\ndelete chain {t} {vc}");
     }
@@ -578,11 +665,14 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
     }
     // Ports: elements of the three sets; what a port gains goes in now, what it loses later.
     let ports = ports_of_plan(new);
-    let (port_set, mac_set, ip_set) = (
+    let (port_set, mac_set, ip_set, ports6_set, ip6_set) = (
         format!("{b} ports"),
         format!("{b} port_mac"),
         format!("{b} port_ip"),
+        format!("{b} ports6"),
+        format!("{b} port_ip6"),
     );
+    let set_of = |ip: &String| if ip.contains(':') { &ip6_set } else { &ip_set };
     let none = (String::new(), Vec::new());
     for (dev, (mac, ips)) in &ports {
         let (old_mac, old_ips) = old.ports.get(dev).unwrap_or(&none);
@@ -600,20 +690,51 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
                 );
             }
         }
-        let pairs = |a: &[String], b: &[String]| -> Vec<String> {
-            a.iter()
-                .filter(|ip| !b.contains(ip))
-                .map(|ip| ip_element(dev, ip))
-                .collect()
-        };
-        element_line(&mut u.hot, "add", &ip_set, &pairs(ips, old_ips));
-        element_line(&mut u.retire, "delete", &ip_set, &pairs(old_ips, ips));
+        let (had6, has6) = (
+            family(old_ips, true).next().is_some(),
+            family(ips, true).next().is_some(),
+        );
+        if has6 && !had6 {
+            element_line(&mut u.hot, "add", &ports6_set, &[format!("\"{dev}\"")]);
+        }
+        if had6 && !has6 {
+            element_line(
+                &mut u.retire,
+                "delete",
+                &ports6_set,
+                &[format!("\"{dev}\"")],
+            );
+        }
+        for set in [&ip_set, &ip6_set] {
+            let pairs = |a: &[String], b: &[String]| -> Vec<String> {
+                a.iter()
+                    .filter(|ip| !b.contains(ip) && set_of(ip) == set)
+                    .map(|ip| ip_element(dev, ip))
+                    .collect()
+            };
+            element_line(&mut u.hot, "add", set, &pairs(ips, old_ips));
+            element_line(&mut u.retire, "delete", set, &pairs(old_ips, ips));
+        }
     }
     for (dev, (mac, ips)) in old.ports.iter().filter(|(d, _)| !ports.contains_key(*d)) {
         element_line(&mut u.retire, "delete", &port_set, &[format!("\"{dev}\"")]);
         element_line(&mut u.retire, "delete", &mac_set, &[mac_element(dev, mac)]);
-        let ips: Vec<String> = ips.iter().map(|ip| ip_element(dev, ip)).collect();
-        element_line(&mut u.retire, "delete", &ip_set, &ips);
+        if family(ips, true).next().is_some() {
+            element_line(
+                &mut u.retire,
+                "delete",
+                &ports6_set,
+                &[format!("\"{dev}\"")],
+            );
+        }
+        for set in [&ip_set, &ip6_set] {
+            let ips: Vec<String> = ips
+                .iter()
+                .filter(|ip| set_of(ip) == set)
+                .map(|ip| ip_element(dev, ip))
+                .collect();
+            element_line(&mut u.retire, "delete", set, &ips);
+        }
     }
     next.ports = ports;
     Some((u, next))
@@ -886,6 +1007,8 @@ mod tests {
                 ips: vec!["10.0.0.2".parse().unwrap()],
                 network_cidr: Some("10.0.0.0/24".parse().unwrap()),
                 dhcp_server: Some("10.0.0.1".parse().unwrap()),
+                ips_v6: vec![],
+                network_cidr_v6: None,
             }],
             rules: vec![
                 SgRule {
@@ -988,8 +1111,8 @@ mod tests {
                 "ct state established,related accept",
                 "ip saddr 10.0.0.1 udp sport 67 udp dport 68 accept",
                 "ip saddr 10.0.0.0/24 accept",
-                "meta l4proto icmp accept",
-                "tcp dport 22 accept",
+                "meta nfproto ipv4 meta l4proto icmp accept",
+                "meta nfproto ipv4 tcp dport 22 accept",
                 "ip saddr 192.168.10.0/24 tcp dport 80-81 accept",
                 "ip saddr @grp_3 accept",
                 "drop",
@@ -1014,7 +1137,7 @@ mod tests {
             [
                 "ct state invalid drop",
                 "ct state established,related accept",
-                "tcp dport 25 drop",
+                "meta nfproto ipv4 tcp dport 25 drop",
                 "ip saddr 203.0.113.0/24 icmp type 8 icmp code 0 drop",
                 "ip saddr 10.0.0.1 udp sport 67 udp dport 68 accept",
             ]
@@ -1031,9 +1154,9 @@ mod tests {
             "{}",
             u.hot
         );
-        assert!(u
-            .hot
-            .contains("add rule inet novanet_filter inst_9_v1 tcp dport 25 drop"));
+        assert!(u.hot.contains(
+            "add rule inet novanet_filter inst_9_v1 meta nfproto ipv4 tcp dport 25 drop"
+        ));
         assert!(
             !u.hot.contains("delete") && !u.hot.contains("flush"),
             "{}",
@@ -1117,6 +1240,119 @@ mod tests {
     }
 
     /// The rendered tables must parse: `nft -c` in a private network namespace (root only).
+    /// An instance with an IPv6 address on its port and rules for IPv6 sources.
+    fn dual_stack() -> InstanceSecurity {
+        let mut i = inst();
+        i.id = 10;
+        i.uuid = "v6".into();
+        i.ports[0].device = Some("vnet1".parse().unwrap());
+        i.ports[0].mac = "fa:16:3e:00:00:01".parse().unwrap();
+        i.ports[0].ips = vec!["10.0.0.3".parse().unwrap()];
+        i.ports[0].ips_v6 = vec!["fd00:1::f816:3eff:fe00:1".parse().unwrap()];
+        i.ports[0].network_cidr_v6 = Some("fd00:1::/64".parse().unwrap());
+        let rule = |proto, from, to, cidr: &str| SgRule {
+            proto: Some(proto),
+            from_port: Some(from),
+            to_port: Some(to),
+            cidr: Some(cidr.parse().unwrap()),
+            group: None,
+        };
+        i.rules = vec![
+            rule(Proto::Tcp, 22, 22, "::/0"),
+            rule(Proto::Icmp, 128, -1, "fd00:2::/64"),
+            rule(Proto::Icmp, -1, -1, "::/0"),
+            rule(Proto::Tcp, 22, 22, "0.0.0.0/0"),
+        ];
+        i
+    }
+
+    /// A state from before the IPv6 sets (an agent upgraded in place) is never patched: the
+    /// tables are replaced whole once.
+    #[test]
+    fn an_older_layout_is_replaced() {
+        let sec = plan(true, vec![]);
+        let mut old = full_state(&sec);
+        assert!(incremental(&old, &sec).is_some());
+        old.layout = 0;
+        assert!(incremental(&old, &sec).is_none());
+        let text = serde_json::to_string(&full_state(&sec))
+            .unwrap()
+            .replace("\"layout\":1,", "");
+        let read: SecState = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.layout, 0);
+    }
+
+    /// Dual stack: v6 dispatch, neighbour discovery and RAs from link-local routers, the
+    /// network's prefix, rules by family (ICMP becomes ICMPv6), and the port's v6 address
+    /// in the anti-spoofing sets.
+    #[test]
+    fn dual_stack_snapshot() {
+        let i = dual_stack();
+        let sec = SecurityPlan {
+            allow_same_net: true,
+            instances: vec![i.clone()],
+            ..SecurityPlan::default()
+        };
+        assert_eq!(
+            inst_rules(&i, &sec),
+            [
+                "ct state invalid drop",
+                "ct state established,related accept",
+                "ip saddr 10.0.0.1 udp sport 67 udp dport 68 accept",
+                "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept",
+                "ip6 saddr fe80::/10 icmpv6 type nd-router-advert accept",
+                "ip saddr 10.0.0.0/24 accept",
+                "ip6 saddr fd00:1::/64 accept",
+                "meta nfproto ipv6 tcp dport 22 accept",
+                "ip6 saddr fd00:2::/64 icmpv6 type 128 accept",
+                "meta nfproto ipv6 meta l4proto icmpv6 accept",
+                "meta nfproto ipv4 tcp dport 22 accept",
+                "drop",
+            ]
+        );
+        let f = filter_table(&sec);
+        assert!(
+            f.contains("\tmap instances6 {\n\t\ttype ipv6_addr : verdict\n\t\telements = { fd00:1::f816:3eff:fe00:1 : jump inst_10_v0 }"),
+            "{f}"
+        );
+        assert!(
+            f.contains("elements = { 10.0.0.3 : jump inst_10_v0 }"),
+            "{f}"
+        );
+        let b = spoof_table(&sec);
+        assert!(
+            b.contains("\tset ports6 {\n\t\ttype ifname\n\t\telements = { \"vnet1\" }"),
+            "{b}"
+        );
+        assert!(
+            b.contains("elements = { \"vnet1\" . fd00:1::f816:3eff:fe00:1 }"),
+            "{b}"
+        );
+        assert!(b.contains("elements = { \"vnet1\" . 10.0.0.3 }"), "{b}");
+        // A port losing its v6 address: set elements only, the v6 ones in the v6 sets.
+        let mut old = full_state(&sec);
+        old.instances.get_mut(&10).unwrap().version = 0;
+        let mut gone = sec.clone();
+        gone.instances[0].ports[0].ips_v6.clear();
+        let (u, _) = incremental(&old, &gone).unwrap();
+        assert!(
+            u.retire
+                .contains("delete element bridge novanet_spoof ports6 { \"vnet1\" }"),
+            "{u:?}"
+        );
+        assert!(
+            u.retire.contains("delete element bridge novanet_spoof port_ip6 { \"vnet1\" . fd00:1::f816:3eff:fe00:1 }"),
+            "{u:?}"
+        );
+        assert!(
+            u.retire.contains(
+                "delete element inet novanet_filter instances6 { fd00:1::f816:3eff:fe00:1 }"
+            ),
+            "{u:?}"
+        );
+        assert!(!u.retire.contains("port_ip {"), "{u:?}");
+    }
+
     #[test]
     fn rendered_tables_pass_nft_check() {
         let root = std::process::Command::new("id")
@@ -1133,6 +1369,9 @@ mod tests {
         }
         let mut sec = plan(false, vec![smtp_block()]);
         sec.group_members.insert(4, vec![]);
+        // And a dual-stack port with IPv6 rules.
+        sec.instances.push(dual_stack());
+        sec.allow_same_net = true;
         let floating = [floating()];
         // Every part of the gateway's intent: DHCP, two networks, dmz, a metadata redirect.
         let gateway = super::super::tests::two_networks_plan().gateway;
@@ -1349,9 +1588,13 @@ table inet novanet_filter {
 \tmap instances {
 \t\ttype ipv4_addr : verdict
 \t}
+\tmap instances6 {
+\t\ttype ipv6_addr : verdict
+\t}
 \tchain forward {
 \t\ttype filter hook forward priority filter; policy accept;
 \t\tip daddr vmap @instances
+\t\tip6 daddr vmap @instances6
 \t}
 }
 table bridge novanet_spoof {
@@ -1364,6 +1607,12 @@ table bridge novanet_spoof {
 \tset port_ip {
 \t\ttype ifname . ipv4_addr
 \t}
+\tset ports6 {
+\t\ttype ifname
+\t}
+\tset port_ip6 {
+\t\ttype ifname . ipv6_addr
+\t}
 \tchain prerouting {
 \t\ttype filter hook prerouting priority -200; policy accept;
 \t\tiifname != @ports accept
@@ -1373,7 +1622,12 @@ table bridge novanet_spoof {
 \t\tether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
 \t\tether type ip iifname . ip saddr != @port_ip drop
 \t\tether type ip udp sport 67 drop
-\t\tether type ip6 drop
+\t\tether type ip6 iifname != @ports6 drop
+\t\tether type ip6 icmpv6 type { nd-router-advert, nd-redirect } drop
+\t\tether type ip6 udp sport 547 drop
+\t\tether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept
+\t\tether type ip6 ip6 saddr fe80::/10 accept
+\t\tether type ip6 iifname . ip6 saddr != @port_ip6 drop
 \t}
 }
 ";

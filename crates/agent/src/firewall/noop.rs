@@ -89,6 +89,8 @@ mod tests {
                 ips: vec!["10.0.0.2".parse().unwrap()],
                 network_cidr: None,
                 dhcp_server: None,
+                ips_v6: vec![],
+                network_cidr_v6: None,
             }],
             rules: vec![],
         });

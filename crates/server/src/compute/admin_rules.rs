@@ -135,13 +135,6 @@ async fn create_admin_rule(
         r.cidr.as_deref(),
         None,
     )?;
-    if matches!(kind, AdminRules::Provider) && rule.cidr.as_deref().is_some_and(|c| c.contains(':'))
-    {
-        // The drivers filter IPv4 only: an IPv6 drop would silently let traffic through.
-        return Err(ApiError::bad_request(
-            "cidr: provider rules take IPv4 ranges only",
-        ));
-    }
     let created = match kind {
         AdminRules::Default => st.store.add_default_rule(&rule)?,
         AdminRules::Provider => st.store.add_provider_rule(&rule)?,

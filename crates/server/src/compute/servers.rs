@@ -60,9 +60,23 @@ fn host_status(st: &AppState, host: Option<&str>) -> ApiResult<&'static str> {
 /// A server's addresses by network label, as `addresses` and `/ips` show them.
 pub fn server_addresses(st: &AppState, i: &Instance) -> ApiResult<BTreeMap<String, Vec<Value>>> {
     let mut addresses: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for a in st.store.instance_addresses(&i.uuid)? {
+    let addrs = st.store.instance_addresses(&i.uuid)?;
+    // The v6 address is computed from the MAC (nova's nw_info did the same), so it needs
+    // the networks' prefixes; read only in dual stack.
+    let v6_networks = match st.cfg.ipv6() {
+        Some(b) if !addrs.is_empty() => Some((b, st.store.networks()?)),
+        _ => None,
+    };
+    for a in addrs {
         let e = addresses.entry(a.network_label.clone()).or_default();
         e.push(json!({"addr": a.address, "version": 4, "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": a.mac}));
+        let v6 = v6_networks.as_ref().and_then(|(b, nets)| {
+            let n = nets.iter().find(|n| n.uuid == a.network_uuid)?;
+            novanet_core::ipv6::instance_address(*b, n, &a.mac, &i.spec.project_id)
+        });
+        if let Some(v6) = v6 {
+            e.push(json!({"addr": v6.to_string(), "version": 6, "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": a.mac}));
+        }
         for f in &a.floating {
             e.push(json!({"addr": f, "version": 4, "OS-EXT-IPS:type": "floating", "OS-EXT-IPS-MAC:mac_addr": a.mac}));
         }

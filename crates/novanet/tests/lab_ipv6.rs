@@ -1,0 +1,280 @@
+//! Issue 19, dual stack in the lab (`novanet lab up --ipv6`): radvd on the controller
+//! advertises vmnet's prefix, each VM configures its address by SLAAC, and that address is
+//! the one novanet computed and shows; VMs on two hosts reach each other over IPv6.
+
+mod common;
+use common::*;
+
+use std::process::Command;
+use std::time::Duration;
+
+fn have_radvd() -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", "command -v radvd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipping: radvd is not installed (scripts/setup.sh)");
+    }
+    ok
+}
+
+/// The VM's global IPv6 address once it is usable (not tentative), if it has one.
+fn slaac_address(lab: &Lab, vm: &str) -> Option<String> {
+    let out = lab.exec(
+        vm,
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global",
+        ],
+    );
+    let t = text(&out.stdout);
+    let line = t.lines().find(|l| !l.contains("tentative"))?;
+    let cidr = line
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)?;
+    Some(cidr.split('/').next()?.to_string())
+}
+
+/// The IPv6 address `novanet list` shows for a server.
+fn listed_v6(lab: &Lab, vm: &str) -> Option<String> {
+    let listed = lab.novanet(&["list"]);
+    let row = listed.lines().find(|l| l.contains(&format!(" {vm} ")))?;
+    row.split([' ', ',', '=', '|'])
+        .find(|w| w.starts_with("fd00:1:"))
+        .map(str::to_string)
+}
+
+#[test]
+fn slaac_address_is_the_one_novanet_shows_and_vms_ping_over_ipv6() {
+    if !have_radvd() {
+        return;
+    }
+    let Some(lab) = Lab::up_with("v6", &["--ipv6"]) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    // radvd runs on the controller, recorded by PID under the agent's state dir.
+    let pid: u32 = lab
+        .file("agent-controller/networks/nova-ra-br100.pid")
+        .trim()
+        .parse()
+        .expect("radvd's PID file");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let conf = lab.file("agent-controller/networks/nova-ra-br100.conf");
+    assert!(conf.contains("prefix fd00:1::/64"), "{conf}");
+    let gw = lab.ok("controller", &["ip", "-6", "addr", "show", "dev", "br100"]);
+    assert!(gw.contains("fd00:1::1/64"), "{gw}");
+
+    let shown = listed_v6(&lab, "cirros").expect("novanet list shows an IPv6 address");
+    let mut got = None;
+    wait_until("cirros's SLAAC address", patience(30), || {
+        got = slaac_address(&lab, "cirros");
+        got.is_some()
+    });
+    assert_eq!(got.as_deref(), Some(shown.as_str()));
+    println!("cirros autoconfigured {shown} in {:?}", started.elapsed());
+
+    // A second VM on the other compute host: the same, and the two reach each other.
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    let mut vm2 = None;
+    wait_until("vm2's SLAAC address", patience(40), || {
+        vm2 = slaac_address(&lab, "vm2");
+        vm2.is_some()
+    });
+    let vm2 = vm2.unwrap();
+    assert_eq!(listed_v6(&lab, "vm2").as_deref(), Some(vm2.as_str()));
+    for (from, to) in [
+        ("cirros", vm2.as_str()),
+        ("vm2", shown.as_str()),
+        ("vm2", "fd00:1::1"),
+    ] {
+        wait_until(
+            &format!("{from} to reach {to} over IPv6"),
+            Duration::from_secs(10),
+            || lab.succeeds(from, &["ping", "-6", "-c", "1", "-W", "1", to]),
+        );
+    }
+    // The default route is the gateway's advertisement.
+    let routes = lab.ok("vm2", &["ip", "-6", "route", "show", "default"]);
+    assert!(routes.contains("proto ra"), "{routes}");
+    println!("dual stack checked in {:?}", started.elapsed());
+}
+
+/// `curl` to `[addr]:port`, optionally from a given source address.
+fn tcp6_open(lab: &Lab, from: &str, addr: &str, port: u16, source: Option<&str>) -> bool {
+    let url = format!("http://[{addr}]:{port}/");
+    let mut cmd = vec!["curl", "-g", "-s", "-m", "2"];
+    if let Some(s) = source {
+        cmd.extend(["--interface", s]);
+    }
+    cmd.push(&url);
+    lab.succeeds(from, &cmd)
+}
+
+/// Both drivers, from the one rule model, with same-network traffic off: tcp 22 from ::/0
+/// admits an IPv6 connection and its absence drops it (a 0.0.0.0/0 rule admits IPv4
+/// only); a VM sending from a forged IPv6 source reaches nobody, and its router
+/// advertisements configure nobody.
+fn ipv6_security_groups(name: &str, driver: &str) {
+    if !have_radvd() {
+        return;
+    }
+    let driver_line = format!("firewall_driver = \"{driver}\"");
+    let Some(lab) = Lab::up_with(
+        name,
+        &[
+            "--ipv6",
+            "--config",
+            &driver_line,
+            "--config",
+            "allow_same_net_traffic = false",
+        ],
+    ) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    let (mut a, mut b) = (None, None);
+    wait_until("both VMs' SLAAC addresses", patience(40), || {
+        a = slaac_address(&lab, "cirros");
+        b = slaac_address(&lab, "vm2");
+        a.is_some() && b.is_some()
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(lab.lab(&["serve", "cirros", "22"]).status.success());
+
+    // IPv4 rules only: no IPv6 connection gets in, IPv4 does.
+    lab.novanet(&[
+        "secgroup-add-rule",
+        "default",
+        "tcp",
+        "22",
+        "22",
+        "0.0.0.0/0",
+    ]);
+    wait_state(&lab, "IPv4 port 22 open", true, |l| {
+        tcp_open(l, "vm2", "10.0.0.2", 22)
+    });
+    assert!(
+        !tcp6_open(&lab, "vm2", &a, 22, None),
+        "0.0.0.0/0 admitted IPv6"
+    );
+
+    // tcp 22 from ::/0 admits it; its absence drops it again.
+    lab.novanet(&["secgroup-add-rule", "default", "tcp", "22", "22", "::/0"]);
+    wait_state(&lab, "IPv6 port 22 open", true, |l| {
+        tcp6_open(l, "vm2", &a, 22, None)
+    });
+    let who = lab.ok(
+        "vm2",
+        &["curl", "-g", "-s", "-m", "2", &format!("http://[{a}]:22/")],
+    );
+    assert_eq!(who.trim(), format!("cirros {b}"));
+
+    // A forged source on vm2 (its prefix, not its address) reaches nobody, though the
+    // rule admits any source.
+    let forged = "fd00:1::bad";
+    lab.ok(
+        "vm2",
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{forged}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    assert!(
+        !tcp6_open(&lab, "vm2", &a, 22, Some(forged)),
+        "a forged source got in"
+    );
+    assert!(tcp6_open(&lab, "vm2", &a, 22, Some(&b)));
+
+    // vm2 advertises itself as a router for another prefix: nobody takes it.
+    let conf = lab.dir.join("rogue-radvd.conf");
+    std::fs::write(
+        &conf,
+        "interface eth0 { AdvSendAdvert on; MinRtrAdvInterval 3; MaxRtrAdvInterval 4; \
+         prefix fd66::/64 { AdvOnLink on; AdvAutonomous on; }; };\n",
+    )
+    .unwrap();
+    let mut rogue = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-vm2", lab.prefix),
+            "radvd",
+            "-n",
+            "-m",
+            "stderr",
+        ])
+        .arg("-C")
+        .arg(&conf)
+        .arg("-p")
+        .arg(lab.dir.join("rogue-radvd.pid"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("radvd in vm2");
+    // Ask for advertisements from cirros, then give the rogue a few of its intervals.
+    let _ = lab.exec("cirros", &["rdisc6", "-1", "-w", "1000", "eth0"]);
+    std::thread::sleep(Duration::from_secs(9));
+    let addrs = lab.ok("cirros", &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    let routes = lab.ok("cirros", &["ip", "-6", "route", "show"]);
+    // The rogue's main process, by its PID: its privilege-separated child goes with it.
+    let _ = Command::new("kill").arg(rogue.id().to_string()).status();
+    let _ = rogue.wait();
+    assert!(
+        !addrs.contains("fd66:"),
+        "cirros took the rogue's prefix: {addrs}"
+    );
+    assert!(!routes.contains("fd66:"), "{routes}");
+    let defaults: Vec<&str> = routes
+        .lines()
+        .filter(|l| l.starts_with("default"))
+        .collect();
+    assert!(
+        defaults.iter().all(|l| !l.contains("nexthop")) && defaults.len() == 1,
+        "a second default router: {routes}"
+    );
+
+    // Deleting the ::/0 rule closes IPv6 again.
+    lab.novanet(&["secgroup-delete-rule", "default", "tcp", "22", "22", "::/0"]);
+    wait_state(&lab, "IPv6 port 22 closed", false, |l| {
+        tcp6_open(l, "vm2", &a, 22, None)
+    });
+    assert!(tcp_open(&lab, "vm2", "10.0.0.2", 22));
+    println!("{driver}: IPv6 security checked in {:?}", started.elapsed());
+}
+
+#[test]
+fn ipv6_security_groups_nftables() {
+    ipv6_security_groups("v6n", "nftables");
+}
+
+#[test]
+fn ipv6_security_groups_iptables() {
+    ipv6_security_groups("v6i", "iptables");
+}
