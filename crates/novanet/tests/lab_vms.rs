@@ -160,3 +160,63 @@ fn a_real_vm_through_its_lifecycle() {
             && !lab.ok("compute-1", &["iptables-save"]).contains("vnet0")
     });
 }
+
+/// Real VMs on a VLAN-manager project network carried over VXLAN between the hosts: one on
+/// each compute host, both leased by the project's dnsmasq on the controller, both reading
+/// their metadata, both reached through the project's gateway.
+#[test]
+fn real_vms_on_a_vxlan_project_network() {
+    if !have_qemu() {
+        return;
+    }
+    let Some(lab) = Lab::up_with(
+        "vmx",
+        &[
+            "--vms",
+            "qemu",
+            "--manager",
+            "vlan",
+            "--segment-driver",
+            "vxlan",
+        ],
+    ) else {
+        return;
+    };
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "novanet-test",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    for vm in ["cirros", "vm2"] {
+        wait_until(&format!("{vm} read its metadata"), patience(60), || {
+            console(&lab, vm).contains(&format!("novanet-test: hostname {vm}"))
+        });
+    }
+    let log = console(&lab, "vm2");
+    let ip = log
+        .split("novanet-test: lease eth0 ")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("vm2's lease")
+        .to_string();
+    assert!(log.contains("router 10.0.0.1"), "{log}");
+    // vm2's traffic crossed the VXLAN segment: compute-2 has the project's VXLAN device.
+    let links = lab.ok("compute-2", &["ip", "-d", "link", "show", "type", "vxlan"]);
+    assert!(links.contains("vxlan id 100"), "{links}");
+    lab.novanet(&[
+        "secgroup-add-rule",
+        "default",
+        "tcp",
+        "80",
+        "80",
+        "0.0.0.0/0",
+    ]);
+    wait_until("the gateway reaches vm2's port 80", patience(20), || {
+        curl(&lab, "controller", &format!("http://{ip}/")).as_deref() == Some("vm2.novalocal")
+    });
+}
