@@ -453,9 +453,7 @@ fn proto_matches(r: &SgRule, t: Traffic) -> bool {
         Some(p) if p != t.proto => false,
         // ICMP: a type of -1 is every type; a code (we ask code 0) only narrows a type.
         Some(Proto::Icmp) => match (r.from_port, r.to_port) {
-            (Some(ty), code) if ty >= 0 => {
-                ty == i32::from(t.port) && code.is_none_or(|c| c <= 0)
-            }
+            (Some(ty), code) if ty >= 0 => ty == i32::from(t.port) && code.is_none_or(|c| c <= 0),
             _ => true,
         },
         Some(_) => match (r.from_port, r.to_port) {
