@@ -1002,6 +1002,61 @@ fn walk_request<'a>(
     }
 }
 
+/// A floating IP asked for from its own network: the gateway DNATs the request but the
+/// reply goes straight back on the bridge, from the fixed address, never un-NATed. The
+/// requester's host tracks no connection it belongs to (INVALID, which its chain drops),
+/// and the requester did not send to that address anyway.
+fn hairpin_reply(
+    cloud: &Cloud,
+    s: &End,
+    mut hops: Vec<Hop>,
+    to: &str,
+    fixed: Ipv4Addr,
+    net: Ipv4Cidr,
+    router: &str,
+) -> Leg {
+    let why = format!(
+        "the reply goes straight to {to} on {net} from {fixed}, not back through {router}, \
+         so nothing reverses the DNAT (hairpin NAT; use the fixed address, or give the \
+         requester a floating IP so that its source is rewritten too)"
+    );
+    let End::Vm { inst: a, .. } = *s else {
+        return Leg {
+            hops,
+            verdict: verdict(Outcome::Unknown, why, None),
+        };
+    };
+    let chain = plan_of(cloud, a.host.as_deref()).and_then(|p| {
+        (p.firewall_driver != FirewallDriver::Noop)
+            .then(|| security_of(p, &a.uuid).map(|i| chain_name(p.firewall_driver, i.id)))
+            .flatten()
+    });
+    match chain {
+        Some(c) => {
+            hops.push(hop(
+                a.host.as_deref(),
+                "filter",
+                format!(
+                    "chain {c} of {}: the reply matches no tracked connection",
+                    a.name
+                ),
+            ));
+            Leg {
+                hops,
+                verdict: verdict(
+                    Outcome::Dropped,
+                    why,
+                    Some("ct state invalid -> DROP".to_string()),
+                ),
+            }
+        }
+        None => Leg {
+            hops,
+            verdict: verdict(Outcome::Unknown, why, None),
+        },
+    }
+}
+
 fn walk_reply(cloud: &Cloud, s: &End, d: &End, dl: &Delivered) -> Leg {
     let mut hops = Vec::new();
     let to = dl.seen_src.describe();
@@ -1031,15 +1086,7 @@ fn walk_reply(cloud: &Cloud, s: &End, d: &End, dl: &Delivered) -> Leg {
                         _ => false,
                     };
                     if hairpin {
-                        return unknown(
-                            hops,
-                            format!(
-                                "the reply goes straight to {to} on {b_net}, from {fixed} and \
-                                 not through {}: the requester did not send to {fixed}, so \
-                                 its stack may not match it to the request (hairpin NAT)",
-                                r.host
-                            ),
-                        );
+                        return hairpin_reply(cloud, s, hops, &to, fixed, b_net, &r.host);
                     }
                     match gateway_of(cloud, b_net, b.host.as_deref()) {
                         Some((g, _)) if g.host == r.host => hops.push(hop(
@@ -1563,12 +1610,17 @@ mod tests {
     }
 
     #[test]
-    fn hairpin_and_unannounced_routes_are_not_guessed() {
+    fn hairpin_replies_drop_and_unannounced_routes_are_not_guessed() {
         let s = seed();
         // vm2 to cirros's floating IP: DNATed, source kept, the reply bypasses the gateway.
         let e = s.ask("vm2", "68.99.26.170", "tcp", Some("22"));
-        assert_eq!(outcome(&e), (Allowed, Some(Unknown)));
-        assert!(e.reply.unwrap().verdict.reason.contains("hairpin"));
+        assert_eq!(outcome(&e), (Allowed, Some(Dropped)));
+        let reply = e.reply.unwrap();
+        assert!(reply.verdict.reason.contains("hairpin"));
+        assert_eq!(
+            reply.verdict.rule.as_deref(),
+            Some("ct state invalid -> DROP")
+        );
         // The outside to a fixed address: only its own routes can tell.
         let e = s.ask("outside", "10.0.0.2", "tcp", Some("22"));
         assert_eq!(outcome(&e).0, Unknown);
