@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use novanet_core::explain::{explain, Cloud, InstanceInfo, Traffic};
+use novanet_core::explain::{explain, Cloud, Explanation, InstanceInfo, Traffic};
+use novanet_core::plan::HostPlan;
 use novanet_core::Error;
 use serde::Deserialize;
 use serde_json::Value;
@@ -47,20 +48,38 @@ async fn explain_path(
     ctx.require_admin("explaining a path")?;
     let src = required("src", q.src)?;
     let dst = required("dst", q.dst)?;
-    let traffic = Traffic::parse(q.proto.as_deref(), q.port.as_deref())?;
-    let (instances, hosts) = cloud_inputs(&st)?;
-    let plans = hosts
-        .iter()
-        .map(|h| compute_plan(&st, h))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let e = explain_in_store(&st, &src, &dst, q.proto.as_deref(), q.port.as_deref())?;
+    Ok(Json(
+        serde_json::to_value(e).expect("an explanation serialises"),
+    ))
+}
+
+/// The walk over the plans computed from the store as it is now.
+fn explain_in_store(
+    st: &AppState,
+    src: &str,
+    dst: &str,
+    proto: Option<&str>,
+    port: Option<&str>,
+) -> ApiResult<Explanation> {
+    let traffic = Traffic::parse(proto, port)?;
+    let (plans, instances) = cloud_from_store(st)?;
     let cloud = Cloud {
         plans: &plans,
         instances: &instances,
     };
-    let e = explain(&cloud, &src, &dst, traffic)?;
-    Ok(Json(
-        serde_json::to_value(e).expect("an explanation serialises"),
-    ))
+    Ok(explain(&cloud, src, dst, traffic)?)
+}
+
+/// What the walk reads, from the store as it is now: the plan of every host a path can
+/// cross and every instance (also what `novanet manage explain` reads, without a server).
+pub fn cloud_from_store(st: &AppState) -> ApiResult<(Vec<HostPlan>, Vec<InstanceInfo>)> {
+    let (instances, hosts) = cloud_inputs(st)?;
+    let plans = hosts
+        .iter()
+        .map(|h| compute_plan(st, h))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok((plans, instances))
 }
 
 /// Every instance with its fixed addresses, and every host a path can cross: the
