@@ -260,7 +260,12 @@ fn explain_matches_the_kernel(name: &str, driver: &str, same_net: bool) {
     assert!(checked.0 >= 12 && checked.1 >= 20, "{checked:?}");
 
     // What the operator reads: the hops and the deciding rule, or the missing one.
+    println!(
+        "{}",
+        lab.novanet(&["explain", OUTSIDE, FLOATING, "tcp", "22"])
+    );
     let out = lab.novanet(&["explain", "outside", FLOATING, "tcp", "8000"]);
+    println!("{out}");
     assert!(out.contains("[controller] dnat"), "{out}");
     assert!(
         out.contains("provider rule: tcp 8000-8000 from 0.0.0.0/0 -> DROP"),
