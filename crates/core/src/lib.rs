@@ -4,6 +4,7 @@
 pub mod config;
 pub mod delta;
 pub mod error;
+pub mod explain;
 pub mod firewall;
 pub mod floating;
 pub mod guest;

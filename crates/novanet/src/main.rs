@@ -376,6 +376,8 @@ mod tests {
             "secgroup-list-default-rules",
             "provider-rule-add tcp 25 25 0.0.0.0/0",
             "provider-rule-list",
+            "explain outside 68.99.26.170 tcp 22",
+            "explain vm2 cirros",
             "add-secgroup cirros web",
             "remove-secgroup cirros web",
             "keypair-add mykey",

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use novanet_core::config::Config;
+use novanet_core::explain::{explain, Cloud, Traffic};
 use novanet_core::floating::parse_range;
 use novanet_core::{Error, Result};
 use novanet_store::prelude::*;
@@ -76,6 +77,22 @@ pub enum ManageCommand {
     /// Images: `image build-test` makes a small bootable test image from Debian's packages
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Why SRC can or cannot reach DST, from the store without a server (as `novanet
+    /// explain`)
+    #[command(after_help = "Example:\n  novanet manage explain outside 68.99.26.170 tcp 22")]
+    Explain {
+        /// An instance's name or UUID, a fixed or floating address, an address, or `outside`
+        src: String,
+        /// Where the traffic goes, in the same forms
+        dst: String,
+        /// tcp, udp or icmp (default: a ping)
+        proto: Option<String>,
+        /// TCP or UDP port, or ICMP type
+        port: Option<String>,
+        /// Print the explanation as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -450,10 +467,33 @@ pub fn run(args: ManageArgs) -> Result<()> {
         return db(&args, &location, cmd);
     }
     let create = args.create || matches!(args.command, ManageCommand::Bootstrap { .. });
-    let store = open_store(&location, create)?;
-    let store = store.as_ref();
+    let shared = open_store(&location, create)?;
+    let store = shared.as_ref();
     match args.command {
         ManageCommand::Db(_) => unreachable!("handled above"),
+        ManageCommand::Explain {
+            src,
+            dst,
+            proto,
+            port,
+            json,
+        } => {
+            let traffic = Traffic::parse(proto.as_deref(), port.as_deref())?;
+            let st = novanet_server::AppState::new(shared.clone(), cfg);
+            let (plans, instances) = novanet_server::explain::cloud_from_store(&st)
+                .map_err(|e| Error::Store(e.message))?;
+            let cloud = Cloud {
+                plans: &plans,
+                instances: &instances,
+            };
+            let e = explain(&cloud, &src, &dst, traffic)?;
+            if json {
+                out(&serde_json::to_string_pretty(&e).expect("an explanation serialises"));
+            } else {
+                out(e.render().trim_end());
+            }
+            Ok(())
+        }
         ManageCommand::Config(ConfigCmd::Show) => config_show(args.config.as_deref()),
         ManageCommand::Network(cmd) => network(store, &cfg, cmd),
         ManageCommand::Fixed(FixedCmd::Reserve { address }) => {

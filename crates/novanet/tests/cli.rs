@@ -601,3 +601,51 @@ fn image_create_uploads_a_file_stored_under_the_data_dir() {
     assert!(!text(&s.run(DEMO, &["image-list"]).stdout).contains("mine"));
     assert!(!stored[0].path().exists(), "delete removes the data");
 }
+
+/// `manage explain` answers from the store alone, with no server running.
+#[test]
+fn manage_explain_reads_the_store() {
+    let t = bootstrapped("explain");
+    manage_ok(
+        &t.data(),
+        &[
+            "network",
+            "create",
+            "vmnet",
+            "--fixed-range-v4",
+            "10.0.0.0/24",
+            "--bridge",
+            "br100",
+        ],
+    );
+    let s = store(&t);
+    let demo = s.project("demo").unwrap();
+    s.ensure_default_group(&demo.id).unwrap();
+    for (name, host) in [("cirros", "compute-1"), ("vm2", "compute-2")] {
+        let spec = novanet_core::model::InstanceSpec {
+            name: name.into(),
+            project_id: demo.id.clone(),
+            user_id: "u".into(),
+            host: Some(host.into()),
+            security_groups: vec!["default".into()],
+            ..Default::default()
+        };
+        s.create_instance(&spec, &novanet_core::config::Config::default())
+            .unwrap();
+    }
+    let json = manage_ok(
+        &t.data(),
+        &["explain", "vm2", "cirros", "tcp", "22", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["request"]["verdict"]["outcome"], "allowed", "{json}");
+    let human = manage_ok(&t.data(), &["explain", "vm2", "cirros", "tcp", "22"]);
+    assert!(human.contains("allow_same_net_traffic accepts"), "{human}");
+    let o = manage(&t.data(), &["explain", "nobody", "cirros"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("invalid src"),
+        "{}",
+        text(&o.stderr)
+    );
+}

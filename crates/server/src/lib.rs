@@ -20,6 +20,7 @@ use tower::ServiceExt;
 pub mod compute;
 pub mod configdrive;
 pub mod error;
+pub mod explain;
 pub mod hostapi;
 pub mod hypervisor;
 pub mod identity;
@@ -150,6 +151,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(hypervisor::routes())
         .merge(configdrive::routes())
         .merge(metrics::routes())
+        .merge(explain::routes())
         .route_layer(axum::middleware::from_fn(offload::off_the_workers));
     Router::new()
         .route("/", get(root))

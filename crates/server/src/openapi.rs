@@ -9,6 +9,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/identity/v3", "Identity version document"),
     ("get", "/healthz", "Whether this server reaches its store: 200, or 503 (no token)"),
     ("get", "/novanet/v1/metrics", "Metrics in Prometheus's text format (admin)"),
+    ("get", "/novanet/v1/explain", "Why SRC can or cannot reach DST (?src=&dst=&proto=&port=), walked through the host plans (admin)"),
     ("post", "/identity/v3/auth/tokens", "Issue a project-scoped token (password method)"),
     ("get", "/identity/v3/auth/tokens", "Validate the token in X-Subject-Token"),
     ("head", "/identity/v3/auth/tokens", "Check the token in X-Subject-Token"),

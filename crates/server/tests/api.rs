@@ -2621,6 +2621,36 @@ async fn routes_metrics(h: &Harness) {
     }
 }
 
+/// `/novanet/v1/explain` (admin): the path to an instance and the verdict of each direction;
+/// bad input names its field.
+async fn routes_explain(h: &Harness, server: &str) {
+    let q = format!("/novanet/v1/explain?src=outside&dst={server}&proto=tcp&port=22");
+    let q = q.as_str();
+    h.expect(403, "GET", q, h.demo(), None).await;
+    let v = h.expect(200, "GET", q, h.admin(), None).await;
+    assert_eq!(v["traffic"], json!({"proto": "tcp", "port": 22}));
+    assert!(v["dst"].as_str().unwrap().contains(" on "), "{v}");
+    assert!(v["request"]["verdict"]["outcome"].is_string(), "{v}");
+    for (query, field) in [
+        ("src=outside&dst=cirros&proto=tcp", "port"),
+        ("src=outside&dst=cirros&proto=gre&port=1", "proto"),
+        ("dst=cirros", "src"),
+        ("src=nobody&dst=cirros", "src"),
+    ] {
+        let v = h
+            .expect(
+                400,
+                "GET",
+                &format!("/novanet/v1/explain?{query}"),
+                h.admin(),
+                None,
+            )
+            .await;
+        let m = v["badRequest"]["message"].as_str().unwrap_or_default();
+        assert!(m.contains(field), "{query}: {v}");
+    }
+}
+
 #[tokio::test]
 async fn every_openapi_route_succeeds() {
     let h = Harness::new("routes").await;
@@ -2640,6 +2670,7 @@ async fn every_openapi_route_succeeds() {
     routes_server_records(&h, &server).await;
     routes_identity_admin(&h).await;
     routes_metrics(&h).await;
+    routes_explain(&h, &server).await;
     routes_delete_server(&h, &server).await;
     routes_openapi(&h).await;
 

@@ -397,6 +397,26 @@ pub enum ClientCmd {
         /// ID or label of the network
         network: String,
     },
+    /// Explain why SRC can or cannot reach DST, walked through the host plans (admin)
+    ///
+    /// SRC and DST: an instance's name or UUID, a fixed or floating address, an outside
+    /// address, or `outside`. Without PROTO, a ping. Prints the path hop by hop and the
+    /// verdict of the request and of its reply, with the rule that decides (or the rule
+    /// missing); from the store and the plans, no host is touched.
+    #[command(after_help = "Examples:\n  \
+        novanet explain outside 68.99.26.170 tcp 22\n  \
+        novanet explain vm2 cirros tcp 80\n  \
+        novanet explain cirros outside")]
+    Explain {
+        /// Where the traffic starts
+        src: String,
+        /// Where it goes
+        dst: String,
+        /// tcp, udp or icmp
+        proto: Option<String>,
+        /// TCP or UDP port, or ICMP type (8, echo, by default)
+        port: Option<String>,
+    },
     /// GET a compute API path and print the JSON (for scripts)
     #[command(hide = true)]
     ApiGet {

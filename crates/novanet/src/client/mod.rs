@@ -6,6 +6,7 @@
 //! function per command; `run` logs in and dispatches.
 
 mod commands;
+mod explain;
 mod fixed_ips;
 mod floating_ips;
 mod images;
@@ -140,6 +141,12 @@ pub fn run(auth: &Auth, output: &Output, cmd: ClientCmd) -> Res<()> {
         }
         ClientCmd::TenantNetworkShow { network } => tenant_networks::show(&s, &network, j),
         ClientCmd::TenantNetworkDelete { network } => tenant_networks::delete(&s, &network),
+        ClientCmd::Explain {
+            src,
+            dst,
+            proto,
+            port,
+        } => explain::explain(&s, &src, &dst, proto, port, j),
         ClientCmd::ApiGet { path } => plumbing::api_get(&s, &path),
         ClientCmd::VifPlug { vif, device } => plumbing::vif_plug(&s, &vif, &device),
     }
