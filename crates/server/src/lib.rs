@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tower::util::MapRequest;
 use tower::ServiceExt;
 
+pub mod ca;
 pub mod compute;
 pub mod configdrive;
 pub mod error;
