@@ -149,7 +149,7 @@ impl InstanceStore for SqliteStore {
             let mut first_fixed = None;
             for (n, requested) in &targets {
                 let (vif_id, _, _) = create_vif(tx, n.id, &uuid, cfg.create_unique_mac_address_attempts)?;
-                let a = allocate_address(tx, n, requested.as_deref(), &uuid, vif_id, now)?;
+                let a = allocate_address(tx, n, requested.as_deref(), spec.vpn, &uuid, vif_id, now)?;
                 first_fixed.get_or_insert(a);
             }
             if cfg.auto_assign_floating_ip {
@@ -252,7 +252,7 @@ impl InstanceStore for SqliteStore {
             }
             let (vif_id, _, _) =
                 create_vif(tx, n.id, uuid, cfg.create_unique_mac_address_attempts)?;
-            let a = allocate_address(tx, &n, None, uuid, vif_id, now)?;
+            let a = allocate_address(tx, &n, None, false, uuid, vif_id, now)?;
             touch_instance(tx, t, uuid)?;
             instance_addresses_tx(tx, uuid)?
                 .into_iter()
