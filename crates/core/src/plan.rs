@@ -9,9 +9,7 @@ use std::num::NonZeroU16;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FirewallDriver};
-use crate::firewall::{
-    GatewayPlan, MetadataRedirect, Proto, ServedNetwork, SourceNat, VpnForward,
-};
+use crate::firewall::{GatewayPlan, MetadataRedirect, Proto, ServedNetwork, SourceNat, VpnForward};
 use crate::model::{BoundAddress, FloatingIp, Network};
 use crate::net::Ipv4Cidr;
 use crate::segment::{plan_segment, Segment, SegmentInputs, VXLAN_OVERHEAD};

@@ -694,6 +694,7 @@ fn network(store: &dyn Store, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
                 } else {
                     host.map(Some)
                 },
+                ..Default::default()
             };
             let n = store.update_network(&fixed_range, &update)?;
             eprintln!(

@@ -26,7 +26,10 @@ const CRL_REFRESH: Duration = Duration::from_secs(24 * 3600);
 pub enum CaError {
     /// A project or user name that cannot be a certificate's name.
     BadName { field: &'static str, value: String },
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     /// `openssl` failed; its own words.
     Openssl { step: &'static str, stderr: String },
 }
@@ -62,8 +65,7 @@ impl CertName {
             && s.len() <= 64
             && s != "."
             && s != ".."
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if ok {
             Ok(CertName(s.to_string()))
@@ -100,6 +102,16 @@ pub struct Ca {
     dir: PathBuf,
     /// openssl's database takes one writer at a time.
     lock: Mutex<()>,
+    /// Made by `temporary`: removed when dropped.
+    temporary: bool,
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 const OPENSSL_CNF: &str = "# Written by novanet: its cloudpipe CA (openssl ca).
@@ -161,16 +173,20 @@ impl Ca {
             // openssl runs in the directory and is given paths inside it.
             dir: std::path::absolute(&dir).unwrap_or(dir),
             lock: Mutex::new(()),
+            temporary: false,
         }
     }
 
     /// For in-process servers (tests, bench): a fresh directory under the system's
-    /// temporary directory.
+    /// temporary directory, removed with the `Ca`.
     pub fn temporary() -> Ca {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        Ca::new(std::env::temp_dir().join(format!("novanet-ca-{}-{n}", std::process::id())))
+        let mut ca =
+            Ca::new(std::env::temp_dir().join(format!("novanet-ca-{}-{n}", std::process::id())));
+        ca.temporary = true;
+        ca
     }
 
     pub fn dir(&self) -> &Path {
@@ -478,12 +494,6 @@ mod tests {
 
     struct TempCa(Ca);
 
-    impl Drop for TempCa {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(self.0.dir());
-        }
-    }
-
     fn temp_ca() -> TempCa {
         TempCa(Ca::temporary())
     }
@@ -504,7 +514,17 @@ mod tests {
 
     #[test]
     fn names_that_could_steer_openssl_or_paths_are_refused() {
-        for bad in ["", "..", ".", "a/b", "x=y", "a+b", "a b", "a\\b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "..",
+            ".",
+            "a/b",
+            "x=y",
+            "a+b",
+            "a b",
+            "a\\b",
+            &"x".repeat(65),
+        ] {
             let e = CertName::new("project_id", bad).unwrap_err();
             assert!(e.to_string().starts_with("project_id "), "{e}");
         }
@@ -512,7 +532,10 @@ mod tests {
         let ca = temp_ca();
         assert!(matches!(
             ca.0.server_files("../etc"),
-            Err(CaError::BadName { field: "project_id", .. })
+            Err(CaError::BadName {
+                field: "project_id",
+                ..
+            })
         ));
         // Nothing was made for a refused name.
         assert!(!ca.0.dir().exists());
@@ -531,7 +554,10 @@ mod tests {
         let dir = ca.0.dir();
         for (file, usage) in [
             ("projects/p1/server.crt", "TLS Web Server Authentication"),
-            ("projects/p1/users/alice.crt", "TLS Web Client Authentication"),
+            (
+                "projects/p1/users/alice.crt",
+                "TLS Web Client Authentication",
+            ),
         ] {
             let (ok, out) = openssl_out(&[
                 "verify",

@@ -50,6 +50,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Uploaded images (the built-in ones are `compute::IMAGES`).
     pub images: compute::ImageStore,
+    /// The cloudpipe certificate authority (the data directory's `ca/`).
+    pub ca: ca::Ca,
 }
 
 impl AppState {
@@ -62,6 +64,16 @@ impl AppState {
         store: Arc<dyn Store>,
         cfg: Config,
         images: compute::ImageStore,
+    ) -> Arc<AppState> {
+        Self::with_parts(store, cfg, images, ca::Ca::temporary())
+    }
+
+    /// A server keeping its uploaded images and its cloudpipe CA where it is told.
+    pub fn with_parts(
+        store: Arc<dyn Store>,
+        cfg: Config,
+        images: compute::ImageStore,
+        ca: ca::Ca,
     ) -> Arc<AppState> {
         let cursor = store.generation().unwrap_or(0);
         let keystone = cfg
@@ -84,6 +96,7 @@ impl AppState {
             metadata_cache: metadata::Cache::default(),
             keystone,
             images,
+            ca,
         });
         st.metadata_cache.saw_generation(cursor);
         // This process's own changes reach the plans (and wake the agents they touch) as
@@ -151,6 +164,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(hypervisor::routes())
         .merge(configdrive::routes())
         .merge(metrics::routes())
+        .merge(compute::cloudpipe_admin_routes())
         .route_layer(axum::middleware::from_fn(offload::off_the_workers));
     Router::new()
         .route("/", get(root))

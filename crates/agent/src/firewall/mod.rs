@@ -360,10 +360,7 @@ COMMIT
     #[test]
     fn vpn_forward_nftables_snapshot() {
         let plan = vpn_plan();
-        assert_eq!(
-            nftables::nat_table(&plan.gateway, &plan.floating),
-            VPN_NFT
-        );
+        assert_eq!(nftables::nat_table(&plan.gateway, &plan.floating), VPN_NFT);
     }
 
     const VPN_IPTABLES: &str = "-A novanet-INPUT -i br100 -p udp -m udp --dport 67 -j ACCEPT

@@ -61,7 +61,10 @@ fn gateway_chains(g: &GatewayPlan) -> BTreeMap<&'static str, String> {
     for v in &g.vpn {
         add(
             "forward",
-            format!("ip daddr {}/32 udp dport {VPN_PRIVATE_PORT} accept", v.private),
+            format!(
+                "ip daddr {}/32 udp dport {VPN_PRIVATE_PORT} accept",
+                v.private
+            ),
         );
         for chain in ["prerouting", "output"] {
             add(
