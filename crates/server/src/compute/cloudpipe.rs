@@ -421,9 +421,9 @@ until fetch_crl; do sleep 1; done
 echo 1 > /proc/sys/net/ipv4/ip_forward
 iptables -A FORWARD -i tun+ ! -d {net}/{prefix} -j DROP
 iptables -t nat -A POSTROUTING -s {pool}/24 -d {net}/{prefix} -j MASQUERADE
-openvpn --config server.conf --daemon novanet-vpn --writepid openvpn.pid --log openvpn.log
+openvpn --config "$dir/server.conf" --daemon novanet-vpn --writepid "$dir/openvpn.pid" --log "$dir/openvpn.log"
 (while sleep {refresh}; do fetch_crl || true; done) >/dev/null 2>&1 &
-echo $! > crl-fetch.pid
+echo $! > "$dir/crl-fetch.pid"
 "#,
         project = project.as_str(),
         ca = files.ca.trim_end(),
