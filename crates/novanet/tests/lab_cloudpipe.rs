@@ -75,16 +75,21 @@ impl Drop for VpnClient<'_> {
     }
 }
 
-fn cloudpipe_state(lab: &Lab, project_id: &str) -> String {
+/// A field of a project's entry in `cloudpipe-list`.
+fn cloudpipe_field(lab: &Lab, project_id: &str, field: &str) -> String {
     let out = lab.novanet(&["--json", "cloudpipe-list"]);
     let list: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     list.as_array()
         .into_iter()
         .flatten()
         .find(|c| c["project_id"] == project_id)
-        .and_then(|c| c["state"].as_str())
+        .and_then(|c| c[field].as_str())
         .unwrap_or("")
         .to_string()
+}
+
+fn cloudpipe_state(lab: &Lab, project_id: &str) -> String {
+    cloudpipe_field(lab, project_id, "state")
 }
 
 fn ovpn_for(lab: &Lab, project: &str, user: &str, file: &str) -> PathBuf {
@@ -223,7 +228,9 @@ fn cloudpipe_vpn_over_vxlan() {
     }
 
     // Deleted: no VPN and no DNAT; recreated: a new certificate for alice connects again.
-    lab.novanet(&["delete", &vpn]);
+    // The VPN instance is project pa's: the admin names it by its ID.
+    let vpn_id = cloudpipe_field(&lab, &pa, "instance_id");
+    lab.novanet(&["delete", &vpn_id]);
     wait_until("the DNAT to go", patience(30), || {
         !nat_table(&lab).contains("10.1.0.2:1194")
     });
