@@ -91,18 +91,9 @@ fn public_endpoint(n: &Network) -> Option<(Ipv4Addr, u16)> {
 fn view(st: &AppState, n: &Network) -> ApiResult<Value> {
     let private = n.vpn_private_address.clone().unwrap_or_default();
     let inst = st.store.instance_by_fixed_ip(&private)?;
-    let endpoint = public_endpoint(n);
-    let state = match (&inst, endpoint) {
-        (None, _) => "pending",
-        (Some(_), None) => "invalid",
-        (Some(_), Some((ip, port))) => {
-            if vpn_ping(ip, port, Duration::from_millis(500)) {
-                "running"
-            } else {
-                "down"
-            }
-        }
-    };
+    let state = vpn_state(inst.is_some(), public_endpoint(n), |ip, port| {
+        vpn_ping(ip, port, Duration::from_millis(500))
+    });
     let mut v = json!({
         "project_id": n.project_id, "internal_ip": private,
         "public_ip": n.vpn_public_address, "public_port": n.vpn_public_port, "state": state,
@@ -112,6 +103,20 @@ fn view(st: &AppState, n: &Network) -> ApiResult<Value> {
         v["created_at"] = json!(iso8601(i.created_at));
     }
     Ok(v)
+}
+
+/// nova's states: the probe runs only for a VPN instance with a valid public endpoint.
+pub fn vpn_state(
+    has_instance: bool,
+    endpoint: Option<(Ipv4Addr, u16)>,
+    probe: impl FnOnce(Ipv4Addr, u16) -> bool,
+) -> &'static str {
+    match (has_instance, endpoint) {
+        (false, _) => "pending",
+        (true, None) => "invalid",
+        (true, Some((ip, port))) if probe(ip, port) => "running",
+        (true, Some(_)) => "down",
+    }
 }
 
 async fn list(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Json<Value>> {
@@ -514,6 +519,27 @@ mod tests {
             9,
             Duration::from_millis(100)
         ));
+    }
+
+    #[test]
+    fn states_as_nova_reported_them() {
+        let at = Some((Ipv4Addr::new(192, 168, 56, 200), 1000));
+        let never = |_: Ipv4Addr, _: u16| -> bool { panic!("no probe without an instance") };
+        assert_eq!(vpn_state(false, at, never), "pending");
+        let never = |_: Ipv4Addr, _: u16| -> bool { panic!("no probe without an endpoint") };
+        assert_eq!(vpn_state(true, None, never), "invalid");
+        assert_eq!(vpn_state(true, at, |_, p| p == 1000), "running");
+        assert_eq!(vpn_state(true, at, |_, _| false), "down");
+        let mut n = Network {
+            vpn_public_address: Some("192.168.56.200".into()),
+            vpn_public_port: Some(0),
+            ..Network::default()
+        };
+        assert_eq!(public_endpoint(&n), None, "port 0");
+        n.vpn_public_port = Some(1000);
+        assert_eq!(public_endpoint(&n), at);
+        n.vpn_public_address = Some("not an address".into());
+        assert_eq!(public_endpoint(&n), None);
     }
 
     #[test]
