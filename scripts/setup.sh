@@ -20,6 +20,7 @@ packages=(
   tcpdump                      # the 802.1Q lab checks the VLAN tags on the fabric
   qemu-system-x86 kmod         # the guest lab: Debian's kernel, which has 802.1Q VLAN devices
   postgresql                   # the PostgreSQL store's tests run a throwaway server of its own
+  openvpn openssl              # cloudpipe: the VPN instances' server and the lab's client; the CA
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use novanet_core::firewall::{MetadataRedirect, ServedNetwork, SourceNat};
+use novanet_core::firewall::{MetadataRedirect, ServedNetwork, SourceNat, VpnForward};
 use novanet_core::plan::{
     BridgePlan, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity, RaPlan, SgRule,
 };
@@ -90,6 +90,7 @@ pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
         keep_valid::<CidrText>(gw, "dmz", &mut refused);
         keep_valid_one::<SourceNat>(gw, "snat", &mut refused);
         keep_valid_one::<MetadataRedirect>(gw, "metadata", &mut refused);
+        keep_valid::<VpnForward>(gw, "vpn", &mut refused);
     }
     if let Some(sec) = v.get_mut("security") {
         keep_valid::<InstanceSecurity>(sec, "instances", &mut refused);
@@ -181,6 +182,10 @@ mod tests {
             "snat": {"to": "192.168.56.200;reboot", "out_interface": "eth1"},
             "dmz": ["10.128.0.0/24", "10.128.0.0/40"],
             "metadata": {"host": "192.168.56.200", "port": 0},
+            "vpn": [
+                {"public": "192.168.56.200", "port": 1000, "private": "10.0.0.2"},
+                {"public": "192.168.56.200", "port": 1001, "private": "10.0.1.2 -j ACCEPT"},
+            ],
         });
         let (plan, refused) = parse_plan(v).unwrap();
         let g = &plan.gateway;
@@ -189,7 +194,8 @@ mod tests {
         assert_eq!(g.served[0].cidr, "10.0.0.0/24");
         assert_eq!(g.dmz.len(), 1);
         assert!(g.snat.is_none() && g.metadata.is_none());
-        assert_eq!(refused.len(), 4, "{refused:?}");
+        assert_eq!(g.vpn.len(), 1);
+        assert_eq!(refused.len(), 5, "{refused:?}");
         let (good, refused) = parse_plan(json!({
             "host": "controller", "generation": 3, "firewall_driver": "iptables",
             "bridges": [], "dhcp": [], "floating": [], "releases": [], "ip_forward": true,

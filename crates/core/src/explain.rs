@@ -1250,6 +1250,7 @@ mod tests {
                 host: Ipv4Text::new("192.168.56.200").unwrap(),
                 port: std::num::NonZeroU16::new(8775).unwrap(),
             }),
+            vpn: vec![],
         };
         p
     }

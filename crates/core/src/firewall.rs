@@ -50,6 +50,22 @@ pub struct GatewayPlan {
     pub dmz: Vec<CidrText>,
     /// Where guests' metadata requests go. Set only when `served` is not empty.
     pub metadata: Option<MetadataRedirect>,
+    /// Each served project's way in from outside (cloudpipe), while its VPN instance holds
+    /// the network's VPN address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpn: Vec<VpnForward>,
+}
+
+/// The port every cloudpipe VPN instance's OpenVPN server listens on (UDP).
+pub const VPN_PRIVATE_PORT: u16 = 1194;
+
+/// nova's `ensure_vpn_forward`: `public:port/udp` (on this host, in from outside or from
+/// the host itself) is DNATed to the VPN instance's `private:1194/udp`, and forwarded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnForward {
+    pub public: Ipv4Text,
+    pub port: NonZeroU16,
+    pub private: Ipv4Text,
 }
 
 /// A network this host is the gateway of.

@@ -95,6 +95,10 @@ pub struct InstanceSpec {
     /// Server tags (2.26).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The project's cloudpipe VPN instance: it may be given its network's reserved VPN
+    /// address. Only cloudpipe sets it, never a request body.
+    #[serde(default)]
+    pub vpn: bool,
 }
 
 /// A change to an instance's record (rename, access addresses, metadata, tags); `None`

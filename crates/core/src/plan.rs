@@ -9,7 +9,7 @@ use std::num::NonZeroU16;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FirewallDriver};
-use crate::firewall::{GatewayPlan, MetadataRedirect, Proto, ServedNetwork, SourceNat};
+use crate::firewall::{GatewayPlan, MetadataRedirect, Proto, ServedNetwork, SourceNat, VpnForward};
 use crate::model::{BoundAddress, FloatingIp, Network};
 use crate::net::Ipv4Cidr;
 use crate::segment::{plan_segment, Segment, SegmentInputs, VXLAN_OVERHEAD};
@@ -519,6 +519,15 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
                 }
             }
         }
+        match vpn_forward(n, s.bound) {
+            Ok(Some(f)) => gw.vpn.push(f),
+            Ok(None) => {}
+            Err(e) => plan.refused.push(format!(
+                "network {} ({}): {e}",
+                n.uuid,
+                n.label.escape_debug()
+            )),
+        }
         gw.served.push(served);
     }
     if !gw.served.is_empty() {
@@ -591,6 +600,34 @@ fn ra_plan(n: &Network, bridge: &IfName) -> Result<Option<RaPlan>, String> {
         bridge: bridge.clone(),
         prefix: prefix.into(),
         gateway: gateway.into(),
+    }))
+}
+
+/// A network's cloudpipe way in, while an instance (its VPN instance) holds the network's
+/// VPN address: nova added it whenever it set a VLAN network up; here it goes with the
+/// instance, so a scrubbed project or a deleted VPN instance leaves no DNAT behind.
+fn vpn_forward(n: &Network, bound: &[BoundAddress]) -> Result<Option<VpnForward>, String> {
+    let (Some(public), Some(port), Some(private)) = (
+        n.vpn_public_address.as_deref().filter(|s| !s.is_empty()),
+        n.vpn_public_port,
+        n.vpn_private_address.as_deref().filter(|s| !s.is_empty()),
+    ) else {
+        return Ok(None);
+    };
+    let held = bound
+        .iter()
+        .any(|b| b.network_id == n.id && b.allocated && b.address == private);
+    if !held {
+        return Ok(None);
+    }
+    let port = u16::try_from(port)
+        .ok()
+        .and_then(NonZeroU16::new)
+        .ok_or_else(|| format!("vpn_public_port: {port} is not a port (1 to 65535)"))?;
+    Ok(Some(VpnForward {
+        public: Ipv4Text::new(public).map_err(|e| format!("vpn_public_address: {e}"))?,
+        port,
+        private: Ipv4Text::new(private).map_err(|e| format!("vpn_private_address: {e}"))?,
     }))
 }
 
@@ -1041,5 +1078,57 @@ mod tests {
             assert_eq!(p.dhcp[0].hosts.len(), 1);
             assert!(p.refused.is_empty());
         }
+    }
+
+    /// The VPN DNAT exists while an instance holds the network's VPN address, on the
+    /// network host only, and a stored port out of range is refused by name.
+    #[test]
+    fn vpn_forward_follows_the_vpn_instance() {
+        let cfg = Config::default();
+        let mut n = seed_network();
+        n.vpn_public_address = Some("192.168.56.200".into());
+        n.vpn_public_port = Some(1000);
+        n.vpn_private_address = Some("10.0.0.2".into());
+        let nets = [n.clone()];
+        let vpn = cirros();
+        let snap = |bound: &[BoundAddress], nets: &[Network]| {
+            let s = Snapshot {
+                networks: nets,
+                bound,
+                floating: &[],
+                rules: &[],
+                provider_rules: &[],
+                segment_peers: &Default::default(),
+                host_addresses: &Default::default(),
+            };
+            (
+                host_plan(&s, &cfg, "controller", 1),
+                host_plan(&s, &cfg, "compute-1", 1),
+            )
+        };
+        let (ctl, c1) = snap(std::slice::from_ref(&vpn), &nets);
+        assert_eq!(
+            ctl.gateway.vpn,
+            vec![VpnForward {
+                public: "192.168.56.200".parse().unwrap(),
+                port: NonZeroU16::new(1000).unwrap(),
+                private: "10.0.0.2".parse().unwrap(),
+            }]
+        );
+        assert!(c1.gateway.vpn.is_empty());
+        let mut gone = vpn.clone();
+        gone.allocated = false;
+        assert!(snap(&[gone], &nets).0.gateway.vpn.is_empty());
+        let mut other = vpn.clone();
+        other.address = "10.0.0.3".into();
+        assert!(snap(&[other], &nets).0.gateway.vpn.is_empty());
+        n.vpn_public_port = Some(70000);
+        let (bad, _) = snap(std::slice::from_ref(&vpn), &[n]);
+        assert!(bad.gateway.vpn.is_empty());
+        assert!(
+            bad.refused.iter().any(|r| r.contains("vpn_public_port")),
+            "{:?}",
+            bad.refused
+        );
     }
 }

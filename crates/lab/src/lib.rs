@@ -1223,7 +1223,8 @@ fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<Vec<Child>> {
     let ports = vm_ports(o, &srv).map_err(|e| format!("{instance}: {e}"))?;
     let host_ns = ns(o, &host);
     let vm_ns = ns(o, instance);
-    if vm_ns.len() > 40 {
+    // Room for a cloudpipe VPN instance's name (`<project id>-vpn`, 36 characters).
+    if vm_ns.len() > 64 {
         return Err(format!(
             "instance name {instance} is too long for a lab namespace"
         ));
@@ -1310,8 +1311,69 @@ fn plug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<Vec<Child>> {
     }
     if st.config_drive {
         boot_from_config_drive(o, instance, &vm_ns, &ports)?;
+    } else if srv["image"]["id"] == CLOUDPIPE_IMAGE {
+        let dir = cloudpipe_dir(o, instance);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let args: Vec<String> = ["sh", "-c", CLOUDPIPE_BOOT]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let child = spawn(
+            o,
+            &vm_ns,
+            &args,
+            &o.dir.join(format!("vm-{instance}-boot.log")),
+            &[
+                (
+                    "NOVANET_LEASE_FILE".into(),
+                    lease_path(o, instance, 0).display().to_string(),
+                ),
+                ("NOVANET_VPN_DIR".into(), dir.display().to_string()),
+            ],
+        )?;
+        st.pids.push((format!("boot-{instance}"), child.id()));
+        children.push(child);
     }
     Ok(children)
+}
+
+/// nova's cloudpipe image (`compute::IMAGES`): its instances run their user data at boot.
+const CLOUDPIPE_IMAGE: &str = "5c9a5c0e-7b8f-4a54-9d6f-6a3e0d3f1a01";
+
+/// What the cloudpipe image's cloud-init does, in the lab: once the VM has its lease it
+/// fetches its user data from the metadata service and runs it, with `NOVANET_VPN_DIR`
+/// (under the lab's directory) as where it keeps its files. The processes it leaves
+/// (OpenVPN, its CRL fetcher) write their PIDs there.
+const CLOUDPIPE_BOOT: &str = r#"
+until [ -s "$NOVANET_LEASE_FILE" ]; do sleep 0.2; done
+until curl -sf -o "$NOVANET_VPN_DIR/user-data" http://169.254.169.254/latest/user-data; do sleep 1; done
+exec sh "$NOVANET_VPN_DIR/user-data"
+"#;
+
+pub fn cloudpipe_dir(o: &LabOpts, instance: &str) -> PathBuf {
+    o.dir.join(format!("vm-{instance}-vpn"))
+}
+
+/// Ends what a cloudpipe VM's user data started (OpenVPN, its CRL fetcher): by the PIDs
+/// in its directory, each checked to be a process that names that directory.
+fn end_cloudpipe(o: &LabOpts, instance: &str) {
+    let dir = cloudpipe_dir(o, instance);
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if e.path().extension().is_none_or(|x| x != "pid") {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(e.path())
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(&dir.display().to_string()) {
+            kill(pid);
+        }
+    }
 }
 
 /// What a cloud image does at boot in Flat mode: cloud-init's own ConfigDrive reader turns
@@ -1418,8 +1480,9 @@ fn unplug(o: &LabOpts, st: &mut LabState, instance: &str) -> Res<()> {
         return Err(format!("no lab VM named {instance}"));
     };
     let (_, vm_ns, host, vnet) = st.vms.remove(pos);
+    end_cloudpipe(o, instance);
     st.pids.retain(|(what, pid)| {
-        let mine = *what == format!("udhcpc-{instance}");
+        let mine = *what == format!("udhcpc-{instance}") || *what == format!("boot-{instance}");
         if mine {
             kill(*pid);
         }
@@ -1449,6 +1512,9 @@ pub fn down(o: &LabOpts) -> Res<()> {
     // Agents first (so nothing restarts dnsmasq), then the daemons they started, by PID.
     for (_, pid) in st.pids.iter().rev() {
         kill(*pid);
+    }
+    for vm in &st.vms {
+        end_cloudpipe(o, &vm.0);
     }
     // The agents' qemu VMs (daemonized: no agent ends them), by the PID in each VM's
     // directory, checked to be that VM's qemu.

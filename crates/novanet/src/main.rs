@@ -203,7 +203,8 @@ fn run_server(a: ServerArgs) -> Result<(), String> {
     let images_dir = a.data_dir.join("images");
     let images = novanet_server::compute::ImageStore::in_dir(images_dir.clone())
         .map_err(|e| format!("error: images in {}: {e}", images_dir.display()))?;
-    let state = novanet_server::AppState::with_images(store, cfg, images);
+    let ca = novanet_server::ca::Ca::new(a.data_dir.join("ca"));
+    let state = novanet_server::AppState::with_parts(store, cfg, images, ca);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -53,6 +53,9 @@ pub enum ManageCommand {
     /// Users: create
     #[command(subcommand)]
     User(UserCmd),
+    /// Cloudpipe: `vpn change` sets where a project's VPN is reached from outside
+    #[command(subcommand)]
+    Vpn(VpnCmd),
     /// The store's schema: `db sync` creates or upgrades it; `db migrate --to URL` copies
     /// the data dir's SQLite store into an empty PostgreSQL database
     #[command(subcommand)]
@@ -263,6 +266,26 @@ pub enum ProjectCmd {
         /// The project (ID or name)
         #[arg(long, value_name = "PROJECT")]
         project: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VpnCmd {
+    /// Set the VPN public address and port of all of a project's networks (the network
+    /// host DNATs ADDRESS:PORT/udp to the project's VPN instance)
+    #[command(
+        after_help = "Example:\n  novanet manage vpn change --project demo --ip 192.168.56.200 --port 1000"
+    )]
+    Change {
+        /// The project (ID or name)
+        #[arg(long, value_name = "PROJECT")]
+        project: String,
+        /// The public IPv4 address
+        #[arg(long, value_name = "IP")]
+        ip: String,
+        /// The public UDP port
+        #[arg(long, value_name = "PORT")]
+        port: String,
     },
 }
 
@@ -553,6 +576,28 @@ pub fn run(args: ManageArgs) -> Result<()> {
             );
             Ok(())
         }
+        ManageCommand::Vpn(VpnCmd::Change { project, ip, port }) => {
+            let id = project_id(store, &project)?;
+            let ip: std::net::Ipv4Addr = ip
+                .parse()
+                .map_err(|_| Error::invalid("ip", format!("{ip:?} is not an IPv4 address")))?;
+            let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                Error::invalid("port", format!("{port:?} is not a port (1 to 65535)"))
+            })?;
+            let update = NetworkUpdate {
+                vpn_public: Some((ip.to_string(), u32::from(port))),
+                ..Default::default()
+            };
+            let mut n = 0;
+            for net in store.networks()? {
+                if net.project_id.as_deref() == Some(id.as_str()) {
+                    store.update_network(&net.uuid, &update)?;
+                    n += 1;
+                }
+            }
+            eprintln!("project {id}: VPN at {ip}:{port}/udp on {n} networks");
+            Ok(())
+        }
         ManageCommand::User(UserCmd::Create {
             name,
             password,
@@ -734,6 +779,7 @@ fn network(store: &dyn Store, cfg: &Config, cmd: NetworkCmd) -> Result<()> {
                 } else {
                     host.map(Some)
                 },
+                ..Default::default()
             };
             let n = store.update_network(&fixed_range, &update)?;
             eprintln!(

@@ -649,3 +649,52 @@ fn manage_explain_reads_the_store() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn manage_vpn_change_sets_the_projects_vpn_endpoint() {
+    use novanet_core::config::{Config, Manager};
+    use novanet_core::planning::NetworkRequest;
+    let t = bootstrapped("vpn-change");
+    let demo = store(&t).project("demo").unwrap().id;
+    let vlan = Config {
+        network_manager: Manager::Vlan,
+        vlan_interface: Some("eth2".into()),
+        ..Config::default()
+    };
+    let req = NetworkRequest {
+        label: "private".into(),
+        cidr: Some("10.0.0.0/24".into()),
+        ..Default::default()
+    };
+    store(&t).create_networks(&req, &vlan).unwrap();
+    store(&t).associate_project_network(&demo, None).unwrap();
+    let net = || store(&t).network("10.0.0.0/24").unwrap();
+    let before = (net().vpn_public_address, net().vpn_public_port);
+    for (args, field) in [
+        (["--ip", "192.168.56", "--port", "1000"], "ip"),
+        (["--ip", "192.168.56.200", "--port", "0"], "port"),
+        (["--ip", "192.168.56.200", "--port", "65536"], "port"),
+    ] {
+        let mut all = vec!["vpn", "change", "--project", "demo"];
+        all.extend_from_slice(&args);
+        let o = manage(&t.data(), &all);
+        assert!(!o.status.success(), "{args:?} accepted");
+        assert!(text(&o.stderr).contains(field), "{}", text(&o.stderr));
+        assert_eq!((net().vpn_public_address, net().vpn_public_port), before);
+    }
+    manage_ok(
+        &t.data(),
+        &[
+            "vpn",
+            "change",
+            "--project",
+            "demo",
+            "--ip",
+            "198.51.100.7",
+            "--port",
+            "1194",
+        ],
+    );
+    assert_eq!(net().vpn_public_address.as_deref(), Some("198.51.100.7"));
+    assert_eq!(net().vpn_public_port, Some(1194));
+}

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tower::util::MapRequest;
 use tower::ServiceExt;
 
+pub mod ca;
 pub mod compute;
 pub mod configdrive;
 pub mod error;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Uploaded images (the built-in ones are `compute::IMAGES`).
     pub images: compute::ImageStore,
+    /// The cloudpipe certificate authority (the data directory's `ca/`).
+    pub ca: ca::Ca,
 }
 
 impl AppState {
@@ -62,6 +65,16 @@ impl AppState {
         store: Arc<dyn Store>,
         cfg: Config,
         images: compute::ImageStore,
+    ) -> Arc<AppState> {
+        Self::with_parts(store, cfg, images, ca::Ca::temporary())
+    }
+
+    /// A server keeping its uploaded images and its cloudpipe CA where it is told.
+    pub fn with_parts(
+        store: Arc<dyn Store>,
+        cfg: Config,
+        images: compute::ImageStore,
+        ca: ca::Ca,
     ) -> Arc<AppState> {
         let cursor = store.generation().unwrap_or(0);
         let keystone = cfg
@@ -84,6 +97,7 @@ impl AppState {
             metadata_cache: metadata::Cache::default(),
             keystone,
             images,
+            ca,
         });
         st.metadata_cache.saw_generation(cursor);
         // This process's own changes reach the plans (and wake the agents they touch) as
@@ -152,6 +166,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(configdrive::routes())
         .merge(metrics::routes())
         .merge(explain::routes())
+        .merge(compute::cloudpipe_admin_routes())
         .route_layer(axum::middleware::from_fn(offload::off_the_workers));
     Router::new()
         .route("/", get(root))

@@ -439,6 +439,28 @@ async fn handle(
             "Too many metadata requests from this instance; slow down.",
         );
     }
+    // Cloudpipe's revocation list, for the VPN instances to fetch (it is public: any
+    // instance may read it).
+    if method == Method::GET && norm == crate::compute::cloudpipe::CRL_PATH {
+        let ca = Arc::clone(&st);
+        return match tokio::task::spawn_blocking(move || ca.ca.crl()).await {
+            Ok(Ok(crl)) => text(StatusCode::OK, crl),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cloudpipe CRL");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the CRL is not available",
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cloudpipe CRL");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the CRL is not available",
+                )
+            }
+        };
+    }
     // The address a token is bound to: the instance's own (through a proxy, the one the
     // proxy vouched for).
     let bound_ip: IpAddr = m

@@ -129,6 +129,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/novanet/v1/hosts/{host}/metadata", "The metadata of the instances placed on a host, which its agent keeps and serves them (multi-host, metadata_host 127.0.0.1) (admin)"),
     ("post", "/novanet/v1/vifs/{uuid}/plug", "The hypervisor reports a VIF's host-side device (admin)"),
     ("get", "/novanet/v1/instances/{id}/config-drive", "An instance's config drive, an ISO 9660 image labelled config-2 (admin)"),
+    ("get", "/v2.1/os-cloudpipe", "Each VLAN project's VPN: pending, running, down or invalid (admin)"),
+    ("post", "/v2.1/os-cloudpipe", "Boot a project's VPN instance on its network's VPN address (admin)"),
+    ("put", "/v2.1/os-cloudpipe/configure-project", "Set the caller's project's VPN public address and port (admin)"),
+    ("post", "/novanet/v1/cloudpipe/{project}/clients", "A user's OpenVPN client configuration (.ovpn) for a project's VPN (admin)"),
+    ("delete", "/novanet/v1/cloudpipe/{project}/clients/{user}", "Revoke a user's VPN client certificate (admin)"),
 ];
 
 /// Request and response schemas, kept as data beside this file: `operations` maps

@@ -444,7 +444,11 @@ fn prepare_addresses(
         let Some(n) = store.network_by_id(*network_id)? else {
             return Ok(None);
         };
-        if n.multi_host || n.host.as_deref() != Some(host) {
+        // The VPN address also decides the gateway's cloudpipe DNAT: recompute.
+        if n.multi_host
+            || n.host.as_deref() != Some(host)
+            || n.vpn_private_address.as_deref() == Some(address.as_str())
+        {
             return Ok(None);
         }
         let bound: Vec<_> = store.bound_address(address)?.into_iter().collect();

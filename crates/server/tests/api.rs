@@ -2651,6 +2651,44 @@ async fn routes_explain(h: &Harness, server: &str) {
     }
 }
 
+/// Cloudpipe needs the VLAN manager: its calls run on a VLAN cloud of their own and count
+/// with the others.
+async fn routes_cloudpipe(h: &Harness) {
+    let v = Harness::vlan("routes-vlan", "10.0.0.0/24").await;
+    let project = v.state.store.project("demo").unwrap().id;
+    v.expect(
+        200,
+        "POST",
+        "/v2.1/os-cloudpipe",
+        v.admin(),
+        Some(json!({"cloudpipe": {"project_id": project}})),
+    )
+    .await;
+    v.expect(200, "GET", "/v2.1/os-cloudpipe", v.admin(), None)
+        .await;
+    v.expect(
+        202,
+        "PUT",
+        "/v2.1/os-cloudpipe/configure-project",
+        v.admin(),
+        Some(json!({"configure_project": {"vpn_ip": "127.0.0.1", "vpn_port": 1000}})),
+    )
+    .await;
+    let clients = format!("/novanet/v1/cloudpipe/{project}/clients");
+    v.expect(
+        200,
+        "POST",
+        &clients,
+        v.admin(),
+        Some(json!({"client": {"user": "demo"}})),
+    )
+    .await;
+    v.expect(200, "DELETE", &format!("{clients}/demo"), v.admin(), None)
+        .await;
+    let calls = std::mem::take(&mut *v.calls.lock().unwrap());
+    h.calls.lock().unwrap().extend(calls);
+}
+
 #[tokio::test]
 async fn every_openapi_route_succeeds() {
     let h = Harness::new("routes").await;
@@ -2671,6 +2709,7 @@ async fn every_openapi_route_succeeds() {
     routes_identity_admin(&h).await;
     routes_metrics(&h).await;
     routes_explain(&h, &server).await;
+    routes_cloudpipe(&h).await;
     routes_delete_server(&h, &server).await;
     routes_openapi(&h).await;
 

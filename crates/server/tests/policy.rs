@@ -41,6 +41,7 @@ fn policy(method: &str, path: &str) -> Policy {
         "/v2.1/os-security-group-default-rules",
         "/v2.1/os-provider-firewall-rules",
         "/v2.1/os-services",
+        "/v2.1/os-cloudpipe",
         "/novanet/v1",
     ];
     if admin_prefixes.iter().any(|p| path.starts_with(p)) {
@@ -395,6 +396,11 @@ fn body(method: &str, path: &str, f: &Fixtures) -> Option<Value> {
             json!({"action": "old", "address": f.address, "mac": f.mac})
         }
         ("post", "/novanet/v1/vifs/{uuid}/plug") => json!({"device": "vnet9"}),
+        ("post", "/v2.1/os-cloudpipe") => json!({"cloudpipe": {"project_id": f.project}}),
+        ("put", "/v2.1/os-cloudpipe/configure-project") => {
+            json!({"configure_project": {"vpn_ip": "192.168.56.200", "vpn_port": 1000}})
+        }
+        ("post", "/novanet/v1/cloudpipe/{project}/clients") => json!({"client": {"user": "demo"}}),
         ("put", "/v2.1/os-quota-sets/{tenant_id}") => json!({"quota_set": {"instances": 20}}),
         ("put", "/v2.1/servers/{id}") => json!({"server": {"name": "renamed"}}),
         ("put", "/v2.1/servers/{id}/metadata") | ("post", "/v2.1/servers/{id}/metadata") => {

@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             late_release_does_not_free_a_new_owner,
             networks_with_addresses_cannot_be_deleted,
             vlan_manager_associates_a_network_per_project,
+            only_the_vpn_instance_takes_the_vpn_address,
             floating_ips_lifecycle,
             auto_assign_returns_the_address_on_delete_and_fails_cleanly_when_empty,
             concurrent_allocators_never_share_an_address,
@@ -68,6 +69,7 @@ macro_rules! conformance_tests {
             late_release_does_not_free_a_new_owner,
             networks_with_addresses_cannot_be_deleted,
             vlan_manager_associates_a_network_per_project,
+            only_the_vpn_instance_takes_the_vpn_address,
             floating_ips_lifecycle,
             auto_assign_returns_the_address_on_delete_and_fails_cleanly_when_empty,
             concurrent_allocators_never_share_an_address,
@@ -333,6 +335,43 @@ pub fn vlan_manager_associates_a_network_per_project(connect: Connect) {
     ));
     let r = s.scrub_project("p2").unwrap();
     assert_eq!(r.networks, 1);
+}
+
+/// The VPN address is reserved: a request for it is refused unless the instance is the
+/// project's cloudpipe VPN instance, which gets it (and gives it back when deleted).
+pub fn only_the_vpn_instance_takes_the_vpn_address(connect: Connect) {
+    let s = connect();
+    let c = Config {
+        network_manager: Manager::Vlan,
+        vlan_interface: Some("eth2".into()),
+        ..Config::default()
+    };
+    let req = NetworkRequest {
+        label: "private".into(),
+        cidr: Some("10.0.0.0/24".into()),
+        ..Default::default()
+    };
+    let (nets, _) = s.create_networks(&req, &c).unwrap();
+    let net = s.associate_project_network("p1", None).unwrap();
+    assert_eq!(net.uuid, nets[0].uuid);
+    let vpn_address = net.vpn_private_address.clone().expect("a VPN address");
+    let mut vpn = spec("p1-vpn");
+    vpn.networks = vec![RequestedNetwork {
+        uuid: net.uuid.clone(),
+        fixed_ip: Some(vpn_address.clone()),
+    }];
+    let e = s.create_instance(&vpn, &c).unwrap_err();
+    assert!(e.to_string().contains("reserved"), "{e}");
+    vpn.vpn = true;
+    let i = s.create_instance(&vpn, &c).unwrap();
+    assert_eq!(first_address(&*s, &i.uuid), vpn_address);
+    // Not another address of the network, even for the VPN instance.
+    let mut gateway = vpn.clone();
+    gateway.networks[0].fixed_ip = net.gateway.clone();
+    assert!(s.create_instance(&gateway, &c).is_err());
+    s.delete_instance(&i.uuid, &c, 1).unwrap();
+    let again = s.create_instance(&vpn, &c).unwrap();
+    assert_eq!(first_address(&*s, &again.uuid), vpn_address);
 }
 
 pub fn floating_ips_lifecycle(connect: Connect) {

@@ -71,6 +71,9 @@ pub struct FixedIpInfo {
 pub struct NetworkUpdate {
     pub project_id: Option<Option<String>>,
     pub host: Option<Option<String>>,
+    /// Where the project's cloudpipe VPN is reached from outside: `vpn_public_address` and
+    /// `vpn_public_port` (nova-manage vpn change).
+    pub vpn_public: Option<(String, u32)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

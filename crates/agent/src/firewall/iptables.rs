@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use novanet_core::firewall::Proto;
+use novanet_core::firewall::{Proto, VPN_PRIVATE_PORT};
 use novanet_core::plan::{HostPlan, SecurityPlan, SgRule, METADATA_ADDRESS, METADATA_PORT};
 use novanet_core::valid::CidrText;
 
@@ -238,6 +238,15 @@ pub(super) fn nova_rules(plan: &HostPlan) -> Vec<NovaRule> {
         r.push((Chain::FilterForward, format!("-i {b} -j ACCEPT")));
         r.push((Chain::FilterForward, format!("-o {b} -j ACCEPT")));
     }
+    for v in &g.vpn {
+        r.push((
+            Chain::FilterForward,
+            format!(
+                "-d {}/32 -p udp -m udp --dport {VPN_PRIVATE_PORT} -j ACCEPT",
+                v.private
+            ),
+        ));
+    }
     if let Some(md) = &g.metadata {
         let to = if md.is_local() {
             format!("REDIRECT --to-ports {}", md.port)
@@ -250,6 +259,15 @@ pub(super) fn nova_rules(plan: &HostPlan) -> Vec<NovaRule> {
         ));
     }
     for chain in [Chain::NatPrerouting, Chain::NatOutput] {
+        for v in &g.vpn {
+            r.push((
+                chain,
+                format!(
+                    "-d {}/32 -p udp -m udp --dport {} -j DNAT --to-destination {}:{VPN_PRIVATE_PORT}",
+                    v.public, v.port, v.private
+                ),
+            ));
+        }
         for f in &plan.floating {
             r.push((
                 chain,

@@ -296,4 +296,136 @@ COMMIT
 ";
         assert_eq!(t, want);
     }
+
+    /// A project's VLAN network whose VPN instance holds the VPN address (10.0.0.2 of
+    /// 10.0.0.0/24, port 1000 from `vpn_start`) on a controller with the iptables driver
+    /// and with nftables: nova's `ensure_vpn_forward` in each driver's spelling.
+    fn vpn_plan() -> HostPlan {
+        use novanet_core::config::Manager;
+        use novanet_core::model::BoundAddress;
+        let cfg = Config {
+            network_manager: Manager::Vlan,
+            vlan_interface: Some("eth2".into()),
+            public_interface: "eth1".into(),
+            my_ip: "192.168.56.200".into(),
+            ..Config::default()
+        };
+        let req = NetworkRequest {
+            label: "proj".into(),
+            cidr: Some("10.0.0.0/24".into()),
+            vlan: Some(100),
+            project_id: Some("p1".into()),
+            ..Default::default()
+        };
+        let mut n: Network = plan_networks(&req, Manager::Vlan, &cfg, &[], || "u".into())
+            .unwrap()
+            .networks
+            .remove(0)
+            .network;
+        n.id = 1;
+        n.host = Some("controller".into());
+        assert_eq!(n.vpn_private_address.as_deref(), Some("10.0.0.2"));
+        let vpn = BoundAddress {
+            network_id: 1,
+            address: "10.0.0.2".into(),
+            mac: "fa:16:3e:00:00:02".into(),
+            vif_uuid: "v".into(),
+            instance_uuid: "i".into(),
+            instance_id: 3,
+            hostname: "p1-vpn".into(),
+            instance_host: Some("compute-1".into()),
+            allocated: true,
+            leased: true,
+            device: None,
+            groups: vec![],
+            default_route: true,
+        };
+        let snap = Snapshot {
+            networks: &[n],
+            bound: &[vpn],
+            floating: &[],
+            rules: &[],
+            provider_rules: &[],
+            segment_peers: &Default::default(),
+            host_addresses: &Default::default(),
+        };
+        host_plan(&snap, &cfg, "controller", 1)
+    }
+
+    #[test]
+    fn vpn_forward_iptables_snapshot() {
+        let plan = vpn_plan();
+        let lines: Vec<String> = iptables::nova_rules(&plan)
+            .into_iter()
+            .map(|(c, r)| format!("-A {} {r}", iptables::chain_name(c)))
+            .collect();
+        assert_eq!(lines.join("\n"), VPN_IPTABLES.trim_end());
+    }
+
+    #[test]
+    fn vpn_forward_nftables_snapshot() {
+        let plan = vpn_plan();
+        assert_eq!(nftables::nat_table(&plan.gateway, &plan.floating), VPN_NFT);
+    }
+
+    const VPN_IPTABLES: &str = "-A novanet-INPUT -i br100 -p udp -m udp --dport 67 -j ACCEPT
+-A novanet-INPUT -i br100 -p tcp -m tcp --dport 67 -j ACCEPT
+-A novanet-INPUT -i br100 -p udp -m udp --dport 53 -j ACCEPT
+-A novanet-INPUT -i br100 -p tcp -m tcp --dport 53 -j ACCEPT
+-A novanet-INPUT -d 192.168.56.200/32 -p tcp -m tcp --dport 8775 -j ACCEPT
+-A novanet-FORWARD -i br100 -j ACCEPT
+-A novanet-FORWARD -o br100 -j ACCEPT
+-A novanet-FORWARD -d 10.0.0.2/32 -p udp -m udp --dport 1194 -j ACCEPT
+-A novanet-PREROUTING -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.56.200:8775
+-A novanet-PREROUTING -d 192.168.56.200/32 -p udp -m udp --dport 1000 -j DNAT --to-destination 10.0.0.2:1194
+-A novanet-OUTPUT -d 192.168.56.200/32 -p udp -m udp --dport 1000 -j DNAT --to-destination 10.0.0.2:1194
+-A novanet-POSTROUTING -s 10.0.0.0/24 -d 192.168.56.200/32 -j ACCEPT
+-A novanet-POSTROUTING -s 10.0.0.0/24 -d 10.0.0.0/24 -m conntrack ! --ctstate DNAT -j ACCEPT
+-A novanet-snat -s 10.0.0.0/24 -o eth1 -j SNAT --to-source 192.168.56.200
+-A novanet-POSTROUTING -o br100 -p udp -m udp --dport 68 -j CHECKSUM --checksum-fill
+";
+    const VPN_NFT: &str = "table ip novanet_nat {
+\tmap floating_dnat {
+\t\ttype ipv4_addr : ipv4_addr
+\t}
+\tmap floating_snat {
+\t\ttype ipv4_addr : ipv4_addr
+\t}
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\tiifname \"br100\" udp dport 67 accept
+\t\tiifname \"br100\" tcp dport 67 accept
+\t\tiifname \"br100\" udp dport 53 accept
+\t\tiifname \"br100\" tcp dport 53 accept
+\t\tip daddr 192.168.56.200/32 tcp dport 8775 accept
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tiifname \"br100\" accept
+\t\toifname \"br100\" accept
+\t\tip daddr 10.0.0.2/32 udp dport 1194 accept
+\t}
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tip daddr 192.168.56.200/32 udp dport 1000 dnat ip to 10.0.0.2:1194
+\t\tip daddr 169.254.169.254/32 tcp dport 80 dnat ip to 192.168.56.200:8775
+\t\tdnat ip to ip daddr map @floating_dnat
+\t}
+\tchain output {
+\t\ttype nat hook output priority -100; policy accept;
+\t\tip daddr 192.168.56.200/32 udp dport 1000 dnat ip to 10.0.0.2:1194
+\t\tdnat ip to ip daddr map @floating_dnat
+\t}
+\tchain postrouting {
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\tip saddr 10.0.0.0/24 ip daddr 192.168.56.200/32 accept
+\t\tip saddr 10.0.0.0/24 ip daddr 10.0.0.0/24 ct status != dnat accept
+\t\tjump source_nat
+\t}
+\tchain source_nat {
+\t\tsnat ip to ip saddr map @floating_snat
+\t\toifname \"eth1\" ip saddr 10.0.0.0/24 snat ip to 192.168.56.200
+\t}
+}
+";
 }

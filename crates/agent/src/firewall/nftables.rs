@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use novanet_core::firewall::{GatewayPlan, Proto};
+use novanet_core::firewall::{GatewayPlan, Proto, VPN_PRIVATE_PORT};
 use novanet_core::plan::{
     FloatingBinding, HostPlan, InstanceSecurity, SecurityPlan, SgRule, METADATA_ADDRESS,
     METADATA_PORT,
@@ -57,6 +57,24 @@ fn gateway_chains(g: &GatewayPlan) -> BTreeMap<&'static str, String> {
     for b in &g.forward {
         add("forward", format!("iifname \"{b}\" accept"));
         add("forward", format!("oifname \"{b}\" accept"));
+    }
+    for v in &g.vpn {
+        add(
+            "forward",
+            format!(
+                "ip daddr {}/32 udp dport {VPN_PRIVATE_PORT} accept",
+                v.private
+            ),
+        );
+        for chain in ["prerouting", "output"] {
+            add(
+                chain,
+                format!(
+                    "ip daddr {}/32 udp dport {} dnat ip to {}:{VPN_PRIVATE_PORT}",
+                    v.public, v.port, v.private
+                ),
+            );
+        }
     }
     if let Some(md) = &g.metadata {
         let to = if md.is_local() {

@@ -417,6 +417,44 @@ pub enum ClientCmd {
         /// TCP or UDP port, or ICMP type (8, echo, by default)
         port: Option<String>,
     },
+    /// Print a list of all cloudpipe instances: each VLAN project's VPN and its state
+    /// (admin)
+    CloudpipeList,
+    /// Create a cloudpipe instance for the given project: its VPN instance on its
+    /// network's VPN address (admin)
+    #[command(after_help = "Example:\n  novanet cloudpipe-create demo")]
+    CloudpipeCreate {
+        /// ID (or name) of the project
+        project: String,
+    },
+    /// Update the VPN IP and port of the current project's cloudpipe (admin)
+    #[command(after_help = "Example:\n  novanet cloudpipe-configure 192.168.56.200 1000")]
+    CloudpipeConfigure {
+        /// New IP address of the project's VPN
+        address: String,
+        /// New port of the project's VPN
+        port: String,
+    },
+    /// Give a user a ready OpenVPN client configuration (.ovpn) for a project's VPN: the CA,
+    /// the user's certificate and key, the public address and port (admin)
+    #[command(after_help = "Example:\n  novanet cloudpipe-client demo alice --output alice.ovpn")]
+    CloudpipeClient {
+        /// ID (or name) of the project
+        project: String,
+        /// The user (the certificate's name)
+        user: String,
+        /// Write it to this file (mode 0600) instead of standard output
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Revoke a user's VPN certificate for a project: the VPN refuses it at its next
+    /// CRL fetch (admin)
+    CloudpipeRevoke {
+        /// ID (or name) of the project
+        project: String,
+        /// The user
+        user: String,
+    },
     /// GET a compute API path and print the JSON (for scripts)
     #[command(hide = true)]
     ApiGet {

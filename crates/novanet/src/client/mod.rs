@@ -5,6 +5,7 @@
 //! One module per API resource, each with the typed shapes of the answers it reads and a
 //! function per command; `run` logs in and dispatches.
 
+mod cloudpipe;
 mod commands;
 mod explain;
 mod fixed_ips;
@@ -149,5 +150,18 @@ pub fn run(auth: &Auth, output: &Output, cmd: ClientCmd) -> Res<()> {
         } => explain::explain(&s, &src, &dst, proto, port, j),
         ClientCmd::ApiGet { path } => plumbing::api_get(&s, &path),
         ClientCmd::VifPlug { vif, device } => plumbing::vif_plug(&s, &vif, &device),
+        ClientCmd::CloudpipeList => cloudpipe::list(&s, j),
+        ClientCmd::CloudpipeCreate { project } => cloudpipe::create(&s, auth, &project),
+        ClientCmd::CloudpipeConfigure { address, port } => {
+            cloudpipe::configure(&s, &address, &port)
+        }
+        ClientCmd::CloudpipeClient {
+            project,
+            user,
+            output,
+        } => cloudpipe::client(&s, auth, &project, &user, output.as_deref()),
+        ClientCmd::CloudpipeRevoke { project, user } => {
+            cloudpipe::revoke(&s, auth, &project, &user)
+        }
     }
 }

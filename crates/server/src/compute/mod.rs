@@ -16,6 +16,7 @@ use crate::AppState;
 
 mod admin_rules;
 mod availability_zones;
+pub mod cloudpipe;
 mod extensions;
 mod fixed_ips;
 mod flavors;
@@ -69,6 +70,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(extensions::routes())
         .merge(limits::routes())
         .merge(quotas::routes())
+        .merge(cloudpipe::routes())
+}
+
+/// Cloudpipe's novanet routes (a user's client configuration, revocation), outside `/v2.1`.
+pub fn cloudpipe_admin_routes() -> Router<Arc<AppState>> {
+    cloudpipe::admin_routes()
 }
 
 /// The image registry's routes (outside `/v2.1`).

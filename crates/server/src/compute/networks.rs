@@ -296,6 +296,7 @@ async fn network_action(
         "disassociate" => NetworkUpdate {
             project_id: Some(None),
             host: Some(None),
+            ..Default::default()
         },
         "disassociate_host" => NetworkUpdate {
             host: Some(None),

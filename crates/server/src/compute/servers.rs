@@ -439,7 +439,7 @@ fn requested_networks(v: &Option<Value>) -> ApiResult<Vec<RequestedNetwork>> {
 
 /// Picks a host for a new server: the one named by `nova:HOST`, else the compute host with
 /// the fewest instances (ties by name).
-fn schedule(st: &AppState, ctx: &Ctx, az: Option<&str>) -> ApiResult<Option<String>> {
+pub(super) fn schedule(st: &AppState, ctx: &Ctx, az: Option<&str>) -> ApiResult<Option<String>> {
     if let Some(h) = az
         .and_then(|z| z.split_once(':'))
         .map(|(_, h)| h)
@@ -619,6 +619,7 @@ async fn create_server(
         flavor_id: Some(flavor_id),
         image_id: s.image_ref.clone(),
         networks: requested_networks(&s.networks)?,
+        vpn: false,
     };
     // The instances, cores and ram quotas, as nova checked them: as many servers as fit
     // between min and max.

@@ -213,6 +213,7 @@ async fn delete_tenant_network(
         &NetworkUpdate {
             project_id: Some(None),
             host: Some(None),
+            ..Default::default()
         },
     )?;
     st.store.delete_network(&n.uuid, false)?;

@@ -315,3 +315,26 @@ pub fn addrs_of(addresses: &Value, label: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+impl Harness {
+    /// A cloud under the VLAN manager (cloudpipe's), `my_ip` on loopback so that VPN
+    /// probes stay on this machine, with one admin-made network of `cidr` whose VPN
+    /// ports start at 1000.
+    pub async fn vlan(name: &str, cidr: &str) -> Harness {
+        let cfg = Config {
+            network_manager: novanet_core::config::Manager::Vlan,
+            vlan_interface: Some("eth2".into()),
+            my_ip: "127.0.0.1".into(),
+            public_endpoint: Some(format!("http://{HOST}")),
+            ..Config::default()
+        };
+        let mut h = Harness::over(name, USERS, cfg);
+        h.admin = h.token("admin", "admin").await;
+        h.demo = h.token("demo", "demo").await;
+        h.other = h.token("other", "other").await;
+        let body = json!({"network": {"label": "private", "cidr": cidr, "vlan_start": 100, "vpn_start": 1000}});
+        h.expect(200, "POST", "/v2.1/os-networks", h.admin(), Some(body))
+            .await;
+        h
+    }
+}

@@ -107,12 +107,14 @@ pub(super) fn host_address(c: &Db, network_id: i64, host: &str) -> Result<Option
 }
 
 /// Allocates one address on `network` for a VIF: the requested one, or the free one released
-/// longest ago (never-used first, lowest address first). Concurrent allocators skip the
+/// longest ago (never-used first, lowest address first). A project's VPN instance (`vpn`)
+/// may take its network's reserved VPN address, as nova's `allocate_fixed_ip(vpn=True)` did. Concurrent allocators skip the
 /// rows others have locked: each takes the next free address, none waits.
 pub(super) fn allocate_address(
     tx: &Db,
     network: &Network,
     requested: Option<&str>,
+    vpn: bool,
     instance_uuid: &str,
     vif_id: i64,
     now: i64,
@@ -132,7 +134,8 @@ pub(super) fn allocate_address(
                     format!("{a} is not an address of network {}", network.label),
                 ));
             }
-            if f.reserved {
+            let vpn_address = vpn && network.vpn_private_address.as_deref() == Some(a);
+            if f.reserved && !vpn_address {
                 return Err(Error::conflict(format!("fixed IP {a} is reserved")));
             }
             if f.instance_uuid.is_some() || f.host.is_some() || f.leased {

@@ -43,11 +43,13 @@ pub(super) fn get_fixed(c: &Connection, address: &str) -> Result<FixedIp> {
 }
 
 /// Allocates one address on `network` for a VIF: the requested one, or the free one released
-/// longest ago (never-used first, lowest address first).
+/// longest ago (never-used first, lowest address first). A project's VPN instance (`vpn`)
+/// may take its network's reserved VPN address, as nova's `allocate_fixed_ip(vpn=True)` did.
 pub(super) fn allocate_address(
     tx: &Transaction,
     network: &Network,
     requested: Option<&str>,
+    vpn: bool,
     instance_uuid: &str,
     vif_id: i64,
     now: i64,
@@ -67,7 +69,8 @@ pub(super) fn allocate_address(
                     format!("{a} is not an address of network {}", network.label),
                 ));
             }
-            if f.reserved {
+            let vpn_address = vpn && network.vpn_private_address.as_deref() == Some(a);
+            if f.reserved && !vpn_address {
                 return Err(Error::conflict(format!("fixed IP {a} is reserved")));
             }
             if f.instance_uuid.is_some() || f.host.is_some() || f.leased {

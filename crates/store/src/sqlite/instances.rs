@@ -164,7 +164,7 @@ impl InstanceStore for SqliteStore {
             let mut first_fixed = None;
             for (n, requested) in &targets {
                 let (vif_id, _, _) = create_vif(tx, n.id, &uuid, cfg.create_unique_mac_address_attempts)?;
-                let a = allocate_address(tx, n, requested.as_deref(), &uuid, vif_id, now)?;
+                let a = allocate_address(tx, n, requested.as_deref(), spec.vpn, &uuid, vif_id, now)?;
                 first_fixed.get_or_insert(a);
                 // Its host serves it there (multi-host): the host's own gateway address.
                 if let Some(h) = &spec.host {
@@ -271,7 +271,7 @@ impl InstanceStore for SqliteStore {
             }
             let (vif_id, _, _) =
                 create_vif(tx, n.id, uuid, cfg.create_unique_mac_address_attempts)?;
-            let a = allocate_address(tx, &n, None, uuid, vif_id, now)?;
+            let a = allocate_address(tx, &n, None, false, uuid, vif_id, now)?;
             if let Some(h) = &inst.spec.host {
                 ensure_host_address(tx, t, &n, h, now)?;
             }

@@ -232,6 +232,10 @@ impl NetworkStore for SqliteStore {
             if let Some(h) = &update.host {
                 n.host = h.clone();
             }
+            if let Some((address, port)) = &update.vpn_public {
+                n.vpn_public_address = Some(address.clone());
+                n.vpn_public_port = Some(*port);
+            }
             t.host(n.host.as_deref());
             save_network(tx, &n)?;
             if update.host.is_some() || update.project_id.is_some() {
