@@ -4,6 +4,7 @@
 
 pub mod client;
 mod dhcp;
+pub mod diagnose;
 pub mod firewall;
 pub mod hypervisor;
 mod links;
