@@ -141,6 +141,10 @@ struct AgentArgs {
     #[arg(long, env = "NOVANET_COMPUTE_DRIVER", default_value = "none",
           value_parser = novanet_agent::hypervisor::ComputeDriver::parse)]
     compute_driver: novanet_agent::hypervisor::ComputeDriver,
+    /// Serve the agent's /metrics (Prometheus text) and /healthz on this address, e.g.
+    /// 127.0.0.1:9775 (not served unless given)
+    #[arg(long, env = "NOVANET_AGENT_METRICS", value_name = "ADDRESS:PORT")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// The command line as parsed: `Cli`'s definition, with the `--os-*` options (and `--json`)
@@ -248,6 +252,7 @@ fn run_agent(a: AgentArgs, auth: &client::Auth) -> Result<(), String> {
         resync: Duration::from_secs(a.resync),
         once: a.once,
         compute_driver: a.compute_driver,
+        metrics_listen: a.metrics_listen,
     };
     let servers =
         novanet_agent::client::Servers::parse(&a.server).map_err(|e| format!("error: {e}"))?;

@@ -5,7 +5,12 @@
 use super::*;
 
 /// Migration N is `MIGRATIONS[N - 1]`. Append, never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    // 2: each host's latest diagnosis, beside its heartbeat.
+    "CREATE TABLE host_diagnoses (host TEXT COLLATE \"C\" PRIMARY KEY, \
+     reported_at BIGINT NOT NULL, report TEXT NOT NULL);",
+];
 
 /// Any number of our own, so that migrations of several servers queue.
 const MIGRATION_LOCK: i64 = 0x006e_6f76_616e_6574; // "novanet"
@@ -118,6 +123,7 @@ pub const TABLES: &[(&str, &[&str])] = &[
     ("host_changes", &["generation", "host", "what"]),
     ("host_generations", &["host", "generation"]),
     ("host_instance_counts", &["host", "instances"]),
+    ("host_diagnoses", &["host", "reported_at", "report"]),
 ];
 
 /// The schema version this build writes.
