@@ -2,6 +2,7 @@
 
 mod args;
 mod client;
+mod diagnose;
 mod logging;
 mod manage;
 mod session;
@@ -53,6 +54,14 @@ enum Command {
         novanet agent --host controller --network-host --server http://192.168.56.200:8774"
     )]
     Agent(AgentArgs),
+    /// Checks this host against its agent's plan (the seeds' troubleshooting: sysctls,
+    /// promiscuous interface, bridges, dnsmasq, NAT, floating addresses, metadata, drift),
+    /// or shows another host's latest checks; exit status 1 when something is wrong
+    #[command(after_help = "Examples:\n  \
+        novanet diagnose                      # this host, now (as root)\n  \
+        novanet diagnose --host compute-1     # compute-1's latest report, from the server\n  \
+        novanet diagnose --host compute-1 --json")]
+    Diagnose(diagnose::DiagnoseArgs),
     /// dnsmasq's --dhcp-script (relays lease events to the agent)
     #[command(hide = true)]
     DhcpHook {
@@ -164,6 +173,7 @@ fn cli_command() -> clap::Command {
         });
     }
     cmd = cmd.mut_subcommand("agent", <client::Auth as Args>::augment_args);
+    cmd = cmd.mut_subcommand("diagnose", <client::Auth as Args>::augment_args);
     cmd
 }
 
@@ -273,6 +283,10 @@ fn main() {
     let result: Result<(), String> = match cli.command {
         Command::Server(a) => run_server(a),
         Command::Agent(a) => run_agent(a, &cli.auth),
+        Command::Diagnose(a) => match diagnose::run(a, &cli.auth) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => fail(e, 2),
+        },
         Command::DhcpHook {
             socket,
             network,

@@ -379,7 +379,7 @@ fn dnsmasq(plan: &HostPlan, f: &Facts, out: &mut Vec<Check>) {
         let mine: Vec<&Process> = f
             .dnsmasq
             .iter()
-            .filter(|p| p.args.iter().any(|a| *a == listen))
+            .filter(|p| p.args.contains(&listen))
             .collect();
         // dnsmasq forks a helper for its --dhcp-script: a child of a server is not another
         // server (the seeds' "two processes, a parent and a child").
