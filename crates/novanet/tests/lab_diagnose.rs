@@ -136,12 +136,13 @@ fn diagnose_names_what_the_seeds_warn_about_and_its_fix() {
     });
     // A sysctl turned off under a running agent: its next report says so, before the
     // agent's periodic resync puts it back.
-    sh(&lab, "controller", "sysctl -qw net.ipv4.ip_forward=0");
     let seen = Instant::now();
     wait_until(
         "ip_forward wrong in the controller's report",
         patience(30),
         || {
+            // Again each time: the agent's periodic resync may have put it back meanwhile.
+            sh(&lab, "controller", "sysctl -qw net.ipv4.ip_forward=0");
             let (code, v) = diagnose_json(&lab, &["--host", "controller"]);
             code == 1 && wrong(&v).iter().any(|(c, _, _)| c == "ip_forward")
         },
