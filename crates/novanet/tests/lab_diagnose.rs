@@ -132,6 +132,9 @@ fn diagnose_names_what_the_seeds_warn_about_and_its_fix() {
     // The controller's latest report, from the API, as the agent sent it with a heartbeat.
     wait_until("the controller's report", patience(30), || {
         let (code, v) = diagnose_json(&lab, &["--host", "controller"]);
+        if code != 0 {
+            println!("the controller's report, not yet ok: {:?}", wrong(&v));
+        }
         code == 0 && v["host"] == "controller"
     });
     // A sysctl turned off under a running agent: its next report says so, before the

@@ -1,7 +1,6 @@
 //! The edge of `diagnose`: reads what the checks look at from the kernel, `/proc` and the
 //! agent's state directory. Writes only the fix scripts, under the state directory.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -191,23 +190,8 @@ pub fn gather(plan: &HostPlan, state_dir: &Path) -> Facts {
                 Ok(t) => f.iptables_save = Some(t),
                 Err(e) => f.unknown.push(("iptables rules".into(), e.to_string())),
             }
-            let (chains, _) = crate::firewall::iptables_expected(plan);
-            let mut text = String::new();
-            let mut by_table: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-            for ((table, chain), rules) in &chains {
-                let t = by_table.entry(table.as_str()).or_default();
-                t.insert(0, format!(":{chain} - [0:0]"));
-                t.extend(rules.iter().cloned());
-            }
-            for (table, lines) in by_table {
-                let (decls, rules): (Vec<String>, Vec<String>) =
-                    lines.into_iter().partition(|l| l.starts_with(':'));
-                text.push_str(&format!(
-                    "*{table}\n{}\n{}\nCOMMIT\n",
-                    decls.join("\n"),
-                    rules.join("\n")
-                ));
-            }
+            let saved = f.iptables_save.as_deref().unwrap_or("");
+            let text = crate::firewall::iptables_fix_script(plan, saved);
             let path = fix_dir.join("fix-iptables.rules");
             if let Err(e) = write_if_changed(&path, &text) {
                 f.unknown.push(("fix script".into(), e.to_string()));

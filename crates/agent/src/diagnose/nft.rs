@@ -72,7 +72,12 @@ pub fn parse_echo(text: &str, family: &str, name: &str) -> TableContent {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix(&rule_prefix) {
             if let Some((chain, rule)) = rest.split_once(' ') {
-                out.rules.push((chain.to_string(), rule.trim().to_string()));
+                // The echo sometimes names the new rule's handle first; a listing does not.
+                let rule = match rule.trim().strip_prefix("handle ") {
+                    Some(r) => r.split_once(' ').map_or("", |(_, r)| r),
+                    None => rule.trim(),
+                };
+                out.rules.push((chain.to_string(), rule.to_string()));
             }
         } else if let Some(rest) = line.strip_prefix(&element_prefix) {
             if let Some((set, inner)) = rest.split_once(' ') {
@@ -175,7 +180,7 @@ add chain ip novanet_nat prerouting { type nat hook prerouting priority dstnat; 
 add map ip novanet_nat floating_dnat { type ipv4_addr : ipv4_addr; }
 add element ip novanet_nat floating_dnat { 68.99.26.170 : 10.0.0.2, 68.99.26.171 : 10.0.0.3 }
 add rule ip novanet_nat prerouting ip daddr 169.254.169.254 tcp dport 80 dnat to 192.168.56.200:8775
-add rule ip novanet_nat prerouting dnat to ip daddr map @floating_dnat
+add rule ip novanet_nat prerouting handle 15 dnat to ip daddr map @floating_dnat
 # new generation 2 by process 1 (nft)
 ";
         let live = parse_listing(listing);

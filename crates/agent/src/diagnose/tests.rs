@@ -335,3 +335,18 @@ fn the_text_shows_the_fix_under_what_is_wrong() {
          WRONG  ip_forward: expected 1; found 0\n       fix: sysctl -w net.ipv4.ip_forward=1\n"
     );
 }
+
+#[test]
+fn the_kept_plan_reads_back_checked() {
+    let dir = std::env::temp_dir().join(format!("novanet-diag-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = plan(FirewallDriver::Nftables);
+    save_plan(&dir, &p).unwrap();
+    assert_eq!(load_plan(&dir).unwrap(), p);
+    std::fs::write(dir.join("plan.json"), "{").unwrap();
+    assert!(load_plan(&dir)
+        .unwrap_err()
+        .to_string()
+        .contains("plan.json"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

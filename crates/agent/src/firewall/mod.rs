@@ -86,6 +86,32 @@ pub(crate) fn iptables_expected(plan: &HostPlan) -> (iptables::OwnedChains, Vec<
 
 pub(crate) use iptables::owned_chains as iptables_owned_chains;
 
+/// The `iptables-restore --noflush` text that puts novanet's chains back as the driver
+/// writes them for `plan`, with the jumps `saved` (an `iptables-save`) lacks: the fix
+/// `diagnose` offers for drift.
+pub(crate) fn iptables_fix_script(plan: &HostPlan, saved: &str) -> String {
+    let open = novanet_core::plan::SecurityPlan::default();
+    let sec = if plan.firewall_driver == FirewallDriver::Noop {
+        &open
+    } else {
+        &plan.security
+    };
+    let mut table = "";
+    let mut present = Vec::new();
+    for l in saved.lines() {
+        if let Some(t) = l.strip_prefix('*') {
+            table = t;
+        } else if l.starts_with("-A ") {
+            present.push((table, l));
+        }
+    }
+    let missing: Vec<(&str, &str, String)> = iptables::jumps()
+        .into_iter()
+        .filter(|(t, b, j)| !present.contains(&(*t, format!("-A {b} -j {j}").as_str())))
+        .collect();
+    iptables::iptables_restore(&iptables::nova_rules(plan), Some(sec), &missing)
+}
+
 /// The nftables driver's NAT table for `plan`, as the script that replaces it (what
 /// `diagnose` loads in a private namespace to learn the kernel's spelling, and offers as
 /// the fix).
