@@ -391,9 +391,12 @@ fn dnsmasq(plan: &HostPlan, f: &Facts, out: &mut Vec<Check>) {
         let want = f.dnsmasq_args.get(bridge);
         let right = |p: &Process| want.is_some_and(|w| p.args.get(1..) == Some(w.as_slice()));
         let fix = match servers.as_slice() {
-            [] => want
-                .map(|w| format!("dnsmasq {}", w.join(" ")))
-                .unwrap_or_default(),
+            // dnsmasq's lease hook asks the agent for the leases at start: without the agent
+            // it does not start, and with it running the agent starts it within 2 s.
+            [] => format!(
+                "systemctl restart novanet-agent (the agent starts it: dnsmasq {})",
+                want.map(|w| w.join(" ")).unwrap_or_default()
+            ),
             [one] if !right(one) => format!(
                 "kill {} (the agent starts it again with the plan's arguments)",
                 one.pid

@@ -218,7 +218,9 @@ fn each_seed_warning_names_its_fix() {
         "sysctl -w net.ipv4.conf.eth2.rp_filter=0"
     );
     assert_eq!(fix_of("promiscuous"), "ip link set eth2 promisc on");
-    assert!(fix_of("dnsmasq").starts_with("dnsmasq --strict-order --bind-interfaces"));
+    assert!(fix_of("dnsmasq").starts_with(
+        "systemctl restart novanet-agent (the agent starts it: dnsmasq --strict-order"
+    ));
     assert_eq!(
         fix_of("nat"),
         "nft add element ip novanet_nat floating_dnat '{ 68.99.26.170 : 10.0.0.2 }'"
