@@ -285,10 +285,28 @@ impl Client {
         networks: &[String],
         options: &novanet_core::config::HostOptions,
     ) -> Result<()> {
+        self.report_with(host, network_host, networks, options, None)
+    }
+
+    /// A heartbeat with this host's latest diagnosis, which the server keeps for
+    /// `novanet diagnose --host`.
+    pub fn report_with(
+        &self,
+        host: &str,
+        network_host: bool,
+        networks: &[String],
+        options: &novanet_core::config::HostOptions,
+        diagnosis: Option<&crate::diagnose::Diagnosis>,
+    ) -> Result<()> {
+        let mut body =
+            json!({"network_host": network_host, "networks": networks, "options": options});
+        if let Some(d) = diagnosis {
+            body["diagnosis"] = serde_json::to_value(d).expect("serializable");
+        }
         self.call(
             "POST",
             &format!("/novanet/v1/hosts/{host}/report"),
-            Some(&json!({"network_host": network_host, "networks": networks, "options": options})),
+            Some(&body),
         )
         .map(|_| ())
     }

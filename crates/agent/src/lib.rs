@@ -4,11 +4,13 @@
 
 pub mod client;
 mod dhcp;
+pub mod diagnose;
 pub mod firewall;
 pub mod hypervisor;
 mod isolation;
 mod links;
 mod metadata;
+pub mod metrics;
 mod plan_check;
 mod ra;
 mod segments;
@@ -60,6 +62,8 @@ pub struct AgentOptions {
     pub host_options: novanet_core::config::HostOptions,
     /// What runs this host's instances (`none`: nothing, as before).
     pub compute_driver: hypervisor::ComputeDriver,
+    /// Where to serve `/metrics` and `/healthz` (None: not served).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What this agent created, kept across restarts so that it removes only its own things.
@@ -102,6 +106,9 @@ pub struct Agent {
     isolation: isolation::Isolation,
     /// This host's instances' metadata, served here in multi-host mode.
     metadata: metadata::LocalMetadata,
+    metrics: metrics::AgentMetrics,
+    /// The failed steps of the current apply, by kind (for the metrics).
+    failed_kinds: Vec<&'static str>,
 }
 
 impl Agent {
@@ -125,7 +132,28 @@ impl Agent {
             dhcp_plans: Arc::default(),
             isolation: isolation::Isolation::default(),
             metadata,
+            metrics: metrics::AgentMetrics::default(),
+            failed_kinds: Vec::new(),
         })
+    }
+
+    /// Records the kind of the steps that failed since `before` errors.
+    fn tally(&mut self, kind: &'static str, before: usize, errors: &[String]) {
+        self.failed_kinds.extend(std::iter::repeat_n(
+            kind,
+            errors.len().saturating_sub(before),
+        ));
+    }
+
+    /// Runs the diagnose checks against `plan` now.
+    pub fn diagnose(&self, plan: &HostPlan) -> diagnose::Diagnosis {
+        let facts = diagnose::gather(plan, &self.opts.state_dir);
+        diagnose::Diagnosis {
+            host: self.opts.host.clone(),
+            generation: plan.generation,
+            at: unix_now(),
+            checks: diagnose::run_checks(plan, &facts),
+        }
     }
 
     fn socket_path(&self) -> PathBuf {
@@ -137,11 +165,14 @@ impl Agent {
     pub fn apply(&mut self, plan: &HostPlan) -> (Vec<String>, Vec<String>) {
         let mut errors = Vec::new();
         let mut changed = Vec::new();
+        self.failed_kinds.clear();
         if plan.ip_forward {
             if let Err(e) = sys::ensure_sysctl("net/ipv4/ip_forward", "1") {
                 errors.push(e.to_string());
             }
         }
+        self.tally("sysctl", 0, &errors);
+        let before = errors.len();
         // NAT before addresses, as nova did: a floating address is bound only once its
         // rules exist, and its rules go before the address does.
         let kind = plan.firewall_driver;
@@ -153,14 +184,20 @@ impl Agent {
         let fw = driver.apply(plan);
         errors.extend(fw.errors.iter().map(ToString::to_string));
         changed.extend(fw.changed);
+        self.tally("firewall", before, &errors);
+        let before = errors.len();
         // Before the shared address goes on the bridge: the other hosts must not hear of it.
         match self.isolation.apply(&plan.bridges) {
             Ok(true) => changed.push("shared-address isolation".into()),
             Ok(false) => {}
             Err(e) => errors.push(e.to_string()),
         }
+        self.tally("isolation", before, &errors);
+        let before = errors.len();
         // Segments first: the bridges below enslave their devices.
         self.apply_segments(plan, &mut errors, &mut changed);
+        self.tally("segments", before, &errors);
+        let before = errors.len();
         match links::read_links() {
             Ok(current) => {
                 let cmds = links::diff(
@@ -212,6 +249,8 @@ impl Agent {
             }
             Err(e) => errors.push(e.to_string()),
         }
+        self.tally("links", before, &errors);
+        let before = errors.len();
         // Each project gateway answers ARP only on its own bridge: without it the network
         // host answers for project A's gateway on project B's segment.
         for b in plan
@@ -224,8 +263,11 @@ impl Agent {
                 errors.push(e.to_string());
             }
         }
+        self.tally("sysctl", before, &errors);
+        let before = errors.len();
         match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {
             Ok(r) => {
+                self.metrics.dnsmasq_started(r.started.len());
                 if !r.started.is_empty() || !r.stopped.is_empty() || !r.reloaded.is_empty() {
                     changed.push(format!(
                         "dnsmasq started {:?} reloaded {:?} stopped {:?}",
@@ -241,13 +283,22 @@ impl Agent {
             }
             Err(e) => errors.push(e.to_string()),
         }
+        self.tally("dhcp", before, &errors);
+        let before = errors.len();
         errors.extend(self.dhcp.release(&plan.releases));
+        self.tally("release", before, &errors);
+        let before = errors.len();
         errors.extend(self.metadata.sync(plan, &self.client));
+        self.tally("metadata", before, &errors);
+        let before = errors.len();
         self.apply_ra(plan, &mut errors, &mut changed);
+        self.tally("radvd", before, &errors);
+        let before = errors.len();
         // VMs last: their taps join bridges made above.
         let (e, c) = self.sync_vms();
         errors.extend(e);
         changed.extend(c);
+        self.tally("vms", before, &errors);
         (errors, changed)
     }
 
@@ -367,6 +418,13 @@ impl Agent {
 
     pub fn run(&mut self) -> Result<()> {
         self.serve_hook()?;
+        if let Some(addr) = self.opts.metrics_listen {
+            // Healthy while good applies keep coming: one per resync at least.
+            let bound = self.metrics.serve(addr, self.opts.resync * 3)?;
+            tracing::info!(%bound, "serving /metrics and /healthz");
+        }
+        // When the held plan's generation arrived (for the plan lag).
+        let mut received: Option<(u64, Instant)> = None;
         let mut last_report = Instant::now() - Duration::from_secs(3600);
         let mut last_full = Instant::now();
         // The plan held, from which server epoch, and whether deltas may be applied to it
@@ -379,11 +437,17 @@ impl Agent {
                 let networks = links::read_links()
                     .map(|l| links::host_networks(&l, &self.owned.bridges))
                     .unwrap_or_default();
-                match self.client.report(
+                // The same checks as `novanet diagnose`, sent with each heartbeat.
+                let diagnosis = held.as_ref().map(|(_, plan, _)| self.diagnose(plan));
+                if let Some(d) = &diagnosis {
+                    self.metrics.diagnosed(d);
+                }
+                match self.client.report_with(
                     &self.opts.host,
                     self.opts.network_host,
                     &networks,
                     &self.opts.host_options,
+                    diagnosis.as_ref(),
                 ) {
                     Ok(()) => last_report = Instant::now(),
                     Err(e) => {
@@ -451,6 +515,10 @@ impl Agent {
             let Some((_, plan, _)) = held.as_ref() else {
                 continue;
             };
+            if received.is_none_or(|(g, _)| g != plan.generation) {
+                received = Some((plan.generation, Instant::now()));
+                self.metrics.plan_received(plan.generation);
+            }
 
             let resync = last_full.elapsed() > self.opts.resync;
             let errors = if changed || !applied || resync {
@@ -469,7 +537,29 @@ impl Agent {
                 }
                 last_full = Instant::now();
                 let generation = plan.generation;
+                let started = Instant::now();
                 let (errors, what) = self.apply(plan);
+                let seconds = started.elapsed().as_secs_f64();
+                let lag = received
+                    .filter(|(g, _)| *g == generation)
+                    .map(|(_, t)| t.elapsed().as_secs_f64());
+                self.metrics
+                    .applied(generation, seconds, &self.failed_kinds, lag);
+                // For `novanet diagnose` on this host: the plan and how its apply went.
+                if changed {
+                    if let Err(e) = diagnose::save_plan(&self.opts.state_dir, plan) {
+                        tracing::warn!(error = %e, "cannot keep the plan for diagnose");
+                    }
+                }
+                let record = diagnose::LastApply {
+                    generation,
+                    at: unix_now(),
+                    seconds,
+                    errors: errors.clone(),
+                };
+                if let Err(e) = diagnose::save_last_apply(&self.opts.state_dir, &record) {
+                    tracing::warn!(error = %e, "cannot record the apply for diagnose");
+                }
                 for change in &what {
                     tracing::info!(generation, change = change.as_str(), why, "applied");
                 }
@@ -507,6 +597,7 @@ impl Agent {
                 }
                 match self.dhcp.apply(&plan.dhcp, &self.socket_path()) {
                     Ok(r) if !r.started.is_empty() => {
+                        self.metrics.dnsmasq_started(r.started.len());
                         tracing::warn!(
                             networks = ?r.started,
                             why = "dnsmasq was not running",
@@ -544,6 +635,13 @@ impl Agent {
             }
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn hook_conn(conn: UnixStream, client: &Client, plan: &Mutex<Vec<DhcpPlan>>) -> Result<()> {

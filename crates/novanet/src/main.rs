@@ -2,6 +2,7 @@
 
 mod args;
 mod client;
+mod diagnose;
 mod logging;
 mod manage;
 mod session;
@@ -53,6 +54,14 @@ enum Command {
         novanet agent --host controller --network-host --server http://192.168.56.200:8774"
     )]
     Agent(AgentArgs),
+    /// Checks this host against its agent's plan (the seeds' troubleshooting: sysctls,
+    /// promiscuous interface, bridges, dnsmasq, NAT, floating addresses, metadata, drift),
+    /// or shows another host's latest checks; exit status 1 when something is wrong
+    #[command(after_help = "Examples:\n  \
+        novanet diagnose                      # this host, now (as root)\n  \
+        novanet diagnose --host compute-1     # compute-1's latest report, from the server\n  \
+        novanet diagnose --host compute-1 --json")]
+    Diagnose(diagnose::DiagnoseArgs),
     /// dnsmasq's --dhcp-script (relays lease events to the agent)
     #[command(hide = true)]
     DhcpHook {
@@ -141,6 +150,10 @@ struct AgentArgs {
     #[arg(long, env = "NOVANET_COMPUTE_DRIVER", default_value = "none",
           value_parser = novanet_agent::hypervisor::ComputeDriver::parse)]
     compute_driver: novanet_agent::hypervisor::ComputeDriver,
+    /// Serve the agent's /metrics (Prometheus text) and /healthz on this address, e.g.
+    /// 127.0.0.1:9775 (not served unless given)
+    #[arg(long, env = "NOVANET_AGENT_METRICS", value_name = "ADDRESS:PORT")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// The command line as parsed: `Cli`'s definition, with the `--os-*` options (and `--json`)
@@ -160,6 +173,7 @@ fn cli_command() -> clap::Command {
         });
     }
     cmd = cmd.mut_subcommand("agent", <client::Auth as Args>::augment_args);
+    cmd = cmd.mut_subcommand("diagnose", <client::Auth as Args>::augment_args);
     cmd
 }
 
@@ -249,6 +263,7 @@ fn run_agent(a: AgentArgs, auth: &client::Auth) -> Result<(), String> {
         resync: Duration::from_secs(a.resync),
         once: a.once,
         compute_driver: a.compute_driver,
+        metrics_listen: a.metrics_listen,
     };
     let servers =
         novanet_agent::client::Servers::parse(&a.server).map_err(|e| format!("error: {e}"))?;
@@ -269,6 +284,10 @@ fn main() {
     let result: Result<(), String> = match cli.command {
         Command::Server(a) => run_server(a),
         Command::Agent(a) => run_agent(a, &cli.auth),
+        Command::Diagnose(a) => match diagnose::run(a, &cli.auth) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => fail(e, 2),
+        },
         Command::DhcpHook {
             socket,
             network,

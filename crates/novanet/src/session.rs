@@ -438,7 +438,8 @@ impl Session {
         let at = self.at.borrow();
         if path.starts_with("/v2/images") {
             format!("{}{path}", at.image)
-        } else if path.starts_with("/novanet/") {
+        } else if path.starts_with("/novanet/") || path == "/metrics" || path == "/healthz" {
+            // The server's own paths sit at its root, beside the compute API.
             format!("{}{path}", at.compute.trim_end_matches("/v2.1"))
         } else {
             format!("{}{path}", at.compute)

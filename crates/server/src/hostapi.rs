@@ -26,6 +26,7 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/novanet/v1/hosts/{host}/report", post(report))
+        .route("/novanet/v1/hosts/{host}/diagnosis", get(diagnosis))
         .route("/novanet/v1/leases", post(lease))
         .route("/novanet/v1/vifs/{uuid}/plug", post(plug))
 }
@@ -49,7 +50,14 @@ struct Report {
     /// The host's own options (flat_interface, public_interface, ...) from its configuration.
     #[serde(default)]
     options: novanet_core::config::HostOptions,
+    /// The host's latest `diagnose` checks (`{"checks": [...], ...}`), kept for
+    /// `novanet diagnose --host`.
+    #[serde(default)]
+    diagnosis: Option<Value>,
 }
+
+/// The largest diagnosis kept (its checks name a few lines per network and address).
+const MAX_DIAGNOSIS: usize = 1 << 20;
 
 async fn report(
     State(st): State<Arc<AppState>>,
@@ -67,6 +75,23 @@ async fn report(
         networks.push(c.to_string());
     }
     r.options.validate()?;
+    let diagnosis = match &r.diagnosis {
+        None => None,
+        Some(d) if d.get("checks").is_some_and(Value::is_array) => {
+            let text = d.to_string();
+            if text.len() > MAX_DIAGNOSIS {
+                return Err(Error::invalid(
+                    "diagnosis",
+                    format!("{} bytes, more than {MAX_DIAGNOSIS}", text.len()),
+                )
+                .into());
+            }
+            Some(text)
+        }
+        Some(_) => {
+            return Err(Error::invalid("diagnosis", "an object with a \"checks\" list").into())
+        }
+    };
     st.store.report_service(
         &novanet_store::ServiceReport {
             host: host.clone(),
@@ -76,12 +101,34 @@ async fn report(
         },
         unix_now(),
     )?;
+    if let Some(text) = &diagnosis {
+        st.store.set_diagnosis(&host, text, unix_now())?;
+    }
     let claimed = if r.network_host {
         st.store.claim_networks(&host)?
     } else {
         0
     };
     Ok(Json(json!({"host": host, "claimed_networks": claimed})))
+}
+
+/// A host's latest diagnosis, as its agent sent it with a heartbeat.
+async fn diagnosis(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(host): Path<String>,
+) -> ApiResult<Json<Value>> {
+    ctx.require_admin("host diagnoses")?;
+    check_host_name(&host)?;
+    let Some((text, at)) = st.store.diagnosis(&host)? else {
+        return Err(ApiError::not_found(format!(
+            "no diagnosis from host {host} (its agent sends one with each heartbeat once it holds a plan)"
+        )));
+    };
+    let d: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok(Json(
+        json!({"host": host, "reported_at": at, "diagnosis": d}),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,5 @@
-//! What an operator's Prometheus scrapes: `GET /novanet/v1/metrics` (admin; the text
-//! exposition format) and `GET /healthz` (no token: whether this server reaches its store).
+//! What an operator's Prometheus scrapes: `GET /metrics` or `GET /novanet/v1/metrics`
+//! (admin; the text exposition format) and `GET /healthz` (no token: whether this server reaches its store).
 //!
 //! Request counters and latency histograms are kept per route template (the path of
 //! `openapi::ROUTES` a request matched, never the raw path: ids would make a series per
@@ -50,7 +50,7 @@ pub fn route_of(method: &str, path: &str) -> &'static str {
         .iter()
         .filter(|(m, _, _)| *m == method)
         .map(|(_, p, _)| *p)
-        .chain(["/healthz", "/novanet/v1/metrics"])
+        .chain(["/healthz", "/metrics", "/novanet/v1/metrics"])
         .find(|p| {
             let pat: Vec<&str> = p.split('/').collect();
             pat.len() == segs.len()
@@ -244,12 +244,46 @@ fn render_cloud(
     Ok(())
 }
 
+/// The store's transaction times by noun and kind (read, write).
+fn render_store_times(out: &mut String) {
+    use novanet_store::timing;
+    out.push_str("# HELP novanet_store_operation_duration_seconds Store transactions, by noun (the engine's file) and kind (read, write).\n");
+    out.push_str("# TYPE novanet_store_operation_duration_seconds histogram\n");
+    for ((noun, kind), t) in timing::snapshot() {
+        let labels = format!("noun=\"{noun}\",kind=\"{kind}\"");
+        let mut cumulative = 0;
+        for (b, c) in timing::BUCKETS.iter().zip(t.buckets) {
+            cumulative += c;
+            let _ = writeln!(
+                out,
+                "novanet_store_operation_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "novanet_store_operation_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+            t.count
+        );
+        let _ = writeln!(
+            out,
+            "novanet_store_operation_duration_seconds_sum{{{labels}}} {}",
+            t.sum
+        );
+        let _ = writeln!(
+            out,
+            "novanet_store_operation_duration_seconds_count{{{labels}}} {}",
+            t.count
+        );
+    }
+}
+
 async fn metrics(State(st): State<Arc<AppState>>, ctx: Ctx) -> ApiResult<Response> {
     ctx.require_admin("reading the server's metrics")?;
     let mut out = String::new();
     st.metrics.render_requests(&mut out);
     let now = crate::unix_now();
     render_cloud(st.store.as_ref(), st.cfg.service_down_time, now, &mut out)?;
+    render_store_times(&mut out);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -278,6 +312,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/novanet/v1/metrics", get(metrics))
         .route("/healthz", get(healthz))
 }

@@ -2619,6 +2619,76 @@ async fn routes_metrics(h: &Harness) {
     ] {
         assert!(m.contains(want), "{want} missing from:\n{m}");
     }
+    // Where Prometheus looks by default, with the store's transaction times.
+    let m = h.expect(200, "GET", "/metrics", h.admin(), None).await;
+    let m = m.as_str().expect("text");
+    for want in [
+        "novanet_http_requests_total{route=\"/v2.1/servers\",method=\"POST\",status=\"202\"}",
+        "novanet_store_operation_duration_seconds_count{noun=\"instances\",kind=\"write\"}",
+        "novanet_store_operation_duration_seconds_bucket{noun=\"networks\",kind=\"read\",le=\"+Inf\"}",
+    ] {
+        assert!(m.contains(want), "{want} missing from:\n{m}");
+    }
+    h.expect(403, "GET", "/metrics", h.demo(), None).await;
+}
+
+/// An agent's heartbeat carries its host's diagnosis; the controller shows the latest.
+async fn routes_diagnosis(h: &Harness) {
+    h.expect(
+        404,
+        "GET",
+        "/novanet/v1/hosts/compute-9/diagnosis",
+        h.admin(),
+        None,
+    )
+    .await;
+    let d = json!({"host": "compute-9", "generation": 4, "at": 5, "checks": [
+        {"check": "ip_forward", "subject": "", "ok": false, "expected": "1", "found": "0",
+         "fix": "sysctl -w net.ipv4.ip_forward=1"}]});
+    h.expect(
+        400,
+        "POST",
+        "/novanet/v1/hosts/compute-9/report",
+        h.admin(),
+        Some(json!({"diagnosis": "all fine"})),
+    )
+    .await;
+    h.expect(
+        200,
+        "POST",
+        "/novanet/v1/hosts/compute-9/report",
+        h.admin(),
+        Some(json!({"diagnosis": d})),
+    )
+    .await;
+    // A heartbeat without one keeps the last.
+    h.expect(
+        200,
+        "POST",
+        "/novanet/v1/hosts/compute-9/report",
+        h.admin(),
+        Some(json!({})),
+    )
+    .await;
+    let v = h
+        .expect(
+            200,
+            "GET",
+            "/novanet/v1/hosts/compute-9/diagnosis",
+            h.admin(),
+            None,
+        )
+        .await;
+    assert_eq!(v["diagnosis"], d, "{v}");
+    assert!(v["reported_at"].as_i64().unwrap() > 0);
+    h.expect(
+        403,
+        "GET",
+        "/novanet/v1/hosts/compute-9/diagnosis",
+        h.demo(),
+        None,
+    )
+    .await;
 }
 
 /// `/novanet/v1/explain` (admin): the path to an instance and the verdict of each direction;
@@ -2710,6 +2780,7 @@ async fn every_openapi_route_succeeds() {
     routes_metrics(&h).await;
     routes_explain(&h, &server).await;
     routes_cloudpipe(&h).await;
+    routes_diagnosis(&h).await;
     routes_delete_server(&h, &server).await;
     routes_openapi(&h).await;
 

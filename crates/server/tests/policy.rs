@@ -43,6 +43,7 @@ fn policy(method: &str, path: &str) -> Policy {
         "/v2.1/os-services",
         "/v2.1/os-cloudpipe",
         "/novanet/v1",
+        "/metrics",
     ];
     if admin_prefixes.iter().any(|p| path.starts_with(p)) {
         return Admin;
@@ -266,7 +267,7 @@ async fn fixtures(h: &Harness) -> Fixtures {
         "POST",
         "/novanet/v1/hosts/compute-1/report",
         h.admin(),
-        Some(json!({"network_host": false})),
+        Some(json!({"network_host": false, "diagnosis": {"checks": []}})),
     )
     .await;
     // A reader of the owning project, and a token of the owner that has expired.

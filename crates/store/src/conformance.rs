@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
             security_groups_rules_and_members,
             identity_tokens_follow_roles_and_passwords,
             keypairs_quotas_and_services,
+            host_diagnoses_are_kept,
             writes_touching_a_host_are_in_its_change_log,
             vlan_hosts_flood_to_each_other,
             power_actions_and_driver_reports,
@@ -81,6 +82,7 @@ macro_rules! conformance_tests {
             security_groups_rules_and_members,
             identity_tokens_follow_roles_and_passwords,
             keypairs_quotas_and_services,
+            host_diagnoses_are_kept,
             writes_touching_a_host_are_in_its_change_log,
             vlan_hosts_flood_to_each_other,
             power_actions_and_driver_reports,
@@ -904,6 +906,23 @@ pub fn keypairs_quotas_and_services(connect: Connect) {
     assert_eq!(services[0].host, "compute-1");
     assert_eq!(services[0].last_seen, 20);
     assert_eq!(services[0].networks, report.networks);
+}
+
+/// A host's latest diagnosis replaces its previous one and moves no generation.
+pub fn host_diagnoses_are_kept(connect: Connect) {
+    let s = connect();
+    assert_eq!(s.diagnosis("compute-1").unwrap(), None);
+    let g = s.generation().unwrap();
+    s.set_diagnosis("compute-1", r#"{"checks":[]}"#, 10)
+        .unwrap();
+    s.set_diagnosis("compute-1", r#"{"checks":[1]}"#, 20)
+        .unwrap();
+    s.set_diagnosis("compute-2", "{}", 30).unwrap();
+    assert_eq!(
+        s.diagnosis("compute-1").unwrap(),
+        Some((r#"{"checks":[1]}"#.to_string(), 20))
+    );
+    assert_eq!(s.generation().unwrap(), g);
 }
 
 /// A boot moves the generation and its host's, is in the change log for that host, and

@@ -273,6 +273,11 @@ pub trait KeypairStore {
 pub trait ServiceStore {
     fn report_service(&self, report: &ServiceReport, now: i64) -> Result<()>;
     fn services(&self) -> Result<Vec<Service>>;
+    /// Keeps a host's latest diagnosis (its agent's checks, as JSON text), beside its
+    /// heartbeat; changes no plan.
+    fn set_diagnosis(&self, host: &str, report: &str, now: i64) -> Result<()>;
+    /// A host's latest diagnosis and when it came; None if its agent never sent one.
+    fn diagnosis(&self, host: &str) -> Result<Option<(String, i64)>>;
 }
 
 /// Per-project quota overrides.

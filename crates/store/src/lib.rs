@@ -19,6 +19,7 @@ mod postgres;
 mod sqlite;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod timing;
 mod touched;
 pub use contract::{
     FixedIpStore, FloatingIpStore, IdentityStore, InstanceStore, KeypairStore, NetworkStore,

@@ -65,6 +65,66 @@ pub fn render(kind: FirewallDriver, plan: &HostPlan) -> String {
     }
 }
 
+/// What `diagnose` compares the kernel with: novanet's iptables chains as the iptables (or
+/// noop) driver writes them for `plan` ((table, chain) to its `-A` lines), and the jumps into
+/// them from the builtin chains, each as `-A BUILTIN -j TARGET` in its table.
+pub(crate) fn iptables_expected(plan: &HostPlan) -> (iptables::OwnedChains, Vec<(String, String)>) {
+    // noop keeps nova's chains but filters no instance.
+    let open = novanet_core::plan::SecurityPlan::default();
+    let sec = if plan.firewall_driver == FirewallDriver::Noop {
+        &open
+    } else {
+        &plan.security
+    };
+    let text = iptables::iptables_restore(&iptables::nova_rules(plan), Some(sec), &[]);
+    let jumps = iptables::jumps()
+        .into_iter()
+        .map(|(t, b, j)| (t.to_string(), format!("-A {b} -j {j}")))
+        .collect();
+    (iptables::owned_chains(&text), jumps)
+}
+
+pub(crate) use iptables::owned_chains as iptables_owned_chains;
+
+/// The `iptables-restore --noflush` text that puts novanet's chains back as the driver
+/// writes them for `plan`, with the jumps `saved` (an `iptables-save`) lacks: the fix
+/// `diagnose` offers for drift.
+pub(crate) fn iptables_fix_script(plan: &HostPlan, saved: &str) -> String {
+    let open = novanet_core::plan::SecurityPlan::default();
+    let sec = if plan.firewall_driver == FirewallDriver::Noop {
+        &open
+    } else {
+        &plan.security
+    };
+    let mut table = "";
+    let mut present = Vec::new();
+    for l in saved.lines() {
+        if let Some(t) = l.strip_prefix('*') {
+            table = t;
+        } else if l.starts_with("-A ") {
+            present.push((table, l));
+        }
+    }
+    let missing: Vec<(&str, &str, String)> = iptables::jumps()
+        .into_iter()
+        .filter(|(t, b, j)| !present.contains(&(*t, format!("-A {b} -j {j}").as_str())))
+        .collect();
+    iptables::iptables_restore(&iptables::nova_rules(plan), Some(sec), &missing)
+}
+
+/// The nftables driver's NAT table for `plan`, as the script that replaces it (what
+/// `diagnose` loads in a private namespace to learn the kernel's spelling, and offers as
+/// the fix).
+pub(crate) fn nft_nat_script(plan: &HostPlan) -> String {
+    nftables::replace_table(
+        "ip",
+        nftables::NAT_TABLE,
+        &nftables::nat_table(&plan.gateway, &plan.floating),
+    )
+}
+
+pub(crate) use nftables::NAT_TABLE as NFT_NAT_TABLE;
+
 /// Bridged frames must pass netfilter to reach the instances' filters (settable per
 /// network namespace on the testbed's kernel).
 fn bridge_filtering() -> Result<()> {

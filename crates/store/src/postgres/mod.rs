@@ -246,7 +246,9 @@ impl PgStore {
     }
 
     /// One transaction, tried again when it lost a race that PostgreSQL broke off.
+    #[track_caller]
     fn write_raw<T>(&self, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
+        let _timer = crate::timing::start("write");
         let mut tries = 0;
         loop {
             tries += 1;
@@ -271,6 +273,7 @@ impl PgStore {
 
     /// One write transaction that changes no host's plan; bumps the generation (the
     /// metadata cache watches it).
+    #[track_caller]
     fn write<T>(&self, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         let (out, g) = self.write_raw(|tx| {
             let out = f(tx)?;
@@ -283,6 +286,7 @@ impl PgStore {
 
     /// One write transaction that may change hosts' plans: `f` says which in `Touched`,
     /// and they are recorded under the new generation. Hooks run after the commit.
+    #[track_caller]
     fn write_touching<T>(&self, mut f: impl FnMut(&Db, &mut Touched) -> Result<T>) -> Result<T> {
         let (out, generation) = self.write_raw(|tx| {
             let mut t = Touched::default();
@@ -301,7 +305,9 @@ impl PgStore {
         }
     }
 
+    #[track_caller]
     fn read<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        let _timer = crate::timing::start("read");
         self.with_db(f)
     }
 

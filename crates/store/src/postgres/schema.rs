@@ -7,11 +7,14 @@ use super::*;
 /// Migration N is `MIGRATIONS[N - 1]`. Append, never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
-    // The tail of each VM's serial console, as its host's hypervisor driver last reported it.
+    // 2: the tail of each VM's serial console, as its host's hypervisor driver last reported it.
     "CREATE TABLE consoles (\n\
          instance_uuid TEXT PRIMARY KEY REFERENCES instances(uuid) ON DELETE CASCADE,\n\
          text TEXT NOT NULL\n\
      );",
+    // 3: each host's latest diagnosis, beside its heartbeat.
+    "CREATE TABLE host_diagnoses (host TEXT COLLATE \"C\" PRIMARY KEY, \
+     reported_at BIGINT NOT NULL, report TEXT NOT NULL);",
 ];
 
 /// Any number of our own, so that migrations of several servers queue.
@@ -126,6 +129,7 @@ pub const TABLES: &[(&str, &[&str])] = &[
     ("host_changes", &["generation", "host", "what"]),
     ("host_generations", &["host", "generation"]),
     ("host_instance_counts", &["host", "instances"]),
+    ("host_diagnoses", &["host", "reported_at", "report"]),
 ];
 
 /// The schema version this build writes.

@@ -65,4 +65,26 @@ impl ServiceStore for PgStore {
             .collect())
         })
     }
+
+    fn set_diagnosis(&self, host: &str, report: &str, now: i64) -> Result<()> {
+        // No generation bump: a diagnosis changes no plan.
+        self.write_raw(|tx| {
+            tx.exec(
+                "INSERT INTO host_diagnoses(host, reported_at, report) VALUES ($1, $2, $3) \
+                 ON CONFLICT (host) DO UPDATE SET reported_at = excluded.reported_at, report = excluded.report",
+                &[&host, &now, &report],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn diagnosis(&self, host: &str) -> Result<Option<(String, i64)>> {
+        self.read(|c| {
+            Ok(c.opt(
+                "SELECT report, reported_at FROM host_diagnoses WHERE host = $1",
+                &[&host],
+            )?
+            .map(|r| (r.get(0), r.get(1))))
+        })
+    }
 }

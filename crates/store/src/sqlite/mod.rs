@@ -173,7 +173,9 @@ impl SqliteStore {
         Ok(store)
     }
 
+    #[track_caller]
     fn write_raw<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let _timer = crate::timing::start("write");
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -185,6 +187,7 @@ impl SqliteStore {
 
     /// One write transaction that changes no host's plan; bumps the generation (the
     /// metadata cache watches it).
+    #[track_caller]
     fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let (out, g) = self.write_raw(|tx| {
             let out = f(tx)?;
@@ -198,6 +201,7 @@ impl SqliteStore {
 
     /// One write transaction that may change hosts' plans: `f` says which in `Touched`,
     /// and they are recorded under the new generation. Hooks run after the commit.
+    #[track_caller]
     fn write_touching<T>(
         &self,
         f: impl FnOnce(&Transaction, &mut Touched) -> Result<T>,
@@ -221,7 +225,9 @@ impl SqliteStore {
         }
     }
 
+    #[track_caller]
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let _timer = crate::timing::start("read");
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&conn)
     }

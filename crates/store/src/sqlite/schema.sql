@@ -165,6 +165,12 @@ CREATE TABLE IF NOT EXISTS services (
     -- JSON object of the host's own options (HostOptions).
     options TEXT NOT NULL DEFAULT '{}'
 );
+-- Each host's latest diagnosis (JSON, as its agent sends it with a heartbeat).
+CREATE TABLE IF NOT EXISTS host_diagnoses (
+    host TEXT PRIMARY KEY,
+    reported_at INTEGER NOT NULL,
+    report TEXT NOT NULL
+);
 
 -- What each change touched, so that a change costs what it touches (NOTES.md, "A change
 -- costs what it touches"). Every write that can change a host's plan records, under the

@@ -72,4 +72,30 @@ impl ServiceStore for SqliteStore {
             Ok(rows)
         })
     }
+
+    fn set_diagnosis(&self, host: &str, report: &str, now: i64) -> Result<()> {
+        // No generation bump: a diagnosis changes no plan.
+        self.write_raw(|tx| {
+            exec(
+                tx,
+                "INSERT INTO host_diagnoses(host, reported_at, report) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(host) DO UPDATE SET reported_at = excluded.reported_at, report = excluded.report",
+                params![host, now, report],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn diagnosis(&self, host: &str) -> Result<Option<(String, i64)>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT report, reported_at FROM host_diagnoses WHERE host = ?1",
+                [host],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)
+        })
+    }
 }
