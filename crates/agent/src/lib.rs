@@ -116,7 +116,10 @@ impl Agent {
         std::fs::create_dir_all(&opts.state_dir)
             .map_err(|e| io_err(opts.state_dir.display(), e))?;
         let dhcp = DhcpManager::new(&opts.state_dir.join("networks"), &opts.binary);
-        let ra = ra::RaManager::new(&opts.state_dir.join("networks"));
+        // Its own directory: dnsmasq's manager stops what it finds in `networks/` and is not
+        // told of radvd's files (it removed their PID file, and radvd was started again
+        // every pass).
+        let ra = ra::RaManager::new(&opts.state_dir.join("ra"));
         let owned = load_owned(&opts.state_dir.join("owned.json"));
         let hypervisor = hypervisor::driver(opts.compute_driver, &opts.state_dir);
         let metadata = metadata::LocalMetadata::new(&opts.state_dir);

@@ -1533,8 +1533,12 @@ pub fn down(o: &LabOpts) -> Res<()> {
             }
         }
     }
-    for (host, _) in HOSTS {
-        let dir = o.dir.join(format!("agent-{host}/networks"));
+    // dnsmasq (networks/) and radvd (ra/), by the PID in their files.
+    for (host, sub) in HOSTS
+        .iter()
+        .flat_map(|(h, _)| ["networks", "ra"].map(|d| (h, d)))
+    {
+        let dir = o.dir.join(format!("agent-{host}/{sub}"));
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".pid") {
@@ -1542,7 +1546,7 @@ pub fn down(o: &LabOpts) -> Res<()> {
                     .ok()
                     .and_then(|p| p.trim().parse::<u32>().ok())
                 {
-                    // Only a dnsmasq of ours: its command line names this pid file.
+                    // Only a daemon of ours: its command line names this pid file.
                     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                     if String::from_utf8_lossy(&cmd).contains(&e.path().display().to_string()) {
                         kill(pid);

@@ -56,13 +56,36 @@ fn slaac_address_is_the_one_novanet_shows_and_vms_ping_over_ipv6() {
     let started = std::time::Instant::now();
     // radvd runs on the controller, recorded by PID under the agent's state dir.
     let pid: u32 = lab
-        .file("agent-controller/networks/nova-ra-br100.pid")
+        .file("agent-controller/ra/nova-ra-br100.pid")
         .trim()
         .parse()
         .expect("radvd's PID file");
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let conf = lab.file("agent-controller/networks/nova-ra-br100.conf");
+    let conf = lab.file("agent-controller/ra/nova-ra-br100.conf");
     assert!(conf.contains("prefix fd00:1::/64"), "{conf}");
+    // One radvd, kept: the same PID some passes of the agent later, and no other started.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let again: u32 = lab
+        .file("agent-controller/ra/nova-ra-br100.pid")
+        .trim()
+        .parse()
+        .expect("radvd's PID file, later");
+    assert_eq!(again, pid, "radvd was started again");
+    let conf_path = lab
+        .dir
+        .join("agent-controller/ra/nova-ra-br100.conf")
+        .display()
+        .to_string();
+    let radvds = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&conf_path))
+        })
+        .count();
+    // radvd and its privilege-separated child.
+    assert!(radvds <= 2, "{radvds} radvd processes for one bridge");
     let gw = lab.ok("controller", &["ip", "-6", "addr", "show", "dev", "br100"]);
     assert!(gw.contains("fd00:1::1/64"), "{gw}");
 
