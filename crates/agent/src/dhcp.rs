@@ -79,6 +79,24 @@ pub fn hosts_step(
     }
 }
 
+/// Addresses dnsmasq's records (base file and directory) give to another MAC than the
+/// plan now does, with that old MAC. dnsmasq refuses an address while another MAC holds a
+/// lease on it, so a previous owner's lease that outlived it (its release lost, or the
+/// address freed by the disassociate timeout) must be released before the new owner asks.
+pub fn reassigned(
+    want: &BTreeMap<String, String>,
+    base: &BTreeMap<String, String>,
+    dir: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mac = |line: &str| line.split(',').next().unwrap_or("").to_ascii_lowercase();
+    want.iter()
+        .filter_map(|(ip, line)| {
+            let held = dir.get(ip).or_else(|| base.get(ip))?;
+            (mac(held) != mac(line)).then(|| (ip.clone(), mac(held)))
+        })
+        .collect()
+}
+
 /// What one pass changed, for logs and tests.
 #[derive(Debug, Default, PartialEq)]
 pub struct DhcpReport {
@@ -87,6 +105,8 @@ pub struct DhcpReport {
     pub stopped: Vec<String>,
     pub hosts_written: usize,
     pub hosts_removed: usize,
+    /// Leases of previous owners of reassigned addresses, released.
+    pub stale_released: usize,
 }
 
 impl DhcpManager {
@@ -180,6 +200,15 @@ impl DhcpManager {
             } else {
                 hosts_step(&want, &base, &dir)
             };
+            if let Some(pid) = running {
+                for (ip, mac) in reassigned(&want, &base, &dir) {
+                    // A failed release leaves the lease to expire: the new owner waits.
+                    match run("dhcp_release", &[&d.bridge, &ip, &mac], None) {
+                        Ok(_) => report.stale_released += 1,
+                        Err(e) => tracing::warn!(pid, address = %ip, mac = %mac, "{e}"),
+                    }
+                }
+            }
             report.hosts_written += step.add.len();
             report.hosts_removed += step.dropped;
             for (ip, line) in &step.add {
@@ -290,6 +319,11 @@ pub fn dnsmasq_args(d: &DhcpPlan, dir: &Path, hook: &Path) -> Vec<String> {
         format!("--dhcp-optsfile={}", f("opts")),
         format!("--listen-address={}", d.listen_address),
         "--except-interface=lo".into(),
+        // Not in nova's list: with one `--interface` dnsmasq binds its DHCP socket to the
+        // bridge. Without it every dnsmasq of the host shares port 67 by SO_REUSEPORT, and a
+        // unicast packet (a guest's renewal, dhcp_release's DHCPRELEASE) reaches one of them
+        // at random: with two networks on a host, half the releases were lost.
+        format!("--interface={}", d.bridge),
         format!(
             "--dhcp-range=set:{},{},static,{},{}s",
             d.label, d.dhcp_start, d.netmask, d.lease_time
@@ -391,6 +425,22 @@ mod tests {
     }
 
     #[test]
+    fn a_reassigned_address_names_its_old_mac() {
+        let want = hosts(&[
+            "fa:16:3e:00:00:02,vpn.novalocal,10.0.0.2",
+            "fa:16:3e:00:00:03,b.novalocal,10.0.0.3",
+        ]);
+        let base = hosts(&["FA:16:3E:00:00:01,vpn.novalocal,10.0.0.2"]);
+        let dir = hosts(&["fa:16:3e:00:00:03,a.novalocal,10.0.0.3"]);
+        // 10.0.0.3 only changed its name: the same VIF keeps its lease.
+        assert_eq!(
+            reassigned(&want, &base, &dir),
+            vec![("10.0.0.2".to_string(), "fa:16:3e:00:00:01".to_string())]
+        );
+        assert!(reassigned(&want, &want, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
     fn a_changed_record_rereads() {
         let s = hosts_step(&hosts(&[A, C2]), &hosts(&[A, C]), &BTreeMap::new());
         assert!(s.full);
@@ -444,7 +494,7 @@ mod tests {
             a.join(" "),
             "--strict-order --bind-interfaces --conf-file= --pid-file=/var/lib/novanet/networks/nova-br100.pid \
              --dhcp-optsfile=/var/lib/novanet/networks/nova-br100.opts --listen-address=10.0.0.1 --except-interface=lo \
-             --dhcp-range=set:vmnet,10.0.0.2,static,255.255.255.0,120s --dhcp-lease-max=256 \
+             --interface=br100 --dhcp-range=set:vmnet,10.0.0.2,static,255.255.255.0,120s --dhcp-lease-max=256 \
              --dhcp-hostsfile=/var/lib/novanet/networks/nova-br100.conf \
              --dhcp-hostsdir=/var/lib/novanet/networks/nova-br100.hosts.d --dhcp-script=/usr/bin/novanet-dhcpbridge \
              --no-hosts --leasefile-ro --domain=novalocal"

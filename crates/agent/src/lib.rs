@@ -283,6 +283,12 @@ impl Agent {
                         r.hosts_written, r.hosts_removed
                     ));
                 }
+                if r.stale_released > 0 {
+                    changed.push(format!(
+                        "released {} previous owners' leases of reassigned addresses",
+                        r.stale_released
+                    ));
+                }
             }
             Err(e) => errors.push(e.to_string()),
         }

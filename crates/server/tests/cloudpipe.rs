@@ -296,3 +296,105 @@ async fn a_user_gets_a_ready_ovpn_and_loses_it_when_revoked() {
     )
     .await;
 }
+
+/// The VPN instance's address is released when it is deleted (the network host's delta
+/// carries the release), and the old VIF's lease, still renewed by a guest that outlived
+/// its record, is not taken for the next VPN instance's.
+#[tokio::test]
+async fn a_deleted_vpn_instance_releases_its_address_to_the_next_one() {
+    let h = Harness::vlan("cloudpipe-release", "10.0.0.0/24").await;
+    let project = demo_project(&h).await;
+    let create = json!({"cloudpipe": {"project_id": project}});
+    let v = h
+        .expect(
+            200,
+            "POST",
+            "/v2.1/os-cloudpipe",
+            h.admin(),
+            Some(create.clone()),
+        )
+        .await;
+    let id = v["instance_id"].as_str().unwrap().to_string();
+    let store = &h.state.store;
+    let net = store
+        .networks()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.project_id.as_deref() == Some(project.as_str()))
+        .unwrap();
+    let vpn = net.vpn_private_address.clone().unwrap();
+    let update = novanet_store::NetworkUpdate {
+        host: Some(Some("net-1".into())),
+        ..Default::default()
+    };
+    store.update_network(&net.uuid, &update).unwrap();
+    let old_mac = store.instance_addresses(&id).unwrap()[0].mac.clone();
+    let lease = |action: &str, mac: &str| json!({"action": action, "address": vpn, "mac": mac});
+    h.expect(
+        200,
+        "POST",
+        "/novanet/v1/leases",
+        h.admin(),
+        Some(lease("add", &old_mac)),
+    )
+    .await;
+    let held = h
+        .expect(
+            200,
+            "GET",
+            "/novanet/v1/hosts/net-1/plan?epoch=0&after=0&wait=0",
+            h.admin(),
+            None,
+        )
+        .await;
+    let (epoch, g) = (
+        held["epoch"].as_u64().unwrap(),
+        held["generation"].as_u64().unwrap(),
+    );
+    h.expect(
+        204,
+        "DELETE",
+        &format!("/v2.1/servers/{id}"),
+        h.admin(),
+        None,
+    )
+    .await;
+    let d = h
+        .expect(
+            200,
+            "GET",
+            &format!("/novanet/v1/hosts/net-1/plan?epoch={epoch}&after={g}&wait=1&form=delta"),
+            h.admin(),
+            None,
+        )
+        .await;
+    assert_eq!(
+        d["deltas"][0]["releases"][0]["insert"],
+        json!([{"address": vpn, "bridge": "br100", "mac": old_mac}]),
+        "{d}"
+    );
+    h.expect(
+        200,
+        "POST",
+        "/novanet/v1/leases",
+        h.admin(),
+        Some(lease("del", &old_mac)),
+    )
+    .await;
+    let v = h
+        .expect(200, "POST", "/v2.1/os-cloudpipe", h.admin(), Some(create))
+        .await;
+    let next = v["instance_id"].as_str().unwrap();
+    assert_eq!(store.instance_addresses(next).unwrap()[0].address, vpn);
+    let v = h
+        .expect(
+            200,
+            "POST",
+            "/novanet/v1/leases",
+            h.admin(),
+            Some(lease("old", &old_mac)),
+        )
+        .await;
+    assert_eq!(v["changed"], false, "the old VIF's renewal");
+    assert!(!store.fixed_ip(&vpn).unwrap().fixed.leased);
+}

@@ -277,7 +277,18 @@ pub fn late_release_does_not_free_a_new_owner(connect: Connect) {
         fixed_ip: Some("10.0.0.2".into()),
     }];
     let b = s.create_instance(&sp, &cfg()).unwrap();
+    let new_mac = s.instance_addresses(&b.uuid).unwrap()[0].mac.clone();
+    // The old owner's lease, renewed or released, is not the new owner's.
+    assert!(!s.lease_fixed_ip("10.0.0.2", Some(&old_mac)).unwrap());
+    assert!(!s.fixed_ip("10.0.0.2").unwrap().fixed.leased);
+    assert!(s
+        .lease_fixed_ip("10.0.0.2", Some(&new_mac.to_uppercase()))
+        .unwrap());
     assert!(!s.release_fixed_ip("10.0.0.2", Some(&old_mac), 20).unwrap());
+    assert!(
+        s.fixed_ip("10.0.0.2").unwrap().fixed.leased,
+        "still the new owner's lease"
+    );
     assert_eq!(
         s.fixed_ip("10.0.0.2")
             .unwrap()

@@ -191,6 +191,19 @@ pub(super) fn disassociate_fixed(tx: &Db, f: &FixedIp, now: i64) -> Result<()> {
 
 /// Marks an instance's fixed IP deallocated; frees it at once unless a lease is still out
 /// (then the DHCP release, or the disassociate timeout, frees it).
+/// Whether a lease event's MAC is that of the VIF holding the address (an event without a
+/// MAC is believed). A lease of another MAC is a previous owner's that outlived it: it
+/// neither leases nor releases the address for its present owner.
+fn lease_is_the_vifs(tx: &Db, f: &FixedIp, mac: Option<&str>) -> Result<bool> {
+    let (Some(mac), Some(vif)) = (mac, f.vif_id) else {
+        return Ok(true);
+    };
+    let held: Option<String> = tx
+        .opt("SELECT mac FROM vifs WHERE id = $1", &[&vif])?
+        .map(|r| r.get(0));
+    Ok(held.is_none_or(|h| h.eq_ignore_ascii_case(mac)))
+}
+
 pub(super) fn deallocate_fixed(tx: &Db, f: &FixedIp, now: i64) -> Result<()> {
     tx.exec(
         "UPDATE floating_ips SET fixed_ip_id = NULL, host = NULL WHERE fixed_ip_id = $1",
@@ -284,10 +297,10 @@ impl FixedIpStore for PgStore {
         })
     }
 
-    fn lease_fixed_ip(&self, address: &str, _mac: Option<&str>) -> Result<bool> {
+    fn lease_fixed_ip(&self, address: &str, mac: Option<&str>) -> Result<bool> {
         self.write_touching(|tx, t| {
             let f = get_fixed_locked(tx, address)?;
-            if f.instance_uuid.is_none() {
+            if f.instance_uuid.is_none() || !lease_is_the_vifs(tx, &f, mac)? {
                 return Ok(false);
             }
             touch_dhcp(tx, t, f.network_id, &f.address, f.instance_uuid.as_deref())?;
@@ -302,6 +315,10 @@ impl FixedIpStore for PgStore {
             let Some(owner) = f.instance_uuid.clone() else {
                 return Ok(false);
             };
+            // A late release for an address a new instance already took (nova bug 1249065).
+            if !lease_is_the_vifs(tx, &f, mac)? {
+                return Ok(false);
+            }
             touch_dhcp(tx, t, f.network_id, &f.address, Some(&owner))?;
             tx.exec(
                 "UPDATE fixed_ips SET leased = false WHERE id = $1",
@@ -309,15 +326,6 @@ impl FixedIpStore for PgStore {
             )?;
             if f.allocated {
                 return Ok(false);
-            }
-            if let Some(mac) = mac {
-                // A late release for an address a new instance already took (nova bug 1249065).
-                let vif_owner: Option<String> = tx
-                    .opt("SELECT instance_uuid FROM vifs WHERE mac = $1", &[&mac])?
-                    .map(|r| r.get(0));
-                if vif_owner.is_some_and(|o| o != owner) {
-                    return Ok(false);
-                }
             }
             disassociate_fixed(tx, &f, now)?;
             Ok(true)

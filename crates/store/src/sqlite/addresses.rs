@@ -125,6 +125,20 @@ pub(super) fn disassociate_fixed(tx: &Transaction, f: &FixedIp, now: i64) -> Res
     Ok(())
 }
 
+/// Whether a lease event's MAC is that of the VIF holding the address (an event without a
+/// MAC is believed). A lease of another MAC is a previous owner's that outlived it: it
+/// neither leases nor releases the address for its present owner.
+fn lease_is_the_vifs(tx: &Transaction, f: &FixedIp, mac: Option<&str>) -> Result<bool> {
+    let (Some(mac), Some(vif)) = (mac, f.vif_id) else {
+        return Ok(true);
+    };
+    let held: Option<String> = tx
+        .query_row("SELECT mac FROM vifs WHERE id = ?1", [vif], |r| r.get(0))
+        .optional()
+        .map_err(db)?;
+    Ok(held.is_none_or(|h| h.eq_ignore_ascii_case(mac)))
+}
+
 /// Marks an instance's fixed IP deallocated; frees it at once unless a lease is still out
 /// (then the DHCP release, or the disassociate timeout, frees it).
 pub(super) fn deallocate_fixed(tx: &Transaction, f: &FixedIp, now: i64) -> Result<()> {
@@ -287,10 +301,10 @@ impl FixedIpStore for SqliteStore {
         })
     }
 
-    fn lease_fixed_ip(&self, address: &str, _mac: Option<&str>) -> Result<bool> {
+    fn lease_fixed_ip(&self, address: &str, mac: Option<&str>) -> Result<bool> {
         self.write_touching(|tx, t| {
             let f = get_fixed(tx, address)?;
-            if f.instance_uuid.is_none() {
+            if f.instance_uuid.is_none() || !lease_is_the_vifs(tx, &f, mac)? {
                 return Ok(false);
             }
             touch_dhcp(tx, t, f.network_id, &f.address, f.instance_uuid.as_deref())?;
@@ -305,24 +319,14 @@ impl FixedIpStore for SqliteStore {
             let Some(owner) = f.instance_uuid.clone() else {
                 return Ok(false);
             };
+            // A late release for an address a new instance already took (nova bug 1249065).
+            if !lease_is_the_vifs(tx, &f, mac)? {
+                return Ok(false);
+            }
             touch_dhcp(tx, t, f.network_id, &f.address, Some(&owner))?;
             exec(tx, "UPDATE fixed_ips SET leased = 0 WHERE id = ?1", [f.id]).map_err(db)?;
             if f.allocated {
                 return Ok(false);
-            }
-            if let Some(mac) = mac {
-                // A late release for an address a new instance already took (nova bug 1249065).
-                let vif_owner: Option<String> = tx
-                    .query_row(
-                        "SELECT instance_uuid FROM vifs WHERE mac = ?1",
-                        [mac],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(db)?;
-                if vif_owner.is_some_and(|o| o != owner) {
-                    return Ok(false);
-                }
             }
             disassociate_fixed(tx, &f, now)?;
             Ok(true)
