@@ -451,19 +451,16 @@ impl Agent {
                 if let Some(d) = &diagnosis {
                     self.metrics.diagnosed(d);
                 }
-                match self.client.report_with(
+                // Tried again in 10 s either way: the host keeps running its plan meanwhile.
+                last_report = Instant::now();
+                if let Err(e) = self.client.report_with(
                     &self.opts.host,
                     self.opts.network_host,
                     &networks,
                     &self.opts.host_options,
                     diagnosis.as_ref(),
                 ) {
-                    Ok(()) => last_report = Instant::now(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot report to the server; retrying");
-                        std::thread::sleep(Duration::from_secs(1));
-                        continue;
-                    }
+                    tracing::warn!(error = %e, "cannot report to the server; retrying in 10 s");
                 }
             }
             // Long poll: returns at once on a change, else after 2 s so that dnsmasq
@@ -514,11 +511,36 @@ impl Agent {
                     false
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot fetch the plan; asking for it whole");
-                    // A refused delta: start again from the whole plan.
-                    held = None;
                     std::thread::sleep(Duration::from_secs(1));
-                    continue;
+                    match held.as_mut() {
+                        // The server is away, or sent a delta this agent refused: keep the
+                        // plan held, and its DHCP, RA and VMs supervised, and ask for the
+                        // whole plan next.
+                        Some(h) => {
+                            tracing::warn!(error = %e, "cannot fetch the plan; keeping the one held");
+                            h.2 = false;
+                        }
+                        // Started while the server is away: the plan kept from the last run.
+                        None => match diagnose::load_plan(&self.opts.state_dir) {
+                            Ok(kept) if kept.host == self.opts.host => {
+                                tracing::warn!(
+                                    error = %e,
+                                    generation = kept.generation,
+                                    "cannot fetch the plan; applying the one kept from the last run"
+                                );
+                                *self.dhcp_plans.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    kept.dhcp.clone();
+                                // Epoch 0 is no server's: the next answer is the whole plan.
+                                held = Some((0, kept, false));
+                                applied = false;
+                            }
+                            _ => {
+                                tracing::warn!(error = %e, "cannot fetch the plan; retrying");
+                                continue;
+                            }
+                        },
+                    }
+                    false
                 }
             };
             let Some((_, plan, _)) = held.as_ref() else {

@@ -277,6 +277,36 @@ fn multi_host_each_compute_host_serves_its_own_vms() {
     fully_working(&lab, "vm2", COMPUTE_2, "68.99.26.170");
     fully_working(&lab, "cirros", COMPUTE_1, "68.99.26.171");
     assert_eq!(outbound(&lab, "vm3"), Some(format!("outside {COMPUTE_2}")));
+
+    // Still without a server: compute-2's agent keeps supervising its dnsmasq.
+    let old = dnsmasq_of(&lab, "compute-2").expect("compute-2's dnsmasq");
+    kill(old);
+    let t = Instant::now();
+    wait_until("compute-2's dnsmasq restarted", patience(15), || {
+        dnsmasq_of(&lab, "compute-2").is_some_and(|p| p != old) && dhcp_answers(&lab, "vm2")
+    });
+    println!(
+        "dnsmasq restarted without a server: {} ms",
+        t.elapsed().as_millis()
+    );
+    // compute-1's agent, restarted after its dnsmasq died, applies the plan it kept.
+    for pid in lab.pids("agent-compute-1") {
+        kill(pid);
+    }
+    kill(dnsmasq_of(&lab, "compute-1").expect("compute-1's dnsmasq"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!dhcp_answers(&lab, "cirros"));
+    let out = lab.lab(&["restart-agent", "compute-1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = Instant::now();
+    wait_until("cirros's DHCP from the kept plan", patience(30), || {
+        dhcp_answers(&lab, "cirros")
+    });
+    println!(
+        "a restarted agent served its kept plan: {} ms",
+        t.elapsed().as_millis()
+    );
+    fully_working(&lab, "cirros", COMPUTE_1, "68.99.26.171");
     println!("multi-host lab test: {} ms", start.elapsed().as_millis());
 }
 
