@@ -13,6 +13,25 @@ async fn demo_project(h: &Harness) -> String {
     h.state.store.project("demo").unwrap().id
 }
 
+/// `POST /os-cloudpipe` for the project: the VPN instance's ID.
+async fn create_vpn(h: &Harness, project: &str) -> String {
+    let body = json!({"cloudpipe": {"project_id": project}});
+    let v = h
+        .expect(200, "POST", "/v2.1/os-cloudpipe", h.admin(), Some(body))
+        .await;
+    v["instance_id"].as_str().unwrap().to_string()
+}
+
+fn project_network(h: &Harness, project: &str) -> novanet_core::model::Network {
+    h.state
+        .store
+        .networks()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.project_id.as_deref() == Some(project))
+        .expect("the project's network")
+}
+
 #[tokio::test]
 async fn cloudpipe_create_boots_the_vpn_instance_on_the_vpn_address() {
     let h = Harness::vlan("cloudpipe-create", "10.0.0.0/24").await;
@@ -21,34 +40,14 @@ async fn cloudpipe_create_boots_the_vpn_instance_on_the_vpn_address() {
         .expect(200, "GET", "/v2.1/os-cloudpipe", h.admin(), None)
         .await;
     assert_eq!(v, json!({"cloudpipes": []}), "no project has a network yet");
-    let body = json!({"cloudpipe": {"project_id": project}});
-    let v = h
-        .expect(
-            200,
-            "POST",
-            "/v2.1/os-cloudpipe",
-            h.admin(),
-            Some(body.clone()),
-        )
-        .await;
-    let id = v["instance_id"].as_str().unwrap().to_string();
+    let id = create_vpn(&h, &project).await;
     // Asked again: the same instance.
-    let again = h
-        .expect(200, "POST", "/v2.1/os-cloudpipe", h.admin(), Some(body))
-        .await;
-    assert_eq!(again["instance_id"], id.as_str());
+    assert_eq!(create_vpn(&h, &project).await, id);
     let inst = h.state.store.instance(&id).unwrap();
     assert_eq!(inst.spec.name, format!("{project}-vpn"));
     assert_eq!(inst.spec.project_id, project);
     let addrs = h.state.store.instance_addresses(&id).unwrap();
-    let net = h
-        .state
-        .store
-        .networks()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.project_id.as_deref() == Some(project.as_str()))
-        .expect("the project's network");
+    let net = project_network(&h, &project);
     assert_eq!(
         Some(addrs[0].address.clone()),
         net.vpn_private_address,
@@ -304,24 +303,9 @@ async fn a_user_gets_a_ready_ovpn_and_loses_it_when_revoked() {
 async fn a_deleted_vpn_instance_releases_its_address_to_the_next_one() {
     let h = Harness::vlan("cloudpipe-release", "10.0.0.0/24").await;
     let project = demo_project(&h).await;
-    let create = json!({"cloudpipe": {"project_id": project}});
-    let v = h
-        .expect(
-            200,
-            "POST",
-            "/v2.1/os-cloudpipe",
-            h.admin(),
-            Some(create.clone()),
-        )
-        .await;
-    let id = v["instance_id"].as_str().unwrap().to_string();
+    let id = create_vpn(&h, &project).await;
     let store = &h.state.store;
-    let net = store
-        .networks()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.project_id.as_deref() == Some(project.as_str()))
-        .unwrap();
+    let net = project_network(&h, &project);
     let vpn = net.vpn_private_address.clone().unwrap();
     let update = novanet_store::NetworkUpdate {
         host: Some(Some("net-1".into())),
@@ -381,11 +365,8 @@ async fn a_deleted_vpn_instance_releases_its_address_to_the_next_one() {
         Some(lease("del", &old_mac)),
     )
     .await;
-    let v = h
-        .expect(200, "POST", "/v2.1/os-cloudpipe", h.admin(), Some(create))
-        .await;
-    let next = v["instance_id"].as_str().unwrap();
-    assert_eq!(store.instance_addresses(next).unwrap()[0].address, vpn);
+    let next = create_vpn(&h, &project).await;
+    assert_eq!(store.instance_addresses(&next).unwrap()[0].address, vpn);
     let v = h
         .expect(
             200,
