@@ -320,15 +320,7 @@ impl InstanceStore for SqliteStore {
                 inst.spec.tags = t.clone();
             }
             inst.updated_at = now;
-            let id = inst.id;
-            let mut stored = inst.clone();
-            stored.id = 0;
-            exec(
-                tx,
-                "UPDATE instances SET name = ?2, data = ?3 WHERE id = ?1",
-                params![id, stored.spec.name, to_json(&stored)],
-            )
-            .map_err(db)?;
+            save_instance(tx, &inst)?;
             Ok(inst)
         })
     }
@@ -340,14 +332,7 @@ impl InstanceStore for SqliteStore {
                 return Ok(false);
             }
             inst.password = Some(password.to_string());
-            let id = inst.id;
-            inst.id = 0;
-            exec(
-                tx,
-                "UPDATE instances SET data = ?2 WHERE id = ?1",
-                params![id, to_json(&inst)],
-            )
-            .map_err(db)?;
+            save_instance(tx, &inst)?;
             Ok(true)
         })
     }
