@@ -82,17 +82,10 @@ impl CertName {
     }
 }
 
-/// What a project's VPN server needs: the CA's certificate, its own certificate and key.
+/// What one end of a VPN (a project's server, a user's client) needs: the CA's certificate,
+/// its own certificate and key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerFiles {
-    pub ca: String,
-    pub cert: String,
-    pub key: String,
-}
-
-/// What a user's OpenVPN client needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientFiles {
+pub struct Credentials {
     pub ca: String,
     pub cert: String,
     pub key: String,
@@ -205,43 +198,55 @@ impl Ca {
     }
 
     /// A project's VPN server certificate and key, issued on first use.
-    pub fn server_files(&self, project: &str) -> Result<ServerFiles> {
+    pub fn server_files(&self, project: &str) -> Result<Credentials> {
         let project = CertName::new("project_id", project)?;
         let _g = self.guard();
         self.ensure()?;
         let dir = self.project_dir(&project);
         let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
-        if !cert.is_file() || !key.is_file() {
-            make_dir(&dir)?;
-            let subject = format!("/O=novanet/OU={}/CN={}-vpn", project.0, project.0);
-            self.issue(&subject, "vpn_server", &cert, &key)?;
-        }
-        Ok(ServerFiles {
-            ca: read(&self.dir.join("ca.crt"))?,
-            cert: read(&cert)?,
-            key: read(&key)?,
-        })
+        let subject = format!("/O=novanet/OU={}/CN={}-vpn", project.0, project.0);
+        self.credentials(&[&dir], &subject, "vpn_server", &cert, &key)
     }
 
     /// A user's client certificate and key for a project's VPN: the ones issued before,
     /// or new ones (after a revocation, always new ones).
-    pub fn client_files(&self, project: &str, user: &str) -> Result<ClientFiles> {
+    pub fn client_files(&self, project: &str, user: &str) -> Result<Credentials> {
         let project = CertName::new("project_id", project)?;
         let user = CertName::new("user", user)?;
         let _g = self.guard();
         self.ensure()?;
         let dir = self.project_dir(&project).join("users");
         let (cert, key) = client_paths(&dir, &user);
+        let subject = format!("/O=novanet/OU={}/CN={}", project.0, user.0);
+        self.credentials(
+            &[&self.project_dir(&project), &dir],
+            &subject,
+            "vpn_client",
+            &cert,
+            &key,
+        )
+    }
+
+    /// The pair at `cert` and `key` with the CA's certificate, the pair issued first (in
+    /// `dirs`, made in order) unless both files are there. Under the guard.
+    fn credentials(
+        &self,
+        dirs: &[&Path],
+        subject: &str,
+        extension: &str,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Credentials> {
         if !cert.is_file() || !key.is_file() {
-            make_dir(&self.project_dir(&project))?;
-            make_dir(&dir)?;
-            let subject = format!("/O=novanet/OU={}/CN={}", project.0, user.0);
-            self.issue(&subject, "vpn_client", &cert, &key)?;
+            for d in dirs {
+                make_dir(d)?;
+            }
+            self.issue(subject, extension, cert, key)?;
         }
-        Ok(ClientFiles {
+        Ok(Credentials {
             ca: read(&self.dir.join("ca.crt"))?,
-            cert: read(&cert)?,
-            key: read(&key)?,
+            cert: read(cert)?,
+            key: read(key)?,
         })
     }
 

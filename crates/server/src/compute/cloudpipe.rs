@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use super::ok_empty;
 use super::servers::schedule;
-use crate::ca::{CaError, CertName, ServerFiles};
+use crate::ca::{CaError, CertName, Credentials};
 use crate::error::{ApiError, ApiResult, Body};
 use crate::identity::Ctx;
 use crate::{iso8601, AppState};
@@ -379,7 +379,7 @@ remote-cert-tls server\nverb 3\n\
 /// `$NOVANET_VPN_DIR` (default `/var/lib/novanet-vpn`), lets the clients reach only the
 /// project's network (forwarded and masqueraded), starts OpenVPN, and fetches the CRL from
 /// the metadata service every `CRL_REFRESH_SECONDS` (OpenVPN reads it at each handshake).
-pub fn boot_script(project: &CertName, cidr: &Ipv4Cidr, files: &ServerFiles) -> String {
+pub fn boot_script(project: &CertName, cidr: &Ipv4Cidr, files: &Credentials) -> String {
     let net = cidr.network();
     let mask = cidr.netmask();
     let port = VPN_PRIVATE_PORT;
@@ -558,7 +558,7 @@ mod tests {
 
     #[test]
     fn the_ovpn_and_the_boot_script_carry_what_each_end_needs() {
-        let files = ServerFiles {
+        let files = Credentials {
             ca: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into(),
             cert: "SERVER CERT\n".into(),
             key: "SERVER KEY\n".into(),
