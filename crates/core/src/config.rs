@@ -474,8 +474,30 @@ impl Config {
     /// Reads any of the three forms an operator may have: nova.conf's INI, seed 004's flag
     /// file, or novanet's TOML. `origin` names the file in messages.
     pub fn load(text: &str, origin: &str) -> Result<Loaded> {
+        // A file taken for INI only because TOML could not read it may be TOML with one
+        // slip (an unquoted string): its errors also say what TOML found.
+        let not_toml = (!crate::nova_conf::is_flag_file(text)
+            && !text.lines().any(|l| l.trim() == "[DEFAULT]"))
+        .then(|| text.parse::<toml::Table>().err())
+        .flatten()
+        .map(|e| {
+            let line = e
+                .span()
+                .map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().trim().replace('\n', "; ");
+            match line {
+                Some(n) => format!("line {n}: {message}"),
+                None => message,
+            }
+        });
         let at = |e: Error| match e {
             Error::Invalid { field, problem } => {
+                let problem = match &not_toml {
+                    Some(t) => format!(
+                        "{problem} (the file was read as nova.conf's INI because it is not TOML: {t})"
+                    ),
+                    None => problem,
+                };
                 Error::invalid(format!("{origin}: {field}"), problem)
             }
             other => other,
@@ -737,6 +759,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toml_with_a_slip_names_the_slip_too() {
+        let text = "dns_server = [\"192.168.56.101\"]\ndnsmasq_config_file = /etc/dnsmasq.d/nova\n";
+        let e = Config::load(text, "novanet.conf").unwrap_err().to_string();
+        assert!(e.contains("novanet.conf: dns_server"), "{e}");
+        assert!(
+            e.contains("read as nova.conf's INI because it is not TOML: line 2:"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn defaults_are_novas() {
