@@ -190,7 +190,8 @@ build_timeout = 60
 min_compute_nodes = 1
 
 [compute-feature-enabled]
-# Servers are records: no guest, hence no lifecycle actions, consoles or disks.
+# Servers are records (no hypervisor driver here): stop, start and reboot change their state,
+# but nothing else of a guest's lifecycle, no consoles, no disks.
 change_password = False
 console_output = False
 resize = False

@@ -106,8 +106,13 @@ pub fn server_view(st: &AppState, i: &Instance, v: Microversion, ctx: &Ctx) -> A
         "created": created, "updated": iso8601(i.updated_at.max(i.created_at)), "hostId": "",
         "accessIPv4": i.spec.access_ip_v4.clone().unwrap_or_default(),
         "accessIPv6": i.spec.access_ip_v6.clone().unwrap_or_default(),
-        "OS-DCF:diskConfig": "MANUAL", "progress": 0, "links": [],
+        "OS-DCF:diskConfig": "MANUAL", "links": [],
     });
+    // Nova shows progress only while a server is active or being built (its views'
+    // _progress_statuses, of which novanet has these two).
+    if matches!(state.status, "ACTIVE" | "BUILD") {
+        view["progress"] = json!(0);
+    }
     // Nova shows why a server is in ERROR: the hypervisor's reason.
     if let (Some(fault), "ERROR") = (&i.power.fault, state.status) {
         view["fault"] = json!({"code": 500, "message": fault, "created": iso8601(i.updated_at.max(i.created_at))});
