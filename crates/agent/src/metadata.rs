@@ -210,6 +210,7 @@ mod tests {
                 password: None,
                 updated_at: 0,
                 power: Default::default(),
+                locked_by: None,
                 spec: InstanceSpec {
                     name: "cirros".into(),
                     ..Default::default()

@@ -111,6 +111,7 @@ pub struct InstanceUpdate {
     pub description: Option<Option<String>>,
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
     pub tags: Option<Vec<String>>,
+    pub locked_by: Option<Option<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,6 +138,10 @@ pub struct Instance {
     /// What its hypervisor should do and what it last reported.
     #[serde(default)]
     pub power: Power,
+    /// Who locked it (`os-lock`): `owner` or `admin`. A locked server's lifecycle actions
+    /// are an admin's only, as in nova.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_by: Option<String>,
     #[serde(flatten)]
     pub spec: InstanceSpec,
 }

@@ -443,6 +443,7 @@ mod tests {
                 password: None,
                 updated_at: 0,
                 power: Default::default(),
+                locked_by: None,
                 spec,
             },
             domain: "novalocal".into(),

@@ -555,6 +555,7 @@ mod tests {
                 password: None,
                 updated_at: 0,
                 power: Default::default(),
+                locked_by: None,
                 spec: InstanceSpec {
                     name: "test".into(),
                     key_name: Some("mykey".into()),

@@ -3867,3 +3867,62 @@ async fn hosts_are_planned_with_their_own_options() {
     )
     .await;
 }
+
+async fn locked(h: &Harness, server: &str) -> Value {
+    let headers = [("X-OpenStack-Nova-API-Version", "2.9")];
+    h.send("GET", server, h.demo(), &headers, None).await.2["server"]["locked"].clone()
+}
+
+/// `lock` makes a server's lifecycle an admin's (nova's `check_instance_lock`, 409); an
+/// owner lifts their own lock but not an admin's (403); 2.9 shows `locked`.
+#[tokio::test]
+async fn a_locked_server_is_the_admins_to_act_on() {
+    let h = Harness::new("server-lock").await;
+    create_network(&h, "private", "10.0.0.0/24").await;
+    let id = boot(&h, h.demo(), "locked").await;
+    let action = format!("/v2.1/servers/{id}/action");
+    let server = format!("/v2.1/servers/{id}");
+    assert_eq!(locked(&h, &server).await, json!(false));
+    let act = |body: Value| Some(body);
+    h.expect(202, "POST", &action, h.demo(), act(json!({"lock": null})))
+        .await;
+    assert_eq!(locked(&h, &server).await, json!(true));
+    let v = h
+        .expect(
+            409,
+            "POST",
+            &action,
+            h.demo(),
+            act(json!({"os-stop": null})),
+        )
+        .await;
+    assert!(
+        fault(&v, "conflictingRequest", 409).contains("is locked"),
+        "{v}"
+    );
+    h.expect(409, "DELETE", &server, h.demo(), None).await;
+    h.expect(202, "POST", &action, h.demo(), act(json!({"unlock": null})))
+        .await;
+    h.expect(202, "POST", &action, h.admin(), act(json!({"lock": null})))
+        .await;
+    h.expect(403, "POST", &action, h.demo(), act(json!({"unlock": null})))
+        .await;
+    h.expect(
+        202,
+        "POST",
+        &action,
+        h.admin(),
+        act(json!({"os-stop": null})),
+    )
+    .await;
+    h.expect(
+        202,
+        "POST",
+        &action,
+        h.admin(),
+        act(json!({"unlock": null})),
+    )
+    .await;
+    assert_eq!(locked(&h, &server).await, json!(false));
+    h.expect(204, "DELETE", &server, h.demo(), None).await;
+}

@@ -95,6 +95,27 @@ fn str_arg<'a>(v: &'a Value, key: &str, action: &str) -> ApiResult<&'a str> {
         .ok_or_else(|| ApiError::bad_request(format!("{action} needs \"{key}\"")))
 }
 
+/// A locked server's lifecycle and addresses are an admin's to change (nova's
+/// `check_instance_lock`).
+pub(super) fn check_lock(i: &Instance, ctx: &Ctx) -> ApiResult<()> {
+    if i.locked_by.is_some() && !ctx.is_admin() {
+        return Err(ApiError::new(
+            crate::error::ErrorKind::Conflict,
+            format!("Instance {} is locked", i.uuid),
+        ));
+    }
+    Ok(())
+}
+
+fn lock(st: &AppState, i: &Instance, by: Option<String>) -> ApiResult<()> {
+    let u = novanet_core::model::InstanceUpdate {
+        locked_by: Some(by),
+        ..Default::default()
+    };
+    st.store.update_instance(&i.uuid, &u, unix_now())?;
+    Ok(())
+}
+
 async fn server_action(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
@@ -136,6 +157,7 @@ async fn server_action(
                 .disassociate_floating_ip(address, Some(&i.uuid), scope)?;
         }
         "addFixedIp" => {
+            check_lock(&i, &ctx)?;
             let net = arg
                 .get("networkId")
                 .map(|v| {
@@ -148,12 +170,27 @@ async fn server_action(
         }
         // nova-network's own: the network is re-planned from the store anyway.
         "resetNetwork" | "injectNetworkInfo" => {}
+        "lock" => {
+            let by = if ctx.is_admin() { "admin" } else { "owner" };
+            lock(&st, &i, Some(by.to_string()))?;
+        }
+        "unlock" => {
+            // An owner may not lift an admin's lock (nova's unlock_override is admin only).
+            if i.locked_by.as_deref() == Some("admin") && !ctx.is_admin() {
+                return Err(ApiError::forbidden(
+                    "Policy doesn't allow os_compute_api:os-lock-server:unlock:unlock_override to be performed.",
+                ));
+            }
+            lock(&st, &i, None)?;
+        }
         "os-stop" | "os-start" | "reboot" => {
+            check_lock(&i, &ctx)?;
             let power = lifecycle(&i, action, arg)?;
             st.store.request_power_action(&i.uuid, power, unix_now())?;
         }
         "os-getConsoleOutput" => return console_output(&st, &i, arg),
         "removeFixedIp" => {
+            check_lock(&i, &ctx)?;
             let address = str_arg(arg, "address", action)?;
             st.store.remove_fixed_ip(&i.uuid, address, unix_now())?;
         }

@@ -125,7 +125,7 @@ pub fn server_view(st: &AppState, i: &Instance, v: Microversion, ctx: &Ctx) -> A
         view.as_object_mut().map(|o| o.remove("security_groups"));
     }
     if v.at_least(9) {
-        view["locked"] = json!(false);
+        view["locked"] = json!(i.locked_by.is_some());
     }
     if v.at_least(19) {
         view["description"] = json!(i.spec.description);
@@ -710,6 +710,7 @@ async fn delete_server(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let i = find_server(&st, &ctx, &id)?;
+    super::server_actions::check_lock(&i, &ctx)?;
     st.store.delete_instance(&i.uuid, &st.cfg, unix_now())?;
     tracing::info!(server = %i.uuid, name = %i.spec.name, "server deleted");
     Ok(ok_empty(StatusCode::NO_CONTENT))

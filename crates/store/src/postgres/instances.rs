@@ -109,6 +109,7 @@ impl InstanceStore for PgStore {
                 password: None,
                 updated_at: now,
                 power: Default::default(),
+                locked_by: None,
                 spec: spec.clone(),
             };
             if inst.spec.security_groups.is_empty() {
@@ -306,6 +307,9 @@ impl InstanceStore for PgStore {
             }
             if let Some(t) = &u.tags {
                 inst.spec.tags = t.clone();
+            }
+            if let Some(l) = &u.locked_by {
+                inst.locked_by = l.clone();
             }
             inst.updated_at = now;
             save_instance_data(tx, &inst)?;
