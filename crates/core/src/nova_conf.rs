@@ -95,6 +95,7 @@ pub const OPTIONS: &[(&str, Kind)] = &[
     ("max_tenant_network_size", Kind::Int),
     ("max_network_size", Kind::Int),
     ("token_expiration", Kind::Int),
+    ("libvirt_uri", Kind::OptStr),
     ("service_down_time", Kind::Int),
 ];
 

@@ -55,12 +55,20 @@ impl ComputeDriver {
 }
 
 /// The driver for `kind`, keeping its VMs under `state_dir/vms`; None for `none`.
-pub fn driver(kind: ComputeDriver, state_dir: &Path) -> Option<Box<dyn Hypervisor>> {
+/// `libvirt_uri` (validated with the configuration) is libvirt's connection.
+pub fn driver(
+    kind: ComputeDriver,
+    state_dir: &Path,
+    libvirt_uri: Option<&str>,
+) -> Option<Box<dyn Hypervisor>> {
     let dir = state_dir.join("vms");
     match kind {
         ComputeDriver::None => None,
         ComputeDriver::Qemu => Some(Box::new(qemu::QemuDriver::new(dir))),
-        ComputeDriver::Libvirt => Some(Box::new(libvirt::LibvirtDriver::new(dir))),
+        ComputeDriver::Libvirt => Some(Box::new(libvirt::LibvirtDriver::new(
+            dir,
+            libvirt_uri.unwrap_or(libvirt::DEFAULT_URI),
+        ))),
     }
 }
 

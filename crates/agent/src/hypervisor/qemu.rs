@@ -180,9 +180,8 @@ fn power_off(dir: &Path, uuid: &str) {
     }
 }
 
-/// Ends a VM and removes it: its taps and its directory.
-fn destroy(dir: &Path, uuid: &str) -> Result<(), String> {
-    power_off(dir, uuid);
+/// Removes the taps of the VM whose directory is `dir` (as its spec names them).
+pub fn remove_taps(dir: &Path) -> Result<(), String> {
     let spec: Option<VmSpec> = std::fs::read_to_string(dir.join(SPEC_FILE))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
@@ -191,19 +190,31 @@ fn destroy(dir: &Path, uuid: &str) -> Result<(), String> {
             run("ip", &["link", "del", n.device.as_str()], None).map_err(|e| e.to_string())?;
         }
     }
+    Ok(())
+}
+
+/// Ends a VM and removes it: its taps and its directory.
+fn destroy(dir: &Path, uuid: &str) -> Result<(), String> {
+    power_off(dir, uuid);
+    remove_taps(dir)?;
     std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-fn start(spec: &VmSpec, dir: &Path, o: &QemuOptions) -> Result<(), String> {
+/// Makes `spec`'s taps on their bridges; a tap left by a VM that stopped is reused as it is.
+pub fn make_taps(spec: &VmSpec) -> Result<(), String> {
     for cmd in tap_commands(spec) {
         let dev = &cmd[3];
-        // A tap left by a VM that stopped is reused as it is.
         if cmd[0] == "tuntap" && device_exists(dev) {
             continue;
         }
         let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
         run("ip", &argv, None).map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+fn start(spec: &VmSpec, dir: &Path, o: &QemuOptions) -> Result<(), String> {
+    make_taps(spec)?;
     let args = argv(spec, dir, o);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     // -daemonize: qemu returns once the VM runs, or fails with its reason on stderr.
