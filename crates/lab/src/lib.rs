@@ -5,6 +5,7 @@
 
 mod libvirtd;
 pub mod test_image;
+mod vm_exec;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -76,6 +77,7 @@ pub enum LabCmd {
         opts: LabOpts,
     },
     /// Run a command on a host or in an instance, with admin credentials in the environment
+    /// (in a real VM: through its command channel, a serial port on a unix socket on its host)
     Exec {
         #[command(flatten)]
         opts: LabOpts,
@@ -1645,9 +1647,30 @@ pub fn down(o: &LabOpts) -> Res<()> {
     }
 }
 
+/// The command socket of an instance's real VM (`VmSpec::command_socket`, the agent's
+/// `cmd.sock`), on whichever lab host runs it.
+fn command_socket(o: &LabOpts, instance: &str) -> Res<PathBuf> {
+    let uuid = find_server(o, instance)?["id"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| format!("{instance} has no id"))?;
+    HOSTS
+        .iter()
+        .map(|(h, _)| o.dir.join(format!("agent-{h}/vms/{uuid}/cmd.sock")))
+        .find(|p| p.exists())
+        .ok_or_else(|| format!("{instance} has no running VM (yet)"))
+}
+
 fn exec(o: &LabOpts, node: &str, cmd: &[String]) -> Res<()> {
     let st = load(o);
     let target = ns(o, node);
+    if st.qemu_vms && !st.namespaces.contains(&target) && !HOSTS.iter().any(|(h, _)| h == &node) {
+        // A real VM: its command channel, not a namespace.
+        let socket = command_socket(o, node)?;
+        let (out, code) = vm_exec::run(&socket, cmd, Duration::from_secs(60))?;
+        print!("{out}");
+        std::process::exit(code);
+    }
     if !st.namespaces.contains(&target) {
         return Err(format!(
             "no lab node {node} (hosts: controller, compute-1, compute-2, outside, or an instance)"

@@ -66,6 +66,16 @@ fn a_real_vm_through_its_lifecycle() {
     assert!(!log.contains('\r') && !log.contains('\u{1b}'), "{log:?}");
     assert_eq!(status(&lab, "cirros"), ("ACTIVE".into(), "-".into()));
 
+    // `lab exec` into the VM (its command channel): the seed's address, its gateway pinged
+    // from inside, and a command's exit code passed on.
+    let addr = lab.ok("cirros", &["ip", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains("inet 10.0.0.2/24"), "{addr}");
+    assert!(lab.succeeds("cirros", &["ping", "-c", "1", "-W", "2", "10.0.0.1"]));
+    let failed = lab.exec("cirros", &["sh", "-c", "echo out; exit 3"]);
+    assert_eq!(failed.status.code(), Some(3));
+    assert_eq!(text(&failed.stdout), "out\n");
+    assert_eq!(lab.ok("cirros", &["echo", "it's", "a  b"]), "it's a  b\n");
+
     // A floating IP, reached from outside; the VM serves its hostname on port 80.
     lab.novanet(&[
         "manage",
@@ -287,6 +297,11 @@ fn a_vm_under_libvirt_through_its_lifecycle() {
     // The seed tutorial's reachability: the gateway host reaches the VM, a compute host not.
     assert!(lab.succeeds("controller", &["ping", "-c", "1", "-W", "2", "10.0.0.3"]));
     assert!(!lab.succeeds("compute-1", &["ping", "-c", "1", "-W", "1", "10.0.0.3"]));
+    // Inside, through its command channel (a unix socket serial port under libvirt): its
+    // address, and cirros (qemu driver, compute-1) on the same network.
+    let addr = lab.ok("lv", &["ip", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains("inet 10.0.0.3/24"), "{addr}");
+    assert!(lab.succeeds("lv", &["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
 
     lab.novanet(&["stop", "lv"]);
     wait_until("SHUTOFF", patience(20), || {

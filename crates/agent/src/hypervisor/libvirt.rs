@@ -89,6 +89,12 @@ pub fn domain_xml(spec: &VmSpec, domain_type: &str) -> String {
         "    <serial type='file'>\n      <source path='{}' append='on'/>\n      <target port='0'/>\n    </serial>\n",
         esc(&spec.console_log.to_string_lossy())
     ));
+    if let Some(sock) = &spec.command_socket {
+        x.push_str(&format!(
+            "    <serial type='unix'>\n      <source mode='bind' path='{}'/>\n      <target port='1'/>\n    </serial>\n",
+            esc(&sock.to_string_lossy())
+        ));
+    }
     x.push_str("  </devices>\n</domain>\n");
     x
 }
@@ -201,6 +207,10 @@ mod tests {
     <serial type='file'>
       <source path='/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/console.log' append='on'/>
       <target port='0'/>
+    </serial>
+    <serial type='unix'>
+      <source mode='bind' path='/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/cmd.sock'/>
+      <target port='1'/>
     </serial>
   </devices>
 </domain>

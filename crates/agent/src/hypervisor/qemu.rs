@@ -58,12 +58,24 @@ pub fn argv(spec: &VmSpec, dir: &Path, o: &QemuOptions) -> Vec<String> {
         ),
         "-serial".into(),
         "chardev:console".into(),
+    ];
+    if let Some(sock) = &spec.command_socket {
+        // The guest's ttyS1; qemu listens and never waits for a client.
+        a.push("-chardev".into());
+        a.push(format!(
+            "socket,id=command,path={},server=on,wait=off",
+            sock.to_string_lossy()
+        ));
+        a.extend(["-serial".into(), "chardev:command".into()]);
+    }
+    let control: Vec<String> = vec![
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", p("qmp.sock")),
         "-daemonize".into(),
         "-pidfile".into(),
         p("pid"),
     ];
+    a.extend(control);
     match &spec.disk {
         Some(Disk::Overlay { path }) => {
             a.push("-drive".into());
@@ -280,6 +292,8 @@ mod tests {
 -display none
 -chardev file,id=console,path=/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/console.log,append=on
 -serial chardev:console
+-chardev socket,id=command,path=/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/cmd.sock,server=on,wait=off
+-serial chardev:command
 -qmp unix:/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/qmp.sock,server=on,wait=off
 -daemonize
 -pidfile /var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/pid
