@@ -66,10 +66,13 @@ fn a_real_vm_through_its_lifecycle() {
     assert!(!log.contains('\r') && !log.contains('\u{1b}'), "{log:?}");
     assert_eq!(status(&lab, "cirros"), ("ACTIVE".into(), "-".into()));
 
-    // `lab exec` into the VM (its command channel): the seed's address, its gateway pinged
-    // from inside, and a command's exit code passed on.
+    // `lab exec` into the VM (its command channel): the seed's `ip a` and `route -n` (its
+    // address, the controller as its gateway), the gateway pinged from inside, and a
+    // command's exit code and quoted arguments passed on.
     let addr = lab.ok("cirros", &["ip", "-4", "addr", "show", "eth0"]);
     assert!(addr.contains("inet 10.0.0.2/24"), "{addr}");
+    let routes = lab.ok("cirros", &["ip", "route"]);
+    assert!(routes.contains("default via 10.0.0.1 dev eth0"), "{routes}");
     assert!(lab.succeeds("cirros", &["ping", "-c", "1", "-W", "2", "10.0.0.1"]));
     let failed = lab.exec("cirros", &["sh", "-c", "echo out; exit 3"]);
     assert_eq!(failed.status.code(), Some(3));
