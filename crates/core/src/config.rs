@@ -872,7 +872,7 @@ mod tests {
         assert_eq!(c.public_interface, "VLAN100");
         for key in [
             "sql_connection",
-            "[libvirt]",
+            "libvirt.virt_type",
             "dhcpbridge is accepted",
             "metadata_manager is accepted",
             "floating_range is accepted",
