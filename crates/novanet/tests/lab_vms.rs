@@ -74,6 +74,7 @@ fn a_real_vm_through_its_lifecycle() {
     let routes = lab.ok("cirros", &["ip", "route"]);
     assert!(routes.contains("default via 10.0.0.1 dev eth0"), "{routes}");
     assert!(lab.succeeds("cirros", &["ping", "-c", "1", "-W", "2", "10.0.0.1"]));
+    assert_root_only(&lab.dir.join("agent-compute-1/vms"));
     let failed = lab.exec("cirros", &["sh", "-c", "echo out; exit 3"]);
     assert_eq!(failed.status.code(), Some(3));
     assert_eq!(text(&failed.stdout), "out\n");
@@ -237,6 +238,28 @@ fn real_vms_on_a_vxlan_project_network() {
     });
 }
 
+/// The command channels under `vms` are sockets no one but their owner (root) may open:
+/// connecting to a unix socket needs write permission on it.
+fn assert_root_only(vms: &std::path::Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let socks: Vec<_> = std::fs::read_dir(vms)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("cmd.sock"))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(
+        !socks.is_empty(),
+        "no command channel under {}",
+        vms.display()
+    );
+    for p in socks {
+        let m = std::fs::metadata(&p).unwrap();
+        assert!(m.file_type().is_socket(), "{}", p.display());
+        assert_eq!((m.uid(), m.mode() & 0o022), (0, 0), "{}", p.display());
+    }
+}
+
 fn have_libvirt() -> bool {
     let ok = Command::new("sh")
         .args(["-c", "command -v libvirtd && command -v virsh"])
@@ -305,6 +328,7 @@ fn a_vm_under_libvirt_through_its_lifecycle() {
     let addr = lab.ok("lv", &["ip", "-4", "addr", "show", "eth0"]);
     assert!(addr.contains("inet 10.0.0.3/24"), "{addr}");
     assert!(lab.succeeds("lv", &["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
+    assert_root_only(&lab.dir.join("agent-compute-2/vms"));
 
     lab.novanet(&["stop", "lv"]);
     wait_until("SHUTOFF", patience(20), || {

@@ -144,7 +144,15 @@ impl Hypervisor for LibvirtDriver {
         super::qemu::make_taps(spec)?;
         let xml = self.dir.join(&spec.uuid).join("domain.xml");
         std::fs::write(&xml, domain_xml(spec, &self.domain_type)).map_err(|e| e.to_string())?;
-        self.virsh(&["create", &xml.to_string_lossy()]).map(|_| ())
+        self.virsh(&["create", &xml.to_string_lossy()])?;
+        // libvirtd makes the command channel's socket group-writable (its umask): only root
+        // may open it, as under the qemu driver.
+        if let Some(sock) = &spec.command_socket {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{}: {e}", sock.display()))?;
+        }
+        Ok(())
     }
 
     fn stop(&mut self, uuid: &str) -> Result<(), String> {
