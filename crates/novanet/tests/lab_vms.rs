@@ -275,7 +275,8 @@ fn have_libvirt() -> bool {
 /// libvirtd. It gets its lease from novanet's dnsmasq and reads its metadata; the
 /// controller pings it and compute-1 cannot; stop, start, a hard reboot and the console
 /// work through the API; a restarted agent adopts the running domain instead of starting
-/// another; a delete leaves no domain, tap, rule or directory.
+/// another; a domain that dies is reported, not revived; a delete leaves no domain, tap,
+/// rule or directory.
 #[test]
 fn a_vm_under_libvirt_through_its_lifecycle() {
     if !have_qemu() || !have_libvirt() {
@@ -357,6 +358,23 @@ fn a_vm_under_libvirt_through_its_lifecycle() {
     );
     assert_eq!(boots_of(&lab, "lv"), 3);
     assert_eq!(status(&lab, "lv").0, "ACTIVE");
+
+    // A domain whose qemu dies is reported SHUTOFF and not started again.
+    let pid_file = lab
+        .dir
+        .join(format!("libvirt-compute-2/run/qemu/{domain}.pid"));
+    let pid = std::fs::read_to_string(&pid_file).expect("libvirt's pid file");
+    assert!(Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap()
+        .success());
+    wait_until("the dead domain reported SHUTOFF", patience(20), || {
+        status(&lab, "lv").0 == "SHUTOFF"
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(status(&lab, "lv").0, "SHUTOFF", "revived by the agent");
+    assert_eq!(virsh(&["list", "--all", "--name"]).trim(), "");
 
     lab.novanet(&["delete", "lv"]);
     let vms = lab.dir.join("agent-compute-2/vms");
