@@ -65,7 +65,14 @@ pub fn run(socket: &Path, args: &[String], timeout: Duration) -> Result<(String,
             .unwrap_or(0)
     );
     let at = |e: std::io::Error| format!("{}: {e}", socket.display());
-    let mut s = UnixStream::connect(socket).map_err(at)?;
+    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        // qemu killed, or powered off: its socket file outlives it.
+        std::io::ErrorKind::ConnectionRefused => format!(
+            "{}: the VM is not running (connection refused)",
+            socket.display()
+        ),
+        _ => at(e),
+    })?;
     s.write_all(format!("{id} {line}\n").as_bytes())
         .map_err(at)?;
     let start = Instant::now();
