@@ -21,6 +21,10 @@ packages=(
   qemu-system-x86 kmod         # the guest lab: Debian's kernel, which has 802.1Q VLAN devices
   postgresql                   # the PostgreSQL store's tests run a throwaway server of its own
   openvpn openssl              # cloudpipe: the VPN instances' server and the lab's client; the CA
+  # compute_driver = libvirt (`lab up --vms mixed`): the daemon with its qemu driver, and
+  # virsh. Not libvirt-daemon-system: that one adds services, users and a default network
+  # (virbr0); the lab runs its own libvirtd per host instead (crates/lab/src/libvirtd.rs).
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 )
 missing=()
 for p in "${packages[@]}"; do

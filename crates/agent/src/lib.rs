@@ -62,6 +62,8 @@ pub struct AgentOptions {
     pub host_options: novanet_core::config::HostOptions,
     /// What runs this host's instances (`none`: nothing, as before).
     pub compute_driver: hypervisor::ComputeDriver,
+    /// libvirt's connection (nova's `libvirt_uri`) for `compute_driver = libvirt`.
+    pub libvirt_uri: Option<String>,
     /// Where to serve `/metrics` and `/healthz` (None: not served).
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
@@ -121,7 +123,11 @@ impl Agent {
         // every pass).
         let ra = ra::RaManager::new(&opts.state_dir.join("ra"));
         let owned = load_owned(&opts.state_dir.join("owned.json"));
-        let hypervisor = hypervisor::driver(opts.compute_driver, &opts.state_dir);
+        let hypervisor = hypervisor::driver(
+            opts.compute_driver,
+            &opts.state_dir,
+            opts.libvirt_uri.as_deref(),
+        );
         let metadata = metadata::LocalMetadata::new(&opts.state_dir);
         Ok(Agent {
             hypervisor,

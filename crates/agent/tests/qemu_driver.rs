@@ -116,6 +116,7 @@ fn inside() {
         initrd: Some(img.initrd.clone()),
         cmdline: Some(test_image::CMDLINE.into()),
         console_log: dir.join("console.log"),
+        command_socket: None,
     };
     std::fs::write(
         dir.join(novanet_agent::hypervisor::SPEC_FILE),

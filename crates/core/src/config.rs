@@ -240,6 +240,9 @@ pub struct Config {
     pub service_down_time: u64,
     /// Lifetime of API tokens, seconds (keystone's `[token] expiration`).
     pub token_expiration: u64,
+    /// The libvirt connection of `compute_driver = libvirt` (nova's flag `libvirt_uri`,
+    /// later `[libvirt] connection_uri`); default `qemu:///system`.
+    pub libvirt_uri: Option<String>,
     /// nova.conf's `[keystone_authtoken]`: when present, API tokens are validated against
     /// that Keystone instead of novanet's own identity service.
     pub keystone_authtoken: Option<KeystoneAuthtoken>,
@@ -432,6 +435,7 @@ impl Default for Config {
             create_unique_mac_address_attempts: 5,
             service_down_time: 60,
             token_expiration: 3600,
+            libvirt_uri: None,
             public_endpoint: None,
             quota_networks: 3,
             max_tenant_network_size: 1024,
@@ -629,6 +633,17 @@ impl Config {
                 "token_expiration",
                 format!("{} s: give 1 s to 7 days", self.token_expiration),
             ));
+        }
+        if let Some(u) = &self.libvirt_uri {
+            // virsh's -c argument: libvirt's qemu driver, no spaces or control characters.
+            let qemu = u.starts_with("qemu:") || u.starts_with("qemu+");
+            if !qemu || !u.contains("://") || u.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(Error::invalid(
+                    "libvirt_uri",
+                    format!("{u:?}: give a libvirt qemu URI, e.g. qemu:///system or qemu:///system?socket=/run/libvirt/libvirt-sock"),
+                ));
+            }
         }
         for (key, q) in [
             ("quota_floating_ips", self.quota_floating_ips),
@@ -890,7 +905,7 @@ mod tests {
         assert_eq!(c.public_interface, "VLAN100");
         for key in [
             "sql_connection",
-            "[libvirt]",
+            "libvirt.virt_type",
             "dhcpbridge is accepted",
             "metadata_manager is accepted",
             "floating_range is accepted",
@@ -921,6 +936,8 @@ mod tests {
     fn ranges_are_checked_at_start() {
         for (text, key) in [
             ("token_expiration = 0", "token_expiration"),
+            ("libvirt_uri = \"xen:///\"", "libvirt_uri"),
+            ("libvirt_uri = \"qemu:///system --x\"", "libvirt_uri"),
             ("quota_floating_ips = -2", "quota_floating_ips"),
             ("quota_networks = -5", "quota_networks"),
             (

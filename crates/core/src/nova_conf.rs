@@ -95,6 +95,7 @@ pub const OPTIONS: &[(&str, Kind)] = &[
     ("max_tenant_network_size", Kind::Int),
     ("max_network_size", Kind::Int),
     ("token_expiration", Kind::Int),
+    ("libvirt_uri", Kind::OptStr),
     ("service_down_time", Kind::Int),
 ];
 
@@ -238,7 +239,10 @@ pub fn parse(text: &str) -> Result<Parsed> {
         if !flags && line.starts_with('[') {
             let name = line.trim_start_matches('[').trim_end_matches(']').trim();
             section = name.to_string();
-            if !matches!(name, "DEFAULT" | "keystone_authtoken" | "database") {
+            if !matches!(
+                name,
+                "DEFAULT" | "keystone_authtoken" | "database" | "libvirt"
+            ) {
                 unused_sections.push(format!("[{name}]"));
             }
             continue;
@@ -304,6 +308,19 @@ pub fn parse(text: &str) -> Result<Parsed> {
                     lines.insert(format!("database.{key}"), n + 1);
                 } else {
                     unused.push(format!("database.{key}"));
+                }
+            }
+            // Later nova's name of the flag-file era's `libvirt_uri`; the section's other
+            // options (virt_type, ...) are the compute driver's, not networking.
+            "libvirt" => {
+                if key == "connection_uri" {
+                    match typed("libvirt_uri", Kind::OptStr, value)? {
+                        Some(v) => table.insert("libvirt_uri".into(), v),
+                        None => table.remove("libvirt_uri"),
+                    };
+                    lines.insert("libvirt_uri".to_string(), n + 1);
+                } else {
+                    unused.push(format!("libvirt.{key}"));
                 }
             }
             _ => {}
@@ -395,16 +412,24 @@ mod tests {
     fn ini_values_become_typed() {
         let p = parse(
             "[DEFAULT]\nflat_interface=eth2\ndns_server = 8.8.8.8, 8.8.4.4\nmulti_host=True\n\
-             network_device_mtu = None\nrabbit_host = x\n[libvirt]\nvirt_type = qemu\n",
+             network_device_mtu = None\nrabbit_host = x\n[libvirt]\nvirt_type = qemu\n\
+             connection_uri = qemu:///system\n[vnc]\nenabled = False\n",
         )
         .unwrap();
+        assert_eq!(p.table["libvirt_uri"].as_str(), Some("qemu:///system"));
+        assert_eq!(p.lines["libvirt_uri"], 9);
         assert_eq!(p.table["flat_interface"].as_str(), Some("eth2"));
         assert_eq!(p.table["dns_server"].as_array().unwrap().len(), 2);
         assert_eq!(p.table["multi_host"].as_bool(), Some(true));
         assert!(!p.table.contains_key("network_device_mtu"));
         assert_eq!(p.lines["flat_interface"], 2);
         assert!(p.warnings[0].contains("rabbit_host"), "{:?}", p.warnings);
-        assert!(p.warnings[1].contains("[libvirt]"), "{:?}", p.warnings);
+        assert!(
+            p.warnings[0].contains("libvirt.virt_type"),
+            "{:?}",
+            p.warnings
+        );
+        assert!(p.warnings[1].contains("[vnc]"), "{:?}", p.warnings);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! own namespaces (named `<prefix>-<node>`) and is removed by `lab down`: processes by PID,
 //! namespaces by name. The machine's own interfaces, routes and firewall are never touched.
 
+mod libvirtd;
 pub mod test_image;
+mod vm_exec;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,8 +45,10 @@ pub enum LabCmd {
         /// needs a kernel with VLAN devices) or vxlan (over the management network)
         #[arg(long, value_enum, default_value = "vlan")]
         segment_driver: LabSegments,
-        /// What the instances are: namespaces (the lab's stand-in) or qemu (real VMs, TCG,
-        /// booted from `manage image build-test`'s image by each compute host's agent)
+        /// What the instances are: namespaces (the lab's stand-in), qemu (real VMs, TCG,
+        /// booted from `manage image build-test`'s image by each compute host's agent), or
+        /// mixed (the same, but compute-2's agent runs its VMs under libvirt, with a
+        /// libvirtd of its own)
         #[arg(long, value_enum, default_value = "namespaces")]
         vms: LabVms,
         /// The store: a PostgreSQL URL (default: the server's SQLite file)
@@ -73,6 +77,7 @@ pub enum LabCmd {
         opts: LabOpts,
     },
     /// Run a command on a host or in an instance, with admin credentials in the environment
+    /// (in a real VM: through its command channel, a serial port on a unix socket on its host)
     Exec {
         #[command(flatten)]
         opts: LabOpts,
@@ -135,7 +140,12 @@ pub enum LabVms {
     #[default]
     Namespaces,
     Qemu,
+    /// Real VMs: qemu on compute-1, libvirt on compute-2 (both drivers in one cloud).
+    Mixed,
 }
+
+/// The host whose agent uses libvirt in a `--vms mixed` lab.
+pub const LIBVIRT_HOST: &str = "compute-2";
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LabSegments {
@@ -197,6 +207,9 @@ struct LabState {
     /// Instances are real qemu VMs, made by the agents (`--compute-driver qemu`).
     #[serde(default)]
     qemu_vms: bool,
+    /// Hosts whose agents run their VMs under libvirt (each with its own libvirtd).
+    #[serde(default)]
+    libvirt_hosts: Vec<String>,
     /// The servers' PostgreSQL store, if not SQLite.
     #[serde(default)]
     db: Option<String>,
@@ -407,6 +420,23 @@ fn preflight() -> Res<()> {
     Ok(())
 }
 
+/// Fails naming the first of `tools` that is not installed, and the packages to install.
+fn need_tools(tools: &[&str], packages: &str) -> Res<()> {
+    for tool in tools {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            return Err(format!(
+                "{tool} is missing: run scripts/setup.sh (apt-get install {packages})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 # udhcpc hook for lab VMs. It configures only the VM's own namespace: it never writes
 # /etc/resolv.conf (namespaces share the host's filesystem).
@@ -496,6 +526,12 @@ pub fn up(o: &LabOpts, bare: bool, extra: &[String]) -> Res<()> {
 
 pub fn up_with(o: &LabOpts, setup: &Setup) -> Res<()> {
     preflight()?;
+    if setup.vms == LabVms::Mixed {
+        need_tools(
+            &["libvirtd", "virsh"],
+            "libvirt-daemon-driver-qemu libvirt-clients",
+        )?;
+    }
     if state_path(o).exists() {
         return Err(format!(
             "a lab already runs in {} (novanet lab down first)",
@@ -506,7 +542,11 @@ pub fn up_with(o: &LabOpts, setup: &Setup) -> Res<()> {
     let mut st = LabState {
         prefix: o.prefix.clone(),
         config_drive: setup.manager == LabManager::Flat,
-        qemu_vms: setup.vms == LabVms::Qemu,
+        qemu_vms: setup.vms != LabVms::Namespaces,
+        libvirt_hosts: match setup.vms {
+            LabVms::Mixed => vec![LIBVIRT_HOST.to_string()],
+            _ => Vec::new(),
+        },
         db: setup.db.clone(),
         two_servers: setup.two_servers,
         ipv6: setup.ipv6,
@@ -734,8 +774,14 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
     std::fs::write(&cfg_path, lab_config(setup, CONTROLLER_IP)).map_err(|e| e.to_string())?;
     // Each agent reads its own host's file, as each host has its own nova.conf (my_ip).
     for (host, addr) in HOSTS {
-        std::fs::write(host_config_path(o, host), lab_config(setup, addr))
-            .map_err(|e| e.to_string())?;
+        let mut c = lab_config(setup, addr);
+        if st.libvirt_hosts.iter().any(|h| h == host) {
+            let uri = libvirtd::uri(&libvirtd::dir(&o.dir, host));
+            c.push_str(&format!(
+                "# this host's own libvirtd\nlibvirt_uri = \"{uri}\"\n"
+            ));
+        }
+        std::fs::write(host_config_path(o, host), c).map_err(|e| e.to_string())?;
     }
     std::fs::write(o.dir.join("udhcpc.script"), UDHCPC_SCRIPT).map_err(|e| e.to_string())?;
     sh(
@@ -805,6 +851,10 @@ fn build(o: &LabOpts, st: &mut LabState, setup: &Setup) -> Res<()> {
     wait_for("the server to answer", Duration::from_secs(20), || {
         client(o, &["network-list"]).ok()
     })?;
+    for host in st.libvirt_hosts.clone() {
+        start_libvirtd(o, st, &host)?;
+        save(o, st)?;
+    }
     for (host, _) in HOSTS {
         start_agent(o, st, host)?;
         save(o, st)?;
@@ -1060,7 +1110,9 @@ fn start_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
     if host == "controller" {
         args.push("--network-host".into());
     }
-    if st.qemu_vms {
+    if st.libvirt_hosts.iter().any(|h| h == host) {
+        args.extend(["--compute-driver".into(), "libvirt".into()]);
+    } else if st.qemu_vms {
         args.extend(["--compute-driver".into(), "qemu".into()]);
     }
     let log = o.dir.join(format!("agent-{host}.log"));
@@ -1071,6 +1123,26 @@ fn start_agent(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
     let pid = spawn(o, &ns(o, host), &args, &log, &env)?.id();
     st.pids.push((format!("agent-{host}"), pid));
     Ok(())
+}
+
+/// Starts `host`'s own libvirtd (see `libvirtd`) and waits for its socket.
+fn start_libvirtd(o: &LabOpts, st: &mut LabState, host: &str) -> Res<()> {
+    let dir = libvirtd::dir(&o.dir, host);
+    libvirtd::prepare(&dir)?;
+    let args = [
+        "sh".to_string(),
+        dir.join("start.sh").display().to_string(),
+        dir.display().to_string(),
+    ];
+    let log = o.dir.join(format!("libvirtd-{host}.log"));
+    let pid = spawn(o, &ns(o, host), &args, &log, &[])?.id();
+    st.pids.push((format!("libvirtd-{host}"), pid));
+    let sock = dir.join("run/libvirt-sock");
+    wait_for(
+        &format!("{host}'s libvirtd (its log: {})", log.display()),
+        Duration::from_secs(20),
+        || sock.exists().then_some(()),
+    )
 }
 
 /// Stops a host's agent (by PID) and starts a new one, as an operator's restart would.
@@ -1533,6 +1605,12 @@ pub fn down(o: &LabOpts) -> Res<()> {
             }
         }
     }
+    // libvirt's VMs: libvirtd (ended above) leaves its domains running.
+    for host in &st.libvirt_hosts {
+        for pid in libvirtd::qemu_pids(&libvirtd::dir(&o.dir, host), &o.dir) {
+            kill(pid);
+        }
+    }
     // dnsmasq (networks/) and radvd (ra/), by the PID in their files.
     for (host, sub) in HOSTS
         .iter()
@@ -1569,9 +1647,30 @@ pub fn down(o: &LabOpts) -> Res<()> {
     }
 }
 
+/// The command socket of an instance's real VM (`VmSpec::command_socket`, the agent's
+/// `cmd.sock`), on whichever lab host runs it.
+fn command_socket(o: &LabOpts, instance: &str) -> Res<PathBuf> {
+    let uuid = find_server(o, instance)?["id"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| format!("{instance} has no id"))?;
+    HOSTS
+        .iter()
+        .map(|(h, _)| o.dir.join(format!("agent-{h}/vms/{uuid}/cmd.sock")))
+        .find(|p| p.exists())
+        .ok_or_else(|| format!("{instance} has no running VM (yet)"))
+}
+
 fn exec(o: &LabOpts, node: &str, cmd: &[String]) -> Res<()> {
     let st = load(o);
     let target = ns(o, node);
+    if st.qemu_vms && !st.namespaces.contains(&target) && !HOSTS.iter().any(|(h, _)| h == &node) {
+        // A real VM: its command channel, not a namespace.
+        let socket = command_socket(o, node)?;
+        let (out, code) = vm_exec::run(&socket, cmd, Duration::from_secs(60))?;
+        print!("{out}");
+        std::process::exit(code);
+    }
     if !st.namespaces.contains(&target) {
         return Err(format!(
             "no lab node {node} (hosts: controller, compute-1, compute-2, outside, or an instance)"

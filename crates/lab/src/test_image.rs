@@ -28,6 +28,8 @@ pub const WANTED_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
 pub const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 /// What /init prints once every NIC has been tried, so that a reader knows it is done.
 pub const READY_LINE: &str = "novanet-test: ready";
+/// What the command channel (ttyS1) prints after each command: `MARK ID EXIT_CODE`.
+pub const DONE_MARK: &str = "novanet-exec-done";
 
 /// The files of a built test image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +96,15 @@ pub fn init_script(modules: &[String]) -> String {
     for m in modules {
         s.push_str(&format!("insmod /lib/modules/{m}.ko\n"));
     }
+    // The command channel (the agent's second serial port, a unix socket on the VM's host):
+    // lines `ID COMMAND`, each run by sh with its output and then `DONE_MARK ID CODE` sent
+    // back. Raw and without echo, so that only output comes back, byte for byte.
+    s.push_str(&format!(
+        "if [ -e /dev/ttyS1 ] && stty -F /dev/ttyS1 raw -echo 2>/dev/null; then\n\
+         \x20 ( while read -r id cmd; do sh -c \"$cmd\" </dev/null 2>&1; \
+         echo \"{DONE_MARK} $id $?\"; done ) </dev/ttyS1 >/dev/ttyS1 2>&1 &\n\
+         fi\n"
+    ));
     s.push_str(
         "ip link set lo up\n\
          sleep 0.2\n\
@@ -575,6 +586,9 @@ mod tests {
         assert!(s.contains("timeout 10 wget -qO- http://169.254.169.254/latest/meta-data/hostname"));
         assert!(udhcpc_script().contains("! ip route | grep -q '^default'"));
         assert!(s.contains(READY_LINE));
+        // The command channel answers on ttyS1, raw, with the mark after each command.
+        assert!(s.contains("stty -F /dev/ttyS1 raw -echo"));
+        assert!(s.contains(&format!("echo \"{DONE_MARK} $id $?\"")));
         assert!(udhcpc_script().contains("novanet-test: lease $interface $ip/$mask"));
     }
 

@@ -263,6 +263,7 @@ fn run_agent(a: AgentArgs, auth: &client::Auth) -> Result<(), String> {
         resync: Duration::from_secs(a.resync),
         once: a.once,
         compute_driver: a.compute_driver,
+        libvirt_uri: cfg.libvirt_uri.clone(),
         metrics_listen: a.metrics_listen,
     };
     let servers =

@@ -1,7 +1,13 @@
-//! `compute_driver = libvirt`: a transient libvirt domain per VM (`virsh create`), plugged
-//! as nova's libvirt driver plugged nova-network's VIFs: `<interface type='bridge'>` on the
-//! network's bridge with the VIF's MAC and a `vnetN` target. libvirt makes and removes the
-//! taps itself; the domain's name is `instance-<uuid>`, which adoption looks for.
+//! `compute_driver = libvirt`: a transient libvirt domain per VM (`virsh create`); the
+//! domain's name is `instance-<uuid>`, which adoption looks for.
+//!
+//! VIFs: nova's libvirt driver plugged nova-network's VIFs as `<interface type='bridge'>`
+//! and let libvirt make the tap. Here the agent makes each `vnetN` tap on its bridge (as the
+//! qemu driver does) and hands it over as `<interface type='ethernet'>` with
+//! `<target dev='vnetN' managed='no'/>`: libvirt reserves the `vnet` prefix for names of
+//! its own and ignores a requested `vnet0`, numbering on across restarts (a stopped and
+//! started VM came back as `vnet2` on a host with one VM), while the agent's firewall rules
+//! and anti-spoofing name the device the plan gave the VIF.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -52,7 +58,10 @@ pub fn domain_xml(spec: &VmSpec, domain_type: &str) -> String {
     if spec.kernel.is_none() {
         x.push_str("    <boot dev='hd'/>\n");
     }
-    x.push_str("  </os>\n  <cpu mode='host-model'/>\n");
+    // Without <acpi/> libvirt starts qemu with ACPI off: the guest's poweroff then never
+    // ends the domain (seen here: "A valid RSDP was not found" and a VM that stayed up).
+    x.push_str("  </os>\n  <features>\n    <acpi/>\n    <apic/>\n  </features>\n");
+    x.push_str("  <cpu mode='host-model'/>\n");
     x.push_str("  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n");
     x.push_str("  <devices>\n");
     match &spec.disk {
@@ -71,31 +80,40 @@ pub fn domain_xml(spec: &VmSpec, domain_type: &str) -> String {
     }
     for n in &spec.nics {
         x.push_str(&format!(
-            "    <interface type='bridge'>\n      <source bridge='{}'/>\n      <mac address='{}'/>\n      \
-             <target dev='{}'/>\n      <model type='virtio'/>\n      <rom enabled='no'/>\n    </interface>\n",
-            n.bridge, n.mac, n.device
+            "    <interface type='ethernet'>\n      <mac address='{}'/>\n      \
+             <target dev='{}' managed='no'/>\n      <model type='virtio'/>\n      <rom enabled='no'/>\n    </interface>\n",
+            n.mac, n.device
         ));
     }
     x.push_str(&format!(
         "    <serial type='file'>\n      <source path='{}' append='on'/>\n      <target port='0'/>\n    </serial>\n",
         esc(&spec.console_log.to_string_lossy())
     ));
+    if let Some(sock) = &spec.command_socket {
+        x.push_str(&format!(
+            "    <serial type='unix'>\n      <source mode='bind' path='{}'/>\n      <target port='1'/>\n    </serial>\n",
+            esc(&sock.to_string_lossy())
+        ));
+    }
     x.push_str("  </devices>\n</domain>\n");
     x
 }
 
+/// libvirt's system daemon, as nova's `libvirt_uri` defaulted to for qemu.
+pub const DEFAULT_URI: &str = "qemu:///system";
+
 pub struct LibvirtDriver {
     dir: PathBuf,
-    /// `qemu:///system`, or a lab host's own socket.
+    /// `qemu:///system`, or a lab host's own daemon (`qemu:///system?socket=...`).
     uri: String,
     domain_type: String,
 }
 
 impl LibvirtDriver {
-    pub fn new(dir: PathBuf) -> LibvirtDriver {
+    pub fn new(dir: PathBuf, uri: &str) -> LibvirtDriver {
         LibvirtDriver {
             dir,
-            uri: std::env::var("NOVANET_LIBVIRT_URI").unwrap_or_else(|_| "qemu:///system".into()),
+            uri: uri.to_string(),
             domain_type: "qemu".into(),
         }
     }
@@ -123,9 +141,18 @@ impl Hypervisor for LibvirtDriver {
     }
 
     fn start(&mut self, spec: &VmSpec) -> Result<(), String> {
+        super::qemu::make_taps(spec)?;
         let xml = self.dir.join(&spec.uuid).join("domain.xml");
         std::fs::write(&xml, domain_xml(spec, &self.domain_type)).map_err(|e| e.to_string())?;
-        self.virsh(&["create", &xml.to_string_lossy()]).map(|_| ())
+        self.virsh(&["create", &xml.to_string_lossy()])?;
+        // libvirtd makes the command channel's socket group-writable (its umask): only root
+        // may open it, as under the qemu driver.
+        if let Some(sock) = &spec.command_socket {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{}: {e}", sock.display()))?;
+        }
+        Ok(())
     }
 
     fn stop(&mut self, uuid: &str) -> Result<(), String> {
@@ -138,6 +165,7 @@ impl Hypervisor for LibvirtDriver {
             self.stop(uuid)?;
         }
         let dir = self.dir.join(uuid);
+        super::qemu::remove_taps(&dir)?;
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))
     }
 }
@@ -159,6 +187,10 @@ mod tests {
     <type arch='x86_64' machine='pc'>hvm</type>
     <boot dev='hd'/>
   </os>
+  <features>
+    <acpi/>
+    <apic/>
+  </features>
   <cpu mode='host-model'/>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
@@ -168,23 +200,25 @@ mod tests {
       <source file='/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/disk.qcow2'/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <interface type='bridge'>
-      <source bridge='br100'/>
+    <interface type='ethernet'>
       <mac address='fa:16:3e:00:00:01'/>
-      <target dev='vnet0'/>
+      <target dev='vnet0' managed='no'/>
       <model type='virtio'/>
       <rom enabled='no'/>
     </interface>
-    <interface type='bridge'>
-      <source bridge='br101'/>
+    <interface type='ethernet'>
       <mac address='fa:16:3e:00:00:02'/>
-      <target dev='vnet3'/>
+      <target dev='vnet3' managed='no'/>
       <model type='virtio'/>
       <rom enabled='no'/>
     </interface>
     <serial type='file'>
       <source path='/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/console.log' append='on'/>
       <target port='0'/>
+    </serial>
+    <serial type='unix'>
+      <source mode='bind' path='/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/cmd.sock'/>
+      <target port='1'/>
     </serial>
   </devices>
 </domain>

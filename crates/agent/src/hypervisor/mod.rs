@@ -55,12 +55,20 @@ impl ComputeDriver {
 }
 
 /// The driver for `kind`, keeping its VMs under `state_dir/vms`; None for `none`.
-pub fn driver(kind: ComputeDriver, state_dir: &Path) -> Option<Box<dyn Hypervisor>> {
+/// `libvirt_uri` (validated with the configuration) is libvirt's connection.
+pub fn driver(
+    kind: ComputeDriver,
+    state_dir: &Path,
+    libvirt_uri: Option<&str>,
+) -> Option<Box<dyn Hypervisor>> {
     let dir = state_dir.join("vms");
     match kind {
         ComputeDriver::None => None,
         ComputeDriver::Qemu => Some(Box::new(qemu::QemuDriver::new(dir))),
-        ComputeDriver::Libvirt => Some(Box::new(libvirt::LibvirtDriver::new(dir))),
+        ComputeDriver::Libvirt => Some(Box::new(libvirt::LibvirtDriver::new(
+            dir,
+            libvirt_uri.unwrap_or(libvirt::DEFAULT_URI),
+        ))),
     }
 }
 
@@ -99,7 +107,17 @@ pub struct VmSpec {
     pub cmdline: Option<String>,
     /// The serial console's log (`console-log`).
     pub console_log: PathBuf,
+    /// A second serial port (the guest's ttyS1) on a unix socket in the VM's directory: a
+    /// command channel reachable only by root on the VM's own host, never over a network,
+    /// as qemu-guest-agent's channel served nova's tools. The lab's test image runs the
+    /// commands `lab exec` sends on it; a guest that does not listen never reads it.
+    #[serde(default)]
+    pub command_socket: Option<PathBuf>,
 }
+
+/// The command channel's socket in a VM's directory (short: unix socket paths end at 107
+/// bytes).
+pub const COMMAND_SOCKET: &str = "cmd.sock";
 
 /// A VM's power state as nova reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -438,6 +456,7 @@ pub fn vm_spec(
         initrd,
         cmdline: image.os_command_line.clone(),
         console_log: vm_dir.join("console.log"),
+        command_socket: Some(vm_dir.join(COMMAND_SOCKET)),
     })
 }
 
@@ -743,6 +762,10 @@ mod tests {
             console_log:
                 "/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/console.log"
                     .into(),
+            command_socket: Some(
+                "/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/cmd.sock"
+                    .into(),
+            ),
         }
     }
 

@@ -58,12 +58,24 @@ pub fn argv(spec: &VmSpec, dir: &Path, o: &QemuOptions) -> Vec<String> {
         ),
         "-serial".into(),
         "chardev:console".into(),
+    ];
+    if let Some(sock) = &spec.command_socket {
+        // The guest's ttyS1; qemu listens and never waits for a client.
+        a.push("-chardev".into());
+        a.push(format!(
+            "socket,id=command,path={},server=on,wait=off",
+            sock.to_string_lossy()
+        ));
+        a.extend(["-serial".into(), "chardev:command".into()]);
+    }
+    let control: Vec<String> = vec![
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", p("qmp.sock")),
         "-daemonize".into(),
         "-pidfile".into(),
         p("pid"),
     ];
+    a.extend(control);
     match &spec.disk {
         Some(Disk::Overlay { path }) => {
             a.push("-drive".into());
@@ -180,9 +192,8 @@ fn power_off(dir: &Path, uuid: &str) {
     }
 }
 
-/// Ends a VM and removes it: its taps and its directory.
-fn destroy(dir: &Path, uuid: &str) -> Result<(), String> {
-    power_off(dir, uuid);
+/// Removes the taps of the VM whose directory is `dir` (as its spec names them).
+pub fn remove_taps(dir: &Path) -> Result<(), String> {
     let spec: Option<VmSpec> = std::fs::read_to_string(dir.join(SPEC_FILE))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
@@ -191,19 +202,31 @@ fn destroy(dir: &Path, uuid: &str) -> Result<(), String> {
             run("ip", &["link", "del", n.device.as_str()], None).map_err(|e| e.to_string())?;
         }
     }
+    Ok(())
+}
+
+/// Ends a VM and removes it: its taps and its directory.
+fn destroy(dir: &Path, uuid: &str) -> Result<(), String> {
+    power_off(dir, uuid);
+    remove_taps(dir)?;
     std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-fn start(spec: &VmSpec, dir: &Path, o: &QemuOptions) -> Result<(), String> {
+/// Makes `spec`'s taps on their bridges; a tap left by a VM that stopped is reused as it is.
+pub fn make_taps(spec: &VmSpec) -> Result<(), String> {
     for cmd in tap_commands(spec) {
         let dev = &cmd[3];
-        // A tap left by a VM that stopped is reused as it is.
         if cmd[0] == "tuntap" && device_exists(dev) {
             continue;
         }
         let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
         run("ip", &argv, None).map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+fn start(spec: &VmSpec, dir: &Path, o: &QemuOptions) -> Result<(), String> {
+    make_taps(spec)?;
     let args = argv(spec, dir, o);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     // -daemonize: qemu returns once the VM runs, or fails with its reason on stderr.
@@ -269,6 +292,8 @@ mod tests {
 -display none
 -chardev file,id=console,path=/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/console.log,append=on
 -serial chardev:console
+-chardev socket,id=command,path=/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/cmd.sock,server=on,wait=off
+-serial chardev:command
 -qmp unix:/var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/qmp.sock,server=on,wait=off
 -daemonize
 -pidfile /var/lib/novanet/agent-c1/vms/0b7a7b56-8f7a-4f51-a8f5-7cf3a4c3b0f1/pid
