@@ -239,9 +239,14 @@ fn real_vms_on_a_vxlan_project_network() {
 }
 
 /// The command channels under `vms` are sockets no one but their owner (root) may open:
-/// connecting to a unix socket needs write permission on it.
+/// connecting to a unix socket needs write permission on it. Each VM's directory (its
+/// console log among it) is root's only.
 fn assert_root_only(vms: &std::path::Path) {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for e in std::fs::read_dir(vms).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        assert_eq!(m.mode() & 0o777, 0o700, "{}", e.path().display());
+    }
     let socks: Vec<_> = std::fs::read_dir(vms)
         .unwrap()
         .flatten()

@@ -594,7 +594,12 @@ pub fn sync(
             Ok(spec) => {
                 taken.extend(spec.nics.iter().map(|n| n.device.to_string()));
                 let text = serde_json::to_string_pretty(&spec).expect("serializable");
+                // The console log and the command channel are the tenant's: root's only.
                 let written = std::fs::create_dir_all(&dir)
+                    .and_then(|()| {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    })
                     .and_then(|()| std::fs::write(dir.join(SPEC_FILE), text));
                 match written {
                     Ok(()) => wanted.push(Wanted {
