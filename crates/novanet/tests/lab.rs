@@ -54,20 +54,8 @@ fn seed_tutorial_flatdhcp_cloud() {
     });
 
     // A second VM on compute-2 gets the next address and reaches the first.
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "vm2",
-    ]);
     // The lab's hypervisor starts the VM by itself, as nova-compute would.
-    wait_until("vm2's lease", Duration::from_secs(20), || {
-        lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
-    });
+    lab.boot_on("vm2", "compute-2", "10.0.0.3");
     assert!(lab.succeeds("vm2", &["ping", "-c", "1", "-W", "2", "10.0.0.2"]));
 
     // dnsmasq answers DNS for instance names.
@@ -240,22 +228,8 @@ fn floating_ips_end_to_end(name: &str, driver: &str) {
         return;
     };
     // nova's default group admits nothing; open what the test reaches, as the seed does.
-    lab.novanet(&[
-        "secgroup-add-rule",
-        "default",
-        "icmp",
-        "-1",
-        "-1",
-        "0.0.0.0/0",
-    ]);
-    lab.novanet(&[
-        "secgroup-add-rule",
-        "default",
-        "tcp",
-        "8000",
-        "8000",
-        "0.0.0.0/0",
-    ]);
+    lab.open_port("icmp", "-1");
+    lab.open_port("tcp", "8000");
     // The seed's nova-manage command, verbatim.
     lab.ok(
         "controller",
@@ -612,22 +586,8 @@ fn security_groups_e2e(name: &str, driver: &str, same_net: bool) {
     assert!(!tcp_open(&lab, "outside", fl, 22));
 
     // The seed's rules open ping and SSH, and nothing else.
-    lab.novanet(&[
-        "secgroup-add-rule",
-        "default",
-        "icmp",
-        "-1",
-        "-1",
-        "0.0.0.0/0",
-    ]);
-    lab.novanet(&[
-        "secgroup-add-rule",
-        "default",
-        "tcp",
-        "22",
-        "22",
-        "0.0.0.0/0",
-    ]);
+    lab.open_port("icmp", "-1");
+    lab.open_port("tcp", "22");
     wait_state(&lab, "port 22 open", true, |l| {
         tcp_open(l, "outside", fl, 22)
     });
@@ -1051,19 +1011,7 @@ fn a_host_firewall_ending_in_reject_does_not_break_the_cloud() {
         },
     );
     // A new VM gets its lease and its metadata through the controller.
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "vm2",
-    ]);
-    wait_until("vm2's lease", Duration::from_secs(20), || {
-        lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
-    });
+    lab.boot_on("vm2", "compute-2", "10.0.0.3");
     let host = lab.ok(
         "vm2",
         &[
@@ -1106,19 +1054,7 @@ fn the_flat_interfaces_address_and_routes_move_to_the_bridge() {
             "ip", "route", "add", "default", "via", "10.0.0.1", "dev", "eth2", "metric", "500",
         ],
     );
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "vm2",
-    ]);
-    wait_until("vm2's lease", Duration::from_secs(20), || {
-        lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
-    });
+    lab.boot_on("vm2", "compute-2", "10.0.0.3");
     let addrs = lab.ok(
         "compute-2",
         &["ip", "-4", "-o", "addr", "show", "dev", "br100"],

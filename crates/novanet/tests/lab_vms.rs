@@ -92,14 +92,7 @@ fn a_real_vm_through_its_lifecycle() {
     ]);
     lab.novanet(&["floating-ip-create"]);
     lab.novanet(&["floating-ip-associate", "cirros", "68.99.26.170"]);
-    lab.novanet(&[
-        "secgroup-add-rule",
-        "default",
-        "icmp",
-        "-1",
-        "-1",
-        "0.0.0.0/0",
-    ]);
+    lab.open_port("icmp", "-1");
     wait_until("outside pings the floating IP", patience(20), || {
         lab.succeeds("outside", &["ping", "-c", "1", "-W", "1", "68.99.26.170"])
     });
@@ -225,14 +218,7 @@ fn real_vms_on_a_vxlan_project_network() {
     // vm2's traffic crossed the VXLAN segment: compute-2 has the project's VXLAN device.
     let links = lab.ok("compute-2", &["ip", "-d", "link", "show", "type", "vxlan"]);
     assert!(links.contains("vxlan id 100"), "{links}");
-    lab.novanet(&[
-        "secgroup-add-rule",
-        "default",
-        "tcp",
-        "80",
-        "80",
-        "0.0.0.0/0",
-    ]);
+    lab.open_port("tcp", "80");
     wait_until("the gateway reaches vm2's port 80", patience(20), || {
         curl(&lab, "controller", &format!("http://{ip}/")).as_deref() == Some("vm2.novalocal")
     });

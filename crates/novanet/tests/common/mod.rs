@@ -282,3 +282,38 @@ pub fn patience(secs: u64) -> Duration {
     };
     Duration::from_secs(secs * factor)
 }
+
+impl Lab {
+    /// Boots `name` (cirros, flavor 1) on `host` and waits for its VM's lease of `address`
+    /// (the lab's hypervisor starts the VM by itself, as nova-compute would).
+    pub fn boot_on(&self, name: &str, host: &str, address: &str) {
+        let zone = format!("nova:{host}");
+        self.novanet(&[
+            "boot",
+            "--image",
+            "cirros",
+            "--flavor",
+            "1",
+            "--availability-zone",
+            &zone,
+            name,
+        ]);
+        let (lease, want) = (format!("vm-{name}.lease"), format!("ip={address} "));
+        wait_until(&format!("{name}'s lease"), Duration::from_secs(20), || {
+            self.file(&lease).contains(&want)
+        });
+    }
+
+    /// Opens a port (icmp: "-1") of the admin project's default group to everyone, as the
+    /// seed does for ping and SSH.
+    pub fn open_port(&self, proto: &str, port: &str) {
+        self.novanet(&[
+            "secgroup-add-rule",
+            "default",
+            proto,
+            port,
+            port,
+            "0.0.0.0/0",
+        ]);
+    }
+}
