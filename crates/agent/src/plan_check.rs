@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use novanet_core::firewall::{MetadataRedirect, ServedNetwork, SourceNat, VpnForward};
+use novanet_core::firewall::{MetadataRedirect, MetadataV6, ServedNetwork, SourceNat, VpnForward};
 use novanet_core::plan::{
     BridgePlan, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity, RaPlan, SgRule,
 };
@@ -91,6 +91,7 @@ pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
         keep_valid_one::<SourceNat>(gw, "snat", &mut refused);
         keep_valid_one::<MetadataRedirect>(gw, "metadata", &mut refused);
         keep_valid::<VpnForward>(gw, "vpn", &mut refused);
+        keep_valid_one::<MetadataV6>(gw, "metadata_v6", &mut refused);
     }
     if let Some(sec) = v.get_mut("security") {
         keep_valid::<InstanceSecurity>(sec, "instances", &mut refused);

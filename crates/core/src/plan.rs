@@ -9,7 +9,9 @@ use std::num::NonZeroU16;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FirewallDriver};
-use crate::firewall::{GatewayPlan, MetadataRedirect, Proto, ServedNetwork, SourceNat, VpnForward};
+use crate::firewall::{
+    GatewayPlan, MetadataRedirect, MetadataV6, Proto, ServedNetwork, SourceNat, VpnForward,
+};
 use crate::model::{BoundAddress, FloatingIp, Network};
 use crate::net::Ipv4Cidr;
 use crate::segment::{plan_segment, Segment, SegmentInputs, VXLAN_OVERHEAD};
@@ -21,6 +23,11 @@ use crate::valid::{
 /// 169.254.169.254:80, where every cloud image looks for its metadata.
 pub const METADATA_ADDRESS: &str = "169.254.169.254";
 pub const METADATA_PORT: u16 = 80;
+/// The metadata service's IPv6 address, link-local on each instance's link.
+pub const METADATA_ADDRESS_V6: &str = "fe80::a9fe:a9fe";
+/// Where a host's agent answers metadata requests over IPv6 (the DNAT's target; the port
+/// Neutron's metadata proxy uses).
+pub const METADATA_V6_PORT: u16 = 9697;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostPlan {
@@ -575,6 +582,12 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
             fixed: fixed.into(),
         });
     }
+    if !plan.ra.is_empty() {
+        gw.metadata_v6 = NonZeroU16::new(METADATA_V6_PORT).map(|port| MetadataV6 {
+            bridges: plan.ra.iter().map(|r| r.bridge.clone()).collect(),
+            port,
+        });
+    }
     plan.gateway = gw;
     if cfg.firewall_driver != FirewallDriver::Noop {
         plan.security = security_plan(s, cfg, host, &mut plan.refused);
@@ -825,10 +838,19 @@ mod tests {
                 gateway: Ipv6Text::new("fd00:1::1").unwrap(),
             }]
         );
-        assert!(plan(&nets, &cfg, "compute-1").ra.is_empty());
+        // The metadata service at fe80::a9fe:a9fe on the same bridges.
+        assert_eq!(
+            ctl.gateway.metadata_v6,
+            Some(MetadataV6 {
+                bridges: vec![IfName::new("br100").unwrap()],
+                port: NonZeroU16::new(METADATA_V6_PORT).unwrap(),
+            })
+        );
+        let compute = plan(&nets, &cfg, "compute-1");
+        assert!(compute.ra.is_empty() && compute.gateway.metadata_v6.is_none());
         nets[0].gateway_v6 = Some("fd00:2::1".into());
         let bad = plan(&nets, &cfg, "controller");
-        assert!(bad.ra.is_empty());
+        assert!(bad.ra.is_empty() && bad.gateway.metadata_v6.is_none());
         assert!(bad.refused[0].contains("gateway_v6"), "{:?}", bad.refused);
         cfg.use_ipv6 = false;
         assert!(plan(&nets, &cfg, "controller").ra.is_empty());

@@ -36,6 +36,91 @@ fn slaac_address(lab: &Lab, vm: &str) -> Option<String> {
     Some(cidr.split('/').next()?.to_string())
 }
 
+/// A metadata path fetched at `fe80::a9fe:a9fe` on the VM's eth0 (empty: no answer).
+fn metadata_v6(lab: &Lab, vm: &str, path: &str) -> String {
+    let url = format!("http://[fe80::a9fe:a9fe%25eth0]/{path}");
+    let out = lab.exec(vm, &["curl", "-g", "-s", "-f", "-m", "2", &url]);
+    if out.status.success() {
+        text(&out.stdout).trim().to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// The metadata service at fe80::a9fe:a9fe on each VM's link (DNATed to the agent on the
+/// gateway host): each VM gets its own hostname. vm2 sending from cirros's link-local
+/// address gets nothing, even where the host's answer would reach it (its neighbour entry
+/// for that address poisoned to vm2's MAC, as an unsolicited advertisement from vm2 could):
+/// the bridge table drops it.
+fn metadata_over_ipv6(lab: &Lab) {
+    for vm in ["cirros", "vm2"] {
+        let mut got = String::new();
+        wait_until(
+            &format!("{vm}'s hostname over IPv6 metadata"),
+            Duration::from_secs(10),
+            || {
+                got = metadata_v6(lab, vm, "latest/meta-data/hostname");
+                !got.is_empty()
+            },
+        );
+        assert_eq!(got, format!("{vm}.novalocal"));
+    }
+    // vm2's only link-local address becomes cirros's, so that it is the source it picks.
+    let cirros_ll = link_local(lab, "cirros");
+    let own_ll = link_local(lab, "vm2");
+    let vm2_mac = lab.ok("vm2", &["cat", "/sys/class/net/eth0/address"]);
+    let addr = |verb: &str, a: &str| {
+        let mut cmd = vec!["ip", "-6", "addr", verb, a, "dev", "eth0"];
+        if verb == "add" {
+            cmd.push("nodad");
+        }
+        lab.ok("vm2", &cmd);
+    };
+    addr("del", &format!("{own_ll}/64"));
+    addr("add", &format!("{cirros_ll}/64"));
+    lab.ok(
+        "controller",
+        &[
+            "ip",
+            "-6",
+            "neigh",
+            "replace",
+            &cirros_ll,
+            "lladdr",
+            vm2_mac.trim(),
+            "dev",
+            "br100",
+            "nud",
+            "permanent",
+        ],
+    );
+    let stolen = metadata_v6(lab, "vm2", "latest/meta-data/hostname");
+    lab.ok(
+        "controller",
+        &["ip", "-6", "neigh", "del", &cirros_ll, "dev", "br100"],
+    );
+    addr("del", &format!("{cirros_ll}/64"));
+    addr("add", &format!("{own_ll}/64"));
+    assert_eq!(
+        stolen, "",
+        "vm2 read cirros's metadata from cirros's link-local address"
+    );
+}
+
+/// The VM's link-local address on eth0.
+fn link_local(lab: &Lab, vm: &str) -> String {
+    let t = lab.ok(
+        vm,
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+        ],
+    );
+    let w = t.split_whitespace().skip_while(|w| *w != "inet6").nth(1);
+    w.and_then(|c| c.split('/').next())
+        .expect("a link-local address")
+        .to_string()
+}
+
 /// The IPv6 address `novanet list` shows for a server.
 fn listed_v6(lab: &Lab, vm: &str) -> Option<String> {
     let listed = lab.novanet(&["list"]);
@@ -183,6 +268,7 @@ fn ipv6_security_groups(name: &str, driver: &str) {
         a.is_some() && b.is_some()
     });
     let (a, b) = (a.unwrap(), b.unwrap());
+    metadata_over_ipv6(&lab);
     assert!(lab.lab(&["serve", "cirros", "22"]).status.success());
 
     // IPv4 rules only: no IPv6 connection gets in, IPv4 does.

@@ -10,13 +10,15 @@ use std::path::{Path, PathBuf};
 use novanet_core::firewall::{GatewayPlan, Proto, VPN_PRIVATE_PORT};
 use novanet_core::plan::{
     FloatingBinding, HostPlan, InstanceSecurity, SecurityPlan, SgRule, METADATA_ADDRESS,
-    METADATA_PORT,
+    METADATA_ADDRESS_V6, METADATA_PORT,
 };
 
 use super::{bridge_filtering, dedup_in_order, Applied, Firewall};
 use crate::sys::{run, write_if_changed, Result};
 
 pub const NAT_TABLE: &str = "novanet_nat";
+/// The IPv6 NAT: the metadata service's DNAT at `fe80::a9fe:a9fe` (dual stack).
+pub const NAT6_TABLE: &str = "novanet_nat6";
 pub const FILTER_TABLE: &str = "novanet_filter";
 pub const SPOOF_TABLE: &str = "novanet_spoof";
 
@@ -181,6 +183,27 @@ pub fn nat_table(gateway: &GatewayPlan, floating: &[FloatingBinding]) -> String 
         "\tchain source_nat {{\n\t\tsnat ip to ip saddr map @floating_snat\n{}\t}}\n",
         body("source_nat")
     );
+    out.push_str("}\n");
+    out
+}
+
+/// The `ip6` table: each listed bridge's requests to `[fe80::a9fe:a9fe]:80` DNATed to the
+/// agent's port on the same address. Without IPv6 metadata, an empty table (no NAT hook).
+pub fn nat6_table(gateway: &GatewayPlan) -> String {
+    let mut out = format!("table ip6 {NAT6_TABLE} {{\n");
+    if let Some(md) = &gateway.metadata_v6 {
+        out.push_str(
+            "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n",
+        );
+        for b in &md.bridges {
+            let _ = writeln!(
+                out,
+                "\t\tiifname \"{b}\" ip6 daddr {METADATA_ADDRESS_V6} tcp dport {METADATA_PORT} dnat to [{METADATA_ADDRESS_V6}]:{}",
+                md.port
+            );
+        }
+        out.push_str("\t}\n");
+    }
     out.push_str("}\n");
     out
 }
@@ -420,6 +443,8 @@ pub fn spoof_table(sec: &SecurityPlan) -> String {
             "ether type ip6 udp sport 547 drop".into(),
             // Duplicate address detection and MLD before the port has an address.
             "ether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept".into(),
+            // The metadata service knows the instance by its link-local source: only its own.
+            format!("ether type ip6 ip6 daddr {METADATA_ADDRESS_V6} iifname . ip6 saddr != @port_ip6 drop"),
             "ether type ip6 ip6 saddr fe80::/10 accept".into(),
             "ether type ip6 iifname . ip6 saddr != @port_ip6 drop".into(),
         ],
@@ -442,8 +467,9 @@ fn ip_element(dev: &str, ip: &str) -> String {
 }
 
 /// The security tables' structure (sets, maps, the spoof chain's rules): a state written
-/// for another one is replaced whole, never patched (1: the IPv6 sets and map).
-pub const TABLES_LAYOUT: u32 = 1;
+/// for another one is replaced whole, never patched (1: the IPv6 sets and map; 2: the
+/// metadata service's link-local check).
+pub const TABLES_LAYOUT: u32 = 2;
 
 /// What this agent last wrote to the security tables, to compute the next change from.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -488,7 +514,13 @@ fn ports_of_plan(sec: &SecurityPlan) -> BTreeMap<String, (String, Vec<String>)> 
         if let Some(dev) = &p.device {
             // nft prints MACs in lower case; so does the state, whatever the store holds.
             let mut ips = sorted(&p.ips);
-            ips.extend(sorted(&p.ips_v6));
+            // A dual-stack port's own link-local address (modified EUI-64), the only one it
+            // may reach the metadata service at fe80::a9fe:a9fe from.
+            let mut v6: Vec<String> = p.ips_v6.iter().map(ToString::to_string).collect();
+            if let (false, Ok(mac)) = (v6.is_empty(), p.mac.parse::<novanet_core::net::Mac>()) {
+                v6.push(novanet_core::ipv6::link_local(mac).to_string());
+            }
+            ips.extend(sorted(&v6));
             m.insert(dev.to_string(), (p.mac.to_lowercase(), ips));
         }
     }
@@ -801,9 +833,12 @@ impl Firewall for Nftables {
             out.step(bridge_filtering(), |()| None);
         }
         let nat = nat_table(&plan.gateway, &plan.floating);
-        out.step(self.tables.apply(&[("ip", NAT_TABLE, nat)]), |c| {
-            (!c.is_empty()).then(|| "nftables NAT".to_string())
-        });
+        let nat6 = nat6_table(&plan.gateway);
+        out.step(
+            self.tables
+                .apply(&[("ip", NAT_TABLE, nat), ("ip6", NAT6_TABLE, nat6)]),
+            |c| (!c.is_empty()).then(|| "nftables NAT".to_string()),
+        );
         out.step(self.apply_security(&plan.security), |how| {
             how.map(|how| format!("security ({how})"))
         });
@@ -819,6 +854,7 @@ impl Firewall for Nftables {
 pub(super) fn render(plan: &HostPlan) -> String {
     [
         nat_table(&plan.gateway, &plan.floating),
+        nat6_table(&plan.gateway),
         filter_table(&plan.security),
         spoof_table(&plan.security),
     ]
@@ -1257,6 +1293,37 @@ mod tests {
         assert!(u.retire.contains("\"vnet0\" . 10.0.0.9"), "{}", u.retire);
     }
 
+    /// A gateway with the metadata service at fe80::a9fe:a9fe on two bridges.
+    fn dual_stack_gateway() -> GatewayPlan {
+        GatewayPlan {
+            metadata_v6: Some(novanet_core::firewall::MetadataV6 {
+                bridges: vec!["br100".parse().unwrap(), "br101".parse().unwrap()],
+                port: std::num::NonZeroU16::new(9697).unwrap(),
+            }),
+            ..GatewayPlan::default()
+        }
+    }
+
+    /// The IPv6 NAT table: the metadata DNAT per bridge; without it, no chain (no hook).
+    #[test]
+    fn nat6_snapshot() {
+        assert_eq!(
+            nat6_table(&dual_stack_gateway()),
+            "table ip6 novanet_nat6 {
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tiifname \"br100\" ip6 daddr fe80::a9fe:a9fe tcp dport 80 dnat to [fe80::a9fe:a9fe]:9697
+\t\tiifname \"br101\" ip6 daddr fe80::a9fe:a9fe tcp dport 80 dnat to [fe80::a9fe:a9fe]:9697
+\t}
+}
+"
+        );
+        assert_eq!(
+            nat6_table(&GatewayPlan::default()),
+            "table ip6 novanet_nat6 {\n}\n"
+        );
+    }
+
     /// The rendered tables must parse: `nft -c` in a private network namespace (root only).
     /// An instance with an IPv6 address on its port and rules for IPv6 sources.
     fn dual_stack() -> InstanceSecurity {
@@ -1295,7 +1362,7 @@ mod tests {
         assert!(incremental(&old, &sec).is_none());
         let text = serde_json::to_string(&full_state(&sec))
             .unwrap()
-            .replace("\"layout\":1,", "");
+            .replace("\"layout\":2,", "");
         let read: SecState = serde_json::from_str(&text).unwrap();
         assert_eq!(read.layout, 0);
     }
@@ -1342,8 +1409,9 @@ mod tests {
             b.contains("\tset ports6 {\n\t\ttype ifname\n\t\telements = { \"vnet1\" }"),
             "{b}"
         );
+        // Its global address and its own link-local one (the metadata service's check).
         assert!(
-            b.contains("elements = { \"vnet1\" . fd00:1::f816:3eff:fe00:1 }"),
+            b.contains("elements = { \"vnet1\" . fd00:1::f816:3eff:fe00:1, \"vnet1\" . fe80::f816:3eff:fe00:1 }"),
             "{b}"
         );
         assert!(b.contains("elements = { \"vnet1\" . 10.0.0.3 }"), "{b}");
@@ -1359,7 +1427,7 @@ mod tests {
             "{u:?}"
         );
         assert!(
-            u.retire.contains("delete element bridge novanet_spoof port_ip6 { \"vnet1\" . fd00:1::f816:3eff:fe00:1 }"),
+            u.retire.contains("delete element bridge novanet_spoof port_ip6 { \"vnet1\" . fd00:1::f816:3eff:fe00:1, \"vnet1\" . fe80::f816:3eff:fe00:1 }"),
             "{u:?}"
         );
         assert!(
@@ -1395,6 +1463,8 @@ mod tests {
         let gateway = super::super::tests::two_networks_plan().gateway;
         let script = [
             replace_table("ip", NAT_TABLE, &nat_table(&gateway, &floating)),
+            replace_table("ip6", NAT6_TABLE, &nat6_table(&gateway)),
+            replace_table("ip6", NAT6_TABLE, &nat6_table(&dual_stack_gateway())),
             replace_table("inet", FILTER_TABLE, &filter_table(&sec)),
             replace_table("bridge", SPOOF_TABLE, &spoof_table(&sec)),
             replace_table(
@@ -1602,6 +1672,8 @@ mod tests {
 \t\toifname \"eth1\" ip saddr 10.1.0.0/24 snat ip to 192.168.56.200
 \t}
 }
+table ip6 novanet_nat6 {
+}
 table inet novanet_filter {
 \tmap instances {
 \t\ttype ipv4_addr : verdict
@@ -1644,6 +1716,7 @@ table bridge novanet_spoof {
 \t\tether type ip6 icmpv6 type { nd-router-advert, nd-redirect } drop
 \t\tether type ip6 udp sport 547 drop
 \t\tether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept
+\t\tether type ip6 ip6 daddr fe80::a9fe:a9fe iifname . ip6 saddr != @port_ip6 drop
 \t\tether type ip6 ip6 saddr fe80::/10 accept
 \t\tether type ip6 iifname . ip6 saddr != @port_ip6 drop
 \t}
