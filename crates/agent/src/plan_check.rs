@@ -9,7 +9,7 @@ use novanet_core::firewall::{MetadataRedirect, MetadataV6, ServedNetwork, Source
 use novanet_core::plan::{
     BridgePlan, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity, RaPlan, SgRule,
 };
-use novanet_core::valid::{CidrText, IfName, Ipv4Text};
+use novanet_core::valid::{CidrText, IfName, Ipv4Text, Ipv6Text};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -103,6 +103,22 @@ pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
                         let ok = serde_json::from_value::<Ipv4Text>(a.clone()).is_ok();
                         if !ok {
                             refused.push(format!("member {a} of group {g}: not an IPv4 address"));
+                        }
+                        ok
+                    });
+                }
+            }
+        }
+        if let Some(groups) = sec
+            .get_mut("group_members_v6")
+            .and_then(Value::as_object_mut)
+        {
+            for (g, members) in groups.iter_mut() {
+                if let Some(m) = members.as_array_mut() {
+                    m.retain(|a| {
+                        let ok = serde_json::from_value::<Ipv6Text>(a.clone()).is_ok();
+                        if !ok {
+                            refused.push(format!("member {a} of group {g}: not an IPv6 address"));
                         }
                         ok
                     });

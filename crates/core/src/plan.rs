@@ -78,6 +78,9 @@ pub struct SecurityPlan {
     pub instances: Vec<InstanceSecurity>,
     /// Members' fixed IPs of each security group some rule here names as its source.
     pub group_members: BTreeMap<i64, Vec<Ipv4Text>>,
+    /// Dual stack: the same members' IPv6 addresses (only groups with some).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_members_v6: BTreeMap<i64, Vec<Ipv6Text>>,
     /// The admin's provider rules: traffic they match is dropped for every instance, right
     /// after ESTABLISHED (nova's `provider_fw_rules`, Liberty and earlier).
     #[serde(default)]
@@ -662,15 +665,13 @@ fn dhcp_server_for(s: &Snapshot, n: &Network) -> Option<Ipv4Text> {
     n.dhcp_server.as_deref().and_then(|d| Ipv4Text::new(d).ok())
 }
 
-/// The port's IPv6 address and its network's prefix in dual stack. Only for the rfc2462
-/// backend: that is the address the guest configures itself (the plan's inputs do not carry
-/// the project that account_identifier's address needs, and no guest forms it by SLAAC).
-fn port_v6(cfg: &Config, n: &Network, mac: &MacText) -> Option<(Ipv6Text, Ipv6Prefix)> {
-    if cfg.ipv6() != Some(crate::ipv6::Backend::Rfc2462) {
-        return None;
-    }
+/// The port's IPv6 address and its network's prefix in dual stack, as the backend computes
+/// it (`rfc2462`: the address the guest autoconfigures; `account_identifier`: the one it is
+/// given in network_data.json and its interfaces file, from its project).
+fn port_v6(cfg: &Config, n: &Network, b: &BoundAddress) -> Option<(Ipv6Text, Ipv6Prefix)> {
+    let backend = cfg.ipv6()?;
     let prefix: crate::net::Ipv6Cidr = n.cidr_v6.as_deref()?.parse().ok()?;
-    let a = crate::ipv6::instance_address(crate::ipv6::Backend::Rfc2462, n, mac, "")?;
+    let a = crate::ipv6::instance_address(backend, n, &b.mac, &b.project_id)?;
     Some((a.into(), prefix.into()))
 }
 
@@ -711,7 +712,7 @@ fn security_plan(
             match ports.iter_mut().find(|p| p.mac == mac) {
                 Some(p) => p.ips.push(ip),
                 None => {
-                    let v6 = net.and_then(|n| port_v6(cfg, n, &mac));
+                    let v6 = net.and_then(|n| port_v6(cfg, n, b));
                     ports.push(PortSecurity {
                         device,
                         ips: vec![ip],
@@ -746,11 +747,24 @@ fn security_plan(
     }
     let mut group_members: BTreeMap<i64, Vec<Ipv4Text>> =
         sources.iter().map(|g| (*g, Vec::new())).collect();
+    // Dual stack: the members' IPv6 addresses too, as nova's rules from a group named them.
+    let mut group_members_v6: BTreeMap<i64, Vec<Ipv6Text>> = BTreeMap::new();
     for b in s.bound.iter().filter(|b| b.allocated) {
+        let v6 = s
+            .networks
+            .iter()
+            .find(|n| n.id == b.network_id)
+            .and_then(|n| port_v6(cfg, n, b));
         for g in &b.groups {
             if let (Some(m), Ok(a)) = (group_members.get_mut(g), Ipv4Text::new(b.address.as_str()))
             {
                 m.push(a);
+            }
+            if let (true, Some((a, _))) = (sources.contains(g), &v6) {
+                let m = group_members_v6.entry(*g).or_default();
+                if !m.contains(a) {
+                    m.push(a.clone());
+                }
             }
         }
     }
@@ -758,6 +772,7 @@ fn security_plan(
         allow_same_net: cfg.allow_same_net_traffic,
         instances,
         group_members,
+        group_members_v6,
         provider_rules: s.provider_rules.to_vec(),
     }
 }
@@ -799,6 +814,7 @@ mod tests {
             leased: false,
             device: Some("vnet0".into()),
             groups: vec![1],
+            project_id: String::new(),
             default_route: true,
         }
     }
@@ -854,6 +870,76 @@ mod tests {
         assert!(bad.refused[0].contains("gateway_v6"), "{:?}", bad.refused);
         cfg.use_ipv6 = false;
         assert!(plan(&nets, &cfg, "controller").ra.is_empty());
+    }
+
+    /// Dual stack filtering: each port's v6 address by the configured backend (for
+    /// `account_identifier` from the instance's project, which the plan carries so that the
+    /// agent needs none), and a rule from a group admits its members' v6 addresses too.
+    #[test]
+    fn ports_and_group_members_carry_v6_addresses() {
+        let mut n = seed_network();
+        n.cidr_v6 = Some("2001:db8::/64".into());
+        let mut a = cirros();
+        a.instance_host = Some("compute-1".into());
+        a.mac = "00:16:3e:33:44:55".into();
+        a.project_id = "test".into();
+        let mut b = a.clone();
+        b.address = "10.0.0.3".into();
+        b.mac = "fa:16:3e:00:00:03".into();
+        b.instance_uuid = "other".into();
+        b.instance_id = 2;
+        b.instance_host = Some("compute-2".into());
+        let rules = [GroupRule {
+            group_id: 1,
+            rule: SgRule {
+                proto: Some(Proto::Tcp),
+                from_port: Some(22),
+                to_port: Some(22),
+                cidr: None,
+                group: Some(1),
+            },
+        }];
+        let plan = |backend: &str| {
+            let cfg = Config {
+                use_ipv6: true,
+                ipv6_backend: backend.into(),
+                ..Config::default()
+            };
+            let nets = [n.clone()];
+            let bound = [a.clone(), b.clone()];
+            let s = Snapshot {
+                networks: &nets,
+                bound: &bound,
+                floating: &[],
+                rules: &rules,
+                provider_rules: &[],
+                segment_peers: &Default::default(),
+                host_addresses: &Default::default(),
+            };
+            host_plan(&s, &cfg, "compute-1", 1).security
+        };
+        let sec = plan("account_identifier");
+        // nova's own vector (test_ipv6.py): project "test", MAC 00:16:3e:33:44:55.
+        let port = &sec.instances[0].ports[0];
+        assert_eq!(
+            port.ips_v6,
+            [Ipv6Text::new("2001:db8::a94a:8fe5:ff33:4455").unwrap()]
+        );
+        assert_eq!(
+            port.network_cidr_v6,
+            Some(Ipv6Prefix::new("2001:db8::/64").unwrap())
+        );
+        let members = &sec.group_members_v6[&1];
+        assert_eq!(members.len(), 2);
+        assert!(members.contains(&port.ips_v6[0]));
+        assert_eq!(sec.group_members[&1].len(), 2);
+        let sec = plan("rfc2462");
+        assert_eq!(
+            sec.instances[0].ports[0].ips_v6,
+            [Ipv6Text::new("2001:db8::216:3eff:fe33:4455").unwrap()]
+        );
+        assert!(sec.group_members_v6[&1]
+            .contains(&Ipv6Text::new("2001:db8::f816:3eff:fe00:3").unwrap()));
     }
 
     #[test]

@@ -375,6 +375,34 @@ fn ipv6_security_groups(name: &str, driver: &str) {
         tcp6_open(l, "vm2", &a, 22, None)
     });
     assert!(tcp_open(&lab, "vm2", "10.0.0.2", 22));
+
+    // A rule from a group admits its members' IPv6 addresses: vm2 once it joins `web`
+    // (from its own address: it still holds the forged one).
+    lab.novanet(&["secgroup-create", "web", "web servers"]);
+    lab.novanet(&[
+        "secgroup-add-group-rule",
+        "default",
+        "web",
+        "tcp",
+        "22",
+        "22",
+    ]);
+    assert!(
+        !tcp6_open(&lab, "vm2", &a, 22, Some(&b)),
+        "a non-member got in"
+    );
+    lab.novanet(&["add-secgroup", "vm2", "web"]);
+    wait_state(&lab, "web member admitted over IPv6", true, |l| {
+        tcp6_open(l, "vm2", &a, 22, Some(&b))
+    });
+    assert!(
+        !tcp6_open(&lab, "vm2", &a, 22, Some(forged)),
+        "a forged source got in as a member"
+    );
+    lab.novanet(&["remove-secgroup", "vm2", "web"]);
+    wait_state(&lab, "former member refused over IPv6", false, |l| {
+        tcp6_open(l, "vm2", &a, 22, Some(&b))
+    });
     println!("{driver}: IPv6 security checked in {:?}", started.elapsed());
 }
 
@@ -386,4 +414,85 @@ fn ipv6_security_groups_nftables() {
 #[test]
 fn ipv6_security_groups_iptables() {
     ipv6_security_groups("v6i", "iptables");
+}
+
+/// nova's `account_identifier` backend: no guest forms that address by itself, so these
+/// VMs configure the address novanet shows statically. The plan carries it (computed by the
+/// server from the project), so the filters admit it: one VM reaches the other from it,
+/// while a forged source in the prefix is still dropped.
+#[test]
+fn account_identifier_addresses_pass_the_filters() {
+    if !have_radvd() {
+        return;
+    }
+    let Some(lab) = Lab::up_with(
+        "v6a",
+        &[
+            "--ipv6",
+            "--config",
+            "ipv6_backend = \"account_identifier\"",
+            "--config",
+            "allow_same_net_traffic = false",
+        ],
+    ) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    // Both up (their SLAAC addresses, EUI-64, are not the ones novanet shows).
+    wait_until("both VMs' SLAAC addresses", patience(40), || {
+        slaac_address(&lab, "cirros").is_some() && slaac_address(&lab, "vm2").is_some()
+    });
+    let a = listed_v6(&lab, "cirros").expect("cirros's IPv6 address");
+    let b = listed_v6(&lab, "vm2").expect("vm2's IPv6 address");
+    // Not EUI-64: the project's hash and ff in the interface identifier.
+    assert!(!a.contains("ff:fe"), "{a}");
+    for (vm, addr) in [("cirros", &a), ("vm2", &b)] {
+        lab.ok(
+            vm,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+    }
+    assert!(lab.lab(&["serve", "cirros", "22"]).status.success());
+    lab.novanet(&["secgroup-add-rule", "default", "tcp", "22", "22", "::/0"]);
+    wait_state(&lab, "IPv6 port 22 open from vm2's address", true, |l| {
+        tcp6_open(l, "vm2", &a, 22, Some(&b))
+    });
+    let forged = "fd00:1::bad";
+    lab.ok(
+        "vm2",
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{forged}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    assert!(
+        !tcp6_open(&lab, "vm2", &a, 22, Some(forged)),
+        "a forged source got in"
+    );
+    println!("account_identifier checked in {:?}", started.elapsed());
 }

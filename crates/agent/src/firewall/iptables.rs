@@ -501,14 +501,21 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
 }
 
 /// What a rule matches among IPv6 sources, as ip6tables arguments: rules with an IPv6 CIDR
-/// (`::/0`: any), and rules that name no source. Group rules list their members' IPv4
-/// addresses only, so they admit no IPv6 source.
-fn ip6t_matches(r: &SgRule) -> Option<String> {
-    let source = match (&r.cidr, r.group) {
-        (Some(c), _) if c == "::/0" => String::new(),
-        (Some(c), _) if c.is_v6() => format!(" -s {c}"),
-        (None, None) => String::new(),
-        _ => return None,
+/// (`::/0`: any), rules that name no source, and group rules (one entry per member's IPv6
+/// address, as nova wrote them).
+fn ip6t_matches(r: &SgRule, sec: &SecurityPlan) -> Vec<String> {
+    let sources: Vec<String> = match (&r.cidr, r.group) {
+        (Some(c), _) if c == "::/0" => vec![String::new()],
+        (Some(c), _) if c.is_v6() => vec![format!(" -s {c}")],
+        (None, None) => vec![String::new()],
+        (None, Some(g)) => sec
+            .group_members_v6
+            .get(&g)
+            .into_iter()
+            .flatten()
+            .map(|ip| format!(" -s {ip}/128"))
+            .collect(),
+        _ => return Vec::new(),
     };
     let proto = match r.proto {
         Some(Proto::Icmp) => {
@@ -524,7 +531,7 @@ fn ip6t_matches(r: &SgRule) -> Option<String> {
         Some(p) => format!(" -p {}{}", p.name(), ipt_ports(r, p)),
         None => String::new(),
     };
-    Some(format!("{source}{proto}"))
+    sources.into_iter().map(|s| format!("{s}{proto}")).collect()
 }
 
 /// The same chains for IPv6 (nova's ip6tables filter when `use_ipv6`): FORWARD to the
@@ -556,7 +563,7 @@ pub fn ip6tables_restore(
         format!("-A {forward} -j {LOCAL_CHAIN}"),
         format!("-A {FALLBACK_CHAIN} -j DROP"),
     ];
-    for m in sec.provider_rules.iter().filter_map(ip6t_matches) {
+    for m in sec.provider_rules.iter().flat_map(|r| ip6t_matches(r, sec)) {
         rules.push(format!("-A {PROVIDER_CHAIN}{m} -j DROP"));
     }
     for i in sec
@@ -587,7 +594,7 @@ pub fn ip6tables_restore(
                 rules.push(format!("-A {chain} -s {c} -j ACCEPT"));
             }
         }
-        for m in i.rules.iter().filter_map(ip6t_matches) {
+        for m in i.rules.iter().flat_map(|r| ip6t_matches(r, sec)) {
             rules.push(format!("-A {chain}{m} -j ACCEPT"));
         }
         rules.push(format!("-A {chain} -j {FALLBACK_CHAIN}"));
@@ -1040,6 +1047,57 @@ COMMIT
         );
     }
 
+    /// A rule from a group admits its members' IPv6 addresses in ip6tables, one rule each.
+    #[test]
+    fn ip6tables_group_rules_list_members_v6_addresses() {
+        use novanet_core::plan::{InstanceSecurity, PortSecurity};
+        let sec = SecurityPlan {
+            instances: vec![InstanceSecurity {
+                id: 9,
+                uuid: "u".parse().unwrap(),
+                ports: vec![PortSecurity {
+                    device: Some("vnet0".parse().unwrap()),
+                    mac: "fa:16:3e:2c:e8:ec".parse().unwrap(),
+                    ips: vec!["10.0.0.2".parse().unwrap()],
+                    network_cidr: None,
+                    dhcp_server: None,
+                    ips_v6: vec!["fd00:1::f816:3eff:fe2c:e8ec".parse().unwrap()],
+                    network_cidr_v6: None,
+                }],
+                rules: vec![SgRule {
+                    proto: Some(Proto::Tcp),
+                    from_port: Some(22),
+                    to_port: Some(22),
+                    cidr: None,
+                    group: Some(3),
+                }],
+            }],
+            group_members: BTreeMap::from([(3, vec!["10.0.0.4".parse().unwrap()])]),
+            group_members_v6: BTreeMap::from([(
+                3,
+                vec![
+                    "fd00:1::f816:3eff:fe00:4".parse().unwrap(),
+                    "fd00:1::f816:3eff:fe00:5".parse().unwrap(),
+                ],
+            )]),
+            ..SecurityPlan::default()
+        };
+        let text = ip6tables_restore(&sec, false, &[]);
+        for m in ["4", "5"] {
+            let line = format!(
+                "-A novanet-inst-9 -s fd00:1::f816:3eff:fe00:{m}/128 -p tcp -m tcp --dport 22 -j ACCEPT\n"
+            );
+            assert!(text.contains(&line), "{text}");
+        }
+        let (_, v4) = iptables_security(&sec);
+        assert!(
+            v4.contains(
+                &"-A novanet-inst-9 -s 10.0.0.4/32 -p tcp -m tcp --dport 22 -j ACCEPT".to_string()
+            ),
+            "{v4:?}"
+        );
+    }
+
     /// A controller serving two networks with dmz_cidr and a loopback metadata host: the
     /// text taken from the rule-list renderer before the plan carried intent.
     #[test]
@@ -1111,6 +1169,7 @@ COMMIT
                 3,
                 vec!["10.0.0.3".parse().unwrap(), "10.0.0.4".parse().unwrap()],
             )]),
+            group_members_v6: BTreeMap::new(),
             provider_rules: vec![rule(
                 Some(Proto::Udp),
                 Some(53),

@@ -261,6 +261,22 @@ pub fn sg_rule(r: &SgRule) -> Option<String> {
     sg_match(r).map(|m| format!("{m}accept"))
 }
 
+/// A group rule's IPv6 half (dual stack): its members' v6 addresses, in the group's v6 set.
+fn sg_rule_v6_group(r: &SgRule) -> Option<String> {
+    let g = r.group.filter(|_| r.cidr.is_none())?;
+    let mut s = format!("ip6 saddr @grp6_{g} ");
+    if let Some(p) = r.proto {
+        let ports = ports_of(r, p, true);
+        if ports.is_empty() {
+            s.push_str(&format!("meta l4proto {} ", proto_name(p, true)));
+        } else {
+            s.push_str(ports.trim_start());
+            s.push(' ');
+        }
+    }
+    Some(format!("{s}accept"))
+}
+
 /// One provider rule: what it matches is dropped.
 pub fn provider_rule(r: &SgRule) -> Option<String> {
     sg_match(r).map(|m| format!("{m}drop"))
@@ -301,7 +317,13 @@ pub fn inst_rules(i: &InstanceSecurity, sec: &SecurityPlan) -> Vec<String> {
             }
         }
     }
-    v.extend(i.rules.iter().filter_map(sg_rule));
+    let dual_stack = i.ports.iter().any(|p| !p.ips_v6.is_empty());
+    for r in &i.rules {
+        v.extend(sg_rule(r));
+        if dual_stack {
+            v.extend(sg_rule_v6_group(r));
+        }
+    }
     v.push("drop".into());
     dedup_in_order(&mut v);
     v
@@ -316,9 +338,15 @@ fn chain_block(name: &str, rules: &[String]) -> String {
     s
 }
 
-/// Group member sets: `set grp_N { type ipv4_addr; elements = {...} }`.
-fn set_block<T: AsRef<str>>(g: i64, members: &[T]) -> String {
-    let mut s = format!("\tset grp_{g} {{\n\t\ttype ipv4_addr\n");
+/// Group member sets: `set grp_N { type ipv4_addr; elements = {...} }`, and `grp6_N` for
+/// the members' IPv6 addresses (each source group has both).
+fn set_block<T: AsRef<str>>(g: i64, v6: bool, members: &[T]) -> String {
+    let (name, ty) = if v6 {
+        (format!("grp6_{g}"), "ipv6_addr")
+    } else {
+        (format!("grp_{g}"), "ipv4_addr")
+    };
+    let mut s = format!("\tset {name} {{\n\t\ttype {ty}\n");
     if !members.is_empty() {
         let _ = writeln!(
             s,
@@ -338,7 +366,9 @@ fn set_block<T: AsRef<str>>(g: i64, members: &[T]) -> String {
 pub fn filter_table(sec: &SecurityPlan) -> String {
     let mut out = format!("table inet {FILTER_TABLE} {{\n");
     for (g, m) in &sec.group_members {
-        out.push_str(&set_block(*g, m));
+        out.push_str(&set_block(*g, false, m));
+        let m6 = sec.group_members_v6.get(g).map_or(&[][..], Vec::as_slice);
+        out.push_str(&set_block(*g, true, m6));
     }
     let elements = |v6: bool| -> Vec<String> {
         sec.instances
@@ -468,7 +498,7 @@ fn ip_element(dev: &str, ip: &str) -> String {
 
 /// The security tables' structure (sets, maps, the spoof chain's rules): a state written
 /// for another one is replaced whole, never patched (1: the IPv6 sets and map; 2: the
-/// metadata service's link-local check).
+/// metadata service's link-local check, and each source group's IPv6 set).
 pub const TABLES_LAYOUT: u32 = 2;
 
 /// What this agent last wrote to the security tables, to compute the next change from.
@@ -553,13 +583,23 @@ pub fn full_state(sec: &SecurityPlan) -> SecState {
                 )
             })
             .collect(),
-        groups: sec
-            .group_members
-            .iter()
-            .map(|(g, m)| (*g, sorted(m)))
-            .collect(),
+        groups: groups_of(sec),
         ports: ports_of_plan(sec),
     }
+}
+
+/// Each source group's members, both families in one list (the state keeps them so).
+fn groups_of(sec: &SecurityPlan) -> BTreeMap<i64, Vec<String>> {
+    sec.group_members
+        .iter()
+        .map(|(g, m)| {
+            let mut all = sorted(m);
+            all.extend(sorted(
+                sec.group_members_v6.get(g).map_or(&[][..], Vec::as_slice),
+            ));
+            (*g, all)
+        })
+        .collect()
 }
 
 /// A change as two transactions: `hot` only adds (a new chain version, a jump inserted in
@@ -601,22 +641,23 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
     let mut u = Update::default();
     let mut next = old.clone();
     // Groups first: a new rule may name a new set.
-    let new_groups: BTreeMap<i64, Vec<String>> = new
-        .group_members
-        .iter()
-        .map(|(g, m)| (*g, sorted(m)))
-        .collect();
+    let new_groups = groups_of(new);
     for (g, members) in &new_groups {
         let had = old.groups.get(g).cloned();
         if had.is_none() {
             let _ = writeln!(u.hot, "add set {t} grp_{g} {{ type ipv4_addr; }}");
+            let _ = writeln!(u.hot, "add set {t} grp6_{g} {{ type ipv6_addr; }}");
         }
         let had = had.unwrap_or_default();
-        let added: Vec<&String> = members.iter().filter(|m| !had.contains(m)).collect();
-        let removed: Vec<&String> = had.iter().filter(|m| !members.contains(m)).collect();
-        let set = format!("{t} grp_{g}");
-        element_line(&mut u.hot, "add", &set, &added);
-        element_line(&mut u.retire, "delete", &set, &removed);
+        for (v6, set) in [
+            (false, format!("{t} grp_{g}")),
+            (true, format!("{t} grp6_{g}")),
+        ] {
+            let added: Vec<&String> = family(members, v6).filter(|m| !had.contains(m)).collect();
+            let removed: Vec<&String> = family(&had, v6).filter(|m| !members.contains(m)).collect();
+            element_line(&mut u.hot, "add", &set, &added);
+            element_line(&mut u.retire, "delete", &set, &removed);
+        }
     }
     next.groups = new_groups.clone();
     // Chains first: a new instance's chain, or the next version of a changed one, reached
@@ -711,7 +752,7 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
         let _ = writeln!(u.retire, "flush chain {t} {vc}\ndelete chain {t} {vc}");
     }
     for g in old.groups.keys().filter(|g| !new_groups.contains_key(g)) {
-        let _ = writeln!(u.retire, "delete set {t} grp_{g}");
+        let _ = writeln!(u.retire, "delete set {t} grp_{g}\ndelete set {t} grp6_{g}");
     }
     // Ports: elements of the three sets; what a port gains goes in now, what it loses later.
     let ports = ports_of_plan(new);
@@ -1102,6 +1143,7 @@ mod tests {
             allow_same_net: same_net,
             instances: vec![inst()],
             group_members: BTreeMap::from([(3, vec!["10.0.0.3".parse().unwrap()])]),
+            group_members_v6: BTreeMap::new(),
             provider_rules: provider,
         }
     }
@@ -1349,6 +1391,66 @@ mod tests {
             rule(Proto::Tcp, 22, 22, "0.0.0.0/0"),
         ];
         i
+    }
+
+    /// Dual stack group rules: a rule from a group admits its members' IPv6 addresses from
+    /// the group's v6 set, whose members change by elements like the v4 ones.
+    #[test]
+    fn group_rules_admit_members_v6_addresses() {
+        let mut i = dual_stack();
+        i.rules = vec![SgRule {
+            proto: Some(Proto::Tcp),
+            from_port: Some(22),
+            to_port: Some(22),
+            cidr: None,
+            group: Some(3),
+        }];
+        let mut sec = SecurityPlan {
+            instances: vec![i.clone()],
+            group_members: BTreeMap::from([(3, vec!["10.0.0.4".parse().unwrap()])]),
+            group_members_v6: BTreeMap::from([(
+                3,
+                vec!["fd00:1::f816:3eff:fe00:4".parse().unwrap()],
+            )]),
+            ..SecurityPlan::default()
+        };
+        let rules = inst_rules(&i, &sec);
+        assert!(
+            rules.contains(&"ip saddr @grp_3 tcp dport 22 accept".to_string()),
+            "{rules:?}"
+        );
+        assert!(
+            rules.contains(&"ip6 saddr @grp6_3 tcp dport 22 accept".to_string()),
+            "{rules:?}"
+        );
+        let f = filter_table(&sec);
+        assert!(
+            f.contains(
+                "\tset grp6_3 {\n\t\ttype ipv6_addr\n\t\telements = { fd00:1::f816:3eff:fe00:4 }"
+            ),
+            "{f}"
+        );
+        // A member's v6 address coming and going: elements of the v6 set only.
+        let old = full_state(&sec);
+        sec.group_members_v6
+            .get_mut(&3)
+            .unwrap()
+            .push("fd00:1::f816:3eff:fe00:5".parse().unwrap());
+        let (u, next) = incremental(&old, &sec).unwrap();
+        assert_eq!(
+            u.hot,
+            "add element inet novanet_filter grp6_3 { fd00:1::f816:3eff:fe00:5 }\n"
+        );
+        assert!(u.retire.is_empty(), "{u:?}");
+        sec.group_members_v6.clear();
+        let (u, _) = incremental(&next, &sec).unwrap();
+        assert!(u.hot.is_empty(), "{u:?}");
+        assert_eq!(
+            u.retire,
+            "delete element inet novanet_filter grp6_3 { fd00:1::f816:3eff:fe00:4, fd00:1::f816:3eff:fe00:5 }\n"
+        );
+        // An instance without IPv6 gets no v6 half.
+        assert!(!inst_rules(&inst(), &sec).iter().any(|r| r.contains("grp6")));
     }
 
     /// A state from before the IPv6 sets (an agent upgraded in place) is never patched: the
