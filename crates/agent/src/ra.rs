@@ -67,7 +67,11 @@ pub fn address_commands(links: &BTreeMap<String, Link>, plans: &[RaPlan]) -> Vec
         };
         let len = r.prefix.cidr().prefix();
         if !has(r.gateway.as_str(), len) {
-            out.push(format!("addr add {}/{len} dev {}", r.gateway, r.bridge));
+            let nodad = if r.multi_host { " nodad" } else { "" };
+            out.push(format!(
+                "addr add {}/{len} dev {}{nodad}",
+                r.gateway, r.bridge
+            ));
         }
         if !has(METADATA_ADDRESS_V6, 64) {
             out.push(format!(
@@ -179,6 +183,7 @@ mod tests {
             bridge: "br100".parse().unwrap(),
             prefix: "fd00:1::/64".parse().unwrap(),
             gateway: "fd00:1::1".parse().unwrap(),
+            multi_host: false,
         }
     }
 
@@ -233,6 +238,14 @@ mod tests {
             });
         }
         assert!(address_commands(&links, &[plan()]).is_empty());
+        // In multi-host every host has the gateway: no duplicate address detection.
+        let mut multi = plan();
+        multi.multi_host = true;
+        links.get_mut("br100").unwrap().addr_info.clear();
+        assert_eq!(
+            address_commands(&links, &[multi])[0],
+            "addr add fd00:1::1/64 dev br100 nodad"
+        );
         // No bridge yet: nothing (the next pass adds it once the bridge exists).
         assert!(address_commands(&BTreeMap::new(), &[plan()]).is_empty());
     }

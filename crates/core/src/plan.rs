@@ -69,6 +69,12 @@ pub struct RaPlan {
     pub prefix: Ipv6Prefix,
     /// The network's `gateway_v6`, bound on the bridge with the prefix's length.
     pub gateway: Ipv6Text,
+    /// A multi-host network: every host's bridge has the same gateway and advertises the
+    /// same prefix on the shared segment, so each keeps its neighbour discovery and router
+    /// advertisements to its own instances (`agent/src/isolation.rs`) and binds the gateway
+    /// without duplicate address detection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multi_host: bool,
 }
 
 /// What filters traffic to and from this host's instances.
@@ -616,6 +622,7 @@ fn ra_plan(n: &Network, bridge: &IfName) -> Result<Option<RaPlan>, String> {
         bridge: bridge.clone(),
         prefix: prefix.into(),
         gateway: gateway.into(),
+        multi_host: n.multi_host,
     }))
 }
 
@@ -852,6 +859,7 @@ mod tests {
                 bridge: IfName::new("br100").unwrap(),
                 prefix: Ipv6Prefix::new("fd00:1::/64").unwrap(),
                 gateway: Ipv6Text::new("fd00:1::1").unwrap(),
+                multi_host: false,
             }]
         );
         // The metadata service at fe80::a9fe:a9fe on the same bridges.

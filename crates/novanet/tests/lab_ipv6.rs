@@ -496,3 +496,73 @@ fn account_identifier_addresses_pass_the_filters() {
     );
     println!("account_identifier checked in {:?}", started.elapsed());
 }
+
+/// Multi-host dual stack (`lab up --multi-host --ipv6`): each compute host is its own
+/// instances' IPv6 gateway (the same gateway address, radvd and fe80::a9fe:a9fe on every
+/// host's bridge, none of their neighbour discovery crossing the flat segment): no host's
+/// gateway address fails duplicate address detection, each VM's router and metadata service
+/// is its own host (its own hostname from it), and the VMs ping each other over IPv6.
+#[test]
+fn multi_host_each_host_is_its_instances_ipv6_gateway() {
+    if !have_radvd() {
+        return;
+    }
+    let Some(lab) = Lab::up_with("v6m", &["--ipv6", "--multi-host"]) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    lab.novanet(&[
+        "boot",
+        "--image",
+        "cirros",
+        "--flavor",
+        "1",
+        "--availability-zone",
+        "nova:compute-2",
+        "vm2",
+    ]);
+    let (mut a, mut b) = (None, None);
+    wait_until("both VMs' SLAAC addresses", patience(40), || {
+        a = slaac_address(&lab, "cirros");
+        b = slaac_address(&lab, "vm2");
+        a.is_some() && b.is_some()
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(listed_v6(&lab, "vm2").as_deref(), Some(b.as_str()));
+    for (vm, host, peer) in [("cirros", "compute-1", &b), ("vm2", "compute-2", &a)] {
+        let br = lab.ok(host, &["ip", "-6", "addr", "show", "dev", "br100"]);
+        assert!(br.contains("fd00:1::1/64"), "{host}: {br}");
+        assert!(!br.contains("dadfailed"), "{host}: {br}");
+        let mut got = String::new();
+        wait_until(
+            &format!("{vm}'s hostname over IPv6 metadata"),
+            Duration::from_secs(10),
+            || {
+                got = metadata_v6(&lab, vm, "latest/meta-data/hostname");
+                !got.is_empty()
+            },
+        );
+        assert_eq!(got, format!("{vm}.novalocal"));
+        // Its router (fe80::a9fe:a9fe, radvd's source) and gateway are its own host's bridge.
+        wait_until(
+            &format!("{vm} to reach the gateway over IPv6"),
+            Duration::from_secs(10),
+            || lab.succeeds(vm, &["ping", "-6", "-c", "1", "-W", "1", "fd00:1::1"]),
+        );
+        let mac = lab.ok(host, &["cat", "/sys/class/net/br100/address"]);
+        let neigh = lab.ok(vm, &["ip", "-6", "neigh", "show", "dev", "eth0"]);
+        for addr in ["fe80::a9fe:a9fe ", "fd00:1::1 "] {
+            let line = neigh.lines().find(|l| l.starts_with(addr)).unwrap_or("");
+            assert!(
+                line.contains(mac.trim()),
+                "{vm} resolves {addr}elsewhere: {neigh}"
+            );
+        }
+        wait_until(
+            &format!("{vm} to reach {peer} over IPv6"),
+            Duration::from_secs(10),
+            || lab.succeeds(vm, &["ping", "-6", "-c", "1", "-W", "1", peer]),
+        );
+    }
+    println!("multi-host dual stack checked in {:?}", started.elapsed());
+}
