@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use novanet_store::prelude::*;
 
 use std::process::Command;
 use std::time::Duration;
@@ -565,4 +566,61 @@ fn multi_host_each_host_is_its_instances_ipv6_gateway() {
         );
     }
     println!("multi-host dual stack checked in {:?}", started.elapsed());
+}
+
+/// VLAN mode over VXLAN with dual stack: each project network has its own /64, carved in
+/// turn from `--fixed-range-v6` as nova carved them, advertised on its own bridge; two
+/// projects' VMs configure addresses from their own prefixes and cannot reach each other
+/// over IPv6 until a rule allows it, as over IPv4.
+#[test]
+fn vlan_projects_get_their_own_ipv6_prefixes() {
+    if !have_radvd() {
+        return;
+    }
+    let Some(lab) = Lab::up_with(
+        "v6v",
+        &["--ipv6", "--manager", "vlan", "--segment-driver", "vxlan"],
+    ) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let store = lab.store();
+    let project = store.create_project("pb").unwrap();
+    let user = store.create_user("u-pb", "pw").unwrap();
+    store.assign_role(&user.id, &project.id, "member").unwrap();
+    let out = lab.as_member("pb", &["boot", "--image", "cirros", "--flavor", "1", "b1"]);
+    assert!(out.status.success(), "boot b1: {}", text(&out.stderr));
+    let (mut a, mut b) = (None, None);
+    wait_until("both projects' VMs' SLAAC addresses", patience(60), || {
+        a = slaac_address(&lab, "cirros");
+        b = slaac_address(&lab, "b1");
+        a.is_some() && b.is_some()
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // The first and second /64 of fd00:1::/48, one per project network.
+    assert!(a.starts_with("fd00:1::"), "{a}");
+    assert!(b.starts_with("fd00:1:0:1:"), "{b}");
+    assert_eq!(listed_v6(&lab, "cirros").as_deref(), Some(a.as_str()));
+    let conf = lab.file("agent-controller/ra/nova-ra-br101.conf");
+    assert!(conf.contains("prefix fd00:1:0:1::/64"), "{conf}");
+    // Each reaches its own gateway; neither reaches the other project's VM.
+    for (vm, gw) in [("cirros", "fd00:1::1"), ("b1", "fd00:1:0:1::1")] {
+        wait_until(
+            &format!("{vm} to reach its gateway {gw}"),
+            Duration::from_secs(10),
+            || lab.succeeds(vm, &["ping", "-6", "-c", "1", "-W", "1", gw]),
+        );
+    }
+    assert!(lab.lab(&["serve", "cirros", "22"]).status.success());
+    assert!(!lab.succeeds("b1", &["ping", "-6", "-c", "1", "-W", "1", &a]));
+    assert!(
+        !tcp6_open(&lab, "b1", &a, 22, None),
+        "another project got in"
+    );
+    // A rule of cirros's project lets the other project in, through the gateway.
+    lab.novanet(&["secgroup-add-rule", "default", "tcp", "22", "22", "::/0"]);
+    wait_state(&lab, "IPv6 port 22 open across projects", true, |l| {
+        tcp6_open(l, "b1", &a, 22, None)
+    });
+    println!("VLAN dual stack checked in {:?}", started.elapsed());
 }
