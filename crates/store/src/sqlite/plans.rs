@@ -110,6 +110,17 @@ pub(super) fn host_inputs_c(c: &Connection, host: &str) -> Result<HostInputs> {
     // In the order of the whole store's (network, then address), each address once.
     rows.sort_by_key(|(k, _)| *k);
     rows.dedup_by_key(|(k, _)| *k);
+    // Dual stack: a source group member's IPv6 address is computed from its network's
+    // prefix, so the networks of members elsewhere are read too (the plan sets up none of
+    // them here: this host is neither their gateway nor has instances on them).
+    let members_nets: BTreeSet<i64> = rows
+        .iter()
+        .map(|(k, _)| k.0)
+        .filter(|id| !ids.contains(id))
+        .collect();
+    for id in &members_nets {
+        networks.extend(load_networks(c, "WHERE id = ?1", &[id])?);
+    }
     let floating = {
         let mut st = c
             .prepare_cached(&format!(
