@@ -226,6 +226,32 @@ mod tests {
         assert!(good.gateway.metadata.as_ref().is_some_and(|m| m.is_local()));
     }
 
+    /// Dual stack parts: a hostile bridge in the IPv6 metadata DNAT or a member that is no
+    /// IPv6 address goes, with a line saying why; the rest applies.
+    #[test]
+    fn hostile_ipv6_parts_are_refused() {
+        let mut v = plan_with("br101");
+        v["gateway"]["metadata_v6"] = json!({"bridges": ["br100", "br1;x"], "port": 9697});
+        v["security"] = json!({
+            "allow_same_net": true, "instances": [], "group_members": {},
+            "group_members_v6": {"4": ["fd00:1::f816:3eff:fe00:4", "fd00::1 -j ACCEPT"]},
+        });
+        let (plan, refused) = parse_plan(v).unwrap();
+        assert!(plan.gateway.metadata_v6.is_none());
+        assert_eq!(
+            plan.security.group_members_v6[&4],
+            [Ipv6Text::new("fd00:1::f816:3eff:fe00:4").unwrap()]
+        );
+        assert!(
+            refused.iter().any(|r| r.contains("metadata_v6")),
+            "{refused:?}"
+        );
+        assert!(
+            refused.iter().any(|r| r.contains("not an IPv6 address")),
+            "{refused:?}"
+        );
+    }
+
     #[test]
     fn a_broken_frame_is_an_error() {
         assert!(parse_plan(json!({"host": 1})).is_err());
