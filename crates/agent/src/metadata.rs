@@ -27,9 +27,10 @@ use novanet_metadata::{lookup, Answer, InstanceMeta};
 
 use crate::client::Client;
 
-/// The host's instances by fixed IP, and by MAC (lower case).
-type ByIp = Arc<RwLock<Index>>;
+/// The copy, shared with the listeners' threads.
+type SharedIndex = Arc<RwLock<Index>>;
 
+/// The host's instances by fixed IP, and by MAC (lower case).
 #[derive(Default)]
 struct Index {
     by_ip: HashMap<String, Arc<InstanceMeta>>,
@@ -40,7 +41,7 @@ struct Index {
 const MAX_HEAD: usize = 8192;
 
 pub struct LocalMetadata {
-    by_ip: ByIp,
+    index: SharedIndex,
     file: PathBuf,
     /// The port a listener runs on (it runs until the agent exits).
     listening: Option<u16>,
@@ -84,7 +85,7 @@ impl LocalMetadata {
     pub fn new(state_dir: &Path) -> LocalMetadata {
         let file = state_dir.join("metadata.json");
         LocalMetadata {
-            by_ip: Arc::new(RwLock::new(load(&file))),
+            index: Arc::new(RwLock::new(load(&file))),
             file,
             listening: None,
             listening6: None,
@@ -128,11 +129,11 @@ impl LocalMetadata {
     fn listen6(&self, port: u16) -> Result<(), String> {
         let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
             .map_err(|e| format!("metadata: cannot listen on [::]:{port}: {e}"))?;
-        let by_ip = self.by_ip.clone();
+        let index = self.index.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let by_ip = by_ip.clone();
-                std::thread::spawn(move || serve_one6(stream, &by_ip));
+                let index = index.clone();
+                std::thread::spawn(move || serve_one6(stream, &index));
             }
         });
         tracing::info!(port, "metadata served on this host at fe80::a9fe:a9fe");
@@ -147,7 +148,7 @@ impl LocalMetadata {
             .map_err(|e| format!("the server's metadata does not parse: {e}"))?;
         let text = serde_json::to_string(&metas).map_err(|e| e.to_string())?;
         crate::sys::write_if_changed(&self.file, &text).map_err(|e| e.to_string())?;
-        *self.by_ip.write().unwrap_or_else(|e| e.into_inner()) = index(metas);
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = index(metas);
         Ok(())
     }
 
@@ -156,11 +157,11 @@ impl LocalMetadata {
     fn listen(&self, port: u16) -> Result<(), String> {
         let listener = TcpListener::bind(("0.0.0.0", port))
             .map_err(|e| format!("metadata: cannot listen on port {port}: {e}"))?;
-        let by_ip = self.by_ip.clone();
+        let index = self.index.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let by_ip = by_ip.clone();
-                std::thread::spawn(move || serve_one(stream, &by_ip));
+                let index = index.clone();
+                std::thread::spawn(move || serve_one(stream, &index));
             }
         });
         tracing::info!(port, "metadata served on this host");
@@ -168,9 +169,9 @@ impl LocalMetadata {
     }
 }
 
-fn serve_one(stream: TcpStream, by_ip: &ByIp) {
+fn serve_one(stream: TcpStream, index: &SharedIndex) {
     let Ok(peer) = stream.peer_addr() else { return };
-    let meta = by_ip
+    let meta = index
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .by_ip
@@ -192,12 +193,12 @@ pub fn requester_mac(local: IpAddr, peer: IpAddr) -> Option<String> {
     novanet_core::ipv6::eui64_mac(peer).map(|m| m.to_string())
 }
 
-fn serve_one6(stream: TcpStream, by_ip: &ByIp) {
+fn serve_one6(stream: TcpStream, index: &SharedIndex) {
     let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
         return;
     };
     let meta = requester_mac(local.ip(), peer.ip()).and_then(|mac| {
-        by_ip
+        index
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .by_mac

@@ -873,13 +873,19 @@ impl Firewall for Nftables {
         if !plan.security.instances.is_empty() {
             out.step(bridge_filtering(), |()| None);
         }
-        let nat = nat_table(&plan.gateway, &plan.floating);
-        let nat6 = nat6_table(&plan.gateway);
-        out.step(
-            self.tables
-                .apply(&[("ip", NAT_TABLE, nat), ("ip6", NAT6_TABLE, nat6)]),
-            |c| (!c.is_empty()).then(|| "nftables NAT".to_string()),
-        );
+        let mut wanted = vec![("ip", NAT_TABLE, nat_table(&plan.gateway, &plan.floating))];
+        // The IPv6 NAT only where there is or was IPv6 metadata: a host without dual stack
+        // gets no table it does not need.
+        let had6 = self
+            .tables
+            .tables()
+            .is_ok_and(|t| t.contains(&format!("ip6 {NAT6_TABLE}")));
+        if plan.gateway.metadata_v6.is_some() || had6 {
+            wanted.push(("ip6", NAT6_TABLE, nat6_table(&plan.gateway)));
+        }
+        out.step(self.tables.apply(&wanted), |c| {
+            (!c.is_empty()).then(|| "nftables NAT".to_string())
+        });
         out.step(self.apply_security(&plan.security), |how| {
             how.map(|how| format!("security ({how})"))
         });
