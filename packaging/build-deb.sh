@@ -303,7 +303,7 @@ Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_size
 Depends: $depends
-Recommends: genisoimage | xorriso
+Recommends: genisoimage | xorriso, radvd
 Suggests: python3-novaclient
 Section: net
 Priority: optional

@@ -5,15 +5,19 @@
 //! crosses the flat interface. One nft table of the bridge family (what Debian's ebtables
 //! is built on), ours alone, replaced whole in one transaction.
 
-use novanet_core::plan::BridgePlan;
+use novanet_core::plan::{BridgePlan, RaPlan};
 
 use crate::sys::{run, AgentError, Result};
 
 /// The table's name: nothing else on the host uses it.
 pub const TABLE: &str = "novanet_isolate";
 
-/// The whole table for the plan's bridges, or None when no bridge has a shared address.
-pub fn render(bridges: &[BridgePlan]) -> Option<String> {
+/// The whole table for the plan's bridges, or None when none needs isolating: bridges
+/// with a shared address, and bridges of multi-host IPv6 networks (`ra`), whose gateway
+/// address, `fe80::a9fe:a9fe` (also the routers' source) and prefix every host has: this
+/// host's neighbour discovery and router advertisements do not leave through the flat
+/// interface, and the other hosts' (their instances' solicitations) are not answered here.
+pub fn render(bridges: &[BridgePlan], ra: &[RaPlan]) -> Option<String> {
     let shared: Vec<(&str, &str)> = bridges
         .iter()
         .filter_map(|b| {
@@ -23,7 +27,15 @@ pub fn render(bridges: &[BridgePlan]) -> Option<String> {
             ))
         })
         .collect();
-    if shared.is_empty() {
+    let v6: Vec<&str> = ra
+        .iter()
+        .filter(|r| r.multi_host)
+        .filter_map(|r| {
+            let b = bridges.iter().find(|b| b.name == r.bridge)?;
+            Some(b.interface.as_ref()?.as_str())
+        })
+        .collect();
+    if shared.is_empty() && v6.is_empty() {
         return None;
     }
     let (mut input, mut output, mut forward) = (String::new(), String::new(), String::new());
@@ -37,6 +49,11 @@ pub fn render(bridges: &[BridgePlan]) -> Option<String> {
         forward.push_str(&format!(
             "    iifname \"{iface}\" udp dport 67-68 drop\n    oifname \"{iface}\" udp dport 67-68 drop\n"
         ));
+    }
+    const ND: &str = "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } drop";
+    for iface in v6 {
+        input.push_str(&format!("    iifname \"{iface}\" {ND}\n"));
+        output.push_str(&format!("    oifname \"{iface}\" {ND}\n"));
     }
     // At ebtables' filter priority: bridged IPv4 that br_netfilter hands to iptables comes
     // back to the bridge hooks after priority 0 only, so a chain at 0 would never see it.
@@ -63,8 +80,8 @@ pub struct Isolation {
 
 impl Isolation {
     /// True when it changed the host.
-    pub fn apply(&mut self, bridges: &[BridgePlan]) -> Result<bool> {
-        let want = render(bridges);
+    pub fn apply(&mut self, bridges: &[BridgePlan], ra: &[RaPlan]) -> Result<bool> {
+        let want = render(bridges, ra);
         if self.applied.as_ref() == Some(&want) {
             return Ok(false);
         }
@@ -108,8 +125,8 @@ mod tests {
 
     #[test]
     fn a_shared_address_is_kept_to_its_host() {
-        assert_eq!(render(&[br100(None)]), None);
-        let text = render(&[br100(Some("10.0.0.1"))]).unwrap();
+        assert_eq!(render(&[br100(None)], &[]), None);
+        let text = render(&[br100(Some("10.0.0.1"))], &[]).unwrap();
         assert_eq!(
             text,
             "table bridge novanet_isolate\n\
@@ -129,6 +146,29 @@ mod tests {
         // A bridge without a flat interface has nothing to isolate from.
         let mut alone = br100(Some("10.0.0.1"));
         alone.interface = None;
-        assert_eq!(render(&[alone]), None);
+        assert_eq!(render(&[alone], &[]), None);
+    }
+
+    /// A multi-host IPv6 network: this host's neighbour discovery and router
+    /// advertisements stay off the flat interface, the other hosts' are not answered here;
+    /// a single-host one needs nothing.
+    #[test]
+    fn a_multi_host_ipv6_gateway_is_kept_to_its_host() {
+        let mut ra = RaPlan {
+            network_uuid: "u".into(),
+            bridge: "br100".parse().unwrap(),
+            prefix: "fd00:1::/64".parse().unwrap(),
+            gateway: "fd00:1::1".parse().unwrap(),
+            multi_host: false,
+        };
+        assert_eq!(render(&[br100(None)], std::slice::from_ref(&ra)), None);
+        ra.multi_host = true;
+        let text = render(&[br100(None)], &[ra]).unwrap();
+        let nd = "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } drop";
+        assert!(text.contains(&format!("chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"eth2\" {nd}\n  }}")), "{text}");
+        assert!(
+            text.contains(&format!("oifname \"eth2\" {nd}\n  }}")),
+            "{text}"
+        );
     }
 }

@@ -196,8 +196,8 @@ impl Agent {
         self.tally("firewall", before, &errors);
         let before = errors.len();
         // Before the shared address goes on the bridge: the other hosts must not hear of it.
-        match self.isolation.apply(&plan.bridges) {
-            Ok(true) => changed.push("shared-address isolation".into()),
+        match self.isolation.apply(&plan.bridges, &plan.ra) {
+            Ok(true) => changed.push("multi-host isolation".into()),
             Ok(false) => {}
             Err(e) => errors.push(e.to_string()),
         }

@@ -7,46 +7,72 @@
 //! The trees are `novanet-metadata`'s, as the server's are; the instance is the one whose
 //! fixed IP is the request's source, as on the server. Only reads are served here: a
 //! password POST, IMDSv2 tokens and rate limits stay the server's.
+//!
+//! Dual stack: on every host with IPv6 gateways (the network host, each multi-host host)
+//! the plan DNATs `[fe80::a9fe:a9fe]:80` on those bridges to a second listener here. The
+//! source is the instance's link-local address, which cannot be forwarded to a server, so
+//! this host answers from the same copy: the instance is the one whose MAC the source's
+//! EUI-64 interface identifier carries (the bridge table drops any other source a port
+//! sends to that address from).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv6Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use novanet_core::plan::HostPlan;
+use novanet_core::plan::{HostPlan, METADATA_ADDRESS_V6};
 use novanet_metadata::{lookup, Answer, InstanceMeta};
 
 use crate::client::Client;
 
-/// The host's instances by fixed IP.
-type ByIp = Arc<RwLock<HashMap<String, Arc<InstanceMeta>>>>;
+/// The copy, shared with the listeners' threads.
+type SharedIndex = Arc<RwLock<Index>>;
+
+/// The host's instances by fixed IP, and by MAC (lower case).
+#[derive(Default)]
+struct Index {
+    by_ip: HashMap<String, Arc<InstanceMeta>>,
+    by_mac: HashMap<String, Arc<InstanceMeta>>,
+}
 
 /// Largest request head read (a metadata GET is a few hundred bytes).
 const MAX_HEAD: usize = 8192;
 
 pub struct LocalMetadata {
-    by_ip: ByIp,
+    index: SharedIndex,
     file: PathBuf,
     /// The port a listener runs on (it runs until the agent exits).
     listening: Option<u16>,
+    /// The same for the IPv6 listener (`fe80::a9fe:a9fe`'s DNAT target).
+    listening6: Option<u16>,
     /// The plan generation the copy was fetched for.
     fetched: Option<u64>,
 }
 
-fn index(metas: Vec<InstanceMeta>) -> HashMap<String, Arc<InstanceMeta>> {
-    let mut by_ip = HashMap::new();
+fn index(metas: Vec<InstanceMeta>) -> Index {
+    let mut index = Index::default();
     for m in metas {
         let m = Arc::new(m);
         for ip in &m.fixed_ips {
-            by_ip.insert(ip.clone(), m.clone());
+            index.by_ip.insert(ip.clone(), m.clone());
+        }
+        let links = m.network_data["links"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for mac in links
+            .iter()
+            .filter_map(|l| l["ethernet_mac_address"].as_str())
+        {
+            index.by_mac.insert(mac.to_lowercase(), m.clone());
         }
     }
-    by_ip
+    index
 }
 
-fn load(file: &Path) -> HashMap<String, Arc<InstanceMeta>> {
+fn load(file: &Path) -> Index {
     let metas: Vec<InstanceMeta> = std::fs::read_to_string(file)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -59,23 +85,33 @@ impl LocalMetadata {
     pub fn new(state_dir: &Path) -> LocalMetadata {
         let file = state_dir.join("metadata.json");
         LocalMetadata {
-            by_ip: Arc::new(RwLock::new(load(&file))),
+            index: Arc::new(RwLock::new(load(&file))),
             file,
             listening: None,
+            listening6: None,
             fetched: None,
         }
     }
 
-    /// Serves when the plan redirects metadata to this host, and refreshes the copy when the
-    /// plan changed. Errors are reported; the old copy stays in use.
+    /// Serves when the plan redirects metadata to this host (IPv4 to a loopback metadata
+    /// host, IPv6 at `fe80::a9fe:a9fe`), and refreshes the copy when the plan changed.
+    /// Errors are reported; the old copy stays in use.
     pub fn sync(&mut self, plan: &HostPlan, client: &Client) -> Vec<String> {
-        let Some(md) = plan.gateway.metadata.as_ref().filter(|m| m.is_local()) else {
+        let v4 = plan.gateway.metadata.as_ref().filter(|m| m.is_local());
+        let v6 = plan.gateway.metadata_v6.as_ref();
+        if v4.is_none() && v6.is_none() {
             return Vec::new();
-        };
+        }
         let mut errors = Vec::new();
-        if self.listening.is_none() {
+        if let (None, Some(md)) = (self.listening, v4) {
             match self.listen(md.port.get()) {
                 Ok(()) => self.listening = Some(md.port.get()),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let (None, Some(md)) = (self.listening6, v6) {
+            match self.listen6(md.port.get()) {
+                Ok(()) => self.listening6 = Some(md.port.get()),
                 Err(e) => errors.push(e),
             }
         }
@@ -88,6 +124,22 @@ impl LocalMetadata {
         errors
     }
 
+    /// The DNAT's target: requests arrive addressed to `fe80::a9fe:a9fe`, from a link-local
+    /// source; anything else is not answered (a global source could be anyone's, routed).
+    fn listen6(&self, port: u16) -> Result<(), String> {
+        let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
+            .map_err(|e| format!("metadata: cannot listen on [::]:{port}: {e}"))?;
+        let index = self.index.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let index = index.clone();
+                std::thread::spawn(move || serve_one6(stream, &index));
+            }
+        });
+        tracing::info!(port, "metadata served on this host at fe80::a9fe:a9fe");
+        Ok(())
+    }
+
     fn fetch(&self, client: &Client, host: &str) -> Result<(), String> {
         let v = client
             .call("GET", &format!("/novanet/v1/hosts/{host}/metadata"), None)
@@ -96,7 +148,7 @@ impl LocalMetadata {
             .map_err(|e| format!("the server's metadata does not parse: {e}"))?;
         let text = serde_json::to_string(&metas).map_err(|e| e.to_string())?;
         crate::sys::write_if_changed(&self.file, &text).map_err(|e| e.to_string())?;
-        *self.by_ip.write().unwrap_or_else(|e| e.into_inner()) = index(metas);
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = index(metas);
         Ok(())
     }
 
@@ -105,11 +157,11 @@ impl LocalMetadata {
     fn listen(&self, port: u16) -> Result<(), String> {
         let listener = TcpListener::bind(("0.0.0.0", port))
             .map_err(|e| format!("metadata: cannot listen on port {port}: {e}"))?;
-        let by_ip = self.by_ip.clone();
+        let index = self.index.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let by_ip = by_ip.clone();
-                std::thread::spawn(move || serve_one(stream, &by_ip));
+                let index = index.clone();
+                std::thread::spawn(move || serve_one(stream, &index));
             }
         });
         tracing::info!(port, "metadata served on this host");
@@ -117,10 +169,48 @@ impl LocalMetadata {
     }
 }
 
-fn serve_one(mut stream: TcpStream, by_ip: &ByIp) {
+fn serve_one(stream: TcpStream, index: &SharedIndex) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let meta = index
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .by_ip
+        .get(&peer.ip().to_canonical().to_string())
+        .cloned();
+    answer(stream, meta.as_deref());
+}
+
+/// The instance asking over IPv6: the MAC in its link-local source's interface identifier,
+/// for a request to the metadata address only. Pure.
+pub fn requester_mac(local: IpAddr, peer: IpAddr) -> Option<String> {
+    let (IpAddr::V6(local), IpAddr::V6(peer)) = (local, peer) else {
+        return None;
+    };
+    let link_local = (peer.segments()[0] & 0xffc0) == 0xfe80;
+    if local.to_string() != METADATA_ADDRESS_V6 || !link_local {
+        return None;
+    }
+    novanet_core::ipv6::eui64_mac(peer).map(|m| m.to_string())
+}
+
+fn serve_one6(stream: TcpStream, index: &SharedIndex) {
+    let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
+        return;
+    };
+    let meta = requester_mac(local.ip(), peer.ip()).and_then(|mac| {
+        index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_mac
+            .get(&mac)
+            .cloned()
+    });
+    answer(stream, meta.as_deref());
+}
+
+fn answer(mut stream: TcpStream, meta: Option<&InstanceMeta>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let Ok(peer) = stream.peer_addr() else { return };
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
@@ -129,14 +219,7 @@ fn serve_one(mut stream: TcpStream, by_ip: &ByIp) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let meta = |ip: IpAddr| {
-        by_ip
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ip.to_canonical().to_string())
-            .cloned()
-    };
-    let reply = respond(&head, meta(peer.ip()).as_deref());
+    let reply = respond(&head, meta);
     let _ = stream.write_all(&reply);
 }
 
@@ -234,6 +317,31 @@ mod tests {
         let t = String::from_utf8_lossy(r).into_owned();
         let (h, b) = t.split_once("\r\n\r\n").unwrap();
         (h.lines().next().unwrap().to_string(), b.to_string())
+    }
+
+    /// Over IPv6 the instance is the MAC in the link-local source, for requests to
+    /// fe80::a9fe:a9fe only; a global or privacy source, or another destination, is nobody.
+    #[test]
+    fn v6_requester_is_the_mac_of_its_link_local_source() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let md = ip("fe80::a9fe:a9fe");
+        assert_eq!(
+            requester_mac(md, ip("fe80::f816:3eff:fe2c:e8ec")).as_deref(),
+            Some("fa:16:3e:2c:e8:ec")
+        );
+        assert_eq!(requester_mac(md, ip("fd00:1::f816:3eff:fe2c:e8ec")), None);
+        assert_eq!(requester_mac(md, ip("fe80::1c2d:5a11:9b3e:77a0")), None);
+        assert_eq!(
+            requester_mac(ip("fd00:1::1"), ip("fe80::f816:3eff:fe2c:e8ec")),
+            None
+        );
+        assert_eq!(requester_mac(ip("10.0.0.1"), ip("10.0.0.2")), None);
+        // The copy is indexed by the MACs of the instance's links.
+        let mut m = meta();
+        m.network_data = json!({"links": [{"ethernet_mac_address": "FA:16:3E:2C:E8:EC"}]});
+        let i = index(vec![m]);
+        assert!(i.by_mac.contains_key("fa:16:3e:2c:e8:ec"));
+        assert!(i.by_ip.contains_key("10.0.0.2"));
     }
 
     #[test]

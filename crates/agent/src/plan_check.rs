@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use novanet_core::firewall::{MetadataRedirect, ServedNetwork, SourceNat, VpnForward};
+use novanet_core::firewall::{MetadataRedirect, MetadataV6, ServedNetwork, SourceNat, VpnForward};
 use novanet_core::plan::{
     BridgePlan, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity, RaPlan, SgRule,
 };
-use novanet_core::valid::{CidrText, IfName, Ipv4Text};
+use novanet_core::valid::{CidrText, IfName, Ipv4Text, Ipv6Text};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -91,6 +91,7 @@ pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
         keep_valid_one::<SourceNat>(gw, "snat", &mut refused);
         keep_valid_one::<MetadataRedirect>(gw, "metadata", &mut refused);
         keep_valid::<VpnForward>(gw, "vpn", &mut refused);
+        keep_valid_one::<MetadataV6>(gw, "metadata_v6", &mut refused);
     }
     if let Some(sec) = v.get_mut("security") {
         keep_valid::<InstanceSecurity>(sec, "instances", &mut refused);
@@ -102,6 +103,22 @@ pub fn parse_plan(mut v: Value) -> Result<(HostPlan, Vec<String>)> {
                         let ok = serde_json::from_value::<Ipv4Text>(a.clone()).is_ok();
                         if !ok {
                             refused.push(format!("member {a} of group {g}: not an IPv4 address"));
+                        }
+                        ok
+                    });
+                }
+            }
+        }
+        if let Some(groups) = sec
+            .get_mut("group_members_v6")
+            .and_then(Value::as_object_mut)
+        {
+            for (g, members) in groups.iter_mut() {
+                if let Some(m) = members.as_array_mut() {
+                    m.retain(|a| {
+                        let ok = serde_json::from_value::<Ipv6Text>(a.clone()).is_ok();
+                        if !ok {
+                            refused.push(format!("member {a} of group {g}: not an IPv6 address"));
                         }
                         ok
                     });
@@ -207,6 +224,32 @@ mod tests {
         assert!(refused.is_empty(), "{refused:?}");
         assert!(good.gateway.snat.is_some());
         assert!(good.gateway.metadata.as_ref().is_some_and(|m| m.is_local()));
+    }
+
+    /// Dual stack parts: a hostile bridge in the IPv6 metadata DNAT or a member that is no
+    /// IPv6 address goes, with a line saying why; the rest applies.
+    #[test]
+    fn hostile_ipv6_parts_are_refused() {
+        let mut v = plan_with("br101");
+        v["gateway"]["metadata_v6"] = json!({"bridges": ["br100", "br1;x"], "port": 9697});
+        v["security"] = json!({
+            "allow_same_net": true, "instances": [], "group_members": {},
+            "group_members_v6": {"4": ["fd00:1::f816:3eff:fe00:4", "fd00::1 -j ACCEPT"]},
+        });
+        let (plan, refused) = parse_plan(v).unwrap();
+        assert!(plan.gateway.metadata_v6.is_none());
+        assert_eq!(
+            plan.security.group_members_v6[&4],
+            [Ipv6Text::new("fd00:1::f816:3eff:fe00:4").unwrap()]
+        );
+        assert!(
+            refused.iter().any(|r| r.contains("metadata_v6")),
+            "{refused:?}"
+        );
+        assert!(
+            refused.iter().any(|r| r.contains("not an IPv6 address")),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use novanet_core::plan::RaPlan;
+use novanet_core::plan::{RaPlan, METADATA_ADDRESS_V6};
 
 use crate::links::Link;
 use crate::sys::{cmdline, io_err, run, signal, write_if_changed, Result};
@@ -51,27 +51,36 @@ pub fn radvd_args(r: &RaPlan, dir: &Path) -> Vec<String> {
 }
 
 /// The `ip -batch` lines that put each gateway's v6 address on its bridge (the prefix's
-/// length, as nova's `ip -f inet6 addr change <cidr_v6>`), where it is missing.
+/// length, as nova's `ip -f inet6 addr change <cidr_v6>`), and the metadata service's
+/// `fe80::a9fe:a9fe`, where they are missing. The metadata address skips duplicate address
+/// detection: in multi-host every host's bridge has it, and each answers its own instances.
 pub fn address_commands(links: &BTreeMap<String, Link>, plans: &[RaPlan]) -> Vec<String> {
-    plans
-        .iter()
-        .filter(|r| links.contains_key(r.bridge.as_str()))
-        .filter(|r| {
-            let want = (r.gateway.as_str(), r.prefix.cidr().prefix());
-            !links[r.bridge.as_str()]
-                .addr_info
+    let mut out = Vec::new();
+    for r in plans {
+        let Some(link) = links.get(r.bridge.as_str()) else {
+            continue;
+        };
+        let has = |addr: &str, len: u8| {
+            link.addr_info
                 .iter()
-                .any(|a| a.family == "inet6" && (a.local.as_str(), a.prefixlen) == want)
-        })
-        .map(|r| {
-            format!(
-                "addr add {}/{} dev {}",
-                r.gateway,
-                r.prefix.cidr().prefix(),
+                .any(|a| a.family == "inet6" && (a.local.as_str(), a.prefixlen) == (addr, len))
+        };
+        let len = r.prefix.cidr().prefix();
+        if !has(r.gateway.as_str(), len) {
+            let nodad = if r.multi_host { " nodad" } else { "" };
+            out.push(format!(
+                "addr add {}/{len} dev {}{nodad}",
+                r.gateway, r.bridge
+            ));
+        }
+        if !has(METADATA_ADDRESS_V6, 64) {
+            out.push(format!(
+                "addr add {METADATA_ADDRESS_V6}/64 dev {} nodad",
                 r.bridge
-            )
-        })
-        .collect()
+            ));
+        }
+    }
+    out
 }
 
 impl RaManager {
@@ -174,6 +183,7 @@ mod tests {
             bridge: "br100".parse().unwrap(),
             prefix: "fd00:1::/64".parse().unwrap(),
             gateway: "fd00:1::1".parse().unwrap(),
+            multi_host: false,
         }
     }
 
@@ -213,16 +223,29 @@ mod tests {
         );
         assert_eq!(
             address_commands(&links, &[plan()]),
-            ["addr add fd00:1::1/64 dev br100"]
+            [
+                "addr add fd00:1::1/64 dev br100",
+                "addr add fe80::a9fe:a9fe/64 dev br100 nodad"
+            ]
         );
-        links.get_mut("br100").unwrap().addr_info.push(AddrInfo {
-            family: "inet6".into(),
-            local: "fd00:1::1".into(),
-            prefixlen: 64,
-            broadcast: None,
-            scope: Some("global".into()),
-        });
+        for (local, scope) in [("fd00:1::1", "global"), ("fe80::a9fe:a9fe", "link")] {
+            links.get_mut("br100").unwrap().addr_info.push(AddrInfo {
+                family: "inet6".into(),
+                local: local.into(),
+                prefixlen: 64,
+                broadcast: None,
+                scope: Some(scope.into()),
+            });
+        }
         assert!(address_commands(&links, &[plan()]).is_empty());
+        // In multi-host every host has the gateway: no duplicate address detection.
+        let mut multi = plan();
+        multi.multi_host = true;
+        links.get_mut("br100").unwrap().addr_info.clear();
+        assert_eq!(
+            address_commands(&links, &[multi])[0],
+            "addr add fd00:1::1/64 dev br100 nodad"
+        );
         // No bridge yet: nothing (the next pass adds it once the bridge exists).
         assert!(address_commands(&BTreeMap::new(), &[plan()]).is_empty());
     }

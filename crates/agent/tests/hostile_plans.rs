@@ -123,6 +123,7 @@ fn property_no_hostile_string_reaches_a_command_or_a_path() {
                     leased: rng.one_in(2),
                     device: opt(&mut rng, &["vnet0", "tap1234"]),
                     groups: vec![1],
+                    project_id: String::new(),
                     default_route: n == 0,
                 });
             }

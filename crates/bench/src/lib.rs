@@ -1073,6 +1073,7 @@ pub fn firewall_inner(driver: &str, instances: usize, client: &str, server: &str
         allow_same_net: false,
         instances: Vec::new(),
         group_members: Default::default(),
+        group_members_v6: Default::default(),
         provider_rules: Vec::new(),
     };
     for i in 0..instances {

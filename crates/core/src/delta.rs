@@ -12,7 +12,7 @@ use crate::plan::{
     BridgePlan, DhcpHost, DhcpPlan, DhcpRelease, FloatingBinding, HostPlan, InstanceSecurity,
     RaPlan, SgRule,
 };
-use crate::valid::Ipv4Text;
+use crate::valid::{Ipv4Text, Ipv6Text};
 
 /// Replace `remove` elements at `at` with `insert`. The hunks of one list apply in order,
 /// each to the list as the hunks before it left it.
@@ -66,6 +66,9 @@ pub struct PlanDelta {
     /// A group's member list, whole; None: the group is no longer listed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub group_members: BTreeMap<i64, Option<Vec<Ipv4Text>>>,
+    /// The same for members' IPv6 addresses (dual stack).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_members_v6: BTreeMap<i64, Option<Vec<Ipv6Text>>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub provider_rules: Vec<Hunk<SgRule>>,
     /// IPv6 gateways, whole (they change with networks, never with instances).
@@ -90,6 +93,7 @@ impl PlanDelta {
             allow_same_net,
             instances,
             group_members,
+            group_members_v6,
             provider_rules,
             ra,
         } = self;
@@ -105,6 +109,7 @@ impl PlanDelta {
             && allow_same_net.is_none()
             && instances.is_empty()
             && group_members.is_empty()
+            && group_members_v6.is_empty()
             && provider_rules.is_empty()
             && ra.is_none()
     }
@@ -310,6 +315,12 @@ pub fn diff(old: &HostPlan, new: &HostPlan) -> PlanDelta {
             d.group_members.insert(*k, ng.get(k).cloned());
         }
     }
+    let (og, ng) = (&old.security.group_members_v6, &security.group_members_v6);
+    for k in og.keys().chain(ng.keys()) {
+        if og.get(k) != ng.get(k) {
+            d.group_members_v6.insert(*k, ng.get(k).cloned());
+        }
+    }
     d
 }
 
@@ -356,6 +367,16 @@ pub fn apply(plan: &mut HostPlan, d: &PlanDelta) -> Result<(), String> {
             }
             None => {
                 plan.security.group_members.remove(g);
+            }
+        }
+    }
+    for (g, m) in &d.group_members_v6 {
+        match m {
+            Some(m) => {
+                plan.security.group_members_v6.insert(*g, m.clone());
+            }
+            None => {
+                plan.security.group_members_v6.remove(g);
             }
         }
     }

@@ -1251,6 +1251,7 @@ mod tests {
                 port: std::num::NonZeroU16::new(8775).unwrap(),
             }),
             vpn: vec![],
+            metadata_v6: None,
         };
         p
     }

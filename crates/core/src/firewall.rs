@@ -54,6 +54,22 @@ pub struct GatewayPlan {
     /// the network's VPN address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vpn: Vec<VpnForward>,
+    /// Dual stack: the metadata service at `fe80::a9fe:a9fe` on these bridges, answered by
+    /// this host's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_v6: Option<MetadataV6>,
+}
+
+/// The metadata service over IPv6, as later Nova and Neutron offer it: each listed bridge
+/// carries `fe80::a9fe:a9fe`, and requests to its port 80 are DNATed to `port` on that same
+/// address, where this host's agent answers. A link-local source cannot be forwarded to a
+/// server elsewhere, so the host of the bridge answers itself, from its copy of the
+/// instances' metadata; the instance is the one whose MAC the source's EUI-64 interface
+/// identifier carries (the bridge table lets a port send to this address only from its own).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataV6 {
+    pub bridges: Vec<IfName>,
+    pub port: NonZeroU16,
 }
 
 /// The port every cloudpipe VPN instance's OpenVPN server listens on (UDP).

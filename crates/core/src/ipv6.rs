@@ -61,6 +61,22 @@ pub fn to_global(backend: Backend, prefix: Ipv6Addr, mac: Mac, project_id: &str)
     Ipv6Addr::from(u128::from(prefix) | iid)
 }
 
+/// The link-local address a guest forms from its MAC by modified EUI-64 (what it sends from
+/// to a link-local destination such as the metadata service's `fe80::a9fe:a9fe`).
+pub fn link_local(mac: Mac) -> Ipv6Addr {
+    eui64_address(
+        &Ipv6Cidr::new(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 64).expect("/64"),
+        mac,
+    )
+}
+
+/// The MAC a modified EUI-64 interface identifier was formed from; None when the address's
+/// lower 64 bits are no EUI-64 (`ff:fe` in the middle): a privacy or stable address.
+pub fn eui64_mac(address: Ipv6Addr) -> Option<Mac> {
+    let b = address.octets();
+    (b[11] == 0xff && b[12] == 0xfe).then(|| to_mac(Backend::Rfc2462, address))
+}
+
 /// nova's `to_mac(address)`: the MAC an address was computed from (for `account_identifier`,
 /// nova's `02:16:3e` and the address's last three bytes).
 pub fn to_mac(backend: Backend, address: Ipv6Addr) -> Mac {
@@ -142,6 +158,22 @@ fn sha1(data: &[u8]) -> [u8; 20] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The link-local address a guest forms (RFC 4291 appendix A), and back to its MAC;
+    /// a privacy address gives none.
+    #[test]
+    fn link_local_and_back() {
+        let mac: Mac = "fa:16:3e:2c:e8:ec".parse().unwrap();
+        let ll = link_local(mac);
+        assert_eq!(ll.to_string(), "fe80::f816:3eff:fe2c:e8ec");
+        assert_eq!(eui64_mac(ll), Some(mac));
+        let global: Ipv6Addr = "fd00:1::f816:3eff:fe2c:e8ec".parse().unwrap();
+        assert_eq!(eui64_mac(global), Some(mac));
+        assert_eq!(
+            eui64_mac("fe80::1c2d:5a11:9b3e:77a0".parse().unwrap()),
+            None
+        );
+    }
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()

@@ -331,6 +331,9 @@ pub struct BoundAddress {
     /// default route (nova's `use_single_default_gateway`).
     #[serde(default = "yes")]
     pub default_route: bool,
+    /// The instance's project: nova's `account_identifier` IPv6 address is computed from it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub project_id: String,
 }
 
 fn yes() -> bool {

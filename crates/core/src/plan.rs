@@ -9,7 +9,9 @@ use std::num::NonZeroU16;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FirewallDriver};
-use crate::firewall::{GatewayPlan, MetadataRedirect, Proto, ServedNetwork, SourceNat, VpnForward};
+use crate::firewall::{
+    GatewayPlan, MetadataRedirect, MetadataV6, Proto, ServedNetwork, SourceNat, VpnForward,
+};
 use crate::model::{BoundAddress, FloatingIp, Network};
 use crate::net::Ipv4Cidr;
 use crate::segment::{plan_segment, Segment, SegmentInputs, VXLAN_OVERHEAD};
@@ -21,6 +23,11 @@ use crate::valid::{
 /// 169.254.169.254:80, where every cloud image looks for its metadata.
 pub const METADATA_ADDRESS: &str = "169.254.169.254";
 pub const METADATA_PORT: u16 = 80;
+/// The metadata service's IPv6 address, link-local on each instance's link.
+pub const METADATA_ADDRESS_V6: &str = "fe80::a9fe:a9fe";
+/// Where a host's agent answers metadata requests over IPv6 (the DNAT's target; the port
+/// Neutron's metadata proxy uses).
+pub const METADATA_V6_PORT: u16 = 9697;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostPlan {
@@ -62,6 +69,12 @@ pub struct RaPlan {
     pub prefix: Ipv6Prefix,
     /// The network's `gateway_v6`, bound on the bridge with the prefix's length.
     pub gateway: Ipv6Text,
+    /// A multi-host network: every host's bridge has the same gateway and advertises the
+    /// same prefix on the shared segment, so each keeps its neighbour discovery and router
+    /// advertisements to its own instances (`agent/src/isolation.rs`) and binds the gateway
+    /// without duplicate address detection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multi_host: bool,
 }
 
 /// What filters traffic to and from this host's instances.
@@ -71,6 +84,9 @@ pub struct SecurityPlan {
     pub instances: Vec<InstanceSecurity>,
     /// Members' fixed IPs of each security group some rule here names as its source.
     pub group_members: BTreeMap<i64, Vec<Ipv4Text>>,
+    /// Dual stack: the same members' IPv6 addresses (only groups with some).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_members_v6: BTreeMap<i64, Vec<Ipv6Text>>,
     /// The admin's provider rules: traffic they match is dropped for every instance, right
     /// after ESTABLISHED (nova's `provider_fw_rules`, Liberty and earlier).
     #[serde(default)]
@@ -575,6 +591,12 @@ pub fn host_plan(s: &Snapshot, cfg: &Config, host: &str, generation: u64) -> Hos
             fixed: fixed.into(),
         });
     }
+    if !plan.ra.is_empty() {
+        gw.metadata_v6 = NonZeroU16::new(METADATA_V6_PORT).map(|port| MetadataV6 {
+            bridges: plan.ra.iter().map(|r| r.bridge.clone()).collect(),
+            port,
+        });
+    }
     plan.gateway = gw;
     if cfg.firewall_driver != FirewallDriver::Noop {
         plan.security = security_plan(s, cfg, host, &mut plan.refused);
@@ -600,6 +622,7 @@ fn ra_plan(n: &Network, bridge: &IfName) -> Result<Option<RaPlan>, String> {
         bridge: bridge.clone(),
         prefix: prefix.into(),
         gateway: gateway.into(),
+        multi_host: n.multi_host,
     }))
 }
 
@@ -649,15 +672,13 @@ fn dhcp_server_for(s: &Snapshot, n: &Network) -> Option<Ipv4Text> {
     n.dhcp_server.as_deref().and_then(|d| Ipv4Text::new(d).ok())
 }
 
-/// The port's IPv6 address and its network's prefix in dual stack. Only for the rfc2462
-/// backend: that is the address the guest configures itself (the plan's inputs do not carry
-/// the project that account_identifier's address needs, and no guest forms it by SLAAC).
-fn port_v6(cfg: &Config, n: &Network, mac: &MacText) -> Option<(Ipv6Text, Ipv6Prefix)> {
-    if cfg.ipv6() != Some(crate::ipv6::Backend::Rfc2462) {
-        return None;
-    }
+/// The port's IPv6 address and its network's prefix in dual stack, as the backend computes
+/// it (`rfc2462`: the address the guest autoconfigures; `account_identifier`: the one it is
+/// given in network_data.json and its interfaces file, from its project).
+fn port_v6(cfg: &Config, n: &Network, b: &BoundAddress) -> Option<(Ipv6Text, Ipv6Prefix)> {
+    let backend = cfg.ipv6()?;
     let prefix: crate::net::Ipv6Cidr = n.cidr_v6.as_deref()?.parse().ok()?;
-    let a = crate::ipv6::instance_address(crate::ipv6::Backend::Rfc2462, n, mac, "")?;
+    let a = crate::ipv6::instance_address(backend, n, &b.mac, &b.project_id)?;
     Some((a.into(), prefix.into()))
 }
 
@@ -698,7 +719,7 @@ fn security_plan(
             match ports.iter_mut().find(|p| p.mac == mac) {
                 Some(p) => p.ips.push(ip),
                 None => {
-                    let v6 = net.and_then(|n| port_v6(cfg, n, &mac));
+                    let v6 = net.and_then(|n| port_v6(cfg, n, b));
                     ports.push(PortSecurity {
                         device,
                         ips: vec![ip],
@@ -733,11 +754,24 @@ fn security_plan(
     }
     let mut group_members: BTreeMap<i64, Vec<Ipv4Text>> =
         sources.iter().map(|g| (*g, Vec::new())).collect();
+    // Dual stack: the members' IPv6 addresses too, as nova's rules from a group named them.
+    let mut group_members_v6: BTreeMap<i64, Vec<Ipv6Text>> = BTreeMap::new();
     for b in s.bound.iter().filter(|b| b.allocated) {
+        let v6 = s
+            .networks
+            .iter()
+            .find(|n| n.id == b.network_id)
+            .and_then(|n| port_v6(cfg, n, b));
         for g in &b.groups {
             if let (Some(m), Ok(a)) = (group_members.get_mut(g), Ipv4Text::new(b.address.as_str()))
             {
                 m.push(a);
+            }
+            if let (true, Some((a, _))) = (sources.contains(g), &v6) {
+                let m = group_members_v6.entry(*g).or_default();
+                if !m.contains(a) {
+                    m.push(a.clone());
+                }
             }
         }
     }
@@ -745,6 +779,7 @@ fn security_plan(
         allow_same_net: cfg.allow_same_net_traffic,
         instances,
         group_members,
+        group_members_v6,
         provider_rules: s.provider_rules.to_vec(),
     }
 }
@@ -786,6 +821,7 @@ mod tests {
             leased: false,
             device: Some("vnet0".into()),
             groups: vec![1],
+            project_id: String::new(),
             default_route: true,
         }
     }
@@ -823,15 +859,95 @@ mod tests {
                 bridge: IfName::new("br100").unwrap(),
                 prefix: Ipv6Prefix::new("fd00:1::/64").unwrap(),
                 gateway: Ipv6Text::new("fd00:1::1").unwrap(),
+                multi_host: false,
             }]
         );
-        assert!(plan(&nets, &cfg, "compute-1").ra.is_empty());
+        // The metadata service at fe80::a9fe:a9fe on the same bridges.
+        assert_eq!(
+            ctl.gateway.metadata_v6,
+            Some(MetadataV6 {
+                bridges: vec![IfName::new("br100").unwrap()],
+                port: NonZeroU16::new(METADATA_V6_PORT).unwrap(),
+            })
+        );
+        let compute = plan(&nets, &cfg, "compute-1");
+        assert!(compute.ra.is_empty() && compute.gateway.metadata_v6.is_none());
         nets[0].gateway_v6 = Some("fd00:2::1".into());
         let bad = plan(&nets, &cfg, "controller");
-        assert!(bad.ra.is_empty());
+        assert!(bad.ra.is_empty() && bad.gateway.metadata_v6.is_none());
         assert!(bad.refused[0].contains("gateway_v6"), "{:?}", bad.refused);
         cfg.use_ipv6 = false;
         assert!(plan(&nets, &cfg, "controller").ra.is_empty());
+    }
+
+    /// Dual stack filtering: each port's v6 address by the configured backend (for
+    /// `account_identifier` from the instance's project, which the plan carries so that the
+    /// agent needs none), and a rule from a group admits its members' v6 addresses too.
+    #[test]
+    fn ports_and_group_members_carry_v6_addresses() {
+        let mut n = seed_network();
+        n.cidr_v6 = Some("2001:db8::/64".into());
+        let mut a = cirros();
+        a.instance_host = Some("compute-1".into());
+        a.mac = "00:16:3e:33:44:55".into();
+        a.project_id = "test".into();
+        let mut b = a.clone();
+        b.address = "10.0.0.3".into();
+        b.mac = "fa:16:3e:00:00:03".into();
+        b.instance_uuid = "other".into();
+        b.instance_id = 2;
+        b.instance_host = Some("compute-2".into());
+        let rules = [GroupRule {
+            group_id: 1,
+            rule: SgRule {
+                proto: Some(Proto::Tcp),
+                from_port: Some(22),
+                to_port: Some(22),
+                cidr: None,
+                group: Some(1),
+            },
+        }];
+        let plan = |backend: &str| {
+            let cfg = Config {
+                use_ipv6: true,
+                ipv6_backend: backend.into(),
+                ..Config::default()
+            };
+            let nets = [n.clone()];
+            let bound = [a.clone(), b.clone()];
+            let s = Snapshot {
+                networks: &nets,
+                bound: &bound,
+                floating: &[],
+                rules: &rules,
+                provider_rules: &[],
+                segment_peers: &Default::default(),
+                host_addresses: &Default::default(),
+            };
+            host_plan(&s, &cfg, "compute-1", 1).security
+        };
+        let sec = plan("account_identifier");
+        // nova's own vector (test_ipv6.py): project "test", MAC 00:16:3e:33:44:55.
+        let port = &sec.instances[0].ports[0];
+        assert_eq!(
+            port.ips_v6,
+            [Ipv6Text::new("2001:db8::a94a:8fe5:ff33:4455").unwrap()]
+        );
+        assert_eq!(
+            port.network_cidr_v6,
+            Some(Ipv6Prefix::new("2001:db8::/64").unwrap())
+        );
+        let members = &sec.group_members_v6[&1];
+        assert_eq!(members.len(), 2);
+        assert!(members.contains(&port.ips_v6[0]));
+        assert_eq!(sec.group_members[&1].len(), 2);
+        let sec = plan("rfc2462");
+        assert_eq!(
+            sec.instances[0].ports[0].ips_v6,
+            [Ipv6Text::new("2001:db8::216:3eff:fe33:4455").unwrap()]
+        );
+        assert!(sec.group_members_v6[&1]
+            .contains(&Ipv6Text::new("2001:db8::f816:3eff:fe00:3").unwrap()));
     }
 
     #[test]

@@ -67,16 +67,37 @@ fn clip_front(s: &str, max: usize) -> String {
 
 /// The metadata of every instance placed on a host, as the metadata service would answer
 /// it: a multi-host compute host's agent keeps this copy and answers its own instances from
-/// it (`metadata_host = 127.0.0.1`), also while no server answers.
+/// it (`metadata_host = 127.0.0.1`), also while no server answers. In dual stack the host
+/// also answers at `fe80::a9fe:a9fe` on the bridges it is the gateway of, so the copy also
+/// holds the instances on the (single-host) networks it is the network host of.
 async fn host_metadata(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
     Path(host): Path<String>,
 ) -> ApiResult<Json<Value>> {
     ctx.require_admin("a host's instances' metadata")?;
+    let served: Vec<String> = if st.cfg.use_ipv6 {
+        st.store
+            .networks()?
+            .into_iter()
+            .filter(|n| !n.multi_host && n.host.as_deref() == Some(host.as_str()))
+            .filter(|n| n.cidr_v6.is_some())
+            .map(|n| n.uuid)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut metas = Vec::new();
     for i in st.store.instances(None)? {
-        if i.spec.host.as_deref() == Some(host.as_str()) {
+        let on_host = i.spec.host.as_deref() == Some(host.as_str());
+        let on_served = !on_host
+            && !served.is_empty()
+            && st
+                .store
+                .instance_addresses(&i.uuid)?
+                .iter()
+                .any(|a| served.contains(&a.network_uuid));
+        if on_host || on_served {
             metas.extend(crate::metadata::build_meta(&st, i));
         }
     }

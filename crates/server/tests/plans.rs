@@ -172,6 +172,7 @@ fn change(rng: &mut Rng, w: &mut World, store: &dyn Store, cfg: &Config, n: usiz
                 cidr: Some(format!("10.{k}.0.0/27")),
                 bridge: Some(format!("br{}", 100 + k)),
                 multi_host: Some(rng.one_in(3)),
+                cidr_v6: cfg.use_ipv6.then(|| format!("fd00:{k}::/64")),
                 ..NetworkRequest::default()
             };
             store.create_networks(&req, cfg).map(|(nets, _)| {
@@ -375,6 +376,12 @@ fn configs() -> Vec<Config> {
             network_manager: Manager::Vlan,
             vlan_interface: Some("eth2".into()),
             segment_driver: SegmentDriver::Vxlan,
+            ..base.clone()
+        },
+        // Dual stack: v6 addresses (from the project) in ports and group members, radvd.
+        Config {
+            use_ipv6: true,
+            ipv6_backend: "account_identifier".into(),
             ..base
         },
     ]
@@ -388,7 +395,7 @@ fn every_host_holds_the_plan_computed_from_scratch() {
     let mut patched_only = (0, 0, 0);
     let mut releases_seen = 0;
     for case in 0..cases {
-        let cfg = configs()[case as usize % 4].clone();
+        let cfg = configs()[case as usize % configs().len()].clone();
         let dir = TempDir::new(&format!("plans-prop-{case}"));
         let sqlite = Arc::new(SqliteStore::open_dir(&dir.0).unwrap());
         let store: Arc<dyn Store> = sqlite.clone();

@@ -1162,6 +1162,12 @@ pub fn multi_host_networks_give_each_host_its_own_address(connect: Connect) {
             .cloned()
     };
     let one = own("compute-1").expect("compute-1's address");
+    // Each bound address carries its instance's project (account_identifier's IPv6 address).
+    let bound = s.host_inputs("compute-1").unwrap().bound;
+    assert!(!a.spec.project_id.is_empty());
+    assert!(bound
+        .iter()
+        .any(|x| x.instance_uuid == a.uuid && x.project_id == a.spec.project_id));
     let b = boot("b", "compute-2");
     let two = own("compute-2").expect("compute-2's address");
     let taken = [first_address(&*s, &a.uuid), first_address(&*s, &b.uuid)];

@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use novanet_core::firewall::{Proto, VPN_PRIVATE_PORT};
-use novanet_core::plan::{HostPlan, SecurityPlan, SgRule, METADATA_ADDRESS, METADATA_PORT};
+use novanet_core::firewall::{GatewayPlan, Proto, VPN_PRIVATE_PORT};
+use novanet_core::plan::{
+    HostPlan, SecurityPlan, SgRule, METADATA_ADDRESS, METADATA_ADDRESS_V6, METADATA_PORT,
+};
 use novanet_core::valid::CidrText;
 
 use super::nftables::{spoof_table, Tables, SPOOF_TABLE};
@@ -22,8 +24,8 @@ pub struct Iptables {
     applied: Option<OwnedChains>,
     /// The same for ip6tables (dual stack).
     applied6: Option<OwnedChains>,
-    /// FORWARD's jump to novanet's v6 chains is not there yet.
-    jump6_missing: bool,
+    /// The builtin chains' jumps to novanet's v6 chains that are not there yet.
+    jumps6_missing: Vec<(&'static str, &'static str, String)>,
     spoof: Tables,
 }
 
@@ -32,7 +34,7 @@ impl Iptables {
         Iptables {
             applied: None,
             applied6: None,
-            jump6_missing: true,
+            jumps6_missing: jumps6(),
             spoof: Tables::new(state_dir),
         }
     }
@@ -80,29 +82,41 @@ impl Iptables {
     }
 
     /// The IPv6 chains (dual stack), replacing only those that change; false when they were
-    /// in place. Without instances with IPv6 addresses none are made (and ip6tables need not
-    /// be installed); once made, the base chains stay, empty, behind FORWARD's jump.
-    pub(super) fn apply_chains6(&mut self, sec: &SecurityPlan) -> Result<bool> {
+    /// in place. Without instances with IPv6 addresses and without the metadata service's
+    /// DNAT none are made (and ip6tables need not be installed); once made, a table's base
+    /// chains stay, empty, behind the builtin chain's jump.
+    pub(super) fn apply_chains6(&mut self, plan: &HostPlan) -> Result<bool> {
+        let (sec, g) = (&plan.security, &plan.gateway);
         if self.applied6.is_none() {
             let saved = match run("ip6tables-save", &[], None) {
                 Ok(s) => s,
                 // No ip6tables on a host that has nothing to filter over IPv6: nothing to do.
-                Err(_) if ip6tables_restore(sec, false, &[]).is_empty() => return Ok(false),
+                Err(_)
+                    if ip6tables_restore(sec, false, &[]).is_empty()
+                        && ip6tables_nat(g, false).is_empty() =>
+                {
+                    return Ok(false)
+                }
                 Err(e) => return Err(e),
             };
+            let present = owned_lines(&saved);
+            self.jumps6_missing = jumps6()
+                .into_iter()
+                .filter(|(t, b, j)| !present.contains(&(t.to_string(), format!("-A {b} -j {j}"))))
+                .collect();
             self.applied6 = Some(owned_chains(&saved));
-            self.jump6_missing = !owned_lines(&saved).iter().any(|(t, l)| {
-                t == "filter" && *l == format!("-A FORWARD -j {}", chain_name(Chain::FilterForward))
-            });
         }
         let old = self.applied6.as_ref().expect("read above");
-        let wanted = owned_chains(&ip6tables_restore(sec, !old.is_empty(), &[]));
-        let forward = chain_name(Chain::FilterForward);
-        let missing: Vec<(&str, &str, String)> = if self.jump6_missing && !wanted.is_empty() {
-            vec![("filter", "FORWARD", forward)]
-        } else {
-            Vec::new()
-        };
+        let has = |table: &str| old.keys().any(|(t, _)| t == table);
+        let mut text = ip6tables_restore(sec, has("filter"), &[]);
+        text.push_str(&ip6tables_nat(g, has("nat")));
+        let wanted = owned_chains(&text);
+        let missing: Vec<(&str, &str, String)> = self
+            .jumps6_missing
+            .iter()
+            .filter(|(t, _, _)| wanted.keys().any(|(w, _)| w == t))
+            .cloned()
+            .collect();
         let text = restore_delta(old, &wanted, &missing);
         if text.is_empty() {
             return Ok(false);
@@ -111,7 +125,7 @@ impl Iptables {
             self.applied6 = None;
             return Err(e);
         }
-        self.jump6_missing &= wanted.is_empty();
+        self.jumps6_missing.retain(|j| !missing.contains(j));
         self.applied6 = Some(wanted);
         Ok(true)
     }
@@ -140,7 +154,7 @@ impl Firewall for Iptables {
         out.step(self.apply_chains(plan, &plan.security), |c| {
             c.then(|| "iptables".to_string())
         });
-        out.step(self.apply_chains6(&plan.security), |c| {
+        out.step(self.apply_chains6(plan), |c| {
             c.then(|| "ip6tables".to_string())
         });
         // nova's chains filter; the nftables bridge table only anti-spoofs.
@@ -160,6 +174,7 @@ impl Firewall for Iptables {
 pub(super) fn render(plan: &HostPlan, sec: &SecurityPlan) -> String {
     let mut text = iptables_restore(&nova_rules(plan), Some(sec), &[]);
     text.push_str(&ip6tables_restore(sec, false, &[]));
+    text.push_str(&ip6tables_nat(&plan.gateway, false));
     text.push_str(&spoof_table(sec));
     text
 }
@@ -486,14 +501,21 @@ pub fn iptables_security(sec: &SecurityPlan) -> (Vec<String>, Vec<String>) {
 }
 
 /// What a rule matches among IPv6 sources, as ip6tables arguments: rules with an IPv6 CIDR
-/// (`::/0`: any), and rules that name no source. Group rules list their members' IPv4
-/// addresses only, so they admit no IPv6 source.
-fn ip6t_matches(r: &SgRule) -> Option<String> {
-    let source = match (&r.cidr, r.group) {
-        (Some(c), _) if c == "::/0" => String::new(),
-        (Some(c), _) if c.is_v6() => format!(" -s {c}"),
-        (None, None) => String::new(),
-        _ => return None,
+/// (`::/0`: any), rules that name no source, and group rules (one entry per member's IPv6
+/// address, as nova wrote them).
+fn ip6t_matches(r: &SgRule, sec: &SecurityPlan) -> Vec<String> {
+    let sources: Vec<String> = match (&r.cidr, r.group) {
+        (Some(c), _) if c == "::/0" => vec![String::new()],
+        (Some(c), _) if c.is_v6() => vec![format!(" -s {c}")],
+        (None, None) => vec![String::new()],
+        (None, Some(g)) => sec
+            .group_members_v6
+            .get(&g)
+            .into_iter()
+            .flatten()
+            .map(|ip| format!(" -s {ip}/128"))
+            .collect(),
+        _ => return Vec::new(),
     };
     let proto = match r.proto {
         Some(Proto::Icmp) => {
@@ -509,7 +531,7 @@ fn ip6t_matches(r: &SgRule) -> Option<String> {
         Some(p) => format!(" -p {}{}", p.name(), ipt_ports(r, p)),
         None => String::new(),
     };
-    Some(format!("{source}{proto}"))
+    sources.into_iter().map(|s| format!("{s}{proto}")).collect()
 }
 
 /// The same chains for IPv6 (nova's ip6tables filter when `use_ipv6`): FORWARD to the
@@ -541,7 +563,7 @@ pub fn ip6tables_restore(
         format!("-A {forward} -j {LOCAL_CHAIN}"),
         format!("-A {FALLBACK_CHAIN} -j DROP"),
     ];
-    for m in sec.provider_rules.iter().filter_map(ip6t_matches) {
+    for m in sec.provider_rules.iter().flat_map(|r| ip6t_matches(r, sec)) {
         rules.push(format!("-A {PROVIDER_CHAIN}{m} -j DROP"));
     }
     for i in sec
@@ -572,7 +594,7 @@ pub fn ip6tables_restore(
                 rules.push(format!("-A {chain} -s {c} -j ACCEPT"));
             }
         }
-        for m in i.rules.iter().filter_map(ip6t_matches) {
+        for m in i.rules.iter().flat_map(|r| ip6t_matches(r, sec)) {
             rules.push(format!("-A {chain}{m} -j ACCEPT"));
         }
         rules.push(format!("-A {chain} -j {FALLBACK_CHAIN}"));
@@ -585,6 +607,43 @@ pub fn ip6tables_restore(
     }
     for (_, builtin, target) in missing_jumps {
         out.push_str(&jump_line(builtin, target));
+        out.push('\n');
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// Where each owned IPv6 chain is entered from: (table, builtin chain, jump target).
+pub fn jumps6() -> Vec<(&'static str, &'static str, String)> {
+    vec![
+        ("filter", "FORWARD", chain_name(Chain::FilterForward)),
+        ("nat", "PREROUTING", chain_name(Chain::NatPrerouting)),
+    ]
+}
+
+/// ip6tables' nat table: each listed bridge's requests to `[fe80::a9fe:a9fe]:80` DNATed to
+/// the agent's port on the same address (the metadata service over IPv6). Empty without
+/// it, unless `keep` (the chain exists and PREROUTING jumps to it: it stays, empty).
+pub fn ip6tables_nat(g: &GatewayPlan, keep: bool) -> String {
+    let chain = chain_name(Chain::NatPrerouting);
+    let rules: Vec<String> = g
+        .metadata_v6
+        .iter()
+        .flat_map(|md| {
+            md.bridges.iter().map(|b| {
+                format!(
+                    "-A {chain} -d {METADATA_ADDRESS_V6}/128 -i {b} -p tcp -m tcp --dport {METADATA_PORT} -j DNAT --to-destination [{METADATA_ADDRESS_V6}]:{}",
+                    md.port
+                )
+            })
+        })
+        .collect();
+    if rules.is_empty() && !keep {
+        return String::new();
+    }
+    let mut out = format!("*nat\n:{chain} - [0:0]\n");
+    for r in rules {
+        out.push_str(&r);
         out.push('\n');
     }
     out.push_str("COMMIT\n");
@@ -862,11 +921,48 @@ table bridge novanet_spoof {
 \t\tether type ip6 icmpv6 type { nd-router-advert, nd-redirect } drop
 \t\tether type ip6 udp sport 547 drop
 \t\tether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept
+\t\tether type ip6 ip6 daddr fe80::a9fe:a9fe iifname . ip6 saddr != @port_ip6 drop
 \t\tether type ip6 ip6 saddr fe80::/10 accept
 \t\tether type ip6 iifname . ip6 saddr != @port_ip6 drop
 \t}
 }
 ";
+
+    /// The metadata service over IPv6 in ip6tables' nat table: a DNAT per bridge; nothing
+    /// without it, unless the chain exists (it stays, empty, behind PREROUTING's jump).
+    #[test]
+    fn ip6tables_nat_snapshot() {
+        use novanet_core::firewall::MetadataV6;
+        let g = GatewayPlan {
+            metadata_v6: Some(MetadataV6 {
+                bridges: vec!["br100".parse().unwrap()],
+                port: std::num::NonZeroU16::new(9697).unwrap(),
+            }),
+            ..GatewayPlan::default()
+        };
+        assert_eq!(
+            ip6tables_nat(&g, false),
+            "*nat
+:novanet-PREROUTING - [0:0]
+-A novanet-PREROUTING -d fe80::a9fe:a9fe/128 -i br100 -p tcp -m tcp --dport 80 -j DNAT --to-destination [fe80::a9fe:a9fe]:9697
+COMMIT
+"
+        );
+        assert_eq!(ip6tables_nat(&GatewayPlan::default(), false), "");
+        assert_eq!(
+            ip6tables_nat(&GatewayPlan::default(), true),
+            "*nat\n:novanet-PREROUTING - [0:0]\nCOMMIT\n"
+        );
+        // Only PREROUTING's jump is added where only the nat chain is wanted.
+        let wanted = owned_chains(&ip6tables_nat(&g, false));
+        let missing: Vec<_> = jumps6()
+            .into_iter()
+            .filter(|(t, _, _)| wanted.keys().any(|(w, _)| w == t))
+            .collect();
+        assert!(restore_delta(&OwnedChains::new(), &wanted, &missing)
+            .contains("-I PREROUTING 1 -j novanet-PREROUTING\nCOMMIT"));
+        assert!(!restore_delta(&OwnedChains::new(), &wanted, &missing).contains("FORWARD"));
+    }
 
     /// Dual stack in ip6tables: the instance's v6 address dispatched to its chain, ND and
     /// link-local RAs accepted, the prefix when same-network traffic is allowed, only the
@@ -951,6 +1047,57 @@ COMMIT
         );
     }
 
+    /// A rule from a group admits its members' IPv6 addresses in ip6tables, one rule each.
+    #[test]
+    fn ip6tables_group_rules_list_members_v6_addresses() {
+        use novanet_core::plan::{InstanceSecurity, PortSecurity};
+        let sec = SecurityPlan {
+            instances: vec![InstanceSecurity {
+                id: 9,
+                uuid: "u".parse().unwrap(),
+                ports: vec![PortSecurity {
+                    device: Some("vnet0".parse().unwrap()),
+                    mac: "fa:16:3e:2c:e8:ec".parse().unwrap(),
+                    ips: vec!["10.0.0.2".parse().unwrap()],
+                    network_cidr: None,
+                    dhcp_server: None,
+                    ips_v6: vec!["fd00:1::f816:3eff:fe2c:e8ec".parse().unwrap()],
+                    network_cidr_v6: None,
+                }],
+                rules: vec![SgRule {
+                    proto: Some(Proto::Tcp),
+                    from_port: Some(22),
+                    to_port: Some(22),
+                    cidr: None,
+                    group: Some(3),
+                }],
+            }],
+            group_members: BTreeMap::from([(3, vec!["10.0.0.4".parse().unwrap()])]),
+            group_members_v6: BTreeMap::from([(
+                3,
+                vec![
+                    "fd00:1::f816:3eff:fe00:4".parse().unwrap(),
+                    "fd00:1::f816:3eff:fe00:5".parse().unwrap(),
+                ],
+            )]),
+            ..SecurityPlan::default()
+        };
+        let text = ip6tables_restore(&sec, false, &[]);
+        for m in ["4", "5"] {
+            let line = format!(
+                "-A novanet-inst-9 -s fd00:1::f816:3eff:fe00:{m}/128 -p tcp -m tcp --dport 22 -j ACCEPT\n"
+            );
+            assert!(text.contains(&line), "{text}");
+        }
+        let (_, v4) = iptables_security(&sec);
+        assert!(
+            v4.contains(
+                &"-A novanet-inst-9 -s 10.0.0.4/32 -p tcp -m tcp --dport 22 -j ACCEPT".to_string()
+            ),
+            "{v4:?}"
+        );
+    }
+
     /// A controller serving two networks with dmz_cidr and a loopback metadata host: the
     /// text taken from the rule-list renderer before the plan carried intent.
     #[test]
@@ -1022,6 +1169,7 @@ COMMIT
                 3,
                 vec!["10.0.0.3".parse().unwrap(), "10.0.0.4".parse().unwrap()],
             )]),
+            group_members_v6: BTreeMap::new(),
             provider_rules: vec![rule(
                 Some(Proto::Udp),
                 Some(53),

@@ -398,6 +398,7 @@ COMMIT
             leased: true,
             device: None,
             groups: vec![],
+            project_id: String::new(),
             default_route: true,
         };
         let snap = Snapshot {

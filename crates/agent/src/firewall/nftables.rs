@@ -10,13 +10,15 @@ use std::path::{Path, PathBuf};
 use novanet_core::firewall::{GatewayPlan, Proto, VPN_PRIVATE_PORT};
 use novanet_core::plan::{
     FloatingBinding, HostPlan, InstanceSecurity, SecurityPlan, SgRule, METADATA_ADDRESS,
-    METADATA_PORT,
+    METADATA_ADDRESS_V6, METADATA_PORT,
 };
 
 use super::{bridge_filtering, dedup_in_order, Applied, Firewall};
 use crate::sys::{run, write_if_changed, Result};
 
 pub const NAT_TABLE: &str = "novanet_nat";
+/// The IPv6 NAT: the metadata service's DNAT at `fe80::a9fe:a9fe` (dual stack).
+pub const NAT6_TABLE: &str = "novanet_nat6";
 pub const FILTER_TABLE: &str = "novanet_filter";
 pub const SPOOF_TABLE: &str = "novanet_spoof";
 
@@ -185,6 +187,27 @@ pub fn nat_table(gateway: &GatewayPlan, floating: &[FloatingBinding]) -> String 
     out
 }
 
+/// The `ip6` table: each listed bridge's requests to `[fe80::a9fe:a9fe]:80` DNATed to the
+/// agent's port on the same address. Without IPv6 metadata, an empty table (no NAT hook).
+pub fn nat6_table(gateway: &GatewayPlan) -> String {
+    let mut out = format!("table ip6 {NAT6_TABLE} {{\n");
+    if let Some(md) = &gateway.metadata_v6 {
+        out.push_str(
+            "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n",
+        );
+        for b in &md.bridges {
+            let _ = writeln!(
+                out,
+                "\t\tiifname \"{b}\" ip6 daddr {METADATA_ADDRESS_V6} tcp dport {METADATA_PORT} dnat to [{METADATA_ADDRESS_V6}]:{}",
+                md.port
+            );
+        }
+        out.push_str("\t}\n");
+    }
+    out.push_str("}\n");
+    out
+}
+
 /// The rule's protocol as nft names it: ICMP becomes ICMPv6 in a rule for IPv6 sources, as
 /// nova's ip6tables rules made it.
 fn proto_name(proto: Proto, v6: bool) -> &'static str {
@@ -238,6 +261,22 @@ pub fn sg_rule(r: &SgRule) -> Option<String> {
     sg_match(r).map(|m| format!("{m}accept"))
 }
 
+/// A group rule's IPv6 half (dual stack): its members' v6 addresses, in the group's v6 set.
+fn sg_rule_v6_group(r: &SgRule) -> Option<String> {
+    let g = r.group.filter(|_| r.cidr.is_none())?;
+    let mut s = format!("ip6 saddr @grp6_{g} ");
+    if let Some(p) = r.proto {
+        let ports = ports_of(r, p, true);
+        if ports.is_empty() {
+            s.push_str(&format!("meta l4proto {} ", proto_name(p, true)));
+        } else {
+            s.push_str(ports.trim_start());
+            s.push(' ');
+        }
+    }
+    Some(format!("{s}accept"))
+}
+
 /// One provider rule: what it matches is dropped.
 pub fn provider_rule(r: &SgRule) -> Option<String> {
     sg_match(r).map(|m| format!("{m}drop"))
@@ -278,7 +317,13 @@ pub fn inst_rules(i: &InstanceSecurity, sec: &SecurityPlan) -> Vec<String> {
             }
         }
     }
-    v.extend(i.rules.iter().filter_map(sg_rule));
+    let dual_stack = i.ports.iter().any(|p| !p.ips_v6.is_empty());
+    for r in &i.rules {
+        v.extend(sg_rule(r));
+        if dual_stack {
+            v.extend(sg_rule_v6_group(r));
+        }
+    }
     v.push("drop".into());
     dedup_in_order(&mut v);
     v
@@ -293,9 +338,15 @@ fn chain_block(name: &str, rules: &[String]) -> String {
     s
 }
 
-/// Group member sets: `set grp_N { type ipv4_addr; elements = {...} }`.
-fn set_block<T: AsRef<str>>(g: i64, members: &[T]) -> String {
-    let mut s = format!("\tset grp_{g} {{\n\t\ttype ipv4_addr\n");
+/// Group member sets: `set grp_N { type ipv4_addr; elements = {...} }`, and `grp6_N` for
+/// the members' IPv6 addresses (each source group has both).
+fn set_block<T: AsRef<str>>(g: i64, v6: bool, members: &[T]) -> String {
+    let (name, ty) = if v6 {
+        (format!("grp6_{g}"), "ipv6_addr")
+    } else {
+        (format!("grp_{g}"), "ipv4_addr")
+    };
+    let mut s = format!("\tset {name} {{\n\t\ttype {ty}\n");
     if !members.is_empty() {
         let _ = writeln!(
             s,
@@ -315,7 +366,9 @@ fn set_block<T: AsRef<str>>(g: i64, members: &[T]) -> String {
 pub fn filter_table(sec: &SecurityPlan) -> String {
     let mut out = format!("table inet {FILTER_TABLE} {{\n");
     for (g, m) in &sec.group_members {
-        out.push_str(&set_block(*g, m));
+        out.push_str(&set_block(*g, false, m));
+        let m6 = sec.group_members_v6.get(g).map_or(&[][..], Vec::as_slice);
+        out.push_str(&set_block(*g, true, m6));
     }
     let elements = |v6: bool| -> Vec<String> {
         sec.instances
@@ -420,6 +473,8 @@ pub fn spoof_table(sec: &SecurityPlan) -> String {
             "ether type ip6 udp sport 547 drop".into(),
             // Duplicate address detection and MLD before the port has an address.
             "ether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept".into(),
+            // The metadata service knows the instance by its link-local source: only its own.
+            format!("ether type ip6 ip6 daddr {METADATA_ADDRESS_V6} iifname . ip6 saddr != @port_ip6 drop"),
             "ether type ip6 ip6 saddr fe80::/10 accept".into(),
             "ether type ip6 iifname . ip6 saddr != @port_ip6 drop".into(),
         ],
@@ -442,8 +497,9 @@ fn ip_element(dev: &str, ip: &str) -> String {
 }
 
 /// The security tables' structure (sets, maps, the spoof chain's rules): a state written
-/// for another one is replaced whole, never patched (1: the IPv6 sets and map).
-pub const TABLES_LAYOUT: u32 = 1;
+/// for another one is replaced whole, never patched (1: the IPv6 sets and map; 2: the
+/// metadata service's link-local check, and each source group's IPv6 set).
+pub const TABLES_LAYOUT: u32 = 2;
 
 /// What this agent last wrote to the security tables, to compute the next change from.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -488,7 +544,13 @@ fn ports_of_plan(sec: &SecurityPlan) -> BTreeMap<String, (String, Vec<String>)> 
         if let Some(dev) = &p.device {
             // nft prints MACs in lower case; so does the state, whatever the store holds.
             let mut ips = sorted(&p.ips);
-            ips.extend(sorted(&p.ips_v6));
+            // A dual-stack port's own link-local address (modified EUI-64), the only one it
+            // may reach the metadata service at fe80::a9fe:a9fe from.
+            let mut v6: Vec<String> = p.ips_v6.iter().map(ToString::to_string).collect();
+            if let (false, Ok(mac)) = (v6.is_empty(), p.mac.parse::<novanet_core::net::Mac>()) {
+                v6.push(novanet_core::ipv6::link_local(mac).to_string());
+            }
+            ips.extend(sorted(&v6));
             m.insert(dev.to_string(), (p.mac.to_lowercase(), ips));
         }
     }
@@ -521,13 +583,23 @@ pub fn full_state(sec: &SecurityPlan) -> SecState {
                 )
             })
             .collect(),
-        groups: sec
-            .group_members
-            .iter()
-            .map(|(g, m)| (*g, sorted(m)))
-            .collect(),
+        groups: groups_of(sec),
         ports: ports_of_plan(sec),
     }
+}
+
+/// Each source group's members, both families in one list (the state keeps them so).
+fn groups_of(sec: &SecurityPlan) -> BTreeMap<i64, Vec<String>> {
+    sec.group_members
+        .iter()
+        .map(|(g, m)| {
+            let mut all = sorted(m);
+            all.extend(sorted(
+                sec.group_members_v6.get(g).map_or(&[][..], Vec::as_slice),
+            ));
+            (*g, all)
+        })
+        .collect()
 }
 
 /// A change as two transactions: `hot` only adds (a new chain version, a jump inserted in
@@ -569,22 +641,23 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
     let mut u = Update::default();
     let mut next = old.clone();
     // Groups first: a new rule may name a new set.
-    let new_groups: BTreeMap<i64, Vec<String>> = new
-        .group_members
-        .iter()
-        .map(|(g, m)| (*g, sorted(m)))
-        .collect();
+    let new_groups = groups_of(new);
     for (g, members) in &new_groups {
         let had = old.groups.get(g).cloned();
         if had.is_none() {
             let _ = writeln!(u.hot, "add set {t} grp_{g} {{ type ipv4_addr; }}");
+            let _ = writeln!(u.hot, "add set {t} grp6_{g} {{ type ipv6_addr; }}");
         }
         let had = had.unwrap_or_default();
-        let added: Vec<&String> = members.iter().filter(|m| !had.contains(m)).collect();
-        let removed: Vec<&String> = had.iter().filter(|m| !members.contains(m)).collect();
-        let set = format!("{t} grp_{g}");
-        element_line(&mut u.hot, "add", &set, &added);
-        element_line(&mut u.retire, "delete", &set, &removed);
+        for (v6, set) in [
+            (false, format!("{t} grp_{g}")),
+            (true, format!("{t} grp6_{g}")),
+        ] {
+            let added: Vec<&String> = family(members, v6).filter(|m| !had.contains(m)).collect();
+            let removed: Vec<&String> = family(&had, v6).filter(|m| !members.contains(m)).collect();
+            element_line(&mut u.hot, "add", &set, &added);
+            element_line(&mut u.retire, "delete", &set, &removed);
+        }
     }
     next.groups = new_groups.clone();
     // Chains first: a new instance's chain, or the next version of a changed one, reached
@@ -679,7 +752,7 @@ pub fn incremental(old: &SecState, new: &SecurityPlan) -> Option<(Update, SecSta
         let _ = writeln!(u.retire, "flush chain {t} {vc}\ndelete chain {t} {vc}");
     }
     for g in old.groups.keys().filter(|g| !new_groups.contains_key(g)) {
-        let _ = writeln!(u.retire, "delete set {t} grp_{g}");
+        let _ = writeln!(u.retire, "delete set {t} grp_{g}\ndelete set {t} grp6_{g}");
     }
     // Ports: elements of the three sets; what a port gains goes in now, what it loses later.
     let ports = ports_of_plan(new);
@@ -800,8 +873,17 @@ impl Firewall for Nftables {
         if !plan.security.instances.is_empty() {
             out.step(bridge_filtering(), |()| None);
         }
-        let nat = nat_table(&plan.gateway, &plan.floating);
-        out.step(self.tables.apply(&[("ip", NAT_TABLE, nat)]), |c| {
+        let mut wanted = vec![("ip", NAT_TABLE, nat_table(&plan.gateway, &plan.floating))];
+        // The IPv6 NAT only where there is or was IPv6 metadata: a host without dual stack
+        // gets no table it does not need.
+        let had6 = self
+            .tables
+            .tables()
+            .is_ok_and(|t| t.contains(&format!("ip6 {NAT6_TABLE}")));
+        if plan.gateway.metadata_v6.is_some() || had6 {
+            wanted.push(("ip6", NAT6_TABLE, nat6_table(&plan.gateway)));
+        }
+        out.step(self.tables.apply(&wanted), |c| {
             (!c.is_empty()).then(|| "nftables NAT".to_string())
         });
         out.step(self.apply_security(&plan.security), |how| {
@@ -819,6 +901,7 @@ impl Firewall for Nftables {
 pub(super) fn render(plan: &HostPlan) -> String {
     [
         nat_table(&plan.gateway, &plan.floating),
+        nat6_table(&plan.gateway),
         filter_table(&plan.security),
         spoof_table(&plan.security),
     ]
@@ -1066,6 +1149,7 @@ mod tests {
             allow_same_net: same_net,
             instances: vec![inst()],
             group_members: BTreeMap::from([(3, vec!["10.0.0.3".parse().unwrap()])]),
+            group_members_v6: BTreeMap::new(),
             provider_rules: provider,
         }
     }
@@ -1257,6 +1341,37 @@ mod tests {
         assert!(u.retire.contains("\"vnet0\" . 10.0.0.9"), "{}", u.retire);
     }
 
+    /// A gateway with the metadata service at fe80::a9fe:a9fe on two bridges.
+    fn dual_stack_gateway() -> GatewayPlan {
+        GatewayPlan {
+            metadata_v6: Some(novanet_core::firewall::MetadataV6 {
+                bridges: vec!["br100".parse().unwrap(), "br101".parse().unwrap()],
+                port: std::num::NonZeroU16::new(9697).unwrap(),
+            }),
+            ..GatewayPlan::default()
+        }
+    }
+
+    /// The IPv6 NAT table: the metadata DNAT per bridge; without it, no chain (no hook).
+    #[test]
+    fn nat6_snapshot() {
+        assert_eq!(
+            nat6_table(&dual_stack_gateway()),
+            "table ip6 novanet_nat6 {
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tiifname \"br100\" ip6 daddr fe80::a9fe:a9fe tcp dport 80 dnat to [fe80::a9fe:a9fe]:9697
+\t\tiifname \"br101\" ip6 daddr fe80::a9fe:a9fe tcp dport 80 dnat to [fe80::a9fe:a9fe]:9697
+\t}
+}
+"
+        );
+        assert_eq!(
+            nat6_table(&GatewayPlan::default()),
+            "table ip6 novanet_nat6 {\n}\n"
+        );
+    }
+
     /// The rendered tables must parse: `nft -c` in a private network namespace (root only).
     /// An instance with an IPv6 address on its port and rules for IPv6 sources.
     fn dual_stack() -> InstanceSecurity {
@@ -1284,6 +1399,66 @@ mod tests {
         i
     }
 
+    /// Dual stack group rules: a rule from a group admits its members' IPv6 addresses from
+    /// the group's v6 set, whose members change by elements like the v4 ones.
+    #[test]
+    fn group_rules_admit_members_v6_addresses() {
+        let mut i = dual_stack();
+        i.rules = vec![SgRule {
+            proto: Some(Proto::Tcp),
+            from_port: Some(22),
+            to_port: Some(22),
+            cidr: None,
+            group: Some(3),
+        }];
+        let mut sec = SecurityPlan {
+            instances: vec![i.clone()],
+            group_members: BTreeMap::from([(3, vec!["10.0.0.4".parse().unwrap()])]),
+            group_members_v6: BTreeMap::from([(
+                3,
+                vec!["fd00:1::f816:3eff:fe00:4".parse().unwrap()],
+            )]),
+            ..SecurityPlan::default()
+        };
+        let rules = inst_rules(&i, &sec);
+        assert!(
+            rules.contains(&"ip saddr @grp_3 tcp dport 22 accept".to_string()),
+            "{rules:?}"
+        );
+        assert!(
+            rules.contains(&"ip6 saddr @grp6_3 tcp dport 22 accept".to_string()),
+            "{rules:?}"
+        );
+        let f = filter_table(&sec);
+        assert!(
+            f.contains(
+                "\tset grp6_3 {\n\t\ttype ipv6_addr\n\t\telements = { fd00:1::f816:3eff:fe00:4 }"
+            ),
+            "{f}"
+        );
+        // A member's v6 address coming and going: elements of the v6 set only.
+        let old = full_state(&sec);
+        sec.group_members_v6
+            .get_mut(&3)
+            .unwrap()
+            .push("fd00:1::f816:3eff:fe00:5".parse().unwrap());
+        let (u, next) = incremental(&old, &sec).unwrap();
+        assert_eq!(
+            u.hot,
+            "add element inet novanet_filter grp6_3 { fd00:1::f816:3eff:fe00:5 }\n"
+        );
+        assert!(u.retire.is_empty(), "{u:?}");
+        sec.group_members_v6.clear();
+        let (u, _) = incremental(&next, &sec).unwrap();
+        assert!(u.hot.is_empty(), "{u:?}");
+        assert_eq!(
+            u.retire,
+            "delete element inet novanet_filter grp6_3 { fd00:1::f816:3eff:fe00:4, fd00:1::f816:3eff:fe00:5 }\n"
+        );
+        // An instance without IPv6 gets no v6 half.
+        assert!(!inst_rules(&inst(), &sec).iter().any(|r| r.contains("grp6")));
+    }
+
     /// A state from before the IPv6 sets (an agent upgraded in place) is never patched: the
     /// tables are replaced whole once.
     #[test]
@@ -1295,7 +1470,7 @@ mod tests {
         assert!(incremental(&old, &sec).is_none());
         let text = serde_json::to_string(&full_state(&sec))
             .unwrap()
-            .replace("\"layout\":1,", "");
+            .replace("\"layout\":2,", "");
         let read: SecState = serde_json::from_str(&text).unwrap();
         assert_eq!(read.layout, 0);
     }
@@ -1342,8 +1517,9 @@ mod tests {
             b.contains("\tset ports6 {\n\t\ttype ifname\n\t\telements = { \"vnet1\" }"),
             "{b}"
         );
+        // Its global address and its own link-local one (the metadata service's check).
         assert!(
-            b.contains("elements = { \"vnet1\" . fd00:1::f816:3eff:fe00:1 }"),
+            b.contains("elements = { \"vnet1\" . fd00:1::f816:3eff:fe00:1, \"vnet1\" . fe80::f816:3eff:fe00:1 }"),
             "{b}"
         );
         assert!(b.contains("elements = { \"vnet1\" . 10.0.0.3 }"), "{b}");
@@ -1359,7 +1535,7 @@ mod tests {
             "{u:?}"
         );
         assert!(
-            u.retire.contains("delete element bridge novanet_spoof port_ip6 { \"vnet1\" . fd00:1::f816:3eff:fe00:1 }"),
+            u.retire.contains("delete element bridge novanet_spoof port_ip6 { \"vnet1\" . fd00:1::f816:3eff:fe00:1, \"vnet1\" . fe80::f816:3eff:fe00:1 }"),
             "{u:?}"
         );
         assert!(
@@ -1395,6 +1571,8 @@ mod tests {
         let gateway = super::super::tests::two_networks_plan().gateway;
         let script = [
             replace_table("ip", NAT_TABLE, &nat_table(&gateway, &floating)),
+            replace_table("ip6", NAT6_TABLE, &nat6_table(&gateway)),
+            replace_table("ip6", NAT6_TABLE, &nat6_table(&dual_stack_gateway())),
             replace_table("inet", FILTER_TABLE, &filter_table(&sec)),
             replace_table("bridge", SPOOF_TABLE, &spoof_table(&sec)),
             replace_table(
@@ -1602,6 +1780,8 @@ mod tests {
 \t\toifname \"eth1\" ip saddr 10.1.0.0/24 snat ip to 192.168.56.200
 \t}
 }
+table ip6 novanet_nat6 {
+}
 table inet novanet_filter {
 \tmap instances {
 \t\ttype ipv4_addr : verdict
@@ -1644,6 +1824,7 @@ table bridge novanet_spoof {
 \t\tether type ip6 icmpv6 type { nd-router-advert, nd-redirect } drop
 \t\tether type ip6 udp sport 547 drop
 \t\tether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept
+\t\tether type ip6 ip6 daddr fe80::a9fe:a9fe iifname . ip6 saddr != @port_ip6 drop
 \t\tether type ip6 ip6 saddr fe80::/10 accept
 \t\tether type ip6 iifname . ip6 saddr != @port_ip6 drop
 \t}

@@ -390,6 +390,7 @@ impl FixedIpStore for SqliteStore {
                                     .map(|g| g.split(',').filter_map(|x| x.parse().ok()).collect())
                                     .unwrap_or_default(),
                                 default_route: r.get(12)?,
+                                project_id: String::new(),
                             },
                             data,
                         ))
@@ -401,6 +402,7 @@ impl FixedIpStore for SqliteStore {
                     if let Some(d) = data {
                         let i: Instance = from_json(&d)?;
                         b.hostname = i.hostname;
+                        b.project_id = i.spec.project_id;
                     }
                     out.push(b);
                 }

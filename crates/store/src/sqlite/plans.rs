@@ -13,7 +13,8 @@ use super::*;
 pub(super) const BOUND_COLS: &str = "f.id, f.address_int, f.network_id, f.address, v.mac, v.uuid, f.instance_uuid, i.id, \
      json_extract(i.data, '$.hostname'), i.host, f.allocated, f.leased, v.device, \
      (SELECT group_concat(group_id, ',') FROM instance_security_groups g WHERE g.instance_uuid = f.instance_uuid), \
-     v.id = (SELECT min(w.id) FROM vifs w WHERE w.instance_uuid = v.instance_uuid)";
+     v.id = (SELECT min(w.id) FROM vifs w WHERE w.instance_uuid = v.instance_uuid), \
+     json_extract(i.data, '$.project_id')";
 
 pub(super) type BoundRow = ((i64, i64), BoundAddress);
 
@@ -37,6 +38,7 @@ pub(super) fn bound_row(r: &Row) -> rusqlite::Result<BoundRow> {
                 .map(|g| g.split(',').filter_map(|x| x.parse().ok()).collect())
                 .unwrap_or_default(),
             default_route: r.get::<_, Option<bool>>(14)?.unwrap_or(true),
+            project_id: r.get::<_, Option<String>>(15)?.unwrap_or_default(),
         },
     ))
 }
@@ -108,6 +110,17 @@ pub(super) fn host_inputs_c(c: &Connection, host: &str) -> Result<HostInputs> {
     // In the order of the whole store's (network, then address), each address once.
     rows.sort_by_key(|(k, _)| *k);
     rows.dedup_by_key(|(k, _)| *k);
+    // Dual stack: a source group member's IPv6 address is computed from its network's
+    // prefix, so the networks of members elsewhere are read too (the plan sets up none of
+    // them here: this host is neither their gateway nor has instances on them).
+    let members_nets: BTreeSet<i64> = rows
+        .iter()
+        .map(|(k, _)| k.0)
+        .filter(|id| !ids.contains(id))
+        .collect();
+    for id in &members_nets {
+        networks.extend(load_networks(c, "WHERE id = ?1", &[id])?);
+    }
     let floating = {
         let mut st = c
             .prepare_cached(&format!(
