@@ -13,6 +13,8 @@ pub struct DhcpManager {
     pub dir: PathBuf,
     pub binary: PathBuf,
     released: BTreeSet<(String, String)>,
+    /// Stale leases ended (bridge, address, MAC), kept while they stay stale.
+    ended: BTreeSet<(String, String, String)>,
 }
 
 /// How a network's hosts reach its dnsmasq: a base file (`nova-BR.conf`, nova's hosts file,
@@ -79,21 +81,24 @@ pub fn hosts_step(
     }
 }
 
-/// Addresses dnsmasq's records (base file and directory) give to another MAC than the
-/// plan now does, with that old MAC. dnsmasq refuses an address while another MAC holds a
-/// lease on it, so a previous owner's lease that outlived it (its release lost, or the
-/// address freed by the disassociate timeout) must be released before the new owner asks.
-pub fn reassigned(
+/// The leases dnsmasq may hold that no instance of the plan owns, as (address, MAC): every
+/// address its records (base file and directory) give to a MAC the plan does not give it
+/// to (the address left the plan, or went to another VIF). dnsmasq keeps a removed record
+/// and its lease, and refuses an address while another MAC holds a lease on it, so such a
+/// lease is ended at once: an instance deleted on a multi-host network (whose release no
+/// server plan can carry), a release lost while the agent was down, an address freed by the
+/// disassociate timeout.
+pub fn stale_leases(
     want: &BTreeMap<String, String>,
     base: &BTreeMap<String, String>,
     dir: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
     let mac = |line: &str| line.split(',').next().unwrap_or("").to_ascii_lowercase();
-    want.iter()
-        .filter_map(|(ip, line)| {
-            let held = dir.get(ip).or_else(|| base.get(ip))?;
-            (mac(held) != mac(line)).then(|| (ip.clone(), mac(held)))
-        })
+    let mut held = base.clone();
+    held.extend(dir.iter().map(|(k, v)| (k.clone(), v.clone())));
+    held.iter()
+        .filter(|(ip, line)| want.get(*ip).is_none_or(|w| mac(w) != mac(line)))
+        .map(|(ip, line)| (ip.clone(), mac(line)))
         .collect()
 }
 
@@ -105,7 +110,7 @@ pub struct DhcpReport {
     pub stopped: Vec<String>,
     pub hosts_written: usize,
     pub hosts_removed: usize,
-    /// Leases of previous owners of reassigned addresses, released.
+    /// Stale leases ended (`stale_leases`).
     pub stale_released: usize,
 }
 
@@ -115,6 +120,7 @@ impl DhcpManager {
             dir: dir.to_path_buf(),
             binary: binary.to_path_buf(),
             released: BTreeSet::new(),
+            ended: BTreeSet::new(),
         }
     }
 
@@ -152,6 +158,7 @@ impl DhcpManager {
 
     pub fn apply(&mut self, plans: &[DhcpPlan], socket: &Path) -> Result<DhcpReport> {
         let mut report = DhcpReport::default();
+        let mut stale = BTreeSet::new();
         std::fs::create_dir_all(&self.dir).map_err(|e| io_err(self.dir.display(), e))?;
         for d in plans {
             let hook = self.hook_path(&d.bridge);
@@ -200,14 +207,18 @@ impl DhcpManager {
             } else {
                 hosts_step(&want, &base, &dir)
             };
-            if let Some(pid) = running {
-                for (ip, mac) in reassigned(&want, &base, &dir) {
-                    // A failed release leaves the lease to expire: the new owner waits.
-                    match run("dhcp_release", &[&d.bridge, &ip, &mac], None) {
+            // Before a re-read drops their records; each once while it stays stale.
+            for (ip, mac) in stale_leases(&want, &base, &dir) {
+                let key = (d.bridge.to_string(), ip, mac);
+                if let Some(pid) = running.filter(|_| !self.ended.contains(&key)) {
+                    let (_, ip, mac) = &key;
+                    // A failed release leaves the lease to expire.
+                    match run("dhcp_release", &[&d.bridge, ip, mac], None) {
                         Ok(_) => report.stale_released += 1,
                         Err(e) => tracing::warn!(pid, address = %ip, mac = %mac, "{e}"),
                     }
                 }
+                stale.insert(key);
             }
             report.hosts_written += step.add.len();
             report.hosts_removed += step.dropped;
@@ -242,6 +253,7 @@ impl DhcpManager {
                 let _ = std::fs::remove_file(&marker);
             }
         }
+        self.ended = stale;
         // Stop the servers of networks this host no longer serves.
         let wanted: BTreeSet<&str> = plans.iter().map(|d| d.bridge.as_str()).collect();
         let entries = std::fs::read_dir(&self.dir).map_err(|e| io_err(self.dir.display(), e))?;
@@ -425,19 +437,25 @@ mod tests {
     }
 
     #[test]
-    fn a_reassigned_address_names_its_old_mac() {
+    fn stale_leases_are_those_no_planned_vif_owns() {
         let want = hosts(&[
             "fa:16:3e:00:00:02,vpn.novalocal,10.0.0.2",
             "fa:16:3e:00:00:03,b.novalocal,10.0.0.3",
         ]);
-        let base = hosts(&["FA:16:3E:00:00:01,vpn.novalocal,10.0.0.2"]);
+        let base = hosts(&[
+            "FA:16:3E:00:00:01,vpn.novalocal,10.0.0.2",
+            "fa:16:3e:00:00:04,gone.novalocal,10.0.0.4",
+        ]);
         let dir = hosts(&["fa:16:3e:00:00:03,a.novalocal,10.0.0.3"]);
         // 10.0.0.3 only changed its name: the same VIF keeps its lease.
         assert_eq!(
-            reassigned(&want, &base, &dir),
-            vec![("10.0.0.2".to_string(), "fa:16:3e:00:00:01".to_string())]
+            stale_leases(&want, &base, &dir),
+            vec![
+                ("10.0.0.2".to_string(), "fa:16:3e:00:00:01".to_string()),
+                ("10.0.0.4".to_string(), "fa:16:3e:00:00:04".to_string()),
+            ]
         );
-        assert!(reassigned(&want, &want, &BTreeMap::new()).is_empty());
+        assert!(stale_leases(&want, &want, &BTreeMap::new()).is_empty());
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl Agent {
                 }
                 if r.stale_released > 0 {
                     changed.push(format!(
-                        "released {} previous owners' leases of reassigned addresses",
+                        "released {} leases no planned VIF owns",
                         r.stale_released
                     ));
                 }

@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 
+use novanet_store::prelude::*;
 use std::time::{Duration, Instant};
 
 /// A field of a VM's last lease (`router`, `ip`, ...), as the lab's udhcpc hook wrote it.
@@ -224,6 +225,27 @@ fn multi_host_each_compute_host_serves_its_own_vms() {
     println!(
         "multi-host set up and checked: {} ms",
         start.elapsed().as_millis()
+    );
+
+    // A VM deleted on compute-2: its lease there is ended at once (no server plan can carry
+    // the release of a deleted instance's address on a multi-host network), so dnsmasq's
+    // del event frees the address, not the 600 s disassociate timeout.
+    boot(&lab, "vm4", "compute-2");
+    let (vm4, _) = wait_lease(&lab, "vm4");
+    let store = lab.store();
+    wait_until("vm4's lease recorded", patience(15), || {
+        store.fixed_ip(&vm4).is_ok_and(|f| f.fixed.leased)
+    });
+    lab.novanet(&["delete", "vm4"]);
+    let t = Instant::now();
+    wait_until("vm4's address free again", patience(15), || {
+        store
+            .fixed_ip(&vm4)
+            .is_ok_and(|f| f.fixed.instance_uuid.is_none())
+    });
+    println!(
+        "a multi-host lease released: {} ms",
+        t.elapsed().as_millis()
     );
 
     // compute-1's agent and dnsmasq stop: compute-2's VMs keep everything, cirros loses
