@@ -294,6 +294,7 @@ mod tests {
                 updated_at: 0,
                 power: Default::default(),
                 locked_by: None,
+                actions: Vec::new(),
                 spec: InstanceSpec {
                     name: "cirros".into(),
                     ..Default::default()

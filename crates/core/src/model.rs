@@ -142,9 +142,26 @@ pub struct Instance {
     /// are an admin's only, as in nova.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked_by: Option<String>,
+    /// What was asked of it (`os-instance-actions`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<InstanceAction>,
     #[serde(flatten)]
     pub spec: InstanceSpec,
 }
+
+/// One request on a server (`create`, `reboot`, `stop`, `start`, `lock`, `unlock`), as
+/// nova's `os-instance-actions` lists them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceAction {
+    pub action: String,
+    pub request_id: String,
+    pub user_id: String,
+    pub project_id: String,
+    pub start_time: i64,
+}
+
+/// The actions an instance keeps: the oldest go first (nova kept every one, in a table).
+pub const INSTANCE_ACTIONS_KEPT: usize = 100;
 
 /// A lifecycle action on a server (`os-start`, `os-stop`, `reboot`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -444,6 +444,7 @@ mod tests {
                 updated_at: 0,
                 power: Default::default(),
                 locked_by: None,
+                actions: Vec::new(),
                 spec,
             },
             domain: "novalocal".into(),

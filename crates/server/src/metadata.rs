@@ -556,6 +556,7 @@ mod tests {
                 updated_at: 0,
                 power: Default::default(),
                 locked_by: None,
+                actions: Vec::new(),
                 spec: InstanceSpec {
                     name: "test".into(),
                     key_name: Some("mykey".into()),

@@ -101,6 +101,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("delete", "/v2.1/servers/{id}/tags/{tag}", "Delete a tag (2.26)"),
     ("get", "/v2.1/servers/{id}/ips", "A server's addresses by network"),
     ("get", "/v2.1/servers/{id}/ips/{network}", "A server's addresses on one network"),
+    ("get", "/v2.1/servers/{id}/os-instance-actions", "What was asked of a server, newest first"),
+    ("get", "/v2.1/servers/{id}/os-instance-actions/{request_id}", "One request on a server"),
     ("get", "/v2.1/os-availability-zone", "Availability zones"),
     ("get", "/v2.1/os-availability-zone/detail", "Availability zones with their hosts (admin)"),
     ("get", "/v2.1/extensions", "The API extensions a nova-network cloud had"),

@@ -2016,6 +2016,33 @@ async fn routes_server_records(h: &Harness, server: &str) {
     let s = format!("/v2.1/servers/{server}");
     // The server is the admin's.
     let me = h.admin();
+    // Its requests, newest first: the create (and the actions routes_server_actions made).
+    let v = h
+        .expect(200, "GET", &format!("{s}/os-instance-actions"), me, None)
+        .await;
+    let actions = v["instanceActions"].as_array().unwrap();
+    let create = actions.last().unwrap();
+    assert_eq!(create["action"], "create");
+    let request = create["request_id"].as_str().unwrap();
+    let v = h
+        .expect(
+            200,
+            "GET",
+            &format!("{s}/os-instance-actions/{request}"),
+            me,
+            None,
+        )
+        .await;
+    assert_eq!(v["instanceAction"]["instance_uuid"], server);
+    assert_eq!(v["instanceAction"]["events"], json!([]));
+    h.expect(
+        404,
+        "GET",
+        &format!("{s}/os-instance-actions/req-nosuch"),
+        me,
+        None,
+    )
+    .await;
     // Rename and access addresses; the list filters see the new name.
     let v = h
         .expect(

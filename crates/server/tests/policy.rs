@@ -141,6 +141,8 @@ struct Fixtures {
     user: String,
     /// The demo project's private image (the built-in ones are public and protected).
     image: String,
+    /// The request that created the server (its first instance action).
+    request_id: String,
 }
 
 async fn fixtures(h: &Harness) -> Fixtures {
@@ -291,8 +293,12 @@ async fn fixtures(h: &Harness) -> Fixtures {
         )
         .await;
     let image = v["id"].as_str().unwrap().to_string();
+    let request_id = store.instance(&server).unwrap().actions[0]
+        .request_id
+        .clone();
     Fixtures {
         image,
+        request_id,
         network,
         server,
         address,
@@ -354,6 +360,7 @@ fn concrete(path: &str, f: &Fixtures) -> String {
         .replace("{key}", "k1")
         .replace("{tag}", "t1")
         .replace("{network}", "vmnet")
+        .replace("{request_id}", &f.request_id)
         .replace("{alias}", "os-keypairs")
 }
 

@@ -8,8 +8,8 @@
 
 use novanet_core::config::Config;
 use novanet_core::model::{
-    BoundAddress, FloatingIp, Instance, InstanceAddress, InstanceSpec, InstanceUpdate, Network,
-    PowerAction, PowerReport,
+    BoundAddress, FloatingIp, Instance, InstanceAction, InstanceAddress, InstanceSpec,
+    InstanceUpdate, Network, PowerAction, PowerReport,
 };
 use novanet_core::planning::NetworkRequest;
 use novanet_core::secgroup::NewRule;
@@ -141,6 +141,9 @@ pub trait InstanceStore {
     fn report_power(&self, host: &str, reports: &[PowerReport]) -> Result<usize>;
     /// The console tail the instance's driver last reported.
     fn console_output(&self, uuid: &str) -> Result<Option<String>>;
+    /// Keeps a request made of the instance (the last `INSTANCE_ACTIONS_KEPT`); no new
+    /// generation: no plan or guest reads them.
+    fn record_instance_action(&self, uuid: &str, action: &InstanceAction) -> Result<()>;
     /// How many instances each host has (hosts without any may be missing).
     fn instance_counts(&self) -> Result<Vec<(String, u64)>>;
     /// Every violated invariant of instances, VIFs and fixed IPs, and of the engine's own

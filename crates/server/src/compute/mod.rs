@@ -23,6 +23,7 @@ mod flavors;
 mod floating_ips;
 mod floating_ips_bulk;
 mod images;
+mod instance_actions;
 pub mod keypairs;
 mod limits;
 mod networks;
@@ -64,6 +65,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(server_metadata::routes())
         .merge(server_tags::routes())
         .merge(server_ips::routes())
+        .merge(instance_actions::routes())
         .merge(server_actions::routes())
         .merge(virtual_interfaces::routes())
         .merge(availability_zones::routes())

@@ -119,6 +119,7 @@ fn lock(st: &AppState, i: &Instance, by: Option<String>) -> ApiResult<()> {
 async fn server_action(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
+    request: axum::Extension<crate::version::RequestId>,
     Path(id): Path<String>,
     Body(b): Body<Map<String, Value>>,
 ) -> ApiResult<Response> {
@@ -219,6 +220,16 @@ async fn server_action(
                 "unsupported server action {other:?}"
             )))
         }
+    }
+    // Nova's names for the actions it keeps (os-instance-actions).
+    let kept = match action.as_str() {
+        "os-stop" => Some("stop"),
+        "os-start" => Some("start"),
+        "reboot" | "lock" | "unlock" => Some(action.as_str()),
+        _ => None,
+    };
+    if let Some(kept) = kept {
+        super::instance_actions::record(&st, &ctx, &request, &i.uuid, kept);
     }
     tracing::info!(server = %i.uuid, action = %action, "server action done");
     Ok(ok_empty(StatusCode::ACCEPTED))

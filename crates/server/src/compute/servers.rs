@@ -476,6 +476,7 @@ pub(super) fn schedule(st: &AppState, ctx: &Ctx, az: Option<&str>) -> ApiResult<
 async fn create_server(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
+    request: axum::Extension<crate::version::RequestId>,
     v: Microversion,
     Body(b): Body<CreateServerBody>,
 ) -> ApiResult<Response> {
@@ -681,6 +682,7 @@ async fn create_server(
         }
     }
     for i in &created {
+        super::instance_actions::record(&st, &ctx, &request, &i.uuid, "create");
         tracing::info!(server = %i.uuid, name = %i.spec.name, host = ?i.spec.host, "server created");
     }
     let inst = created.remove(0);

@@ -110,6 +110,7 @@ impl InstanceStore for PgStore {
                 updated_at: now,
                 power: Default::default(),
                 locked_by: None,
+                actions: Vec::new(),
                 spec: spec.clone(),
             };
             if inst.spec.security_groups.is_empty() {
@@ -384,6 +385,17 @@ impl InstanceStore for PgStore {
         } else {
             self.write(write)
         }
+    }
+
+    fn record_instance_action(&self, uuid: &str, action: &InstanceAction) -> Result<()> {
+        self.write_raw(|tx| {
+            let mut inst = load_instance(tx, uuid)?;
+            inst.actions.push(action.clone());
+            let over = inst.actions.len().saturating_sub(INSTANCE_ACTIONS_KEPT);
+            inst.actions.drain(..over);
+            save_instance_data(tx, &inst)?;
+            Ok(())
+        })
     }
 
     fn console_output(&self, uuid: &str) -> Result<Option<String>> {

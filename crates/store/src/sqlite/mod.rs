@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use novanet_core::config::{Config, Manager};
 use novanet_core::model::{
-    hostname_for, FixedIp, FloatingIp, Instance, InstanceAddress, InstanceSpec, InstanceUpdate,
-    Network, PowerAction, PowerReport,
+    hostname_for, FixedIp, FloatingIp, Instance, InstanceAction, InstanceAddress, InstanceSpec,
+    InstanceUpdate, Network, PowerAction, PowerReport, INSTANCE_ACTIONS_KEPT,
 };
 use novanet_core::net::Mac;
 use novanet_core::planning::{plan_networks, NetworkRequest};
