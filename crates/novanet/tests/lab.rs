@@ -244,16 +244,7 @@ fn floating_ips_end_to_end(name: &str, driver: &str) {
             "68.99.26.170/31",
         ],
     );
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "vm2",
-    ]);
+    lab.boot_at("vm2", "compute-2");
     assert!(lab.lab(&["plug", "vm2"]).status.success());
     wait_until("vm2's lease", Duration::from_secs(20), || {
         lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
@@ -555,16 +546,7 @@ fn security_groups_e2e(name: &str, driver: &str, same_net: bool) {
             "68.99.26.170/31",
         ],
     );
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-1",
-        "vm2",
-    ]);
+    lab.boot_at("vm2", "compute-1");
     assert!(lab.lab(&["plug", "vm2"]).status.success());
     wait_until("vm2's lease", Duration::from_secs(20), || {
         lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
@@ -650,16 +632,7 @@ fn security_groups_e2e(name: &str, driver: &str, same_net: bool) {
             tcp_open(l, "vm2", "10.0.0.2", 80)
         });
         // DHCP still works for a new VM.
-        lab.novanet(&[
-            "boot",
-            "--image",
-            "cirros",
-            "--flavor",
-            "1",
-            "--availability-zone",
-            "nova:compute-2",
-            "vm3",
-        ]);
+        lab.boot_at("vm3", "compute-2");
         assert!(lab.lab(&["plug", "vm3"]).status.success());
         wait_until("vm3's lease", Duration::from_secs(20), || {
             lab.file("vm-vm3.lease").contains("ip=10.0.0.4 ")
@@ -798,16 +771,7 @@ fn noop_driver_opens_everything() {
     let Some(lab) = Lab::up("noop", &["firewall_driver = \"noop\""]) else {
         return;
     };
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "vm2",
-    ]);
+    lab.boot_at("vm2", "compute-2");
     assert!(lab.lab(&["plug", "vm2"]).status.success());
     wait_until("vm2's lease", Duration::from_secs(20), || {
         lab.file("vm-vm2.lease").contains("ip=10.0.0.3 ")
@@ -1436,16 +1400,7 @@ fn flat_mode_vm_configures_itself_from_its_config_drive() {
         .join("agent-controller/networks/nova-br100.pid")
         .exists());
     // A second VM, on the other compute host, reaches the first over the flat network.
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "second",
-    ]);
+    lab.boot_at("second", "compute-2");
     wait_until("second's config drive", Duration::from_secs(30), || {
         lab.lease_of("second").is_some()
     });
@@ -1614,16 +1569,7 @@ fn two_servers_on_postgresql_one_killed_while_a_vm_boots() {
         return;
     };
     assert!(lab.lease_of("cirros").is_some(), "the tutorial's VM booted");
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "vm2",
-    ]);
+    lab.boot_at("vm2", "compute-2");
     let pid = *lab.pids("server").first().expect("the first server's pid");
     assert!(Command::new("kill")
         .args(["-9", &pid.to_string()])

@@ -185,16 +185,7 @@ fn slaac_address_is_the_one_novanet_shows_and_vms_ping_over_ipv6() {
     println!("cirros autoconfigured {shown} in {:?}", started.elapsed());
 
     // A second VM on the other compute host: the same, and the two reach each other.
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "vm2",
-    ]);
+    lab.boot_at("vm2", "compute-2");
     let mut vm2 = None;
     wait_until("vm2's SLAAC address", patience(40), || {
         vm2 = slaac_address(&lab, "vm2");
@@ -252,23 +243,8 @@ fn ipv6_security_groups(name: &str, driver: &str) {
         return;
     };
     let started = std::time::Instant::now();
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "vm2",
-    ]);
-    let (mut a, mut b) = (None, None);
-    wait_until("both VMs' SLAAC addresses", patience(40), || {
-        a = slaac_address(&lab, "cirros");
-        b = slaac_address(&lab, "vm2");
-        a.is_some() && b.is_some()
-    });
-    let (a, b) = (a.unwrap(), b.unwrap());
+    lab.boot_at("vm2", "compute-2");
+    let (a, b) = both_slaac(&lab);
     metadata_over_ipv6(&lab);
     assert!(lab.lab(&["serve", "cirros", "22"]).status.success());
 
@@ -439,16 +415,7 @@ fn account_identifier_addresses_pass_the_filters() {
         return;
     };
     let started = std::time::Instant::now();
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "vm2",
-    ]);
+    lab.boot_at("vm2", "compute-2");
     // Both up (their SLAAC addresses, EUI-64, are not the ones novanet shows).
     wait_until("both VMs' SLAAC addresses", patience(40), || {
         slaac_address(&lab, "cirros").is_some() && slaac_address(&lab, "vm2").is_some()
@@ -512,23 +479,8 @@ fn multi_host_each_host_is_its_instances_ipv6_gateway() {
         return;
     };
     let started = std::time::Instant::now();
-    lab.novanet(&[
-        "boot",
-        "--image",
-        "cirros",
-        "--flavor",
-        "1",
-        "--availability-zone",
-        "nova:compute-2",
-        "vm2",
-    ]);
-    let (mut a, mut b) = (None, None);
-    wait_until("both VMs' SLAAC addresses", patience(40), || {
-        a = slaac_address(&lab, "cirros");
-        b = slaac_address(&lab, "vm2");
-        a.is_some() && b.is_some()
-    });
-    let (a, b) = (a.unwrap(), b.unwrap());
+    lab.boot_at("vm2", "compute-2");
+    let (a, b) = both_slaac(&lab);
     assert_eq!(listed_v6(&lab, "vm2").as_deref(), Some(b.as_str()));
     for (vm, host, peer) in [("cirros", "compute-1", &b), ("vm2", "compute-2", &a)] {
         let br = lab.ok(host, &["ip", "-6", "addr", "show", "dev", "br100"]);
@@ -623,4 +575,15 @@ fn vlan_projects_get_their_own_ipv6_prefixes() {
         tcp6_open(l, "b1", &a, 22, None)
     });
     println!("VLAN dual stack checked in {:?}", started.elapsed());
+}
+
+/// cirros's and vm2's SLAAC addresses, once both have one.
+fn both_slaac(lab: &Lab) -> (String, String) {
+    let (mut a, mut b) = (None, None);
+    wait_until("both VMs' SLAAC addresses", patience(40), || {
+        a = slaac_address(lab, "cirros");
+        b = slaac_address(lab, "vm2");
+        a.is_some() && b.is_some()
+    });
+    (a.unwrap(), b.unwrap())
 }

@@ -287,6 +287,15 @@ impl Lab {
     /// Boots `name` (cirros, flavor 1) on `host` and waits for its VM's lease of `address`
     /// (the lab's hypervisor starts the VM by itself, as nova-compute would).
     pub fn boot_on(&self, name: &str, host: &str, address: &str) {
+        self.boot_at(name, host);
+        let (lease, want) = (format!("vm-{name}.lease"), format!("ip={address} "));
+        wait_until(&format!("{name}'s lease"), Duration::from_secs(20), || {
+            self.file(&lease).contains(&want)
+        });
+    }
+
+    /// Boots `name` (cirros, flavor 1) on `host`.
+    pub fn boot_at(&self, name: &str, host: &str) {
         let zone = format!("nova:{host}");
         self.novanet(&[
             "boot",
@@ -298,10 +307,6 @@ impl Lab {
             &zone,
             name,
         ]);
-        let (lease, want) = (format!("vm-{name}.lease"), format!("ip={address} "));
-        wait_until(&format!("{name}'s lease"), Duration::from_secs(20), || {
-            self.file(&lease).contains(&want)
-        });
     }
 
     /// Opens a port (icmp: "-1") of the admin project's default group to everyone, as the
