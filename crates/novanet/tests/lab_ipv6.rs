@@ -172,6 +172,23 @@ fn slaac_address_is_the_one_novanet_shows_and_vms_ping_over_ipv6() {
         .count();
     // radvd and its privilege-separated child.
     assert!(radvds <= 2, "{radvds} radvd processes for one bridge");
+    // diagnose sees them as the one radvd of br100, and IPv6 forwarding on.
+    let state = lab.dir.join("agent-controller").display().to_string();
+    let out = lab.exec(
+        "controller",
+        &["novanet", "diagnose", "--json", "--state-dir", &state],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("diagnose --json: {e}: {}", text(&out.stderr)));
+    for name in ["radvd", "ipv6 forwarding"] {
+        let c = v["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} check: {v}"));
+        assert_eq!(c["ok"], true, "{c}");
+    }
     let gw = lab.ok("controller", &["ip", "-6", "addr", "show", "dev", "br100"]);
     assert!(gw.contains("fd00:1::1/64"), "{gw}");
 

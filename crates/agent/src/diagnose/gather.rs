@@ -54,9 +54,9 @@ fn sysctl(path: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-/// The dnsmasq processes of this network namespace (the PID space may be shared with
-/// other namespaces' hosts, as in the lab).
-fn dnsmasq_processes() -> Vec<Process> {
+/// The processes of program `name` (dnsmasq, radvd) in this network namespace (the PID
+/// space may be shared with other namespaces' hosts, as in the lab).
+fn processes_named(name: &str) -> Vec<Process> {
     let own_ns = std::fs::read_link("/proc/self/ns/net").ok();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -69,10 +69,10 @@ fn dnsmasq_processes() -> Vec<Process> {
         let Some(args) = crate::sys::cmdline(pid) else {
             continue;
         };
-        let is_dnsmasq = args
+        let is_it = args
             .first()
-            .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "dnsmasq"));
-        if !is_dnsmasq || std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() != own_ns {
+            .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == name));
+        if !is_it || std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() != own_ns {
             continue;
         }
         let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -147,6 +147,7 @@ pub fn gather(plan: &HostPlan, state_dir: &Path) -> Facts {
     let mut f = Facts::default();
     let mut paths = vec![
         "net/ipv4/ip_forward".to_string(),
+        "net/ipv6/conf/all/forwarding".into(),
         "net/ipv4/conf/all/rp_filter".into(),
         "net/bridge/bridge-nf-call-iptables".into(),
     ];
@@ -166,7 +167,15 @@ pub fn gather(plan: &HostPlan, state_dir: &Path) -> Facts {
     }
     let networks = state_dir.join("networks");
     if !plan.dhcp.is_empty() {
-        f.dnsmasq = dnsmasq_processes();
+        f.dnsmasq = processes_named("dnsmasq");
+    }
+    if !plan.ra.is_empty() {
+        f.radvd = processes_named("radvd");
+        let dir = state_dir.join("ra");
+        for r in &plan.ra {
+            f.radvd_args
+                .insert(r.bridge.to_string(), crate::ra::radvd_args(r, &dir));
+        }
     }
     for d in &plan.dhcp {
         let hook = networks.join(format!("nova-{}.hook", d.bridge));

@@ -108,6 +108,9 @@ pub struct Facts {
     pub dnsmasq: Vec<Process>,
     /// Per served network's bridge: the argv novanet starts its dnsmasq with.
     pub dnsmasq_args: BTreeMap<String, Vec<String>>,
+    /// Running radvd processes, and per advertised bridge the argv novanet starts it with.
+    pub radvd: Vec<Process>,
+    pub radvd_args: BTreeMap<String, Vec<String>>,
     /// Per served network's bridge: the hosts lines dnsmasq was given (base file and
     /// watched directory).
     pub hosts_lines: BTreeMap<String, Vec<String>>,
@@ -153,6 +156,7 @@ pub fn run_checks(plan: &HostPlan, f: &Facts) -> Vec<Check> {
     sysctls(plan, f, &mut out);
     links(plan, f, &mut out);
     dnsmasq(plan, f, &mut out);
+    radvd(plan, f, &mut out);
     nat(plan, f, &mut out);
     metadata(plan, f, &mut out);
     drift(plan, f, &mut out);
@@ -368,6 +372,51 @@ fn links(plan: &HostPlan, f: &Facts, out: &mut Vec<Check>) {
                 format!("not on {}", fl.interface)
             },
             format!("ip addr add {want} dev {}", fl.interface),
+        ));
+    }
+}
+
+/// One radvd per advertised bridge, with the plan's configuration (radvd forks a
+/// privilege-separated child: a child of a server is not another server).
+fn radvd(plan: &HostPlan, f: &Facts, out: &mut Vec<Check>) {
+    for r in &plan.ra {
+        let bridge = r.bridge.as_str();
+        let want = f.radvd_args.get(bridge);
+        let mine: Vec<&Process> = f
+            .radvd
+            .iter()
+            .filter(|p| want.is_some_and(|w| p.args.get(1..) == Some(w.as_slice())))
+            .collect();
+        let servers: Vec<&Process> = mine
+            .iter()
+            .copied()
+            .filter(|p| !mine.iter().any(|q| q.pid == p.ppid))
+            .collect();
+        out.push(check(
+            "radvd",
+            bridge,
+            servers.len() == 1,
+            format!("one radvd advertising {} on {bridge}", r.prefix),
+            match servers.as_slice() {
+                [] => "not running".into(),
+                [one] => format!("one, PID {}", one.pid),
+                many => format!("{} servers", many.len()),
+            },
+            format!(
+                "systemctl restart novanet-agent (the agent starts it: radvd {})",
+                want.map(|w| w.join(" ")).unwrap_or_default()
+            ),
+        ));
+    }
+    if !plan.ra.is_empty() {
+        let v = sysctl_value(f, "net/ipv6/conf/all/forwarding");
+        out.push(check(
+            "ipv6 forwarding",
+            "",
+            v == "1",
+            "1 (this host routes its networks' IPv6 traffic)".into(),
+            v.into(),
+            "sysctl -w net.ipv6.conf.all.forwarding=1".into(),
         ));
     }
 }

@@ -353,3 +353,42 @@ fn the_kept_plan_reads_back_checked() {
         .contains("plan.json"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn dual_stack_needs_one_radvd_per_bridge_and_ipv6_forwarding() {
+    let mut p = plan(FirewallDriver::Nftables);
+    let ra: novanet_core::plan::RaPlan = serde_json::from_value(serde_json::json!({
+        "network_uuid": "u", "bridge": "br100", "prefix": "fd00:1::/64", "gateway": "fd00:1::1"
+    }))
+    .unwrap();
+    let want = crate::ra::radvd_args(&ra, Path::new("/var/lib/novanet/ra"));
+    p.ra.push(ra);
+    let mut f = healthy(&p);
+    f.radvd_args.insert("br100".into(), want.clone());
+    let w = wrong(&run_checks(&p, &f));
+    assert_eq!(
+        w.iter()
+            .map(|(c, s, _)| (c.as_str(), s.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("radvd", "br100"), ("ipv6 forwarding", "")]
+    );
+    assert!(w[0].2.starts_with("systemctl restart novanet-agent (the agent starts it: radvd -C /var/lib/novanet/ra/nova-ra-br100.conf"), "{}", w[0].2);
+    assert_eq!(w[1].2, "sysctl -w net.ipv6.conf.all.forwarding=1");
+    // radvd and its privilege-separated child: one server.
+    let args: Vec<String> = std::iter::once("radvd".to_string()).chain(want).collect();
+    f.radvd = vec![
+        Process {
+            pid: 50,
+            ppid: 1,
+            args: args.clone(),
+        },
+        Process {
+            pid: 51,
+            ppid: 50,
+            args,
+        },
+    ];
+    f.sysctls
+        .insert("net/ipv6/conf/all/forwarding".into(), "1".into());
+    assert!(wrong(&run_checks(&p, &f)).is_empty());
+}
