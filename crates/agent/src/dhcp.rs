@@ -12,10 +12,14 @@ use crate::sys::{cmdline, io_err, run, signal, write_if_changed, Result};
 pub struct DhcpManager {
     pub dir: PathBuf,
     pub binary: PathBuf,
-    released: BTreeSet<(String, String)>,
-    /// Stale leases ended (bridge, address, MAC), kept while they stay stale.
-    ended: BTreeSet<(String, String, String)>,
+    /// Leases released (bridge, address, MAC), kept while still asked for: each once.
+    released: BTreeSet<Lease>,
+    /// The stale leases (`stale_leases`) the last `apply` found at running servers.
+    stale: BTreeSet<Lease>,
 }
+
+/// A lease as dhcp_release names it: bridge, address, MAC.
+type Lease = (String, String, String);
 
 /// How a network's hosts reach its dnsmasq: a base file (`nova-BR.conf`, nova's hosts file,
 /// read at start and on SIGHUP), and a watched directory where each host added since then
@@ -110,8 +114,6 @@ pub struct DhcpReport {
     pub stopped: Vec<String>,
     pub hosts_written: usize,
     pub hosts_removed: usize,
-    /// Stale leases ended (`stale_leases`).
-    pub stale_released: usize,
 }
 
 impl DhcpManager {
@@ -120,7 +122,7 @@ impl DhcpManager {
             dir: dir.to_path_buf(),
             binary: binary.to_path_buf(),
             released: BTreeSet::new(),
-            ended: BTreeSet::new(),
+            stale: BTreeSet::new(),
         }
     }
 
@@ -207,18 +209,14 @@ impl DhcpManager {
             } else {
                 hosts_step(&want, &base, &dir)
             };
-            // Before a re-read drops their records; each once while it stays stale.
-            for (ip, mac) in stale_leases(&want, &base, &dir) {
-                let key = (d.bridge.to_string(), ip, mac);
-                if let Some(pid) = running.filter(|_| !self.ended.contains(&key)) {
-                    let (_, ip, mac) = &key;
-                    // A failed release leaves the lease to expire.
-                    match run("dhcp_release", &[&d.bridge, ip, mac], None) {
-                        Ok(_) => report.stale_released += 1,
-                        Err(e) => tracing::warn!(pid, address = %ip, mac = %mac, "{e}"),
-                    }
-                }
-                stale.insert(key);
+            // Read before a re-read rewrites the files; `release` ends them. A server started
+            // now has only the plan's leases.
+            if running.is_some() {
+                stale.extend(
+                    stale_leases(&want, &base, &dir)
+                        .into_iter()
+                        .map(|(ip, mac)| (d.bridge.to_string(), ip, mac)),
+                );
             }
             report.hosts_written += step.add.len();
             report.hosts_removed += step.dropped;
@@ -253,7 +251,7 @@ impl DhcpManager {
                 let _ = std::fs::remove_file(&marker);
             }
         }
-        self.ended = stale;
+        self.stale = stale;
         // Stop the servers of networks this host no longer serves.
         let wanted: BTreeSet<&str> = plans.iter().map(|d| d.bridge.as_str()).collect();
         let entries = std::fs::read_dir(&self.dir).map_err(|e| io_err(self.dir.display(), e))?;
@@ -282,25 +280,38 @@ impl DhcpManager {
         Ok(report)
     }
 
-    /// Ends leases of deleted instances (`force_dhcp_release`); each one once.
-    pub fn release(&mut self, releases: &[DhcpRelease]) -> Vec<String> {
-        let mut errors = Vec::new();
-        let want: BTreeSet<(String, String)> = releases
+    /// Ends the plan's leases of deleted instances (`force_dhcp_release`) and the stale
+    /// leases the last `apply` found, each once while it is still asked for. The errors are
+    /// the plan's releases' (a failed stale release leaves its lease to expire), and how
+    /// many stale leases were ended.
+    pub fn release(&mut self, releases: &[DhcpRelease]) -> (Vec<String>, usize) {
+        let planned: BTreeSet<Lease> = releases
             .iter()
-            .map(|r| (r.address.to_string(), r.mac.to_string()))
+            .map(|r| {
+                (
+                    r.bridge.to_string(),
+                    r.address.to_string(),
+                    r.mac.to_string(),
+                )
+            })
             .collect();
-        self.released.retain(|k| want.contains(k));
-        for r in releases {
-            let key = (r.address.to_string(), r.mac.to_string());
-            if self.released.contains(&key) {
+        let stale = &self.stale;
+        self.released
+            .retain(|k| planned.contains(k) || stale.contains(k));
+        let (mut errors, mut ended) = (Vec::new(), 0);
+        for k in planned.iter().chain(stale.difference(&planned)) {
+            if !self.released.insert(k.clone()) {
                 continue;
             }
-            if let Err(e) = run("dhcp_release", &[&r.bridge, &r.address, &r.mac], None) {
-                errors.push(e.to_string());
+            let (bridge, address, mac) = k;
+            match run("dhcp_release", &[bridge, address, mac], None) {
+                Err(e) if planned.contains(k) => errors.push(e.to_string()),
+                Err(e) => tracing::warn!(%address, %mac, "{e}"),
+                Ok(_) if !planned.contains(k) => ended += 1,
+                Ok(_) => {}
             }
-            self.released.insert(key);
         }
-        errors
+        (errors, ended)
     }
 }
 

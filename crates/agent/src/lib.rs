@@ -289,18 +289,16 @@ impl Agent {
                         r.hosts_written, r.hosts_removed
                     ));
                 }
-                if r.stale_released > 0 {
-                    changed.push(format!(
-                        "released {} leases no planned VIF owns",
-                        r.stale_released
-                    ));
-                }
             }
             Err(e) => errors.push(e.to_string()),
         }
         self.tally("dhcp", before, &errors);
         let before = errors.len();
-        errors.extend(self.dhcp.release(&plan.releases));
+        let (release_errors, ended) = self.dhcp.release(&plan.releases);
+        errors.extend(release_errors);
+        if ended > 0 {
+            changed.push(format!("released {ended} leases no planned VIF owns"));
+        }
         self.tally("release", before, &errors);
         let before = errors.len();
         errors.extend(self.metadata.sync(plan, &self.client));
